@@ -1,0 +1,3 @@
+from jetstore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The ``jetstore`` command line: convert, inspect, schema infer/check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from jetstore.errors import JetstoreError, SchemaError
+from jetstore.schema import Schema, load_schema
+from jetstore.store import storage
+from jetstore.store.format import FORMATS, Layout
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except JetstoreError as exc:
+        print(f"jetstore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jetstore: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jetstore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert ROOT jet libraries into a sharded dataset")
+    convert.add_argument("inputs", nargs="+", metavar="INPUT", help="ROOT files: paths, globs or fsspec URLs")
+    convert.add_argument("--schema", required=True, help="schema YAML, or the name of a bundled schema")
+    convert.add_argument("--output", "-o", required=True, help="dataset URL: local path or s3://bucket/prefix")
+    convert.add_argument("--format", choices=sorted(FORMATS), default="zarr")
+    convert.add_argument("--jets-per-shard", type=_positive, default=100_000, help="input entries per shard")
+    convert.add_argument("--chunk-jets", type=_positive, default=Layout.chunk_jets,
+                         help="jets per Zarr chunk / Parquet row group")
+    convert.add_argument("--chunk-values", type=_positive, default=Layout.chunk_values,
+                         help="node values per Zarr chunk")
+    convert.add_argument("--compression-level", type=int, default=Layout.compression_level)
+    convert.add_argument("--read-step", type=_positive, default=20_000, help="entries read from ROOT at once")
+    convert.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
+    convert.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
+    convert.add_argument("--storage-options", type=_json_object, default={},
+                         help="JSON fsspec options for the output (e.g. endpoint_url, key, secret)")
+    convert.add_argument("--input-storage-options", type=_json_object, default={},
+                         help="JSON fsspec options for remote inputs")
+    convert.add_argument("--overwrite", action="store_true", help="delete any existing dataset first")
+    convert.add_argument("--skip-bad-inputs", action="store_true",
+                         help="commit the dataset without inputs that failed (still exits non-zero)")
+    convert.add_argument("--no-progress", action="store_true")
+    convert.set_defaults(handler=cmd_convert)
+
+    inspect = commands.add_parser("inspect", help="summarise a dataset")
+    inspect.add_argument("url")
+    inspect.add_argument("--storage-options", type=_json_object, default={})
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    schema = commands.add_parser("schema", help="work with schemas")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    infer = schema_commands.add_parser("infer", help="write a schema for an unseen ROOT file")
+    infer.add_argument("files", nargs="+", metavar="FILE")
+    infer.add_argument("--tree", help="tree name (default: the only TTree in the file)")
+    infer.add_argument("--output", "-o", help="write the YAML here (default: stdout)")
+    infer.set_defaults(handler=cmd_schema_infer)
+    check = schema_commands.add_parser("check", help="validate a schema file")
+    check.add_argument("schema")
+    check.set_defaults(handler=cmd_schema_check)
+
+    demo = commands.add_parser("demo", help="convert the bundled sample on a local Dask cluster")
+    demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
+    demo.add_argument("--workers", type=_positive, default=2)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def resolve_schema(name_or_path: str) -> Schema:
+    """A schema file path, or the name of a bundled schema (``cms_ak4``, ``jetclass``)."""
+    path = Path(name_or_path)
+    if not path.exists() and not path.suffix:
+        bundled = resources.files("jetstore") / "schemas" / f"{name_or_path}.yaml"
+        if bundled.is_file():
+            return load_schema(Path(str(bundled)))
+    return load_schema(path)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from jetstore.convert.cluster import dask_client
+    from jetstore.convert.run import ConvertRequest, convert
+
+    request = ConvertRequest(
+        inputs=tuple(args.inputs), schema=resolve_schema(args.schema), output=args.output, format=args.format,
+        jets_per_shard=args.jets_per_shard,
+        layout=Layout(args.chunk_jets, args.chunk_values, args.compression_level), read_step=args.read_step,
+        overwrite=args.overwrite, skip_bad_inputs=args.skip_bad_inputs,
+        input_options=storage.resolve_storage_options(args.inputs[0], args.input_storage_options),
+        output_options=storage.resolve_storage_options(args.output, args.storage_options),
+    )
+    with dask_client(args.scheduler, args.workers) as client:
+        report = convert(request, client, progress=not args.no_progress)
+    print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
+    if report.manifest is not None:
+        print_summary(args.output, report.manifest)
+    if report.failures:
+        print(f"\n{len(report.failures)} input(s) failed:", file=sys.stderr)
+        for url, reason in report.failures.items():
+            print(f"  {url}: {reason}", file=sys.stderr)
+        if report.manifest is None:
+            print("no manifest written: fix or remove these inputs and rerun (completed shards are kept), "
+                  "or pass --skip-bad-inputs", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from jetstore.store.dataset import Dataset
+
+    dataset = Dataset.open(args.url, args.storage_options)
+    if args.json:
+        manifest = dataset.manifest
+        print(json.dumps({"url": args.url, "format": manifest.format, "jets": manifest.n_jets,
+                          "shards": len(manifest.shards), "bytes": manifest.bytes,
+                          "class_counts": manifest.class_counts, "inputs": len(manifest.inputs),
+                          "schema_hash": manifest.schema_hash}, indent=1))
+    else:
+        print_summary(args.url, dataset.manifest)
+    return 0
+
+
+def cmd_schema_infer(args: argparse.Namespace) -> int:
+    from jetstore.schema.infer import infer_schema
+    from jetstore.schema.load import schema_from_dict
+
+    data, skipped = infer_schema(args.files[0], args.tree)
+    schema_from_dict(data, where=args.files[0])
+    text = f"# inferred by `jetstore schema infer` from {Path(args.files[0]).name}\n"
+    if skipped:
+        text += f"# left out (not numbers or vectors of numbers): {', '.join(skipped)}\n"
+    text += yaml.safe_dump(data, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    schema = resolve_schema(args.schema)
+    features = sum(len(b.features) for b in schema.blocks)
+    print(f"{args.schema}: ok ({len(schema.jets)} jet columns, {len(schema.labels)} labels, "
+          f"{len(schema.blocks)} blocks with {features} features, hash {schema.hash})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default: the bundled sample → Zarr and Parquet datasets on a local Dask cluster."""
+    data = resources.files("jetstore") / "data"
+    inputs = sorted(str(p) for p in Path(str(data)).glob("sample_cms_ak4_*.root"))
+    status = 0
+    for fmt in ("zarr", "parquet"):
+        output = str(Path(args.output) / f"sample_cms_ak4.{fmt}")
+        status |= main(["convert", *inputs, "--schema", "cms_ak4", "--output", output, "--format", fmt,
+                        "--jets-per-shard", "1000", "--workers", str(args.workers)])
+    return status
+
+
+def print_summary(url: str, manifest) -> None:
+    print(f"dataset {url}")
+    print(f"  format   {manifest.format} (manifest v{manifest.format_version}, schema {manifest.schema['name']} "
+          f"{manifest.schema_hash})")
+    print(f"  jets     {manifest.n_jets:,} in {len(manifest.shards)} shard(s) from {len(manifest.inputs)} input(s)")
+    print(f"  bytes    {manifest.bytes:,} ({manifest.bytes / max(manifest.n_jets, 1):.0f} per jet)")
+    counts = manifest.class_counts
+    total = max(sum(counts.values()), 1)
+    print("  classes  " + ", ".join(f"{k} {v:,} ({100 * v / total:.1f}%)" for k, v in counts.items()))
+    if manifest.skipped_inputs:
+        print(f"  skipped  {len(manifest.skipped_inputs)} bad input(s): {', '.join(manifest.skipped_inputs)}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+__all__ = ["SchemaError", "main"]

@@ -1,0 +1,216 @@
+"""Reading ROOT jet libraries with uproot: identify and validate an input, then read entry ranges in
+bounded chunks into :class:`JetTable` pieces (selection applied, derived columns computed, dtypes checked)."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from jetstore.errors import ExpressionError, InputError
+from jetstore.schema import Column, Schema
+from jetstore.schema.model import feature_dtype
+from jetstore.store import storage
+from jetstore.store.table import BlockData, JetTable
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """An input file that passed validation: entry count, identity, and storage dtypes of every column."""
+
+    url: str
+    entries: int
+    size: int
+    uuid: str
+    dtypes: dict[str, str]
+
+
+@contextlib.contextmanager
+def open_tree(url: str, tree_name: str, options: Mapping[str, Any]) -> Iterator[uproot.TTree]:
+    """Open ``tree_name`` in a local or remote ROOT file; any failure becomes an :class:`InputError`."""
+    try:
+        if storage.is_local(url):
+            path = url.removeprefix("file://")
+            if not os.path.exists(path):
+                raise InputError(url, "no such file")
+            handle = uproot.open(path)
+        else:
+            handle = uproot.open(url, handler=uproot.source.fsspec.FSSpecSource, **dict(options))
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(url, "no such file") from None
+    except Exception as exc:
+        raise InputError(url, f"cannot open as a ROOT file ({_describe(exc)})") from None
+    with handle:
+        try:
+            tree = handle[tree_name]
+        except Exception:
+            trees = sorted({k.split(";")[0] for k, c in handle.classnames().items() if c.startswith("TTree")})
+            raise InputError(url, f"no TTree '{tree_name}' (trees in file: {', '.join(trees) or 'none'})") from None
+        if not isinstance(tree, uproot.behaviors.TTree.TTree):
+            raise InputError(url, f"'{tree_name}' is a {type(tree).__name__}, not a TTree")
+        yield tree
+
+
+def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> InputInfo:
+    """Validate that ``url`` holds the schema's tree and branches with usable types."""
+    with open_tree(url, schema.tree, options) as tree:
+        available = set(tree.keys(recursive=False))
+        dtypes: dict[str, str] = {}
+        for column in schema.jet_columns:
+            _require_branches(url, tree, column, available)
+            if column.expr is None:
+                source = _flat_dtype(url, tree[column.branch], column)
+                dtypes[column.name] = column.dtype or source.name
+            else:
+                dtypes[column.name] = column.dtype or "float32"
+        for block in schema.blocks:
+            for feature in block.features:
+                _require_branches(url, tree, feature, available)
+                if feature.expr is None:
+                    _vector_dtype(url, tree[feature.branch], block.name)
+                dtypes[feature.name] = feature_dtype(feature).name
+        if schema.selection is not None:
+            _require_branches(url, tree, None, available, schema.selection.names)
+        size = _file_size(url, options)
+        return InputInfo(url=url, entries=int(tree.num_entries), size=size, uuid=str(tree.file.uuid), dtypes=dtypes)
+
+
+def read_range(url: str, schema: Schema, dtypes: Mapping[str, str], entry_start: int, entry_stop: int,
+               options: Mapping[str, Any], step: int) -> Iterator[JetTable]:
+    """Yield the selected jets of entries [entry_start, entry_stop) in pieces of at most ``step`` entries."""
+    branches = sorted(schema.branches)
+    with open_tree(url, schema.tree, options) as tree:
+        for begin in range(entry_start, entry_stop, step):
+            end = min(entry_stop, begin + step)
+            try:
+                arrays = tree.arrays(branches, entry_start=begin, entry_stop=end, library="ak", how=dict)
+            except Exception as exc:
+                raise InputError(url, f"cannot read entries {begin}-{end} ({_describe(exc)})") from None
+            yield build_table(url, schema, dtypes, arrays)
+
+
+def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, ak.Array]) -> JetTable:
+    """Apply selection and derived columns to one piece of branches and cast to the storage dtypes."""
+    n = len(next(iter(arrays.values())))
+    mask = None
+    if schema.selection is not None:
+        mask = _evaluate(url, schema.selection, arrays, "selection")
+        mask = np.asarray(ak.to_numpy(mask) if isinstance(mask, ak.Array) else mask)
+        if mask.shape != (n,) or mask.dtype != np.bool_:
+            raise InputError(url, f"selection {schema.selection.source!r} must give one boolean per jet")
+        if mask.all():
+            mask = None
+    jets = {}
+    for column in schema.jet_columns:
+        values = _column_values(url, column, arrays)
+        if isinstance(values, ak.Array):
+            if values.ndim != 1:
+                raise InputError(url, f"jet column '{column.name}' gives several values per jet")
+            values = ak.to_numpy(values)
+        values = np.broadcast_to(np.asarray(values), (n,))
+        jets[column.name] = cast_checked(url, column.name, values if mask is None else values[mask],
+                                         dtypes[column.name])
+    blocks = {}
+    for block in schema.blocks:
+        counts = None
+        features = {}
+        for feature in block.features:
+            values = _column_values(url, feature, arrays)
+            if not isinstance(values, ak.Array) or values.ndim != 2:
+                raise InputError(url, f"block '{block.name}' feature '{feature.name}' is not one list per jet")
+            if mask is not None:
+                values = values[mask]
+            feature_counts = ak.to_numpy(ak.num(values, axis=1)).astype(np.int32)
+            if counts is None:
+                counts, first = feature_counts, feature.name
+            elif not np.array_equal(counts, feature_counts):
+                raise InputError(url, f"block '{block.name}': '{feature.name}' and '{first}' have different "
+                                      "numbers of entries per jet")
+            flat = ak.to_numpy(ak.flatten(values, axis=1))
+            features[feature.name] = cast_checked(url, feature.name, flat, dtypes[feature.name])
+        blocks[block.name] = BlockData(counts, features)
+    return JetTable(jets, blocks)
+
+
+def cast_checked(url: str, name: str, values: np.ndarray, dtype: str) -> np.ndarray:
+    """Cast to the storage dtype, refusing any cast that would change a value beyond the type's precision."""
+    target = np.dtype(dtype)
+    if values.dtype == target:
+        return np.ascontiguousarray(values)
+    if target.kind == "b":
+        if not np.isin(values, (0, 1)).all():
+            raise InputError(url, f"'{name}' holds values other than 0/1; cannot store as bool")
+        return values.astype(bool)
+    if target.kind in "iu":
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+            raise InputError(url, f"'{name}' holds non-integer values; cannot store as {target}")
+        info = np.iinfo(target)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise InputError(url, f"'{name}' holds values outside the {target} range [{info.min}, {info.max}]")
+        return values.astype(target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(target)
+    overflow = ~np.isfinite(out) & np.isfinite(values)
+    if overflow.any():
+        bad = values[overflow][0]
+        raise InputError(url, f"'{name}' holds {bad!r}, which overflows {target}")
+    return out
+
+
+def _column_values(url: str, column: Column, arrays: Mapping[str, ak.Array]) -> Any:
+    if column.expr is None:
+        return arrays[column.branch]
+    return _evaluate(url, column.expr, arrays, f"column '{column.name}'")
+
+
+def _evaluate(url: str, expression, arrays: Mapping[str, ak.Array], what: str) -> Any:
+    try:
+        return expression.evaluate(arrays)
+    except ExpressionError as exc:
+        raise InputError(url, f"{what}: {exc}") from None
+
+
+def _require_branches(url: str, tree, column: Column | None, available: set[str],
+                      names: frozenset[str] | None = None) -> None:
+    for name in sorted(names if names is not None else column.inputs):
+        if name not in available:
+            close = difflib.get_close_matches(name, sorted(available), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            needed = f" (needed by '{column.name}')" if column is not None and column.name != name else ""
+            raise InputError(url, f"tree '{tree.name}' has no branch '{name}'{needed}{hint}")
+
+
+def _flat_dtype(url: str, branch, column: Column) -> np.dtype:
+    interpretation = branch.interpretation
+    if isinstance(interpretation, uproot.interpretation.numerical.AsDtype) and interpretation.to_dtype.shape == ():
+        return interpretation.to_dtype.newbyteorder("=")
+    raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; jet column '{column.name}' "
+                          "needs one number per jet")
+
+
+def _vector_dtype(url: str, branch, block: str) -> None:
+    interpretation = branch.interpretation
+    if isinstance(interpretation, uproot.interpretation.jagged.AsJagged) and isinstance(
+            interpretation.content, uproot.interpretation.numerical.AsDtype):
+        return
+    raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; block '{block}' needs "
+                          "a std::vector of numbers per jet")
+
+
+def _file_size(url: str, options: Mapping[str, Any]) -> int:
+    fs, path = storage.filesystem(url, options)
+    return int(fs.size(path))
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

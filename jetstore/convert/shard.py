@@ -1,0 +1,127 @@
+"""The Dask task that converts one (file, entry range) into one committed shard, or reuses it.
+
+A shard is built in a staging directory, published (atomic rename locally, single PUTs on S3), and only
+then committed by writing its record under ``_commits/``. A rerun reuses a shard only if its record has
+the same task key and every file still has the recorded size and checksum.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jetstore.convert.plan import ShardTask
+from jetstore.convert.root_input import read_range
+from jetstore.errors import InputError, JetstoreError, ShardError
+from jetstore.schema import Schema
+from jetstore.store import storage
+from jetstore.store.checksum import combined_checksum, file_checksum
+from jetstore.store.format import Layout, get_format
+from jetstore.store.manifest import COMMITS_DIR, SHARDS_DIR, ShardEntry
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker needs to produce one shard."""
+
+    task: ShardTask
+    schema: Schema
+    output_url: str
+    format: str
+    layout: Layout
+    read_step: int
+    input_options: storage.StorageOptions
+    output_options: storage.StorageOptions
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    entry: ShardEntry
+    reused: bool
+
+
+def run_shard(job: ShardJob) -> ShardOutcome:
+    """Convert (or verify and reuse) one shard. Errors name the shard and input; secrets are scrubbed."""
+    try:
+        fs, root = storage.filesystem(job.output_url, job.output_options)
+        existing = committed_entry(fs, root, job.task)
+        if existing is not None:
+            return ShardOutcome(existing, reused=True)
+        return ShardOutcome(_write_shard(job, fs, root), reused=False)
+    except InputError as exc:
+        raise InputError(exc.url, _scrub(job, exc.reason)) from None
+    except JetstoreError as exc:
+        raise ShardError(job.task.name, job.task.source.url, _scrub(job, str(exc))) from None
+    except Exception as exc:
+        raise ShardError(job.task.name, job.task.source.url, _scrub(job, f"{type(exc).__name__}: {exc}")) from None
+
+
+def commit_path(root: str, name: str) -> str:
+    return storage.join(root, COMMITS_DIR, f"{name}.json")
+
+
+def committed_entry(fs, root: str, task: ShardTask) -> ShardEntry | None:
+    """The committed shard for ``task`` if its record matches and its files verify, else None."""
+    try:
+        record = json.loads(fs.cat_file(commit_path(root, task.name)))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    entry = ShardEntry.from_dict(record)
+    if entry.task_key != task.key or not verify_shard(fs, root, entry):
+        return None
+    return entry
+
+
+def verify_shard(fs, root: str, entry: ShardEntry) -> bool:
+    """True when every file of the shard exists with the recorded size and checksum."""
+    path = storage.join(root, entry.path)
+    try:
+        sizes = storage.list_files(fs, path)
+    except FileNotFoundError:
+        return False
+    if sizes != {name: size for name, (size, _) in entry.files.items()}:
+        return False
+    return all(file_checksum(fs, storage.join(path, name)) == checksum
+               for name, (_, checksum) in entry.files.items())
+
+
+def _write_shard(job: ShardJob, fs, root: str) -> ShardEntry:
+    task, schema = job.task, job.schema
+    shard_format = get_format(job.format)
+    relative = f"{SHARDS_DIR}/{task.name}{shard_format.suffix}"
+    class_counts = dict.fromkeys(schema.label_names, 0)
+    n_jets = 0
+    with storage.staging_directory(fs, root) as staging:
+        local = staging / f"{task.name}{shard_format.suffix}"
+        writer = shard_format.writer(local, schema, task.source.dtypes, job.layout)
+        for table in read_range(task.source.url, schema, task.source.dtypes, task.entry_start, task.entry_stop,
+                                job.input_options, job.read_step):
+            writer.write(table)
+            n_jets += table.n_jets
+            for label in schema.label_names:
+                class_counts[label] += int(np.count_nonzero(table.jets[label]))
+        writer.close()
+        files = _local_checksums(local)
+        storage.publish(fs, local, storage.join(root, relative))
+    entry = ShardEntry(
+        name=task.name, path=relative, n_jets=n_jets, class_counts=class_counts,
+        bytes=sum(size for size, _ in files.values()), checksum=combined_checksum(files), files=files,
+        source=task.source.url, entry_start=task.entry_start, entry_stop=task.entry_stop, task_key=task.key,
+    )
+    storage.write_bytes_atomic(fs, commit_path(root, task.name), json.dumps(entry.to_dict()).encode())
+    return entry
+
+
+def _local_checksums(local: Path) -> dict[str, tuple[int, str]]:
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    sizes = storage.list_files(fs, str(local))
+    return {name: (size, file_checksum(fs, storage.join(str(local), name))) for name, size in sizes.items()}
+
+
+def _scrub(job: ShardJob, text: str) -> str:
+    return job.output_options.scrub(job.input_options.scrub(text))

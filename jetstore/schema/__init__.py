@@ -1,0 +1,7 @@
+"""Schemas: what a ROOT jet library holds and how it is stored."""
+
+from jetstore.schema.expression import Expression
+from jetstore.schema.load import load_schema, schema_from_dict
+from jetstore.schema.model import Block, Column, Schema
+
+__all__ = ["Block", "Column", "Expression", "Schema", "load_schema", "schema_from_dict"]

@@ -1,0 +1,130 @@
+"""Load and validate schema YAML; every error names the key that is wrong."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jetstore.errors import SchemaError
+from jetstore.schema.expression import Expression
+from jetstore.schema.model import STORAGE_DTYPES, Block, Column, Schema
+
+SCHEMA_KEYS = ("name", "tree", "selection", "jets", "labels", "blocks")
+COLUMN_KEYS = ("name", "branch", "expr", "dtype")
+BLOCK_KEYS = ("features",)
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read a schema file (YAML); a path that is missing or not a mapping is a :class:`SchemaError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SchemaError(f"cannot read schema {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{path}: invalid YAML: {exc}") from None
+    return schema_from_dict(data, where=str(path))
+
+
+def schema_from_dict(data: Any, where: str = "schema") -> Schema:
+    """Build a :class:`Schema` from plain data, validating every key."""
+    mapping = _mapping(data, where)
+    check_keys(mapping, SCHEMA_KEYS, where)
+    for key in ("tree", "jets", "labels"):
+        if key not in mapping:
+            raise SchemaError(f"{where}: missing required key '{key}'")
+    selection = mapping.get("selection")
+    jets = _columns(mapping["jets"], f"{where}: jets")
+    labels = _columns(mapping["labels"], f"{where}: labels")
+    blocks_data = _mapping(mapping.get("blocks") or {}, f"{where}: blocks")
+    blocks = []
+    for block_name, block_data in blocks_data.items():
+        block_where = f"{where}: blocks.{block_name}"
+        block_map = _mapping(block_data, block_where)
+        check_keys(block_map, BLOCK_KEYS, block_where)
+        features = _columns(block_map.get("features"), f"{block_where}.features", default_dtype="float32")
+        if not features:
+            raise SchemaError(f"{block_where}.features: a block needs at least one feature")
+        blocks.append(Block(name=_identifier(block_name, block_where), features=features))
+    schema = Schema(
+        name=str(mapping.get("name", "dataset")),
+        tree=_string(mapping["tree"], f"{where}: tree"),
+        jets=jets,
+        labels=labels,
+        blocks=tuple(blocks),
+        selection=Expression.parse(selection, f"{where}: selection") if selection is not None else None,
+    )
+    _check_unique(schema, where)
+    return schema
+
+
+def check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Reject unknown keys, suggesting the closest allowed one."""
+    allowed = tuple(allowed)
+    for key in mapping:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
+            raise SchemaError(f"{where}: unknown key '{key}'{suggestion}")
+
+
+def _columns(data: Any, where: str, default_dtype: str | None = None) -> tuple[Column, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise SchemaError(f"{where}: expected a list of columns, got {type(data).__name__}")
+    return tuple(_column(item, f"{where}[{i}]", default_dtype) for i, item in enumerate(data))
+
+
+def _column(data: Any, where: str, default_dtype: str | None) -> Column:
+    if isinstance(data, str):
+        return Column(name=_identifier(data, where), dtype=default_dtype, branch=data)
+    mapping = _mapping(data, where)
+    check_keys(mapping, COLUMN_KEYS, where)
+    if "name" not in mapping:
+        raise SchemaError(f"{where}: missing required key 'name'")
+    name = _identifier(mapping["name"], where)
+    where = f"{where} ({name})"
+    if "branch" in mapping and "expr" in mapping:
+        raise SchemaError(f"{where}: give either 'branch' or 'expr', not both")
+    dtype = mapping.get("dtype", default_dtype)
+    if dtype is not None and dtype not in STORAGE_DTYPES:
+        raise SchemaError(f"{where}: dtype '{dtype}' is not one of {', '.join(sorted(STORAGE_DTYPES))}")
+    if "expr" in mapping:
+        expr = Expression.parse(mapping["expr"], f"{where}.expr")
+        return Column(name=name, dtype=dtype or "float32", expr=expr)
+    return Column(name=name, dtype=dtype, branch=_string(mapping.get("branch", name), f"{where}.branch"))
+
+
+def _check_unique(schema: Schema, where: str) -> None:
+    seen: set[str] = set()
+    names = [c.name for c in schema.jet_columns]
+    names += [f.name for block in schema.blocks for f in block.features]
+    names += [b.name for b in schema.blocks]
+    for name in names:
+        if name in seen:
+            raise SchemaError(f"{where}: the name '{name}' is used twice")
+        seen.add(name)
+
+
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"{where}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SchemaError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _identifier(value: Any, where: str) -> str:
+    value = _string(value, where)
+    if not value.isidentifier():
+        raise SchemaError(f"{where}: '{value}' is not a valid column name (letters, digits, underscores)")
+    return value

@@ -1,0 +1,111 @@
+"""The dataset schema as small frozen values: which branches become jet columns, labels and node blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import xxhash
+
+from jetstore.schema.expression import Expression
+
+STORAGE_DTYPES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 float16 float32 float64".split()
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One stored column: read from ``branch`` or computed from ``expr``; ``dtype`` is the storage type.
+
+    ``dtype`` None means "keep the source branch's type" (jet columns and labels only).
+    """
+
+    name: str
+    dtype: str | None = None
+    branch: str | None = None
+    expr: Expression | None = field(default=None, compare=False)
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Branch names this column reads."""
+        return self.expr.names if self.expr is not None else frozenset({self.branch or self.name})
+
+    def to_dict(self) -> dict:
+        out: dict = {"name": self.name}
+        if self.expr is not None:
+            out["expr"] = self.expr.source
+        elif self.branch and self.branch != self.name:
+            out["branch"] = self.branch
+        if self.dtype:
+            out["dtype"] = self.dtype
+        return out
+
+
+@dataclass(frozen=True)
+class Block:
+    """A node type (PF candidates, secondary vertices, ...): per-jet variable-length lists of features."""
+
+    name: str
+    features: tuple[Column, ...]
+
+    def to_dict(self) -> dict:
+        return {"features": [f.to_dict() for f in self.features]}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What to read from a ROOT tree and how to store it."""
+
+    name: str
+    tree: str
+    jets: tuple[Column, ...]
+    labels: tuple[Column, ...]
+    blocks: tuple[Block, ...]
+    selection: Expression | None = field(default=None, compare=False)
+
+    @property
+    def jet_columns(self) -> tuple[Column, ...]:
+        """Jet-level columns in storage order: jets then labels."""
+        return self.jets + self.labels
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.labels)
+
+    @property
+    def branches(self) -> frozenset[str]:
+        """Every input branch the conversion reads."""
+        needed: set[str] = set(self.selection.names) if self.selection else set()
+        for column in self.jet_columns:
+            needed |= column.inputs
+        for block in self.blocks:
+            for feature in block.features:
+                needed |= feature.inputs
+        return frozenset(needed)
+
+    def block(self, name: str) -> Block:
+        for block in self.blocks:
+            if block.name == name:
+                return block
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        out: dict = {"name": self.name, "tree": self.tree}
+        if self.selection is not None:
+            out["selection"] = self.selection.source
+        out["jets"] = [c.to_dict() for c in self.jets]
+        out["labels"] = [c.to_dict() for c in self.labels]
+        out["blocks"] = {b.name: b.to_dict() for b in self.blocks}
+        return out
+
+    @property
+    def hash(self) -> str:
+        """Stable content hash (xxh3-64 of the canonical JSON form)."""
+        return xxhash.xxh3_64_hexdigest(json.dumps(self.to_dict(), sort_keys=True).encode())
+
+
+def feature_dtype(column: Column) -> np.dtype:
+    """Storage dtype of a block feature (float32 unless opted into another)."""
+    return np.dtype(column.dtype or "float32")

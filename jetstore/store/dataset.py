@@ -1,0 +1,50 @@
+"""Opening a committed dataset: its manifest, schema, and shard readers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jetstore.errors import DatasetError
+from jetstore.schema import Schema, schema_from_dict
+from jetstore.store import storage
+from jetstore.store.format import get_format
+from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
+from jetstore.store.table import JetTable
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset at ``url``: read-only access through its manifest."""
+
+    url: str
+    manifest: Manifest
+    schema: Schema
+    fs: Any
+    root: str
+
+    @classmethod
+    def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
+        opts = storage.resolve_storage_options(url, options)
+        fs, root = storage.filesystem(url, opts)
+        manifest = read_manifest(fs, root)
+        return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root)
+
+    def read_shard(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
+                   blocks: Iterable[str] | None = None) -> JetTable:
+        """Read one shard; a missing shard is a :class:`DatasetError` naming it."""
+        path = storage.join(self.root, shard.path)
+        reader = get_format(self.manifest.format).reader(self.fs, path, self.schema)
+        try:
+            table = reader.read(jet_columns, blocks)
+        except FileNotFoundError:
+            raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
+        if table.n_jets != shard.n_jets:
+            raise DatasetError(f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
+        return table
+
+    def read_all(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
+        """Every shard in manifest order (for tests and small datasets)."""
+        tables = [self.read_shard(s, jet_columns, blocks) for s in self.manifest.shards]
+        return JetTable.concat(tables) if tables else JetTable({}, {})

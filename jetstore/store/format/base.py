@@ -1,0 +1,63 @@
+"""Interfaces of a storage format: a shard writer (local staging path) and a shard reader (any fsspec fs)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+from jetstore.schema import Schema
+from jetstore.store.table import JetTable
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a shard is cut: jets per chunk (Zarr) / row group (Parquet), values per Zarr chunk, codec level."""
+
+    chunk_jets: int = 16384
+    chunk_values: int = 262144
+    compression_level: int = 3
+
+
+class ShardWriter(ABC):
+    """Writes one shard to a local path, fed :class:`JetTable` pieces of any size."""
+
+    def __init__(self, path: Path, schema: Schema, dtypes: dict[str, str], layout: Layout):
+        self.path, self.schema, self.dtypes, self.layout = path, schema, dtypes, layout
+
+    @abstractmethod
+    def write(self, table: JetTable) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+
+
+class ShardReader(ABC):
+    """Reads a shard (or some of its columns) back into a :class:`JetTable`."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, schema: Schema):
+        self.fs, self.path, self.schema = fs, path, schema
+
+    @abstractmethod
+    def read(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
+        """Read the named jet columns and blocks (all when None)."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """A registered storage format: shard file suffix plus its writer and reader classes."""
+
+    name: str
+    suffix: str
+    writer: type[ShardWriter]
+    reader: type[ShardReader]

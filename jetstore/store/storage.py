@@ -1,0 +1,210 @@
+"""Where datasets live: fsspec filesystems for local paths and S3 (CEPH RGW, custom endpoints).
+
+S3 settings come from the standard ``AWS_*`` environment variables or explicit storage options. Two
+settings make CEPH RGW work where botocore's defaults fail: path-style addressing and
+``request_checksum_calculation = when_required`` (RGW rejects aws-chunked uploads with CRC trailers
+with HTTP 411). Secrets never leave :class:`StorageOptions` in printable form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+SECRET_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+                         "aws_session_token", "session_token"})
+S3_CONFIG = {
+    "s3": {"addressing_style": "path"},
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+    "retries": {"max_attempts": 8, "mode": "adaptive"},
+    "connect_timeout": 20,
+    "read_timeout": 120,
+}
+
+
+class StorageOptions(dict):
+    """fsspec storage options whose printed form hides credentials (also inside Dask task reprs)."""
+
+    def __repr__(self) -> str:
+        return repr(_redacted(self))
+
+    __str__ = __repr__
+
+    def secrets(self) -> list[str]:
+        """Every secret value held, for scrubbing messages."""
+        found: list[str] = []
+        _collect_secrets(self, found)
+        return found
+
+    def scrub(self, text: str) -> str:
+        """Replace any secret held here that appears in ``text``."""
+        for secret in self.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+
+def protocol(url: str) -> str:
+    """The fsspec protocol of ``url`` ('file' for plain paths)."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
+    return match.group(1).lower() if match else "file"
+
+
+def is_local(url: str) -> bool:
+    return protocol(url) in ("file", "local")
+
+
+def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> StorageOptions:
+    """Storage options for ``url``: environment defaults for S3, deep-merged with ``user`` options."""
+    options: dict[str, Any] = {}
+    if protocol(url) in ("s3", "s3a"):
+        options = s3_options_from_environment()
+    merged = _deep_merge(options, dict(user or {}))
+    return StorageOptions(merged)
+
+
+def s3_options_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """s3fs options from ``AWS_*`` variables: endpoint, credentials, CA bundle, RGW-safe client config."""
+    options: dict[str, Any] = {"config_kwargs": copy.deepcopy(S3_CONFIG)}
+    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["key"] = environ["AWS_ACCESS_KEY_ID"]
+        options["secret"] = environ["AWS_SECRET_ACCESS_KEY"]
+        if environ.get("AWS_SESSION_TOKEN"):
+            options["token"] = environ["AWS_SESSION_TOKEN"]
+    client_kwargs: dict[str, Any] = {}
+    if environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION"):
+        client_kwargs["region_name"] = environ.get("AWS_REGION") or environ["AWS_DEFAULT_REGION"]
+    if environ.get("AWS_CA_BUNDLE"):
+        client_kwargs["verify"] = environ["AWS_CA_BUNDLE"]
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
+    fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+    return fs, path.rstrip("/")
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a small object so that readers see the old or the new content, never a part.
+
+    Local: temporary file, fsync, rename. Object stores: a single PUT is atomic.
+    """
+    if _is_local_fs(fs):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    else:
+        fs.pipe_file(path, data)
+
+
+@contextlib.contextmanager
+def staging_directory(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[Path]:
+    """A scratch directory for building a shard: beside the target when local (so rename is atomic),
+    in the system temp dir otherwise. Removed afterwards."""
+    if _is_local_fs(fs):
+        base = Path(root) / ".staging"
+        base.mkdir(parents=True, exist_ok=True)
+        directory = Path(tempfile.mkdtemp(dir=base))
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="jetstore-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
+    """Move a finished local file or directory to ``target``, replacing what was there.
+
+    Local: one atomic rename. S3: each file uploaded with a single PUT (multipart above the part size,
+    which is atomic too); the shard becomes part of the dataset only when its commit record is written.
+    """
+    if _is_local_fs(fs):
+        destination = Path(target)
+        remove(fs, target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, destination)
+        return
+    remove(fs, target)
+    if local.is_dir():
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        fs.put([str(p) for p in files], [join(target, p.relative_to(local).as_posix()) for p in files])
+    else:
+        fs.put_file(str(local), target)
+
+
+def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Delete a file or directory tree if it exists."""
+    if _is_local_fs(fs):
+        target = Path(path)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
+    """Relative path → size for every file under ``path`` (a single file maps '' → size)."""
+    if not fs.isdir(path):
+        return {"": fs.size(path)}
+    found = fs.find(path, detail=True)
+    prefix = path.rstrip("/") + "/"
+    return {name[len(prefix):]: int(info["size"]) for name, info in found.items()}
+
+
+def _is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), dict(value))
+        else:
+            out[key] = value
+    return out
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: ("***" if k in SECRET_KEYS and v else _redacted(v)) for k, v in value.items()}
+    return value
+
+
+def _collect_secrets(value: Any, found: list[str]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key in SECRET_KEYS and isinstance(item, str) and item:
+                found.append(item)
+            else:
+                _collect_secrets(item, found)

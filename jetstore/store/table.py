@@ -1,0 +1,60 @@
+"""In-memory jets: jet-level columns plus, per node block, per-jet counts and flat feature values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BlockData:
+    """Variable-length node lists of one block: ``counts[i]`` nodes for jet i, features flattened."""
+
+    counts: np.ndarray
+    features: dict[str, np.ndarray]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=offsets[1:])
+        return offsets
+
+    def slice(self, start: int, stop: int) -> BlockData:
+        offsets = self.offsets
+        lo, hi = offsets[start], offsets[stop]
+        return BlockData(self.counts[start:stop], {k: v[lo:hi] for k, v in self.features.items()})
+
+
+@dataclass(frozen=True)
+class JetTable:
+    """A batch of jets in columnar form, the unit passed between reader, converter and shard writers."""
+
+    jets: dict[str, np.ndarray]
+    blocks: dict[str, BlockData]
+
+    @property
+    def n_jets(self) -> int:
+        return len(next(iter(self.jets.values()))) if self.jets else 0
+
+    def slice(self, start: int, stop: int) -> JetTable:
+        return JetTable(
+            {k: v[start:stop] for k, v in self.jets.items()},
+            {k: b.slice(start, stop) for k, b in self.blocks.items()},
+        )
+
+    @staticmethod
+    def concat(tables: list[JetTable]) -> JetTable:
+        if len(tables) == 1:
+            return tables[0]
+        first = tables[0]
+        return JetTable(
+            {k: np.concatenate([t.jets[k] for t in tables]) for k in first.jets},
+            {
+                name: BlockData(
+                    np.concatenate([t.blocks[name].counts for t in tables]),
+                    {f: np.concatenate([t.blocks[name].features[f] for t in tables]) for f in block.features},
+                )
+                for name, block in first.blocks.items()
+            },
+        )
