@@ -121,24 +121,34 @@ def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Map
                                          dtypes[column.name])
     blocks = {}
     for block in schema.blocks:
-        counts = None
+        offsets = None
         features = {}
         for feature in block.features:
             values = _column_values(url, feature, arrays)
             if not isinstance(values, ak.Array) or values.ndim != 2:
                 raise InputError(url, f"block '{block.name}' feature '{feature.name}' is not one list per jet")
-            if mask is not None:
-                values = values[mask]
-            feature_counts = ak.to_numpy(ak.num(values, axis=1)).astype(np.int32)
-            if counts is None:
-                counts, first = feature_counts, feature.name
-            elif not np.array_equal(counts, feature_counts):
+            feature_offsets, flat = _offsets_and_values(values if mask is None else values[mask])
+            if offsets is None:
+                offsets, first = feature_offsets, feature.name
+            elif not np.array_equal(offsets, feature_offsets):
                 raise InputError(url, f"block '{block.name}': '{feature.name}' and '{first}' have different "
                                       "numbers of entries per jet")
-            flat = ak.to_numpy(ak.flatten(values, axis=1))
             features[feature.name] = cast_checked(url, feature.name, flat, dtypes[feature.name])
-        blocks[block.name] = BlockData(counts, features)
+        blocks[block.name] = BlockData(np.diff(offsets).astype(np.int32), features)
     return JetTable(jets, blocks)
+
+
+def _offsets_and_values(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-based offsets and flat values of a one-level jagged array, without copies where possible."""
+    layout = values.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(layout.content, ak.contents.NumpyArray):
+        offsets = np.asarray(layout.offsets.data)
+        flat = np.asarray(layout.content.data)[offsets[0]:offsets[-1]]
+        return offsets - offsets[0], flat
+    counts = ak.to_numpy(ak.num(values, axis=1))
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, ak.to_numpy(ak.flatten(values, axis=1))
 
 
 def cast_checked(url: str, name: str, values: np.ndarray, dtype: str) -> np.ndarray:

@@ -7,7 +7,7 @@ from jetstore.store.format.zarr import ZarrShardReader, ZarrShardWriter
 
 FORMATS: dict[str, Format] = {
     "parquet": Format("parquet", ".parquet", ParquetShardWriter, ParquetShardReader),
-    "zarr": Format("zarr", ".zarr", ZarrShardWriter, ZarrShardReader),
+    "zarr": Format("zarr", ".zarr.zip", ZarrShardWriter, ZarrShardReader),
 }
 
 

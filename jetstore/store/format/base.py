@@ -18,8 +18,8 @@ class Layout:
     """How a shard is cut: jets per chunk (Zarr) / row group (Parquet), values per Zarr chunk, codec level."""
 
     chunk_jets: int = 16384
-    chunk_values: int = 262144
-    compression_level: int = 3
+    chunk_values: int = 65536
+    compression_level: int = 2
 
 
 class ShardWriter(ABC):

@@ -1,15 +1,28 @@
-"""Zarr v3 shards: one group per shard; jet columns as 1-D arrays, each node feature as a flat ``values``
-array beside the block's per-jet ``counts``; Blosc(zstd, bit-shuffle) so reading is decompress + copy.
+"""Zarr v3 shards, one ``.zarr.zip`` object per shard (a Zarr v3 ZipStore, entries stored uncompressed).
 
-Layout of ``<shard>.zarr``: ``jets/<column>``, ``<block>/counts``, ``<block>/<feature>``.
+Inside: ``jets/<column>`` 1-D arrays, and per node block ``<block>/counts`` (nodes per jet) beside one
+flat ``<block>/<feature>`` values array per feature. Chunks are Blosc-zstd, byte shuffle for floats and
+bit shuffle for integers, so reading is decompression plus a copy.
+
+Why a zip: a shard is then one object, so publishing it is one rename locally and one PUT on S3
+(atomic), a dataset has a handful of objects per shard instead of ~150, and readers fetch a chunk with
+one range read. Any Zarr v3 reader opens it (``zarr.storage.ZipStore`` or ``zip::s3://...``).
+
+Writing bypasses zarr-python's per-call overhead (~1 ms per ``array[a:b] = x``): each full chunk is
+encoded with the same numcodecs Blosc codec zarr uses and stored under its Zarr key; the ``zarr.json``
+documents come from zarr-python itself (made once per process in memory, then filled with the shape).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import zipfile
 from collections.abc import Iterable
 
 import numpy as np
 import zarr
+from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
 from jetstore.store.format.base import ShardReader, ShardWriter
@@ -17,14 +30,14 @@ from jetstore.store.table import BlockData, JetTable
 
 COUNTS = "counts"
 JETS = "jets"
+SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
 
 
-class _ChunkAlignedAppender:
-    """Appends to a 1-D Zarr array in whole chunks so no chunk is ever rewritten."""
+class _ChunkWriter:
+    """Appends to one 1-D array, writing each full chunk as soon as it is complete."""
 
-    def __init__(self, array: zarr.Array):
-        self.array = array
-        self.chunk = array.chunks[0]
+    def __init__(self, archive: zipfile.ZipFile, key: str, dtype: np.dtype, chunk: int, codec: Blosc):
+        self.archive, self.key, self.dtype, self.chunk, self.codec = archive, key, dtype, chunk, codec
         self.pending: list[np.ndarray] = []
         self.pending_size = 0
         self.size = 0
@@ -40,73 +53,111 @@ class _ChunkAlignedAppender:
         if not self.pending:
             return
         data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        cut = len(data) if final else len(data) - len(data) % self.chunk
-        if cut:
-            self.array.resize((self.size + cut,))
-            self.array[self.size:self.size + cut] = data[:cut]
-            self.size += cut
-        rest = data[cut:]
+        full = len(data) - len(data) % self.chunk
+        for start in range(0, full, self.chunk):
+            self._write_chunk(data[start:start + self.chunk], self.chunk)
+        rest = data[full:]
+        if final and len(rest):
+            padded = np.zeros(self.chunk, dtype=self.dtype)  # Zarr stores edge chunks at full size
+            padded[:len(rest)] = rest
+            self._write_chunk(padded, len(rest))
+            rest = rest[:0]
         self.pending = [rest] if len(rest) else []
         self.pending_size = len(rest)
+
+    def _write_chunk(self, values: np.ndarray, valid: int) -> None:
+        index = self.size // self.chunk
+        encoded = self.codec.encode(np.ascontiguousarray(values, dtype=self.dtype))
+        self.archive.writestr(f"{self.key}/c/{index}", encoded)
+        self.size += valid
+
+    def metadata(self, level: int) -> dict:
+        metadata = dict(_array_metadata(self.dtype.str, self.chunk, self.codec.shuffle, level))
+        metadata["shape"] = [self.size]
+        return metadata
 
 
 class ZarrShardWriter(ShardWriter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.group = zarr.open_group(store=str(self.path), mode="w", zarr_format=3)
-        self.appenders: dict[tuple[str, str], _ChunkAlignedAppender] = {}
-        jets = self.group.create_group(JETS)
+        self.archive = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.writers: dict[str, _ChunkWriter] = {}
         for column in self.schema.jet_columns:
-            self._array(jets, (JETS, column.name), self.dtypes[column.name], self.layout.chunk_jets)
+            self._add(f"{JETS}/{column.name}", self.dtypes[column.name], self.layout.chunk_jets)
         for block in self.schema.blocks:
-            group = self.group.create_group(block.name)
-            self._array(group, (block.name, COUNTS), "int32", self.layout.chunk_jets)
+            self._add(f"{block.name}/{COUNTS}", "int32", self.layout.chunk_jets)
             for feature in block.features:
-                self._array(group, (block.name, feature.name), self.dtypes[feature.name], self.layout.chunk_values)
+                self._add(f"{block.name}/{feature.name}", self.dtypes[feature.name], self.layout.chunk_values)
 
-    def _array(self, group: zarr.Group, key: tuple[str, str], dtype: str, chunk: int) -> None:
-        array = group.create_array(
-            key[1], shape=(0,), chunks=(chunk,), dtype=dtype, fill_value=0,
-            compressors=BloscCodec(cname="zstd", clevel=self.layout.compression_level, shuffle="bitshuffle"),
-        )
-        self.appenders[key] = _ChunkAlignedAppender(array)
+    def _add(self, key: str, dtype: str, chunk: int) -> None:
+        dtype = np.dtype(dtype)
+        codec = Blosc(cname="zstd", clevel=self.layout.compression_level, shuffle=_shuffle(dtype))
+        self.writers[key] = _ChunkWriter(self.archive, key, dtype, chunk, codec)
 
     def write(self, table: JetTable) -> None:
         for name, values in table.jets.items():
-            self.appenders[(JETS, name)].append(values)
+            self.writers[f"{JETS}/{name}"].append(values)
         for block_name, block in table.blocks.items():
-            self.appenders[(block_name, COUNTS)].append(block.counts.astype(np.int32, copy=False))
+            self.writers[f"{block_name}/{COUNTS}"].append(block.counts.astype(np.int32, copy=False))
             for name, values in block.features.items():
-                self.appenders[(block_name, name)].append(values)
+                self.writers[f"{block_name}/{name}"].append(values)
 
     def close(self) -> None:
-        for appender in self.appenders.values():
-            appender.flush(final=True)
-        self.group.attrs["n_jets"] = self.appenders[(JETS, self.schema.jet_columns[0].name)].size
+        n_jets = 0
+        for key, writer in self.writers.items():
+            writer.flush(final=True)
+            self.archive.writestr(f"{key}/zarr.json", json.dumps(writer.metadata(self.layout.compression_level)))
+            n_jets = writer.size if key.startswith(f"{JETS}/") else n_jets
+        for group in dict.fromkeys(key.split("/")[0] for key in self.writers):
+            self.archive.writestr(f"{group}/zarr.json", json.dumps(_group_metadata({})))
+        self.archive.writestr("zarr.json", json.dumps(_group_metadata({"n_jets": n_jets})))
+        self.archive.close()
 
 
 class ZarrShardReader(ShardReader):
+    """Reads arrays straight from the zip entries (one range read per chunk on remote storage)."""
+
     def read(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
-        store = zarr.storage.FsspecStore(fs=_async(self.fs), path=self.path, read_only=True) \
-            if not _is_local(self.fs) else zarr.storage.LocalStore(self.path, read_only=True)
-        group = zarr.open_group(store=store, mode="r", zarr_format=3)
         jet_names = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
         block_names = list(blocks) if blocks is not None else [b.name for b in self.schema.blocks]
-        jets = {name: group[f"{JETS}/{name}"][:] for name in jet_names}
-        out_blocks = {}
-        for block in block_names:
-            features = {f.name: group[f"{block}/{f.name}"][:] for f in self.schema.block(block).features}
-            out_blocks[block] = BlockData(group[f"{block}/{COUNTS}"][:], features)
+        with self.fs.open(self.path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            jets = {name: read_array(archive, f"{JETS}/{name}") for name in jet_names}
+            out_blocks = {}
+            for block in block_names:
+                features = {f.name: read_array(archive, f"{block}/{f.name}") for f in self.schema.block(block).features}
+                out_blocks[block] = BlockData(read_array(archive, f"{block}/{COUNTS}"), features)
         return JetTable(jets, out_blocks)
 
 
-def _is_local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+def read_array(archive: zipfile.ZipFile, key: str) -> np.ndarray:
+    """A whole 1-D array from a shard archive, decoded with the codec its ``zarr.json`` names."""
+    metadata = json.loads(archive.read(f"{key}/zarr.json"))
+    (size,), (chunk,) = metadata["shape"], metadata["chunk_grid"]["configuration"]["chunk_shape"]
+    dtype = np.dtype(metadata["data_type"])
+    out = np.empty(size, dtype=dtype)
+    for index, start in enumerate(range(0, size, chunk)):
+        stop = min(size, start + chunk)
+        decoded = np.frombuffer(Blosc().decode(archive.read(f"{key}/c/{index}")), dtype=dtype)
+        out[start:stop] = decoded[: stop - start]
+    return out
 
 
-def _async(fs):
-    if getattr(fs, "async_impl", False):
-        return fs
-    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+def _shuffle(dtype: np.dtype) -> int:
+    """Byte shuffle for floats (measured on cms_ak4: 0.73× the ROOT input vs 0.79× with bit shuffle, at
+    the same speed), bit shuffle for integers and booleans (labels, counts, ids)."""
+    return Blosc.SHUFFLE if dtype.kind == "f" else Blosc.BITSHUFFLE
 
-    return AsyncFileSystemWrapper(fs)
+
+@functools.lru_cache(maxsize=64)
+def _array_metadata(dtype: str, chunk: int, shuffle: int, level: int) -> dict:
+    """``zarr.json`` of a 1-D array exactly as zarr-python writes it, made once per process in memory."""
+    store = zarr.storage.MemoryStore()
+    zarr.create_array(
+        store, shape=(0,), chunks=(chunk,), dtype=np.dtype(dtype), fill_value=0, zarr_format=3,
+        compressors=BloscCodec(cname="zstd", clevel=level, shuffle=SHUFFLE_NAMES[shuffle]),
+    )
+    return json.loads(store._store_dict["zarr.json"].to_bytes())
+
+
+def _group_metadata(attributes: dict) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
