@@ -31,6 +31,11 @@ from jetstore.store.table import BlockData, JetTable
 COUNTS = "counts"
 JETS = "jets"
 SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry timestamps fixed so identical shards have identical bytes
+
+
+def _put(archive: zipfile.ZipFile, name: str, data: bytes | str) -> None:
+    archive.writestr(zipfile.ZipInfo(name, date_time=FIXED_TIME), data)
 
 
 class _ChunkWriter:
@@ -68,7 +73,7 @@ class _ChunkWriter:
     def _write_chunk(self, values: np.ndarray, valid: int) -> None:
         index = self.size // self.chunk
         encoded = self.codec.encode(np.ascontiguousarray(values, dtype=self.dtype))
-        self.archive.writestr(f"{self.key}/c/{index}", encoded)
+        _put(self.archive, f"{self.key}/c/{index}", encoded)
         self.size += valid
 
     def metadata(self, level: int) -> dict:
@@ -106,11 +111,11 @@ class ZarrShardWriter(ShardWriter):
         n_jets = 0
         for key, writer in self.writers.items():
             writer.flush(final=True)
-            self.archive.writestr(f"{key}/zarr.json", json.dumps(writer.metadata(self.layout.compression_level)))
+            _put(self.archive, f"{key}/zarr.json", json.dumps(writer.metadata(self.layout.compression_level)))
             n_jets = writer.size if key.startswith(f"{JETS}/") else n_jets
         for group in dict.fromkeys(key.split("/")[0] for key in self.writers):
-            self.archive.writestr(f"{group}/zarr.json", json.dumps(_group_metadata({})))
-        self.archive.writestr("zarr.json", json.dumps(_group_metadata({"n_jets": n_jets})))
+            _put(self.archive, f"{group}/zarr.json", json.dumps(_group_metadata({})))
+        _put(self.archive, "zarr.json", json.dumps(_group_metadata({"n_jets": n_jets})))
         self.archive.close()
 
 

@@ -1,0 +1,172 @@
+"""Shared fixtures: the bundled sample, a real Dask LocalCluster, a moto S3 server over HTTP, and a real
+Ceph RGW (HTTP + HTTPS) when one can be started; independent readings of the inputs with uproot."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_FILES = sorted(str(p) for p in (REPO / "jetstore" / "data").glob("sample_cms_ak4_*.root"))
+SHARED = REPO.parent / "shared"
+SHARED_AK4 = sorted(str(p) for p in (SHARED / "data" / "cms_ak4").glob("*.root"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sample_files() -> list[str]:
+    assert len(SAMPLE_FILES) == 2, "bundled sample missing: run tests/fixtures/make_sample.py"
+    return SAMPLE_FILES
+
+
+@pytest.fixture(scope="session")
+def shared_ak4() -> list[str]:
+    if not SHARED_AK4:
+        pytest.skip("../shared/data/cms_ak4 is not present")
+    return SHARED_AK4
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def jetclass_file(tmp_path_factory) -> str:
+    """A JetClass-named file (floats, tree 'tree') written by the repo's generator with PyPI's ROOT."""
+    pytest.importorskip("ROOT")
+    path = tmp_path_factory.mktemp("jetclass") / "jetclass_sample.root"
+    subprocess.run([sys.executable, str(REPO / "tests/fixtures/make_sample.py"), "jetclass", str(path),
+                    "--jets", "300", "--seed", "5"], check=True, capture_output=True)
+    return str(path)
+
+
+# ---------------------------------------------------------------- S3 servers
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    key: str
+    secret: str
+    ca_bundle: str | None = None
+
+    def environ(self) -> dict[str, str]:
+        env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.key,
+               "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": "us-east-1"}
+        if self.ca_bundle:
+            env["AWS_CA_BUNDLE"] = self.ca_bundle
+        return env
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key,
+                              aws_secret_access_key=self.secret, region_name="us-east-1",
+                              verify=self.ca_bundle or True)
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+            client.create_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}", "AKIAMOTOTESTKEY00001", "moto-Secret-Value-8c1f9e")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    """Point the AWS_* environment at a server for one test."""
+    def apply(server: S3Server) -> None:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in server.environ().items():
+            monkeypatch.setenv(name, value)
+    return apply
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw(tmp_path_factory):
+    """A real Ceph RGW: started by .ci/run (JETSTORE_CEPH_* set) or here; skipped, saying why, otherwise."""
+    if not os.environ.get("JETSTORE_CEPH_HTTP"):
+        directory = tmp_path_factory.mktemp("ceph")
+        try:
+            out = subprocess.run(["bash", str(REPO / "tests/ceph/rgw.sh"), "start", str(directory)],
+                                 capture_output=True, text=True, timeout=240)
+        except subprocess.TimeoutExpired:
+            pytest.skip("Ceph RGW did not start within 240 s")
+        if out.returncode != 0:
+            pytest.skip(f"Ceph RGW cannot start here: {out.stderr.strip()[-300:]}")
+        for item in out.stdout.split()[1:]:
+            name, _, value = item.partition("=")
+            os.environ[name] = value
+        stop = directory
+    else:
+        stop = None
+    yield {
+        "http": S3Server(os.environ["JETSTORE_CEPH_HTTP"], "JETKEY", "JETSECRET"),
+        "https": S3Server(os.environ["JETSTORE_CEPH_HTTPS"], "JETKEY", "JETSECRET", os.environ["JETSTORE_CEPH_CA"]),
+    }
+    if stop is not None:
+        subprocess.run(["bash", str(REPO / "tests/ceph/rgw.sh"), "stop", str(stop)], capture_output=True)
+
+
+# ---------------------------------------------------------------- independent reference reading
+
+
+def reference_jets(files: list[str], tree: str = "Events", selection: str | None = "cms_ak4") -> dict:
+    """Read every branch with uproot and apply the cms_ak4 skim with plain numpy (not jetstore's evaluator).
+
+    Returns jet columns as numpy arrays and vector branches as awkward arrays, all files concatenated.
+    """
+    pieces = []
+    for path in files:
+        with uproot.open(path) as handle:
+            arrays = handle[tree].arrays(library="ak")
+        if selection == "cms_ak4":
+            pt, eta = ak.to_numpy(arrays["jet_pt"]), ak.to_numpy(arrays["jet_eta"])
+            arrays = arrays[(pt > 20) & (np.abs(eta) < 2.5)]
+        pieces.append(arrays)
+    return ak.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def assert_table_matches(table, reference, schema) -> None:
+    """Every stored value equals uproot's reading of the input (exact for float32 / exact integer casts)."""
+    assert table.n_jets == len(reference)
+    for column in schema.jet_columns:
+        expected = ak.to_numpy(reference[column.branch])
+        np.testing.assert_array_equal(table.jets[column.name].astype(expected.dtype), expected,
+                                      err_msg=column.name)
+    for block in schema.blocks:
+        data = table.blocks[block.name]
+        for feature in block.features:
+            values = reference[feature.branch]
+            np.testing.assert_array_equal(data.counts, ak.to_numpy(ak.num(values, axis=1)), err_msg=feature.name)
+            np.testing.assert_array_equal(data.features[feature.name], ak.to_numpy(ak.flatten(values)),
+                                          err_msg=feature.name)

@@ -1,0 +1,185 @@
+"""ROOT → Parquet / Zarr v3 on a real Dask LocalCluster: every value, the manifest, resume, interruption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import awkward as ak
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import uproot
+import zarr
+
+from jetstore.schema import schema_from_dict
+from jetstore.store.checksum import file_checksum
+from jetstore.store.dataset import Dataset
+from jetstore.store.manifest import FORMAT_VERSION
+from tests.conftest import assert_table_matches, reference_jets
+from tests.helpers import REPO, cli, run_convert
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
+    report = run_convert(dask_client, sample_files, tmp_path / "ds", fmt, jets_per_shard=700)
+    assert report.ok and report.written == 5 and report.reused == 0  # 1500 → 3 shards, 1000 → 2
+    dataset = Dataset.open(str(tmp_path / "ds"))
+    reference = reference_jets(sample_files)
+    assert_table_matches(dataset.read_all(), reference, dataset.schema)
+    manifest = dataset.manifest
+    assert manifest.format_version == FORMAT_VERSION and manifest.format == fmt
+    assert manifest.n_jets == len(reference) < 2500  # the skim removed jets
+    labels = dataset.schema.label_names
+    assert manifest.class_counts == {name: int(np.sum(reference[name])) for name in labels}
+    assert [i.entries for i in manifest.inputs] == [1500, 1000]
+    assert manifest.inputs[0].uuid == str(uproot.open(sample_files[0]).file.uuid)
+    assert manifest.inputs[0].size == os.path.getsize(sample_files[0])
+    for shard in manifest.shards:
+        path = tmp_path / "ds" / shard.path
+        assert shard.files == {"": (path.stat().st_size, file_checksum(dataset.fs, str(path)))}
+        assert shard.bytes == path.stat().st_size
+    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "manifest.json", "shards"]
+
+
+def test_zarr_shard_is_standard_zarr_v3(dask_client, sample_files, tmp_path):
+    run_convert(dask_client, sample_files[:1], tmp_path / "ds", "zarr")
+    dataset = Dataset.open(str(tmp_path / "ds"))
+    path = tmp_path / "ds" / dataset.manifest.shards[0].path
+    group = zarr.open_group(zarr.storage.ZipStore(path, mode="r"), mode="r")
+    table = dataset.read_shard(dataset.manifest.shards[0])
+    assert group.metadata.zarr_format == 3 and group.attrs["n_jets"] == table.n_jets
+    np.testing.assert_array_equal(group["jets/jet_pt"][:], table.jets["jet_pt"])
+    np.testing.assert_array_equal(group["pfcand/counts"][:], table.blocks["pfcand"].counts)
+    np.testing.assert_array_equal(group["pfcand/jet_pfcand_dxy"][:], table.blocks["pfcand"].features["jet_pfcand_dxy"])
+    codecs = group["pfcand/jet_pfcand_dxy"].metadata.to_dict()["codecs"]
+    assert codecs[1]["name"] == "blosc" and codecs[1]["configuration"]["cname"] == "zstd"
+    assert all(info.compress_type == zipfile.ZIP_STORED for info in zipfile.ZipFile(path).infolist())
+
+
+def test_parquet_shard_layout(dask_client, sample_files, tmp_path):
+    run_convert(dask_client, sample_files[:1], tmp_path / "ds", "parquet")
+    dataset = Dataset.open(str(tmp_path / "ds"))
+    meta = pq.ParquetFile(tmp_path / "ds" / dataset.manifest.shards[0].path).metadata
+    assert meta.num_rows == dataset.manifest.n_jets
+    column = meta.row_group(0).column(meta.schema.names.index("jet_pt"))
+    assert column.compression == "ZSTD"
+    arrow_type = pq.read_schema(tmp_path / "ds" / dataset.manifest.shards[0].path).field("jet_pfcand_dxy").type
+    assert str(arrow_type) == "list<element: float>"
+
+
+def test_derived_columns_and_reduced_precision(dask_client, sample_files, tmp_path):
+    schema = schema_from_dict({
+        "tree": "Events", "selection": "ak.num(jet_pfcand_dxy) >= 3",
+        "jets": ["jet_pt", {"name": "jet_pt_log", "expr": "np.log(jet_pt)"},
+                 {"name": "n_charged", "expr": "ak.sum(jet_pfcand_charge != 0, axis=1)", "dtype": "int16"}],
+        "labels": [{"name": "label_b", "dtype": "bool"}],
+        "blocks": {"pfcand": {"features": [
+            {"name": "jet_pfcand_dxy", "dtype": "float16"},
+            {"name": "jet_pfcand_charge", "dtype": "int8"},
+            {"name": "dxy_t", "expr": "np.tanh(jet_pfcand_dxy * 10)"}]}},
+    })
+    for fmt in ("zarr", "parquet"):
+        assert run_convert(dask_client, sample_files, tmp_path / fmt, fmt, schema=schema).ok
+        table = Dataset.open(str(tmp_path / fmt)).read_all()
+        ref = reference_jets(sample_files, selection=None)
+        ref = ref[ak.to_numpy(ak.num(ref["jet_pfcand_dxy"])) >= 3]
+        dxy = ak.to_numpy(ak.flatten(ref["jet_pfcand_dxy"]))
+        assert table.n_jets == len(ref)
+        np.testing.assert_allclose(table.jets["jet_pt_log"], np.log(ak.to_numpy(ref["jet_pt"])), rtol=1e-6)
+        np.testing.assert_array_equal(table.jets["n_charged"], ak.to_numpy(ak.sum(ref["jet_pfcand_charge"] != 0, axis=1)))
+        assert table.jets["n_charged"].dtype == np.int16 and table.jets["label_b"].dtype == np.bool_
+        features = table.blocks["pfcand"].features
+        assert features["jet_pfcand_dxy"].dtype == np.float16
+        np.testing.assert_allclose(features["jet_pfcand_dxy"], dxy, rtol=1e-3, atol=1e-7)  # float16 precision
+        np.testing.assert_array_equal(features["jet_pfcand_charge"], ak.to_numpy(ak.flatten(ref["jet_pfcand_charge"])))
+        np.testing.assert_allclose(features["dxy_t"], np.tanh(dxy * 10), rtol=1e-6)
+
+
+def test_rerun_reuses_verified_shards_and_redoes_damaged_ones(dask_client, sample_files, tmp_path):
+    out = tmp_path / "ds"
+    first = run_convert(dask_client, sample_files, out, jets_per_shard=500)
+    assert first.written == 5
+    again = run_convert(dask_client, sample_files, out, jets_per_shard=500)
+    assert (again.written, again.reused) == (0, 5)
+    assert [s.checksum for s in again.manifest.shards] == [s.checksum for s in first.manifest.shards]
+    damaged = out / first.manifest.shards[2].path
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (out / first.manifest.shards[4].path).unlink()
+    third = run_convert(dask_client, sample_files, out, jets_per_shard=500)
+    assert (third.written, third.reused) == (2, 3)
+    assert [s.checksum for s in third.manifest.shards] == [s.checksum for s in first.manifest.shards]
+    dataset = Dataset.open(str(out))
+    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+
+
+def test_changed_options_refuse_without_overwrite(dask_client, sample_files, tmp_path):
+    out = tmp_path / "ds"
+    run_convert(dask_client, sample_files, out, jets_per_shard=500)
+    from jetstore.errors import DatasetError
+    with pytest.raises(DatasetError, match="--overwrite"):
+        run_convert(dask_client, sample_files, out, jets_per_shard=800)
+    report = run_convert(dask_client, sample_files, out, jets_per_shard=800, overwrite=True)
+    assert report.written == 4 and len(os.listdir(out / "shards")) == 4 and len(os.listdir(out / "_commits")) == 4
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_path):
+    """Kill the client process mid-run (its LocalCluster dies with it), then rerun the same command."""
+    out = tmp_path / "ds"
+    command = [sys.executable, "-m", "jetstore", "convert", *sample_files, "--schema", "cms_ak4", "--output",
+               str(out), "--jets-per-shard", "50", "--workers", "1", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        commits = list((out / "_commits").glob("*.json")) if (out / "_commits").exists() else []
+        if len(commits) >= 5:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "_commits").glob("*.json")))
+    assert 5 <= done_before < 50 and not (out / "manifest.json").exists()
+    result = cli(*command[3:])
+    assert result.returncode == 0, result.stderr
+    written, reused = map(int, __import__("re").search(r"shards: (\d+) written, (\d+) reused", result.stderr).groups())
+    assert reused >= done_before - 1 and written + reused == 50
+    dataset = Dataset.open(str(out))
+    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert len(os.listdir(out / "shards")) == 50 and not (out / ".staging").exists()
+
+
+def test_cli_demo_and_inspect(tmp_path):
+    result = cli("demo", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "dask dashboard: http://" in result.stderr
+    for fmt in ("zarr", "parquet"):
+        shown = cli("inspect", str(tmp_path / f"sample_cms_ak4.{fmt}"), "--json")
+        summary = json.loads(shown.stdout)
+        assert summary["format"] == fmt and summary["jets"] == len(reference_jets(
+            sorted(str(p) for p in (REPO / "jetstore/data").glob("*.root"))))
+        assert summary["class_counts"]["label_uds"] > summary["class_counts"]["label_bb"] > 0
+    text = cli("inspect", str(tmp_path / "sample_cms_ak4.zarr")).stdout
+    assert "jets" in text and "label_b" in text and "shard(s)" in text
+
+
+def test_jetclass_schema_converts(dask_client, jetclass_file, tmp_path):
+    report = run_convert(dask_client, [jetclass_file], tmp_path / "jc", "zarr", schema="jetclass")
+    assert report.ok, report.failures
+    table = Dataset.open(str(tmp_path / "jc")).read_all()
+    reference = reference_jets([jetclass_file], tree="tree", selection=None)
+    assert_table_matches(table, reference, Dataset.open(str(tmp_path / "jc")).schema)
+    assert table.jets["label_QCD"].dtype == np.float32
+
+
+@pytest.mark.shared
+def test_shared_cms_ak4_library(dask_client, shared_ak4, tmp_path):
+    report = run_convert(dask_client, shared_ak4[:2], tmp_path / "ds", "zarr", jets_per_shard=4000)
+    assert report.ok
+    dataset = Dataset.open(str(tmp_path / "ds"))
+    assert_table_matches(dataset.read_all(), reference_jets(shared_ak4[:2]), dataset.schema)

@@ -1,0 +1,76 @@
+import pytest
+import yaml
+
+from jetstore.cli import resolve_schema
+from jetstore.errors import SchemaError
+from jetstore.schema import load_schema, schema_from_dict
+from jetstore.schema.infer import infer_schema
+
+MINIMAL = {"tree": "Events", "jets": ["jet_pt"], "labels": ["label_b"],
+           "blocks": {"pfcand": {"features": ["jet_pfcand_dxy"]}}}
+
+
+def test_bundled_schemas_load():
+    cms = resolve_schema("cms_ak4")
+    assert cms.tree == "Events" and [b.name for b in cms.blocks] == ["pfcand", "sv"]
+    assert len(cms.block("pfcand").features) == 15 and len(cms.block("sv").features) == 9
+    assert cms.label_names[0] == "label_b" and cms.labels[0].dtype == "int8"
+    assert cms.selection.names == {"jet_pt", "jet_eta"}
+    jetclass = resolve_schema("jetclass")
+    assert jetclass.tree == "tree" and jetclass.blocks[0].name == "part" and len(jetclass.labels) == 10
+    assert cms.hash != jetclass.hash and cms.hash == resolve_schema("cms_ak4").hash
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"treee": "x"}, "unknown key 'treee' (did you mean 'tree'?)"),
+    ({"tree": None}, "tree: expected a non-empty string"),
+    ({"jets": "jet_pt"}, "jets: expected a list"),
+    ({"jets": [{"name": "x", "dtype": "float128"}]}, "dtype 'float128' is not one of"),
+    ({"jets": [{"name": "x", "branch": "a", "expr": "a + 1"}]}, "either 'branch' or 'expr'"),
+    ({"jets": [{"nmae": "x"}]}, "jets[0]: unknown key 'nmae' (did you mean 'name'?)"),
+    ({"jets": ["jet_pt", "jet_pt"]}, "'jet_pt' is used twice"),
+    ({"jets": ["jet-pt"]}, "not a valid column name"),
+    ({"blocks": {"pfcand": {"features": []}}}, "at least one feature"),
+    ({"blocks": {"pfcand": {"feature": ["a"]}}}, "blocks.pfcand: unknown key 'feature'"),
+    ({"selection": "__import__('os')"}, "selection: calling"),
+    ({"jets": [{"name": "x", "expr": "open('f')"}]}, "jets[0] (x).expr: calling 'open'"),
+])
+def test_schema_errors_name_the_key(change, message):
+    with pytest.raises(SchemaError) as info:
+        schema_from_dict(MINIMAL | change, where="s.yaml")
+    assert message in str(info.value)
+
+
+def test_missing_required_key_and_bad_yaml(tmp_path):
+    with pytest.raises(SchemaError, match="missing required key 'labels'"):
+        schema_from_dict({"tree": "t", "jets": []})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tree: [unclosed\n")
+    with pytest.raises(SchemaError, match="invalid YAML"):
+        load_schema(bad)
+    with pytest.raises(SchemaError, match="cannot read schema"):
+        load_schema(tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict():
+    schema = resolve_schema("cms_ak4")
+    again = schema_from_dict(yaml.safe_load(yaml.safe_dump(schema.to_dict())))
+    assert again == schema and again.hash == schema.hash
+
+
+def test_infer_cms_ak4_sample(sample_files):
+    data, skipped = infer_schema(sample_files[0])
+    assert skipped == []
+    assert data["tree"] == "Events"
+    assert set(data["blocks"]) == {"pfcand", "sv"}
+    assert data["blocks"]["pfcand"]["features"] == [f.branch for f in resolve_schema("cms_ak4").block("pfcand").features]
+    assert data["labels"] == ["label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g", "label_undef"]
+    assert "jet_pt" in data["jets"] and "label_b" not in data["jets"]
+    schema_from_dict(data)
+
+
+def test_infer_jetclass(jetclass_file):
+    data, _ = infer_schema(jetclass_file)
+    assert data["tree"] == "tree" and list(data["blocks"]) == ["part"]
+    assert len(data["blocks"]["part"]["features"]) == 16
+    assert len(data["labels"]) == 10 and "jet_nparticles" in data["jets"]
