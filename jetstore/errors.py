@@ -1,5 +1,7 @@
 """Exception types: every user-facing failure names the file, branch or key involved."""
 
+from dataclasses import dataclass
+
 
 class JetstoreError(Exception):
     """Base class for errors shown to users as one clear message (no traceback)."""
@@ -29,12 +31,9 @@ class DatasetError(JetstoreError):
     """A dataset is missing, incomplete, corrupt or inconsistent with the request."""
 
 
-class ShardError(JetstoreError):
-    """Writing one shard failed for a reason other than its input (storage, bug); names shard and input."""
+@dataclass(frozen=True)
+class TaskFailure:
+    """An expected failure returned (not raised) by a Dask task, so workers do not log it as a crash."""
 
-    def __init__(self, shard: str, url: str, reason: str):
-        super().__init__(f"shard {shard} (from {url}): {reason}")
-        self.shard, self.url, self.reason = shard, url, reason
-
-    def __reduce__(self):
-        return (type(self), (self.shard, self.url, self.reason))
+    url: str
+    reason: str

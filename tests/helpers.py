@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from jetstore.cli import resolve_schema
-from jetstore.convert.run import ConvertRequest, ConvertReport, convert
+from jetstore.convert.run import ConvertReport, ConvertRequest, convert
 from jetstore.store import storage
 
 REPO = Path(__file__).resolve().parents[1]

@@ -90,7 +90,8 @@ def test_derived_columns_and_reduced_precision(dask_client, sample_files, tmp_pa
         dxy = ak.to_numpy(ak.flatten(ref["jet_pfcand_dxy"]))
         assert table.n_jets == len(ref)
         np.testing.assert_allclose(table.jets["jet_pt_log"], np.log(ak.to_numpy(ref["jet_pt"])), rtol=1e-6)
-        np.testing.assert_array_equal(table.jets["n_charged"], ak.to_numpy(ak.sum(ref["jet_pfcand_charge"] != 0, axis=1)))
+        n_charged = ak.to_numpy(ak.sum(ref["jet_pfcand_charge"] != 0, axis=1))
+        np.testing.assert_array_equal(table.jets["n_charged"], n_charged)
         assert table.jets["n_charged"].dtype == np.int16 and table.jets["label_b"].dtype == np.bool_
         features = table.blocks["pfcand"].features
         assert features["jet_pfcand_dxy"].dtype == np.float16

@@ -63,7 +63,8 @@ def test_infer_cms_ak4_sample(sample_files):
     assert skipped == []
     assert data["tree"] == "Events"
     assert set(data["blocks"]) == {"pfcand", "sv"}
-    assert data["blocks"]["pfcand"]["features"] == [f.branch for f in resolve_schema("cms_ak4").block("pfcand").features]
+    expected = [f.branch for f in resolve_schema("cms_ak4").block("pfcand").features]
+    assert data["blocks"]["pfcand"]["features"] == expected
     assert data["labels"] == ["label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g", "label_undef"]
     assert "jet_pt" in data["jets"] and "label_b" not in data["jets"]
     schema_from_dict(data)

@@ -14,7 +14,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from jetstore.errors import ExpressionError, InputError
+from jetstore.errors import ExpressionError, InputError, TaskFailure
 from jetstore.schema import Column, Schema
 from jetstore.schema.model import feature_dtype
 from jetstore.store import storage
@@ -56,8 +56,16 @@ def open_tree(url: str, tree_name: str, options: Mapping[str, Any]) -> Iterator[
             trees = sorted({k.split(";")[0] for k, c in handle.classnames().items() if c.startswith("TTree")})
             raise InputError(url, f"no TTree '{tree_name}' (trees in file: {', '.join(trees) or 'none'})") from None
         if not isinstance(tree, uproot.behaviors.TTree.TTree):
-            raise InputError(url, f"'{tree_name}' is a {type(tree).__name__}, not a TTree")
+            raise InputError(url, f"'{tree_name}' is a {handle.classname_of(tree_name)}, not a TTree")
         yield tree
+
+
+def inspect_task(url: str, schema: Schema, options: Mapping[str, Any]) -> InputInfo | TaskFailure:
+    """Dask task: :func:`inspect_input`, returning a bad input as a :class:`TaskFailure`."""
+    try:
+        return inspect_input(url, schema, options)
+    except InputError as exc:
+        return TaskFailure(url, exc.reason)
 
 
 def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> InputInfo:

@@ -15,14 +15,21 @@ from tqdm import tqdm
 
 import jetstore
 from jetstore.convert.plan import ShardTask, plan_hash, plan_shards
-from jetstore.convert.root_input import InputInfo, inspect_input
+from jetstore.convert.root_input import InputInfo, inspect_task
 from jetstore.convert.shard import ShardJob, ShardOutcome, run_shard
-from jetstore.errors import DatasetError, InputError, ShardError
+from jetstore.errors import DatasetError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.format import Layout, get_format
-from jetstore.store.manifest import (COMMITS_DIR, MANIFEST_NAME, SHARDS_DIR, InputEntry, Manifest,
-                                     read_manifest, write_manifest)
+from jetstore.store.manifest import (
+    COMMITS_DIR,
+    MANIFEST_NAME,
+    SHARDS_DIR,
+    InputEntry,
+    Manifest,
+    read_manifest,
+    write_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -134,14 +141,14 @@ def _existing_manifest(fs, root: str) -> Manifest | None:
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
                  failures: dict[str, str]) -> list[InputInfo]:
     keys = [f"inspect-{PurePosixPath(u).name}-{i}" for i, u in enumerate(urls)]
-    futures = client.map(inspect_input, urls, schema=request.schema, options=request.input_options,
+    futures = client.map(inspect_task, urls, schema=request.schema, options=request.input_options,
                          key=keys, pure=False)
     infos: list[InputInfo] = []
-    for url, future in zip(urls, futures, strict=True):
-        try:
-            infos.append(future.result())
-        except InputError as exc:
-            failures[url] = exc.reason
+    for result in client.gather(futures):
+        if isinstance(result, TaskFailure):
+            failures[result.url] = request.input_options.scrub(result.reason)
+        else:
+            infos.append(result)
     return infos
 
 
@@ -173,12 +180,9 @@ def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, 
     with tqdm(total=len(tasks), unit="shard", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for future in as_completed(futures):
             task = by_future[future]
-            try:
-                outcome = future.result()
-            except InputError as exc:
-                failures.setdefault(task.source.url, exc.reason)
-            except ShardError as exc:
-                failures.setdefault(task.source.url, f"shard {exc.shard}: {exc.reason}")
+            outcome = future.result()
+            if isinstance(outcome, TaskFailure):
+                failures.setdefault(outcome.url, outcome.reason)
             else:
                 outcomes[task.name] = outcome
                 jets += outcome.entry.n_jets

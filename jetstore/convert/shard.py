@@ -15,7 +15,7 @@ import numpy as np
 
 from jetstore.convert.plan import ShardTask
 from jetstore.convert.root_input import read_range
-from jetstore.errors import InputError, JetstoreError, ShardError
+from jetstore.errors import InputError, JetstoreError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.checksum import combined_checksum, file_checksum
@@ -43,8 +43,13 @@ class ShardOutcome:
     reused: bool
 
 
-def run_shard(job: ShardJob) -> ShardOutcome:
-    """Convert (or verify and reuse) one shard. Errors name the shard and input; secrets are scrubbed."""
+def run_shard(job: ShardJob) -> ShardOutcome | TaskFailure:
+    """Dask task: convert (or verify and reuse) one shard.
+
+    Input and storage failures come back as a :class:`TaskFailure` naming the shard and input, with
+    any secret scrubbed from the message; only bugs raise.
+    """
+    url = job.task.source.url
     try:
         fs, root = storage.filesystem(job.output_url, job.output_options)
         existing = committed_entry(fs, root, job.task)
@@ -52,11 +57,9 @@ def run_shard(job: ShardJob) -> ShardOutcome:
             return ShardOutcome(existing, reused=True)
         return ShardOutcome(_write_shard(job, fs, root), reused=False)
     except InputError as exc:
-        raise InputError(exc.url, _scrub(job, exc.reason)) from None
-    except JetstoreError as exc:
-        raise ShardError(job.task.name, job.task.source.url, _scrub(job, str(exc))) from None
-    except Exception as exc:
-        raise ShardError(job.task.name, job.task.source.url, _scrub(job, f"{type(exc).__name__}: {exc}")) from None
+        return TaskFailure(url, _scrub(job, exc.reason))
+    except (JetstoreError, OSError) as exc:
+        return TaskFailure(url, _scrub(job, f"shard {job.task.name}: {type(exc).__name__}: {exc}"))
 
 
 def commit_path(root: str, name: str) -> str:

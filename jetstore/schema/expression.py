@@ -26,16 +26,18 @@ MAX_DEPTH = 40
 MAX_CONSTANT_EXPONENT = 64
 MAX_INT_CONSTANT = 10**18
 
-NUMPY_FUNCTIONS = frozenset(
-    "abs absolute sqrt cbrt square log log1p log2 log10 exp expm1 exp2 sin cos tan arcsin arccos arctan "
-    "arctan2 sinh cosh tanh arcsinh arccosh arctanh hypot minimum maximum fmin fmax clip where sign floor "
-    "ceil round rint trunc isfinite isnan isinf nan_to_num logical_and logical_or logical_not logical_xor "
-    "power fmod mod remainder heaviside deg2rad rad2deg".split()
-)
-AWKWARD_FUNCTIONS = frozenset(
-    "num sum prod max min mean std var any all count count_nonzero argmax argmin ones_like zeros_like "
-    "full_like fill_none is_none firsts where local_index nan_to_num".split()
-)
+NUMPY_FUNCTIONS = frozenset({
+    "abs", "absolute", "sqrt", "cbrt", "square", "log", "log1p", "log2", "log10", "exp", "expm1", "exp2", "sin",
+    "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "arcsinh", "arccosh",
+    "arctanh", "hypot", "minimum", "maximum", "fmin", "fmax", "clip", "where", "sign", "floor", "ceil", "round",
+    "rint", "trunc", "isfinite", "isnan", "isinf", "nan_to_num", "logical_and", "logical_or", "logical_not",
+    "logical_xor", "power", "fmod", "mod", "remainder", "heaviside", "deg2rad", "rad2deg"
+})
+AWKWARD_FUNCTIONS = frozenset({
+    "num", "sum", "prod", "max", "min", "mean", "std", "var", "any", "all", "count", "count_nonzero", "argmax",
+    "argmin", "ones_like", "zeros_like", "full_like", "fill_none", "is_none", "firsts", "where", "local_index",
+    "nan_to_num"
+})
 NUMPY_CONSTANTS = {"pi": np.pi, "e": np.e, "inf": np.inf, "nan": np.nan}
 BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
 MODULES = {"np": (np, NUMPY_FUNCTIONS), "numpy": (np, NUMPY_FUNCTIONS), "ak": (ak, AWKWARD_FUNCTIONS),
@@ -111,7 +113,7 @@ class _Validator:
             case ast.Constant(value=value):
                 if isinstance(value, bool) or value is None:
                     return
-                if isinstance(value, int) and abs(value) <= MAX_INT_CONSTANT or isinstance(value, float):
+                if (isinstance(value, int) and abs(value) <= MAX_INT_CONSTANT) or isinstance(value, float):
                     return
                 raise self.fail(f"the constant {value!r}")
             case ast.Name(id=name):

@@ -68,7 +68,12 @@ def _is_binary(values: np.ndarray) -> bool:
 
 
 def _block_name(names: list[str], index: int, taken: dict) -> str:
-    prefix = os.path.commonprefix(names) if len(names) > 1 else names[0].rsplit("_", 1)[0] + "_"
-    prefix = prefix[: prefix.rfind("_") + 1] if "_" in prefix else prefix
-    name = prefix.strip("_").removeprefix("jet_") or f"block{index}"
+    tokens = [n.split("_") for n in names]
+    common = tokens[0][:-1] if len(names) == 1 else []
+    if len(names) > 1:
+        for parts in zip(*tokens, strict=False):
+            if len(set(parts)) != 1:
+                break
+            common.append(parts[0])
+    name = "_".join(common).removeprefix("jet_").removeprefix("jet") or f"block{index}"
     return name if name not in taken and name.isidentifier() else f"block{index}"

@@ -11,7 +11,7 @@ import xxhash
 from jetstore.schema.expression import Expression
 
 STORAGE_DTYPES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 float16 float32 float64".split()
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float16", "float32", "float64"]
 )
 
 

@@ -41,7 +41,8 @@ class Dataset:
         except FileNotFoundError:
             raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
         if table.n_jets != shard.n_jets:
-            raise DatasetError(f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
+            raise DatasetError(
+                f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
         return table
 
     def read_all(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:

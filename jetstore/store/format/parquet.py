@@ -88,7 +88,8 @@ class ParquetShardReader(ShardReader):
         for block, names in features.items():
             lists = [arrow.column(name).combine_chunks() for name in names]
             counts = lists[0].value_lengths().to_numpy(zero_copy_only=False).astype(np.int32)
-            out_blocks[block] = BlockData(counts, {n: a.flatten().to_numpy() for n, a in zip(names, lists, strict=True)})
+            values = {name: array.flatten().to_numpy() for name, array in zip(names, lists, strict=True)}
+            out_blocks[block] = BlockData(counts, values)
         return JetTable(jets, out_blocks)
 
 
