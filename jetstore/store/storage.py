@@ -31,6 +31,7 @@ S3_CONFIG = {
     "connect_timeout": 20,
     "read_timeout": 120,
 }
+MULTIPART_PART_SIZE = 64 << 20  # uploads above this go multipart (still atomic: visible on completion)
 
 
 class StorageOptions(dict):
@@ -153,9 +154,10 @@ def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
     remove(fs, target)
     if local.is_dir():
         files = sorted(p for p in local.rglob("*") if p.is_file())
-        fs.put([str(p) for p in files], [join(target, p.relative_to(local).as_posix()) for p in files])
+        for path in files:
+            fs.put_file(str(path), join(target, path.relative_to(local).as_posix()), chunksize=MULTIPART_PART_SIZE)
     else:
-        fs.put_file(str(local), target)
+        fs.put_file(str(local), target, chunksize=MULTIPART_PART_SIZE)
 
 
 def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
