@@ -5,7 +5,8 @@
 Side by side in one run, on one core each:
   * raw    : uproot ``TTree.arrays`` of every branch the schema reads (decompression + interpretation);
   * shard  : jetstore's per-shard task (read + select + cast + compress + write + checksum), in process;
-  * dask   : the whole ``convert`` on a LocalCluster (wall clock, all workers) for both formats.
+  * dask   : the whole ``convert`` on a LocalCluster (wall clock, all workers),
+for both formats with the default zstd codec and with lz4.
 Reports jets/s per core, the ratio to raw, and output bytes per jet against the ROOT input.
 Goals (issue #2): shard ≥ 0.7× raw; output ≤ 0.75× input bytes with float32.
 """
@@ -16,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -74,21 +76,22 @@ def main() -> None:
     results = {"inputs": len(files), "entries": entries, "input_bytes_per_jet": input_bytes / entries,
                "raw_jets_per_s_per_core": entries / raw_s}
     print(f"{len(files)} files, {entries:,} jets, {input_bytes / entries:.0f} input bytes/jet (ROOT, LZ4)")
-    print(f"raw uproot read           {entries / raw_s:>10,.0f} jets/s per core")
+    print(f"raw uproot read          {entries / raw_s:>10,.0f} jets/s per core")
     Path(args.scratch).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        for fmt in ("zarr", "parquet"):
-            tasks = plan_shards(infos, 100_000, schema.hash, fmt, Layout())
-            out = f"{scratch}/shard-{fmt}"
+        for fmt, codec in (("zarr", "zstd"), ("parquet", "zstd"), ("zarr", "lz4"), ("parquet", "lz4")):
+            layout = Layout(codec=codec)
+            tasks = plan_shards(infos, 100_000, schema.hash, fmt, layout)
+            out = f"{scratch}/shard-{fmt}-{codec}"
 
-            def shard_run(fmt=fmt, tasks=tasks, out=out) -> None:
-                import shutil
+            def shard_run(fmt=fmt, tasks=tasks, out=out, layout=layout) -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 for task in tasks:
-                    run_shard(ShardJob(task, schema, out, fmt, Layout(), 20_000, StorageOptions(), StorageOptions()))
+                    run_shard(ShardJob(task, schema, out, fmt, layout, 20_000, StorageOptions(), StorageOptions()))
 
             shard_s = best_of(args.repeat, shard_run)
-            request = ConvertRequest(tuple(files), schema, f"{scratch}/dask-{fmt}", fmt, overwrite=True)
+            request = ConvertRequest(tuple(files), schema, f"{scratch}/dask-{fmt}-{codec}", fmt, layout=layout,
+                                     overwrite=True)
             with dask_client(workers=args.workers, quiet=True) as client:
                 convert(request, client, progress=False, log=lambda _: None)  # warm the workers
                 start = time.perf_counter()
@@ -96,13 +99,13 @@ def main() -> None:
                 dask_s = time.perf_counter() - start
             manifest = report.manifest
             out_per_jet = manifest.bytes / manifest.n_jets
-            results[fmt] = {
+            results[f"{fmt}-{codec}"] = {
                 "shard_jets_per_s_per_core": entries / shard_s, "ratio_to_raw": raw_s / shard_s,
                 "dask_wall_jets_per_s": entries / dask_s, "dask_workers": args.workers,
                 "output_bytes_per_jet": out_per_jet, "output_over_input": out_per_jet / (input_bytes / entries),
             }
-            r = results[fmt]
-            print(f"convert {fmt:<8} (1 core) {r['shard_jets_per_s_per_core']:>10,.0f} jets/s per core  "
+            r = results[f"{fmt}-{codec}"]
+            print(f"convert {fmt:<8} {codec:<5} {r['shard_jets_per_s_per_core']:>10,.0f} jets/s per core "
                   f"= {r['ratio_to_raw']:.2f}× raw   | dask {args.workers} workers: "
                   f"{r['dask_wall_jets_per_s']:,.0f} jets/s wall | {out_per_jet:.0f} bytes/jet = "
                   f"{r['output_over_input']:.2f}× input")

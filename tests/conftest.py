@@ -114,6 +114,8 @@ def s3_env(monkeypatch):
 @pytest.fixture(scope="session")
 def ceph_rgw(tmp_path_factory):
     """A real Ceph RGW: started by .ci/run (JETSTORE_CEPH_* set) or here; skipped, saying why, otherwise."""
+    if os.environ.get("JETSTORE_CEPH_UNAVAILABLE"):
+        pytest.skip(os.environ["JETSTORE_CEPH_UNAVAILABLE"])
     if not os.environ.get("JETSTORE_CEPH_HTTP"):
         directory = tmp_path_factory.mktemp("ceph")
         try:

@@ -12,14 +12,18 @@ import fsspec
 from jetstore.schema import Schema
 from jetstore.store.table import JetTable
 
+CODECS = ("zstd", "lz4")
+
 
 @dataclass(frozen=True)
 class Layout:
-    """How a shard is cut: jets per chunk (Zarr) / row group (Parquet), values per Zarr chunk, codec level."""
+    """How a shard is cut and compressed: jets per chunk (Zarr) / row group (Parquet), values per Zarr
+    chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest to write and read)."""
 
     chunk_jets: int = 16384
     chunk_values: int = 65536
     compression_level: int = 2
+    codec: str = "zstd"
 
 
 class ShardWriter(ABC):

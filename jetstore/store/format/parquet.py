@@ -1,4 +1,4 @@
-"""Parquet shards: one file per shard, node features as list columns, zstd, fixed-size row groups."""
+"""Parquet shards: one file per shard, node features as list columns, zstd (or lz4), fixed-size row groups."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class ParquetShardWriter(ShardWriter):
     def _open(self, arrow_schema: pa.Schema) -> None:
         floats = [f.name for f in arrow_schema if _is_float(f.type)]
         self._writer = pq.ParquetWriter(
-            self.path, arrow_schema, compression="zstd", compression_level=self.layout.compression_level,
+            self.path, arrow_schema, compression=self.layout.codec, compression_level=self.layout.compression_level,
             use_dictionary=False, use_byte_stream_split=floats, write_statistics=False,
         )
 

@@ -1,7 +1,7 @@
 """Zarr v3 shards, one ``.zarr.zip`` object per shard (a Zarr v3 ZipStore, entries stored uncompressed).
 
 Inside: ``jets/<column>`` 1-D arrays, and per node block ``<block>/counts`` (nodes per jet) beside one
-flat ``<block>/<feature>`` values array per feature. Chunks are Blosc-zstd, byte shuffle for floats and
+flat ``<block>/<feature>`` values array per feature. Chunks are Blosc-zstd (or lz4), byte shuffle for floats and
 bit shuffle for integers, so reading is decompression plus a copy.
 
 Why a zip: a shard is then one object, so publishing it is one rename locally and one PUT on S3
@@ -76,8 +76,9 @@ class _ChunkWriter:
         _put(self.archive, f"{self.key}/c/{index}", encoded)
         self.size += valid
 
-    def metadata(self, level: int) -> dict:
-        metadata = dict(_array_metadata(self.dtype.str, self.chunk, self.codec.shuffle, level))
+    def metadata(self) -> dict:
+        codec = self.codec
+        metadata = dict(_array_metadata(self.dtype.str, self.chunk, codec.cname, codec.clevel, codec.shuffle))
         metadata["shape"] = [self.size]
         return metadata
 
@@ -96,7 +97,7 @@ class ZarrShardWriter(ShardWriter):
 
     def _add(self, key: str, dtype: str, chunk: int) -> None:
         dtype = np.dtype(dtype)
-        codec = Blosc(cname="zstd", clevel=self.layout.compression_level, shuffle=_shuffle(dtype))
+        codec = Blosc(cname=self.layout.codec, clevel=self.layout.compression_level, shuffle=_shuffle(dtype))
         self.writers[key] = _ChunkWriter(self.archive, key, dtype, chunk, codec)
 
     def write(self, table: JetTable) -> None:
@@ -111,7 +112,7 @@ class ZarrShardWriter(ShardWriter):
         n_jets = 0
         for key, writer in self.writers.items():
             writer.flush(final=True)
-            _put(self.archive, f"{key}/zarr.json", json.dumps(writer.metadata(self.layout.compression_level)))
+            _put(self.archive, f"{key}/zarr.json", json.dumps(writer.metadata()))
             n_jets = writer.size if key.startswith(f"{JETS}/") else n_jets
         for group in dict.fromkeys(key.split("/")[0] for key in self.writers):
             _put(self.archive, f"{group}/zarr.json", json.dumps(_group_metadata({})))
@@ -154,12 +155,12 @@ def _shuffle(dtype: np.dtype) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _array_metadata(dtype: str, chunk: int, shuffle: int, level: int) -> dict:
+def _array_metadata(dtype: str, chunk: int, cname: str, level: int, shuffle: int) -> dict:
     """``zarr.json`` of a 1-D array exactly as zarr-python writes it, made once per process in memory."""
     store = zarr.storage.MemoryStore()
     zarr.create_array(
         store, shape=(0,), chunks=(chunk,), dtype=np.dtype(dtype), fill_value=0, zarr_format=3,
-        compressors=BloscCodec(cname="zstd", clevel=level, shuffle=SHUFFLE_NAMES[shuffle]),
+        compressors=BloscCodec(cname=cname, clevel=level, shuffle=SHUFFLE_NAMES[shuffle]),
     )
     return json.loads(store._store_dict["zarr.json"].to_bytes())
 

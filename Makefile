@@ -1,0 +1,26 @@
+# Two commands on a fresh machine (Python 3.11):
+#   make demo   convert the bundled sample to Zarr and Parquet on a local Dask cluster
+#   make test   lint and run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install bench
+demo: install
+	$(VENV)/bin/jetstore demo --output demo-output
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/convert.py
+
+install: $(VENV)/.installed
+
+# torch first: the pinned CPU build lies on this machine's disk; an unpinned one pulls a multi-GB CUDA build
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
