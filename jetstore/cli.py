@@ -78,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("schema")
     check.set_defaults(handler=cmd_schema_check)
 
+    stats = commands.add_parser("stats", help="compute standardisation and sampling weights for a config")
+    stats.add_argument("url")
+    stats.add_argument("--config", required=True, help="weaver-core data-config YAML")
+    stats.add_argument("--fraction", type=float,
+                       help="use the first F of every shard (default: preprocess.data_fraction for "
+                            "standardisation and all jets for weights, as weaver-core)")
+    stats.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
+    stats.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
+    stats.add_argument("--storage-options", type=_json_object, default={})
+    stats.add_argument("--plots", help="write PNG plots here")
+    stats.set_defaults(handler=cmd_stats)
+
+    export = commands.add_parser("export-weaver", help="write a weaver data-config with the stored stats")
+    export.add_argument("url")
+    export.add_argument("--config", required=True)
+    export.add_argument("--output", "-o", required=True)
+    export.add_argument("--storage-options", type=_json_object, default={})
+    export.set_defaults(handler=cmd_export_weaver)
+
     demo = commands.add_parser("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
     demo.add_argument("--workers", type=_positive, default=2)
@@ -135,6 +154,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                           "schema_hash": manifest.schema_hash}, indent=1))
     else:
         print_summary(args.url, dataset.manifest)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from jetstore.config import load_training_config
+    from jetstore.convert.cluster import dask_client
+    from jetstore.stats.result import write_stats
+    from jetstore.stats.run import compute_stats
+    from jetstore.store.dataset import Dataset
+
+    config = load_training_config(args.config)
+    dataset = Dataset.open(args.url, args.storage_options)
+    with dask_client(args.scheduler, args.workers) as client:
+        result = compute_stats(dataset, config, client, args.fraction)
+    path = write_stats(dataset.fs, dataset.root, result)
+    print(f"stats for config {config.hash} → {path}")
+    print(f"  jets read {result.jets_read:,}, selected {result.jets_selected:,} (standardisation fraction "
+          f"{result.standardization_fraction})")
+    for name, v in result.variables.items():
+        print(f"  {name:<28} center {v.center:>11.5g}  scale {v.scale:>11.5g}  entries {v.count:,}"
+              + (f"  NaN {v.nan_count:,}" if v.nan_count else ""))
+    for label, hist in result.class_hists.items():
+        kept = float((hist * result.weight_tables[label]).sum())
+        print(f"  {label:<12} {hist.sum():>10,.0f} jets in bins, weighted {kept:>10,.1f}")
+    if args.plots:
+        from jetstore.stats.plots import write_plots
+
+        written = write_plots(result, config, args.plots)
+        print(f"  {len(written)} plot(s) in {args.plots}")
+    return 0
+
+
+def cmd_export_weaver(args: argparse.Namespace) -> int:
+    from jetstore.config import load_training_config
+    from jetstore.stats.export import export_weaver_yaml
+    from jetstore.stats.result import read_stats
+    from jetstore.store.dataset import Dataset
+
+    config = load_training_config(args.config)
+    dataset = Dataset.open(args.url, args.storage_options)
+    result = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    Path(args.output).write_text(export_weaver_yaml(config, result))
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,31 @@ from jetstore.store.table import JetTable
 
 
 @dataclass(frozen=True)
+class ShardSource:
+    """What a worker needs to read shards of a dataset (small and picklable, unlike the whole manifest)."""
+
+    url: str
+    options: Mapping[str, Any]
+    format: str
+    schema: Schema
+
+    def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
+             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+        """Read one shard; a missing shard is a :class:`DatasetError` naming it."""
+        fs, root = storage.filesystem(self.url, self.options)
+        path = storage.join(root, shard.path)
+        reader = get_format(self.format).reader(fs, path, self.schema)
+        try:
+            table = reader.read(jet_columns, features)
+        except FileNotFoundError:
+            raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
+        if table.n_jets != shard.n_jets:
+            raise DatasetError(
+                f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
+        return table
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A dataset at ``url``: read-only access through its manifest."""
 
@@ -23,29 +48,25 @@ class Dataset:
     schema: Schema
     fs: Any
     root: str
+    options: Mapping[str, Any]
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
         opts = storage.resolve_storage_options(url, options)
         fs, root = storage.filesystem(url, opts)
         manifest = read_manifest(fs, root)
-        return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root)
+        return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root, opts)
+
+    @property
+    def source(self) -> ShardSource:
+        return ShardSource(self.url, self.options, self.manifest.format, self.schema)
 
     def read_shard(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
-                   blocks: Iterable[str] | None = None) -> JetTable:
-        """Read one shard; a missing shard is a :class:`DatasetError` naming it."""
-        path = storage.join(self.root, shard.path)
-        reader = get_format(self.manifest.format).reader(self.fs, path, self.schema)
-        try:
-            table = reader.read(jet_columns, blocks)
-        except FileNotFoundError:
-            raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
-        if table.n_jets != shard.n_jets:
-            raise DatasetError(
-                f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
-        return table
+                   features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+        return self.source.read(shard, jet_columns, features)
 
-    def read_all(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
+    def read_all(self, jet_columns: Iterable[str] | None = None,
+                 features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
         """Every shard in manifest order (for tests and small datasets)."""
-        tables = [self.read_shard(s, jet_columns, blocks) for s in self.manifest.shards]
+        tables = [self.read_shard(s, jet_columns, features) for s in self.manifest.shards]
         return JetTable.concat(tables) if tables else JetTable({}, {})

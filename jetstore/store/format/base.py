@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +53,15 @@ class ShardReader(ABC):
         self.fs, self.path, self.schema = fs, path, schema
 
     @abstractmethod
-    def read(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
-        """Read the named jet columns and blocks (all when None)."""
+    def read(self, jet_columns: Iterable[str] | None = None,
+             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+        """Read the named jet columns and, per block, the named features (everything when None)."""
+
+    def _selection(self, jet_columns, features) -> tuple[list[str], dict[str, list[str]]]:
+        jets = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
+        if features is None:
+            features = {b.name: [f.name for f in b.features] for b in self.schema.blocks}
+        return jets, {block: list(names) for block, names in features.items()}
 
 
 @dataclass(frozen=True)

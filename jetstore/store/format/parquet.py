@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -77,18 +77,20 @@ class ParquetShardWriter(ShardWriter):
 
 
 class ParquetShardReader(ShardReader):
-    def read(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
-        jet_names = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
-        block_names = list(blocks) if blocks is not None else [b.name for b in self.schema.blocks]
-        features = {b: [f.name for f in self.schema.block(b).features] for b in block_names}
+    def read(self, jet_columns: Iterable[str] | None = None,
+             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+        jet_names, features = self._selection(jet_columns, features)
+        # a block read with no features still needs one list column for its counts
+        wanted = {b: names or [self.schema.block(b).features[0].name] for b, names in features.items()}
         with self.fs.open(self.path, "rb") as handle:
-            arrow = pq.read_table(handle, columns=jet_names + [f for fs in features.values() for f in fs])
+            arrow = pq.read_table(handle, columns=jet_names + [f for names in wanted.values() for f in names])
         jets = {name: arrow.column(name).to_numpy() for name in jet_names}
         out_blocks = {}
-        for block, names in features.items():
+        for block, names in wanted.items():
             lists = [arrow.column(name).combine_chunks() for name in names]
             counts = lists[0].value_lengths().to_numpy(zero_copy_only=False).astype(np.int32)
-            values = {name: array.flatten().to_numpy() for name, array in zip(names, lists, strict=True)}
+            values = {name: array.flatten().to_numpy() for name, array in zip(names, lists, strict=True)
+                      if name in features[block]}
             out_blocks[block] = BlockData(counts, values)
         return JetTable(jets, out_blocks)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import zarr
@@ -123,15 +123,15 @@ class ZarrShardWriter(ShardWriter):
 class ZarrShardReader(ShardReader):
     """Reads arrays straight from the zip entries (one range read per chunk on remote storage)."""
 
-    def read(self, jet_columns: Iterable[str] | None = None, blocks: Iterable[str] | None = None) -> JetTable:
-        jet_names = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
-        block_names = list(blocks) if blocks is not None else [b.name for b in self.schema.blocks]
+    def read(self, jet_columns: Iterable[str] | None = None,
+             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+        jet_names, features = self._selection(jet_columns, features)
         with self.fs.open(self.path, "rb") as handle, zipfile.ZipFile(handle) as archive:
             jets = {name: read_array(archive, f"{JETS}/{name}") for name in jet_names}
             out_blocks = {}
-            for block in block_names:
-                features = {f.name: read_array(archive, f"{block}/{f.name}") for f in self.schema.block(block).features}
-                out_blocks[block] = BlockData(read_array(archive, f"{block}/{COUNTS}"), features)
+            for block, names in features.items():
+                values = {name: read_array(archive, f"{block}/{name}") for name in names}
+                out_blocks[block] = BlockData(read_array(archive, f"{block}/{COUNTS}"), values)
         return JetTable(jets, out_blocks)
 
 

@@ -1,0 +1,109 @@
+"""Config variables over stored jets: dataset columns plus weaver ``new_variables``, after ``selection``.
+
+Resolves which stored columns a set of variables needs (so only those are read), then evaluates the
+derived ones with the safe evaluator on awkward arrays, as weaver-core does on its ROOT tables.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from jetstore.config.weaver import TrainingConfig
+from jetstore.errors import ExpressionError, SchemaError
+from jetstore.schema import Schema
+from jetstore.store.table import JetTable
+
+
+@dataclass(frozen=True)
+class ColumnNeeds:
+    """Stored columns to read: jet columns and, per block, features."""
+
+    jet_columns: tuple[str, ...]
+    features: dict[str, tuple[str, ...]]
+
+
+class VariableResolver:
+    """Maps config variable names onto a dataset schema."""
+
+    def __init__(self, schema: Schema, config: TrainingConfig):
+        self.schema, self.config = schema, config
+        self.jet_columns = {c.name for c in schema.jet_columns}
+        self.block_of = {f.name: b.name for b in schema.blocks for f in b.features}
+
+    def needs(self, names: Iterable[str], with_selection: bool = True) -> ColumnNeeds:
+        """The stored columns needed to compute ``names`` (and the selection)."""
+        wanted = set(names)
+        if with_selection and self.config.selection is not None:
+            wanted |= self.config.selection.names
+        stored: set[str] = set()
+        seen: set[str] = set()
+        stack = list(wanted)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.jet_columns or name in self.block_of:
+                stored.add(name)
+            elif name in self.config.new_variables:
+                stack.extend(self.config.new_variables[name].names)
+            else:
+                raise SchemaError(self._unknown(name))
+        features: dict[str, list[str]] = {}
+        for name in sorted(stored):
+            if name in self.block_of:
+                features.setdefault(self.block_of[name], []).append(name)
+        return ColumnNeeds(tuple(sorted(stored & self.jet_columns)), {b: tuple(f) for b, f in features.items()})
+
+    def evaluate(self, table: JetTable, names: Iterable[str], with_selection: bool = True) -> dict[str, object]:
+        """Arrays for ``names`` over the jets of ``table`` that pass the selection."""
+        values: dict[str, object] = {}
+        for name, column in table.jets.items():
+            values[name] = column
+        for block in table.blocks.values():
+            offsets = block.offsets
+            for name, flat in block.features.items():
+                values[name] = _jagged(offsets, flat)
+        mask = None
+        if with_selection and self.config.selection is not None:
+            mask = np.asarray(ak.to_numpy(self._value("selection", self.config.selection, values)), dtype=bool)
+        out = {}
+        for name in names:
+            array = self._resolve(name, values)
+            out[name] = array if mask is None else array[mask]
+        return out
+
+    def _resolve(self, name: str, values: dict[str, object]) -> object:
+        if name not in values:
+            if name not in self.config.new_variables:
+                raise SchemaError(self._unknown(name))
+            expression = self.config.new_variables[name]
+            for dependency in expression.names:
+                self._resolve(dependency, values)
+            values[name] = self._value(f"new_variables.{name}", expression, values)
+        return values[name]
+
+    def _value(self, where: str, expression, values: dict[str, object]) -> object:
+        for dependency in expression.names:
+            self._resolve(dependency, values)
+        try:
+            return expression.evaluate(values)
+        except ExpressionError as exc:
+            raise SchemaError(f"{self.config.source}: {where}: {exc}") from None
+
+    def _unknown(self, name: str) -> str:
+        candidates = sorted(self.jet_columns | set(self.block_of) | set(self.config.new_variables))
+        close = difflib.get_close_matches(name, candidates, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return (f"{self.config.source}: variable '{name}' is neither a column of dataset schema "
+                f"'{self.schema.name}' nor a new_variable{hint}")
+
+
+def _jagged(offsets: np.ndarray, flat: np.ndarray) -> ak.Array:
+    layout = ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(flat))
+    return ak.Array(layout)

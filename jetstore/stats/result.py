@@ -1,0 +1,95 @@
+"""Stored statistics: one JSON object per (dataset, config) under ``<dataset>/stats/<config hash>.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jetstore.errors import DatasetError
+from jetstore.store import storage
+
+STATS_DIR = "stats"
+STATS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VariableStats:
+    """Summary of one input variable over real (unpadded) entries after selection."""
+
+    name: str
+    count: int
+    nan_count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p16: float
+    p50: float
+    p84: float
+    center: float
+    scale: float
+    histogram: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    """Everything ``jetstore stats`` computes for one config."""
+
+    config_hash: str
+    plan_hash: str
+    standardization_fraction: float
+    weights_fraction: float
+    jets_read: int
+    jets_selected: int
+    variables: dict[str, VariableStats]
+    class_hists: dict[str, np.ndarray]
+    weight_tables: dict[str, np.ndarray]
+    shard_class_hists: dict[str, dict[str, np.ndarray]]
+    version: int = STATS_VERSION
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        for key in ("class_hists", "weight_tables"):
+            data[key] = {k: np.asarray(v).tolist() for k, v in getattr(self, key).items()}
+        data["shard_class_hists"] = {s: {k: np.asarray(v).astype(np.int64).tolist() for k, v in h.items()}
+                                     for s, h in self.shard_class_hists.items()}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> StatsResult:
+        data = json.loads(text)
+        if data.get("version", 0) > STATS_VERSION:
+            raise DatasetError(f"{where}: stats version {data.get('version')} is newer than this jetstore supports")
+        data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
+        data["class_hists"] = {k: np.asarray(v, dtype=np.float64) for k, v in data["class_hists"].items()}
+        data["weight_tables"] = {k: np.asarray(v, dtype=np.float32) for k, v in data["weight_tables"].items()}
+        data["shard_class_hists"] = {s: {k: np.asarray(v, dtype=np.int64) for k, v in h.items()}
+                                     for s, h in data["shard_class_hists"].items()}
+        return cls(**data)
+
+
+def stats_path(root: str, config_hash: str) -> str:
+    return storage.join(root, STATS_DIR, f"{config_hash}.json")
+
+
+def write_stats(fs, root: str, result: StatsResult) -> str:
+    path = stats_path(root, result.config_hash)
+    storage.write_bytes_atomic(fs, path, result.to_json().encode())
+    return path
+
+
+def read_stats(fs, root: str, config_hash: str, plan_hash: str) -> StatsResult:
+    """The stored stats for a config; missing or computed on another version of the dataset → error."""
+    path = stats_path(root, config_hash)
+    try:
+        result = StatsResult.from_json(fs.cat_file(path).decode(), where=path)
+    except FileNotFoundError:
+        raise DatasetError(f"no stats for config {config_hash} at {path}; run `jetstore stats` first") from None
+    if result.config_hash != config_hash:
+        raise DatasetError(f"{path}: holds stats for config {result.config_hash}, not {config_hash}")
+    if result.plan_hash != plan_hash:
+        raise DatasetError(f"{path}: computed on another version of the dataset; rerun `jetstore stats`")
+    return result

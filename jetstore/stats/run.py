@@ -1,0 +1,201 @@
+"""Computing statistics on Dask: two passes over the shards, reading only the columns needed.
+
+Pass 1 (one task per shard): per auto variable a 65,536-bin histogram of the float32 key's top bits
+plus moments, NaN count, min and max over the first ``fraction`` of the shard's jets after selection;
+per class a 2-D histogram in the reweight variables over the weight fraction. Pass 2: for each auto
+variable, low-bit histograms inside the few bins holding the wanted order statistics. Everything merges
+by addition, so the results equal a single pass over all jets.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import awkward as ak
+import numpy as np
+from distributed import Client
+
+from jetstore.config.variables import VariableResolver
+from jetstore.config.weaver import TrainingConfig
+from jetstore.errors import DatasetError, SchemaError
+from jetstore.stats import quantiles
+from jetstore.stats.result import StatsResult, VariableStats
+from jetstore.stats.weights import class_histograms, weight_tables
+from jetstore.store.dataset import Dataset, ShardSource
+from jetstore.store.manifest import ShardEntry
+
+PERCENTS = (16.0, 50.0, 84.0)
+PLOT_BINS = 100
+
+
+@dataclass
+class ShardPass1:
+    jets_read: int = 0
+    jets_selected: int = 0
+    coarse: dict[str, np.ndarray] = field(default_factory=dict)
+    moments: dict[str, np.ndarray] = field(default_factory=dict)  # count, nan, sum, sum2, min, max
+    class_hists: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _rows(n: int, fraction: float) -> int:
+    """weaver's load range: the first trunc(fraction * n) entries, at least one."""
+    return n if fraction >= 1 else max(1, math.trunc(fraction * n))
+
+
+def _flat(array) -> np.ndarray:
+    if isinstance(array, ak.Array):
+        array = ak.flatten(array, axis=None)
+        return np.asarray(ak.to_numpy(array))
+    return np.asarray(array).ravel()
+
+
+def _read(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names, rows: int) -> dict:
+    needs = resolver.needs(names)
+    table = source.read(shard, needs.jet_columns, needs.features).slice(0, rows)
+    return resolver.evaluate(table, names)
+
+
+def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fraction: float,
+          weight_fraction: float) -> ShardPass1:
+    """Dask task: histograms and moments of one shard."""
+    resolver = VariableResolver(source.schema, config)
+    out = ShardPass1(jets_read=shard.n_jets)
+    names = config.auto_variables
+    if names:
+        values = _read(source, shard, resolver, names, _rows(shard.n_jets, std_fraction))
+        out.jets_selected = len(next(iter(values.values())))
+        for name in names:
+            flat = _flat(values[name])
+            keys = quantiles.float_keys(flat)
+            out.coarse[name] = quantiles.coarse_histogram(keys)
+            finite = flat[np.isfinite(flat)].astype(np.float64)
+            out.moments[name] = np.array([flat.size, np.isnan(flat).sum(), finite.sum(), (finite**2).sum(),
+                                          finite.min(initial=np.inf), finite.max(initial=-np.inf)])
+    spec = config.weights
+    if spec is not None:
+        wanted = (spec.x_var, spec.y_var, *spec.classes)
+        values = _read(source, shard, resolver, wanted, _rows(shard.n_jets, weight_fraction))
+        if not names:
+            out.jets_selected = len(values[spec.x_var])
+        out.class_hists = class_histograms(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
+                                           {c: _flat(values[c]) for c in spec.classes})
+    return out
+
+
+def pass2(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fraction: float,
+          bins: dict[str, tuple[int, ...]]) -> dict[str, dict[int, np.ndarray]]:
+    """Dask task: low-bit histograms inside the located bins of every auto variable."""
+    resolver = VariableResolver(source.schema, config)
+    values = _read(source, shard, resolver, tuple(bins), _rows(shard.n_jets, std_fraction))
+    return {name: quantiles.fine_histograms(quantiles.float_keys(_flat(values[name])), wanted)
+            for name, wanted in bins.items()}
+
+
+def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, fraction: float | None = None,
+                  log: Callable[[str], None] | None = None) -> StatsResult:
+    """Run both passes on ``client`` and return the merged result (not yet stored)."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    if fraction is not None and not 0 < fraction <= 1:
+        raise SchemaError(f"--fraction must be in (0, 1], got {fraction}")
+    std_fraction = fraction if fraction is not None else config.data_fraction
+    weight_fraction = fraction if fraction is not None else 1.0
+    resolver = VariableResolver(dataset.schema, config)
+    for name in (*config.auto_variables, *_weight_names(config)):
+        resolver.needs([name])  # unknown variables fail here, before any task runs
+    shards = list(dataset.manifest.shards)
+    if not shards:
+        raise DatasetError(f"{dataset.url}: the dataset has no shards")
+    source = dataset.source
+    keys = [f"stats-pass1-{s.name}" for s in shards]
+    log(f"stats pass 1: {len(shards)} shard(s), {len(config.auto_variables)} auto variable(s), "
+        f"standardisation fraction {std_fraction}, weights fraction {weight_fraction}")
+    firsts = client.gather(client.map(pass1, [source] * len(shards), shards, config=config,
+                                      std_fraction=std_fraction, weight_fraction=weight_fraction, key=keys))
+    coarse = {n: sum(r.coarse[n] for r in firsts) for n in config.auto_variables}
+    moments = {n: _merge_moments([r.moments[n] for r in firsts]) for n in config.auto_variables}
+    targets = {}
+    for name in config.auto_variables:
+        count = int(moments[name][0])
+        if count == 0:
+            raise DatasetError(f"variable '{name}' has no entries after the selection")
+        ranks = quantiles.percentile_ranks(count, PERCENTS)
+        targets[name] = quantiles.locate(coarse[name], [r for pair in ranks.values() for r in pair[:2]])
+    fine: dict[str, dict[int, np.ndarray]] = {n: {} for n in config.auto_variables}
+    if targets:
+        log("stats pass 2: exact order statistics")
+        bins = {n: t.bins for n, t in targets.items()}
+        seconds = client.gather(client.map(pass2, [source] * len(shards), shards, config=config,
+                                           std_fraction=std_fraction, bins=bins,
+                                           key=[f"stats-pass2-{s.name}" for s in shards]))
+        for result in seconds:
+            for name, hists in result.items():
+                for b, hist in hists.items():
+                    fine[name][b] = fine[name].get(b, 0) + hist
+    variables = {}
+    for name in config.auto_variables:
+        statistics = quantiles.order_statistics(targets[name], fine[name])
+        ranks = quantiles.percentile_ranks(int(moments[name][0]), PERCENTS)
+        low, center, high = (quantiles.interpolate(statistics, ranks[q]) for q in PERCENTS)
+        variables[name] = _variable_stats(name, moments[name], low, center, high, coarse[name],
+                                          config.variables[name])
+    class_hists, tables, per_shard = {}, {}, {}
+    if config.weights is not None:
+        class_hists = {c: sum(r.class_hists[c] for r in firsts) for c in config.weights.classes}
+        try:
+            tables = weight_tables(config.weights, class_hists)
+        except ValueError as exc:
+            raise DatasetError(f"cannot make weights: {exc}") from None
+        per_shard = {s.name: r.class_hists for s, r in zip(shards, firsts, strict=True)}
+    return StatsResult(
+        config_hash=config.hash, plan_hash=dataset.manifest.plan_hash, standardization_fraction=std_fraction,
+        weights_fraction=weight_fraction, jets_read=sum(r.jets_read for r in firsts),
+        jets_selected=sum(r.jets_selected for r in firsts), variables=variables, class_hists=class_hists,
+        weight_tables=tables, shard_class_hists=per_shard,
+    )
+
+
+def _weight_names(config: TrainingConfig) -> tuple[str, ...]:
+    spec = config.weights
+    return () if spec is None else (spec.x_var, spec.y_var, *spec.classes)
+
+
+def _merge_moments(parts: list[np.ndarray]) -> np.ndarray:
+    stacked = np.stack(parts)
+    return np.array([*stacked[:, :4].sum(axis=0), stacked[:, 4].min(), stacked[:, 5].max()])
+
+
+def _variable_stats(name, moments, low, center, high, coarse, variable) -> VariableStats:
+    count, nan_count, total, total2, lo, hi = moments
+    finite = count - nan_count
+    mean = total / finite if finite else math.nan
+    std = math.sqrt(max(total2 / finite - mean**2, 0.0)) if finite else math.nan
+    scale = max(high - center, center - low)
+    scale = 1.0 if scale == 0 else 1.0 / scale
+    return VariableStats(
+        name=name, count=int(count), nan_count=int(nan_count), mean=mean, std=std, min=float(lo), max=float(hi),
+        p16=low, p50=center, p84=high, center=center, scale=scale,
+        histogram=_plot_histograms(coarse, center, scale, variable.min, variable.max),
+    )
+
+
+def _plot_histograms(coarse: np.ndarray, center: float, scale: float, clip_min: float, clip_max: float) -> dict:
+    """100-bin histograms, raw (between the 0.5 and 99.5 percentiles) and standardised+clipped, built from
+    the pass-1 histogram (each fine bin placed at its lower edge: resolution 2^-7 relative)."""
+    filled = np.nonzero(coarse)[0]
+    values = quantiles.key_values(filled.astype(np.uint32) << 16).astype(np.float64)
+    counts = coarse[filled].astype(np.float64)
+    finite = np.isfinite(values)
+    values, counts = values[finite], counts[finite]
+    cumulative = np.cumsum(counts) / counts.sum()
+    lo = values[np.searchsorted(cumulative, 0.005)]
+    hi = values[min(np.searchsorted(cumulative, 0.995), len(values) - 1)]
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    raw, raw_edges = np.histogram(values, bins=PLOT_BINS, range=(lo, hi), weights=counts)
+    standardised = np.clip((values - center) * scale, clip_min, clip_max)
+    std, std_edges = np.histogram(standardised, bins=PLOT_BINS, range=(clip_min, clip_max), weights=counts)
+    return {"raw_edges": raw_edges.tolist(), "raw_counts": raw.tolist(),
+            "std_edges": std_edges.tolist(), "std_counts": std.tolist()}
