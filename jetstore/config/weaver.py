@@ -110,9 +110,13 @@ class TrainingConfig:
 
     @property
     def hash(self) -> str:
-        """Identity of everything that shapes the statistics (not observers or stored results)."""
-        relevant = {k: v for k, v in self.options.items() if k in ("selection", "new_variables", "inputs", "labels")}
-        relevant["preprocess"] = {k: v for k, v in (self.options.get("preprocess") or {}).items() if k != "params"}
+        """Identity of what the statistics depend on: selection, new variables, labels, the variables'
+        names, the data fraction and the weights block. Stored results (``preprocess.params``,
+        ``reweight_hists``), observers and manual centres do not change it, so an exported config keeps
+        the hash of the config it came from."""
+        relevant = {k: self.options.get(k) for k in ("selection", "new_variables", "labels")}
+        relevant["inputs"] = {g.name: [v.name for v in g.variables] for g in self.inputs}
+        relevant["data_fraction"] = self.data_fraction
         relevant["weights"] = {k: v for k, v in (self.options.get("weights") or {}).items() if k != "reweight_hists"}
         return xxhash.xxh3_64_hexdigest(json.dumps(relevant, sort_keys=True, default=str).encode())
 
