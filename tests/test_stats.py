@@ -206,7 +206,8 @@ def test_bad_bins_and_missing_variables(dask_client, unskimmed):
         training_config_from_dict(options)
     options = yaml.safe_load(CONFIG.read_text())
     options["inputs"]["pf_features"]["vars"].append("jet_pfcand_pt_logg")
-    with pytest.raises(SchemaError, match=r"variable 'jet_pfcand_pt_logg' is neither.*did you mean 'jet_pfcand_pt_log'"):
+    expected = r"variable 'jet_pfcand_pt_logg' is neither.*did you mean 'jet_pfcand_pt_log'"
+    with pytest.raises(SchemaError, match=expected):
         compute_stats(unskimmed, training_config_from_dict(options), dask_client, log=lambda _: None)
 
 
