@@ -14,6 +14,7 @@ test: install
 
 bench: install
 	$(PY) bench/convert.py
+	$(PY) bench/stats.py
 
 install: $(VENV)/.installed
 

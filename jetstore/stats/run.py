@@ -54,7 +54,7 @@ def _flat(array) -> np.ndarray:
 
 def _read(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names, rows: int) -> dict:
     needs = resolver.needs(names)
-    table = source.read(shard, needs.jet_columns, needs.features).slice(0, rows)
+    table = source.read(shard, needs.jet_columns, needs.features, stop=rows)
     return resolver.evaluate(table, names)
 
 

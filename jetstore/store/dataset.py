@@ -24,16 +24,16 @@ class ShardSource:
     schema: Schema
 
     def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
-        """Read one shard; a missing shard is a :class:`DatasetError` naming it."""
+             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
+        """Read one shard (its first ``stop`` jets); a missing shard is a :class:`DatasetError` naming it."""
         fs, root = storage.filesystem(self.url, self.options)
         path = storage.join(root, shard.path)
         reader = get_format(self.format).reader(fs, path, self.schema)
         try:
-            table = reader.read(jet_columns, features)
+            table = reader.read(jet_columns, features, stop)
         except FileNotFoundError:
             raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
-        if table.n_jets != shard.n_jets:
+        if table.n_jets != (shard.n_jets if stop is None else min(stop, shard.n_jets)):
             raise DatasetError(
                 f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
         return table

@@ -54,8 +54,9 @@ class ShardReader(ABC):
 
     @abstractmethod
     def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
-        """Read the named jet columns and, per block, the named features (everything when None)."""
+             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
+        """Read the named jet columns and, per block, the named features (everything when None), of the
+        first ``stop`` jets (all when None), touching only the chunks / row groups that hold them."""
 
     def _selection(self, jet_columns, features) -> tuple[list[str], dict[str, list[str]]]:
         jets = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]

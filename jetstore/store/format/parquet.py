@@ -78,12 +78,22 @@ class ParquetShardWriter(ShardWriter):
 
 class ParquetShardReader(ShardReader):
     def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
         jet_names, features = self._selection(jet_columns, features)
         # a block read with no features still needs one list column for its counts
         wanted = {b: names or [self.schema.block(b).features[0].name] for b, names in features.items()}
+        columns = jet_names + [f for names in wanted.values() for f in names]
         with self.fs.open(self.path, "rb") as handle:
-            arrow = pq.read_table(handle, columns=jet_names + [f for names in wanted.values() for f in names])
+            parquet = pq.ParquetFile(handle)
+            groups, rows = [], 0
+            for index in range(parquet.num_row_groups):
+                if stop is not None and rows >= stop:
+                    break
+                groups.append(index)
+                rows += parquet.metadata.row_group(index).num_rows
+            arrow = parquet.read_row_groups(groups, columns=columns)
+        if stop is not None:
+            arrow = arrow.slice(0, stop)
         jets = {name: arrow.column(name).to_numpy() for name in jet_names}
         out_blocks = {}
         for block, names in wanted.items():

@@ -124,21 +124,25 @@ class ZarrShardReader(ShardReader):
     """Reads arrays straight from the zip entries (one range read per chunk on remote storage)."""
 
     def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None) -> JetTable:
+             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
         jet_names, features = self._selection(jet_columns, features)
         with self.fs.open(self.path, "rb") as handle, zipfile.ZipFile(handle) as archive:
-            jets = {name: read_array(archive, f"{JETS}/{name}") for name in jet_names}
+            jets = {name: read_array(archive, f"{JETS}/{name}", stop) for name in jet_names}
             out_blocks = {}
             for block, names in features.items():
-                values = {name: read_array(archive, f"{block}/{name}") for name in names}
-                out_blocks[block] = BlockData(read_array(archive, f"{block}/{COUNTS}"), values)
+                counts = read_array(archive, f"{block}/{COUNTS}", stop)
+                values_stop = int(counts.sum(dtype=np.int64)) if stop is not None else None
+                values = {name: read_array(archive, f"{block}/{name}", values_stop) for name in names}
+                out_blocks[block] = BlockData(counts, values)
         return JetTable(jets, out_blocks)
 
 
-def read_array(archive: zipfile.ZipFile, key: str) -> np.ndarray:
-    """A whole 1-D array from a shard archive, decoded with the codec its ``zarr.json`` names."""
+def read_array(archive: zipfile.ZipFile, key: str, stop: int | None = None) -> np.ndarray:
+    """The first ``stop`` elements (all when None) of a 1-D array in a shard archive, decoding only the
+    chunks that hold them."""
     metadata = json.loads(archive.read(f"{key}/zarr.json"))
     (size,), (chunk,) = metadata["shape"], metadata["chunk_grid"]["configuration"]["chunk_shape"]
+    size = size if stop is None else min(size, stop)
     dtype = np.dtype(metadata["data_type"])
     out = np.empty(size, dtype=dtype)
     for index, start in enumerate(range(0, size, chunk)):
