@@ -158,6 +158,35 @@ def reference_jets(files: list[str], tree: str = "Events", selection: str | None
     return ak.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
 
+def cms_ak4_skim(arrays) -> np.ndarray:
+    pt, eta = ak.to_numpy(arrays["jet_pt"]), ak.to_numpy(arrays["jet_eta"])
+    return (pt > 20) & (np.abs(eta) < 2.5)
+
+
+def reference_for(dataset, skim=cms_ak4_skim, local=lambda url: url):
+    """Independent expectation of a dataset's content: for every shard, uproot's reading of its entry
+    range, skimmed with plain numpy, ordered as the schema's ``sort_by`` asks (numpy lexsort)."""
+    pieces = []
+    schema = dataset.schema
+    for shard in dataset.manifest.shards:
+        with uproot.open(local(shard.source)) as handle:
+            arrays = handle[schema.tree].arrays(library="ak", entry_start=shard.entry_start,
+                                                entry_stop=shard.entry_stop)
+        if skim is not None:
+            arrays = arrays[skim(arrays)]
+        if schema.sort_by:
+            keys = []
+            for key in schema.sort_by:
+                if key == "label":
+                    onehot = np.stack([ak.to_numpy(arrays[c.branch]) != 0 for c in schema.labels], axis=1)
+                    keys.append(np.where(onehot.any(axis=1), onehot.argmax(axis=1), len(schema.labels)))
+                else:
+                    keys.append(ak.to_numpy(arrays[key]))
+            arrays = arrays[np.lexsort(keys[::-1])]
+        pieces.append(arrays)
+    return ak.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
 def assert_table_matches(table, reference, schema) -> None:
     """Every stored value equals uproot's reading of the input (exact for float32 / exact integer casts)."""
     assert table.n_jets == len(reference)

@@ -19,7 +19,7 @@ from jetstore.schema import schema_from_dict
 from jetstore.store.checksum import file_checksum
 from jetstore.store.dataset import Dataset
 from jetstore.store.manifest import FORMAT_VERSION
-from tests.conftest import assert_table_matches, reference_jets
+from tests.conftest import assert_table_matches, reference_for, reference_jets
 from tests.helpers import REPO, cli, run_convert
 
 
@@ -28,7 +28,7 @@ def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
     report = run_convert(dask_client, sample_files, tmp_path / "ds", fmt, jets_per_shard=700)
     assert report.ok and report.written == 5 and report.reused == 0  # 1500 → 3 shards, 1000 → 2
     dataset = Dataset.open(str(tmp_path / "ds"))
-    reference = reference_jets(sample_files)
+    reference = reference_for(dataset)
     assert_table_matches(dataset.read_all(), reference, dataset.schema)
     manifest = dataset.manifest
     assert manifest.format_version == FORMAT_VERSION and manifest.format == fmt
@@ -116,7 +116,7 @@ def test_rerun_reuses_verified_shards_and_redoes_damaged_ones(dask_client, sampl
     assert (third.written, third.reused) == (2, 3)
     assert [s.checksum for s in third.manifest.shards] == [s.checksum for s in first.manifest.shards]
     dataset = Dataset.open(str(out))
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
 
 
 def test_changed_options_refuse_without_overwrite(dask_client, sample_files, tmp_path):
@@ -151,7 +151,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
     written, reused = map(int, __import__("re").search(r"shards: (\d+) written, (\d+) reused", result.stderr).groups())
     assert reused >= done_before - 1 and written + reused == 50
     dataset = Dataset.open(str(out))
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
     assert len(os.listdir(out / "shards")) == 50 and not (out / ".staging").exists()
 
 
@@ -172,9 +172,9 @@ def test_cli_demo_and_inspect(tmp_path):
 def test_jetclass_schema_converts(dask_client, jetclass_file, tmp_path):
     report = run_convert(dask_client, [jetclass_file], tmp_path / "jc", "zarr", schema="jetclass")
     assert report.ok, report.failures
-    table = Dataset.open(str(tmp_path / "jc")).read_all()
-    reference = reference_jets([jetclass_file], tree="tree", selection=None)
-    assert_table_matches(table, reference, Dataset.open(str(tmp_path / "jc")).schema)
+    dataset = Dataset.open(str(tmp_path / "jc"))
+    table = dataset.read_all()
+    assert_table_matches(table, reference_for(dataset, skim=None), dataset.schema)
     assert table.jets["label_QCD"].dtype == np.float32
 
 
@@ -183,4 +183,4 @@ def test_shared_cms_ak4_library(dask_client, shared_ak4, tmp_path):
     report = run_convert(dask_client, shared_ak4[:2], tmp_path / "ds", "zarr", jets_per_shard=4000)
     assert report.ok
     dataset = Dataset.open(str(tmp_path / "ds"))
-    assert_table_matches(dataset.read_all(), reference_jets(shared_ak4[:2]), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)

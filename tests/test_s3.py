@@ -12,8 +12,14 @@ import s3fs
 
 from jetstore.store import storage
 from jetstore.store.dataset import Dataset
-from tests.conftest import assert_table_matches, reference_jets
+from tests.conftest import assert_table_matches, reference_for
 from tests.helpers import cli, run_convert
+
+
+def local_copy(files):
+    """Map an uploaded input's s3:// URL back to the local file it came from."""
+    by_name = {os.path.basename(f): f for f in files}
+    return lambda url: by_name.get(os.path.basename(url), url)
 
 
 def upload(server, bucket, files) -> list[str]:
@@ -34,7 +40,7 @@ def test_moto_convert_to_s3_and_read_back(dask_client, sample_files, moto_server
     report = run_convert(dask_client, sample_files, url, fmt, jets_per_shard=600, overwrite=True)
     assert report.ok and report.written == 5
     dataset = Dataset.open(url)
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
     fs, root = storage.filesystem(url, storage.resolve_storage_options(url))
     names = sorted(os.path.basename(p) for p in fs.ls(root))
     assert names == ["_commits", "manifest.json", "shards"]
@@ -50,7 +56,7 @@ def test_moto_inputs_from_s3_glob(dask_client, sample_files, moto_server, s3_env
     assert report.ok, report.failures
     assert [i.url for i in report.manifest.inputs] == [f"s3://raw/inputs/{os.path.basename(p)}" for p in sample_files]
     dataset = Dataset.open(str(tmp_path / "ds"))
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset, local=local_copy(sample_files)), dataset.schema)
 
 
 def test_credentials_never_leak(sample_files, moto_server, tmp_path):
@@ -118,7 +124,7 @@ def test_ceph_rgw_convert_and_read_back(dask_client, sample_files, ceph_rgw, s3_
     report = run_convert(dask_client, sample_files, url, fmt, jets_per_shard=800, overwrite=True)
     assert report.ok, report.failures
     dataset = Dataset.open(url)
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset, local=local_copy(sample_files)), dataset.schema)
     again = run_convert(dask_client, sample_files, url, fmt, jets_per_shard=800)
     assert again.reused == len(report.manifest.shards) and again.written == 0
 
@@ -139,4 +145,4 @@ def test_ceph_rgw_inputs_from_s3(dask_client, sample_files, ceph_rgw, s3_env, tm
     report = run_convert(dask_client, urls, tmp_path / "ds", "parquet")
     assert report.ok, report.failures
     dataset = Dataset.open(str(tmp_path / "ds"))
-    assert_table_matches(dataset.read_all(), reference_jets(sample_files), dataset.schema)
+    assert_table_matches(dataset.read_all(), reference_for(dataset, local=local_copy(sample_files)), dataset.schema)

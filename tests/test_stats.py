@@ -6,10 +6,12 @@ import copy
 
 import numpy as np
 import pytest
+import weaver.utils.data.preprocess as weaver_preprocess
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from weaver.utils.data.config import DataConfig
 
 from jetstore.cli import resolve_schema
 from jetstore.config import load_training_config
@@ -22,9 +24,6 @@ from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
 from tests.helpers import REPO, cli, run_convert
-
-weaver_preprocess = pytest.importorskip("weaver.utils.data.preprocess")
-from weaver.utils.data.config import DataConfig  # noqa: E402
 
 CONFIG = REPO / "tests" / "fixtures" / "weaver_cms_ak4.yaml"
 
@@ -40,6 +39,7 @@ def unskimmed(dask_client, sample_files, tmp_path_factory):
     fraction and jetstore's per-shard fraction select the same jets)."""
     data = resolve_schema("cms_ak4").to_dict()
     data.pop("selection")
+    data.pop("sort_by")
     out = tmp_path_factory.mktemp("stats") / "ds.zarr"
     assert run_convert(dask_client, sample_files, out, "zarr", schema=schema_from_dict(data)).ok
     return Dataset.open(str(out))
@@ -99,6 +99,33 @@ def test_fraction_option(dask_client, unskimmed, sample_files):
     assert full.variables["jet_pfcand_pt_log"].count > 3 * result.variables["jet_pfcand_pt_log"].count
     with pytest.raises(SchemaError, match="fraction"):
         compute_stats(unskimmed, config, dask_client, fraction=1.5, log=lambda _: None)
+
+
+def test_fraction_on_sorted_shards_is_unbiased(dask_client, sample_files, tmp_path):
+    """Shards sorted by (label, pT): a fraction must not be their (biased) first part."""
+    assert run_convert(dask_client, sample_files, tmp_path / "sorted.zarr", "zarr").ok
+    dataset = Dataset.open(str(tmp_path / "sorted.zarr"))
+    assert dataset.schema.sort_by == ("label", "jet_pt")
+    config = load_training_config(CONFIG)
+    half = compute_stats(dataset, config, dask_client, fraction=0.5, log=lambda _: None).variables
+    full = compute_stats(dataset, config, dask_client, fraction=1.0, log=lambda _: None).variables
+    for name in ("jet_pfcand_pt_log", "jet_pfcand_energy_log", "jet_sv_pt_log"):
+        ratio = half[name].count / full[name].count
+        assert 0.4 < ratio < 0.6, name
+        assert half[name].center == pytest.approx(full[name].center, abs=0.1 / full[name].scale), name
+
+
+def test_unit_counts_add_up_to_the_class_histograms(dask_client, unskimmed):
+    config = load_training_config(CONFIG)
+    result = compute_stats(unskimmed, config, dask_client, log=lambda _: None)
+    assert result.unit_jets == 2048
+    totals = np.zeros(6 * 11 * 5)
+    for shard in unskimmed.manifest.shards:
+        rows = result.unit_counts[shard.name]
+        assert rows[:, 0].max() < -(-shard.n_jets // 2048)
+        np.add.at(totals, rows[:, 1], rows[:, 2])
+    expected = np.stack([result.class_hists[c] for c in config.weights.classes]).ravel()
+    np.testing.assert_array_equal(totals, expected)
 
 
 def test_moments_and_nan_count(dask_client, unskimmed):

@@ -61,22 +61,32 @@ class VariableResolver:
         return ColumnNeeds(tuple(sorted(stored & self.jet_columns)), {b: tuple(f) for b, f in features.items()})
 
     def evaluate(self, table: JetTable, names: Iterable[str], with_selection: bool = True) -> dict[str, object]:
-        """Arrays for ``names`` over the jets of ``table`` that pass the selection."""
-        values: dict[str, object] = {}
-        for name, column in table.jets.items():
-            values[name] = column
-        for block in table.blocks.values():
-            offsets = block.offsets
-            for name, flat in block.features.items():
-                values[name] = _jagged(offsets, flat)
-        mask = None
-        if with_selection and self.config.selection is not None:
-            mask = np.asarray(ak.to_numpy(self._value("selection", self.config.selection, values)), dtype=bool)
+        """Arrays for ``names`` over the jets of ``table`` (only those passing the selection, if asked)."""
+        values = self._columns(table)
+        mask = self._mask(values) if with_selection else None
         out = {}
         for name in names:
             array = self._resolve(name, values)
             out[name] = array if mask is None else array[mask]
         return out
+
+    def selection_mask(self, table: JetTable) -> np.ndarray:
+        """Per jet: does it pass the config's selection (all True without one)."""
+        mask = self._mask(self._columns(table))
+        return np.ones(table.n_jets, dtype=bool) if mask is None else mask
+
+    def _columns(self, table: JetTable) -> dict[str, object]:
+        values: dict[str, object] = dict(table.jets)
+        for block in table.blocks.values():
+            offsets = block.offsets
+            for name, flat in block.features.items():
+                values[name] = _jagged(offsets, flat)
+        return values
+
+    def _mask(self, values: dict[str, object]) -> np.ndarray | None:
+        if self.config.selection is None:
+            return None
+        return np.asarray(ak.to_numpy(self._value("selection", self.config.selection, values)), dtype=bool)
 
     def _resolve(self, name: str, values: dict[str, object]) -> object:
         if name not in values:

@@ -17,10 +17,12 @@ from jetstore.convert.plan import ShardTask
 from jetstore.convert.root_input import read_range
 from jetstore.errors import InputError, JetstoreError, TaskFailure
 from jetstore.schema import Schema
+from jetstore.schema.model import SORT_BY_LABEL
 from jetstore.store import storage
 from jetstore.store.checksum import combined_checksum, file_checksum
 from jetstore.store.format import Layout, get_format
 from jetstore.store.manifest import COMMITS_DIR, SHARDS_DIR, ShardEntry
+from jetstore.store.table import JetTable
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,12 @@ def _write_shard(job: ShardJob, fs, root: str) -> ShardEntry:
     with storage.staging_directory(fs, root) as staging:
         local = staging / f"{task.name}{shard_format.suffix}"
         writer = shard_format.writer(local, schema, task.source.dtypes, job.layout)
-        for table in read_range(task.source.url, schema, task.source.dtypes, task.entry_start, task.entry_stop,
-                                job.input_options, job.read_step):
+        pieces = read_range(task.source.url, schema, task.source.dtypes, task.entry_start, task.entry_stop,
+                            job.input_options, job.read_step)
+        if schema.sort_by:  # sorting needs the whole shard in memory (bounded by --jets-per-shard)
+            whole = JetTable.concat(list(pieces))
+            pieces = [whole.take(sort_order(whole, schema))] if whole.n_jets else []
+        for table in pieces:
             writer.write(table)
             n_jets += table.n_jets
             for label in schema.label_names:
@@ -116,6 +122,26 @@ def _write_shard(job: ShardJob, fs, root: str) -> ShardEntry:
     )
     storage.write_bytes_atomic(fs, commit_path(root, task.name), json.dumps(entry.to_dict()).encode())
     return entry
+
+
+def sort_order(table: JetTable, schema: Schema) -> np.ndarray:
+    """Stable order by the schema's ``sort_by`` keys (``label``: class index, jets without one last).
+
+    Sorting shards by (label, jet pT) makes every reweighting bin a contiguous run of chunks, so the
+    sampler reads little more than the jets it keeps."""
+    keys = []
+    for key in schema.sort_by:
+        if key == SORT_BY_LABEL:
+            keys.append(class_index(table, schema.label_names))
+        else:
+            keys.append(table.jets[key])
+    return np.lexsort(keys[::-1])
+
+
+def class_index(table: JetTable, labels: tuple[str, ...]) -> np.ndarray:
+    """Position of the first set one-hot label per jet; ``len(labels)`` where none is set."""
+    stacked = np.stack([np.asarray(table.jets[name]) != 0 for name in labels], axis=1)
+    return np.where(stacked.any(axis=1), stacked.argmax(axis=1), len(labels))
 
 
 def _local_checksums(local: Path) -> dict[str, tuple[int, str]]:

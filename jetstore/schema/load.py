@@ -11,9 +11,9 @@ import yaml
 
 from jetstore.errors import SchemaError
 from jetstore.schema.expression import Expression
-from jetstore.schema.model import STORAGE_DTYPES, Block, Column, Schema
+from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Schema
 
-SCHEMA_KEYS = ("name", "tree", "selection", "jets", "labels", "blocks")
+SCHEMA_KEYS = ("name", "tree", "selection", "jets", "labels", "blocks", "sort_by")
 COLUMN_KEYS = ("name", "branch", "expr", "dtype")
 BLOCK_KEYS = ("features",)
 
@@ -50,8 +50,12 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
         if not features:
             raise SchemaError(f"{block_where}.features: a block needs at least one feature")
         blocks.append(Block(name=_identifier(block_name, block_where), features=features))
+    sort_by = mapping.get("sort_by") or []
+    if not isinstance(sort_by, list) or not all(isinstance(k, str) for k in sort_by):
+        raise SchemaError(f"{where}: sort_by must be a list of 'label' and jet column names")
     schema = Schema(
         name=str(mapping.get("name", "dataset")),
+        sort_by=tuple(sort_by),
         tree=_string(mapping["tree"], f"{where}: tree"),
         jets=jets,
         labels=labels,
@@ -59,6 +63,12 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
         selection=Expression.parse(selection, f"{where}: selection") if selection is not None else None,
     )
     _check_unique(schema, where)
+    jet_names = {c.name for c in schema.jet_columns}
+    for key in schema.sort_by:
+        if key != SORT_BY_LABEL and key not in jet_names:
+            raise SchemaError(f"{where}: sort_by: '{key}' is neither 'label' nor a jet column")
+        if key == SORT_BY_LABEL and not schema.labels:
+            raise SchemaError(f"{where}: sort_by: 'label' needs labels")
     return schema
 
 

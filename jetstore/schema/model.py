@@ -10,6 +10,7 @@ import xxhash
 
 from jetstore.schema.expression import Expression
 
+SORT_BY_LABEL = "label"  # in ``sort_by``: the class index (position of the set one-hot label)
 STORAGE_DTYPES = frozenset(
     ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float16", "float32", "float64"]
 )
@@ -64,6 +65,7 @@ class Schema:
     labels: tuple[Column, ...]
     blocks: tuple[Block, ...]
     selection: Expression | None = field(default=None, compare=False)
+    sort_by: tuple[str, ...] = ()
 
     @property
     def jet_columns(self) -> tuple[Column, ...]:
@@ -98,6 +100,8 @@ class Schema:
         out["jets"] = [c.to_dict() for c in self.jets]
         out["labels"] = [c.to_dict() for c in self.labels]
         out["blocks"] = {b.name: b.to_dict() for b in self.blocks}
+        if self.sort_by:
+            out["sort_by"] = list(self.sort_by)
         return out
 
     @property

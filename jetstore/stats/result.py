@@ -47,15 +47,15 @@ class StatsResult:
     variables: dict[str, VariableStats]
     class_hists: dict[str, np.ndarray]
     weight_tables: dict[str, np.ndarray]
-    shard_class_hists: dict[str, dict[str, np.ndarray]]
+    unit_jets: int
+    unit_counts: dict[str, np.ndarray]  # shard name → rows of (unit, cell, jets)
     version: int = STATS_VERSION
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         for key in ("class_hists", "weight_tables"):
             data[key] = {k: np.asarray(v).tolist() for k, v in getattr(self, key).items()}
-        data["shard_class_hists"] = {s: {k: np.asarray(v).astype(np.int64).tolist() for k, v in h.items()}
-                                     for s, h in self.shard_class_hists.items()}
+        data["unit_counts"] = {s: np.asarray(v).astype(np.int64).T.tolist() for s, v in self.unit_counts.items()}
         return json.dumps(data)
 
     @classmethod
@@ -66,8 +66,7 @@ class StatsResult:
         data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
         data["class_hists"] = {k: np.asarray(v, dtype=np.float64) for k, v in data["class_hists"].items()}
         data["weight_tables"] = {k: np.asarray(v, dtype=np.float32) for k, v in data["weight_tables"].items()}
-        data["shard_class_hists"] = {s: {k: np.asarray(v, dtype=np.int64) for k, v in h.items()}
-                                     for s, h in data["shard_class_hists"].items()}
+        data["unit_counts"] = {s: np.asarray(v, dtype=np.int64).reshape(3, -1).T for s, v in data["unit_counts"].items()}
         return cls(**data)
 
 

@@ -23,7 +23,7 @@ from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError, SchemaError
 from jetstore.stats import quantiles
 from jetstore.stats.result import StatsResult, VariableStats
-from jetstore.stats.weights import class_histograms, weight_tables
+from jetstore.stats.weights import cell_ids, class_histograms, weight_tables
 from jetstore.store.dataset import Dataset, ShardSource
 from jetstore.store.manifest import ShardEntry
 
@@ -38,6 +38,7 @@ class ShardPass1:
     coarse: dict[str, np.ndarray] = field(default_factory=dict)
     moments: dict[str, np.ndarray] = field(default_factory=dict)  # count, nan, sum, sum2, min, max
     class_hists: dict[str, np.ndarray] = field(default_factory=dict)
+    unit_counts: np.ndarray | None = None  # rows of (unit, cell, count)
 
 
 def _rows(n: int, fraction: float) -> int:
@@ -52,20 +53,27 @@ def _flat(array) -> np.ndarray:
     return np.asarray(array).ravel()
 
 
-def _read(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names, rows: int) -> dict:
+def _read(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names, fraction: float) -> dict:
+    """Variables over a fraction of a shard: its first part (weaver's per-file rule, reading only that)
+    or, for shards sorted at convert time (where the first part is biased), a fixed pseudo-random subset."""
     needs = resolver.needs(names)
-    table = source.read(shard, needs.jet_columns, needs.features, stop=rows)
+    if fraction >= 1 or not source.schema.sort_by:
+        table = source.read(shard, needs.jet_columns, needs.features, stop=_rows(shard.n_jets, fraction))
+    else:
+        table = source.read(shard, needs.jet_columns, needs.features)
+        seed = int(shard.checksum[:15], 16)
+        table = table.take(np.nonzero(np.random.default_rng(seed).random(table.n_jets) < fraction)[0])
     return resolver.evaluate(table, names)
 
 
 def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fraction: float,
-          weight_fraction: float) -> ShardPass1:
+          weight_fraction: float, unit_jets: int = 2048) -> ShardPass1:
     """Dask task: histograms and moments of one shard."""
     resolver = VariableResolver(source.schema, config)
     out = ShardPass1(jets_read=shard.n_jets)
     names = config.auto_variables
     if names:
-        values = _read(source, shard, resolver, names, _rows(shard.n_jets, std_fraction))
+        values = _read(source, shard, resolver, names, std_fraction)
         out.jets_selected = len(next(iter(values.values())))
         for name in names:
             flat = _flat(values[name])
@@ -77,19 +85,44 @@ def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fr
     spec = config.weights
     if spec is not None:
         wanted = (spec.x_var, spec.y_var, *spec.classes)
-        values = _read(source, shard, resolver, wanted, _rows(shard.n_jets, weight_fraction))
+        values = _read(source, shard, resolver, wanted, weight_fraction)
         if not names:
             out.jets_selected = len(values[spec.x_var])
-        out.class_hists = class_histograms(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
-                                           {c: _flat(values[c]) for c in spec.classes})
+        x, y = _flat(values[spec.x_var]), _flat(values[spec.y_var])
+        labels = {c: _flat(values[c]) for c in spec.classes}
+        out.class_hists = class_histograms(spec, x, y, labels)
+        out.unit_counts = _unit_counts(source, shard, config, resolver, unit_jets)
     return out
+
+
+def _unit_counts(source, shard, config, resolver, unit_jets: int) -> np.ndarray:
+    """Jets per (unit of ``unit_jets`` consecutive stored jets, reweighting cell) over the whole shard:
+    what the sampler needs to pick units by weight without reading them."""
+    spec = config.weights
+    names = (spec.x_var, spec.y_var, *spec.classes)
+    table = source.read(shard, *_columns(resolver, names))
+    values = resolver.evaluate(table, names, with_selection=False)
+    selected = resolver.selection_mask(table)
+    cells = cell_ids(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
+                     {c: _flat(values[c]) for c in spec.classes}, selected)
+    units = np.arange(len(cells)) // unit_jets
+    keep = cells >= 0
+    n_cells = len(spec.classes) * (len(spec.x_bins) - 1) * (len(spec.y_bins) - 1)
+    flat = np.bincount(units[keep] * n_cells + cells[keep], minlength=0)
+    index = np.nonzero(flat)[0]
+    return np.stack([index // n_cells, index % n_cells, flat[index]], axis=1).astype(np.int64)
+
+
+def _columns(resolver, names):
+    needs = resolver.needs(names)
+    return needs.jet_columns, needs.features
 
 
 def pass2(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fraction: float,
           bins: dict[str, tuple[int, ...]]) -> dict[str, dict[int, np.ndarray]]:
     """Dask task: low-bit histograms inside the located bins of every auto variable."""
     resolver = VariableResolver(source.schema, config)
-    values = _read(source, shard, resolver, tuple(bins), _rows(shard.n_jets, std_fraction))
+    values = _read(source, shard, resolver, tuple(bins), std_fraction)
     return {name: quantiles.fine_histograms(quantiles.float_keys(_flat(values[name])), wanted)
             for name, wanted in bins.items()}
 
@@ -112,8 +145,10 @@ def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, frac
     keys = [f"stats-pass1-{s.name}" for s in shards]
     log(f"stats pass 1: {len(shards)} shard(s), {len(config.auto_variables)} auto variable(s), "
         f"standardisation fraction {std_fraction}, weights fraction {weight_fraction}")
+    unit_jets = int(dataset.manifest.options.get("layout", {}).get("chunk_jets", 2048))
     firsts = client.gather(client.map(pass1, [source] * len(shards), shards, config=config,
-                                      std_fraction=std_fraction, weight_fraction=weight_fraction, key=keys))
+                                      std_fraction=std_fraction, weight_fraction=weight_fraction,
+                                      unit_jets=unit_jets, key=keys))
     coarse = {n: sum(r.coarse[n] for r in firsts) for n in config.auto_variables}
     moments = {n: _merge_moments([r.moments[n] for r in firsts]) for n in config.auto_variables}
     targets = {}
@@ -148,12 +183,12 @@ def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, frac
             tables = weight_tables(config.weights, class_hists)
         except ValueError as exc:
             raise DatasetError(f"cannot make weights: {exc}") from None
-        per_shard = {s.name: r.class_hists for s, r in zip(shards, firsts, strict=True)}
+        per_shard = {s.name: r.unit_counts for s, r in zip(shards, firsts, strict=True)}
     return StatsResult(
         config_hash=config.hash, plan_hash=dataset.manifest.plan_hash, standardization_fraction=std_fraction,
         weights_fraction=weight_fraction, jets_read=sum(r.jets_read for r in firsts),
         jets_selected=sum(r.jets_selected for r in firsts), variables=variables, class_hists=class_hists,
-        weight_tables=tables, shard_class_hists=per_shard,
+        weight_tables=tables, unit_jets=unit_jets, unit_counts=per_shard,
     )
 
 

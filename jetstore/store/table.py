@@ -25,6 +25,21 @@ class BlockData:
         lo, hi = offsets[start], offsets[stop]
         return BlockData(self.counts[start:stop], {k: v[lo:hi] for k, v in self.features.items()})
 
+    def take(self, rows: np.ndarray) -> BlockData:
+        counts = self.counts[rows]
+        return BlockData(counts, {k: v[value_index(self.offsets, rows)] for k, v in self.features.items()})
+
+
+def value_index(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions in the flat values of the nodes of ``rows``, in row order."""
+    starts = offsets[rows]
+    counts = offsets[rows + 1] - starts
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shifts = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    return np.arange(total, dtype=np.int64) + shifts
+
 
 @dataclass(frozen=True)
 class JetTable:
@@ -42,6 +57,10 @@ class JetTable:
             {k: v[start:stop] for k, v in self.jets.items()},
             {k: b.slice(start, stop) for k, b in self.blocks.items()},
         )
+
+    def take(self, rows: np.ndarray) -> JetTable:
+        """The jets at ``rows`` (any order, repeats allowed)."""
+        return JetTable({k: v[rows] for k, v in self.jets.items()}, {k: b.take(rows) for k, b in self.blocks.items()})
 
     @staticmethod
     def concat(tables: list[JetTable]) -> JetTable:

@@ -20,8 +20,8 @@ class Layout:
     """How a shard is cut and compressed: jets per chunk (Zarr) / row group (Parquet), values per Zarr
     chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest to write and read)."""
 
-    chunk_jets: int = 16384
-    chunk_values: int = 65536
+    chunk_jets: int = 2048
+    chunk_values: int = 32768
     compression_level: int = 2
     codec: str = "zstd"
 
