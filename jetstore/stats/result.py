@@ -66,7 +66,8 @@ class StatsResult:
         data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
         data["class_hists"] = {k: np.asarray(v, dtype=np.float64) for k, v in data["class_hists"].items()}
         data["weight_tables"] = {k: np.asarray(v, dtype=np.float32) for k, v in data["weight_tables"].items()}
-        data["unit_counts"] = {s: np.asarray(v, dtype=np.int64).reshape(3, -1).T for s, v in data["unit_counts"].items()}
+        data["unit_counts"] = {shard: np.asarray(rows, dtype=np.int64).reshape(3, -1).T
+                               for shard, rows in data["unit_counts"].items()}
         return cls(**data)
 
 
