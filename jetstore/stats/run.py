@@ -91,23 +91,27 @@ def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fr
         x, y = _flat(values[spec.x_var]), _flat(values[spec.y_var])
         labels = {c: _flat(values[c]) for c in spec.classes}
         out.class_hists = class_histograms(spec, x, y, labels)
-        out.unit_counts = _unit_counts(source, shard, config, resolver, unit_jets)
+    out.unit_counts = _unit_counts(source, shard, config, resolver, unit_jets)
     return out
 
 
 def _unit_counts(source, shard, config, resolver, unit_jets: int) -> np.ndarray:
     """Jets per (unit of ``unit_jets`` consecutive stored jets, reweighting cell) over the whole shard:
-    what the sampler needs to pick units by weight without reading them."""
+    what the sampler needs to pick units by weight without reading them. Without a weights block
+    every selected jet is in cell 0."""
     spec = config.weights
-    names = (spec.x_var, spec.y_var, *spec.classes)
+    names = () if spec is None else (spec.x_var, spec.y_var, *spec.classes)
     table = source.read(shard, *_columns(resolver, names))
-    values = resolver.evaluate(table, names, with_selection=False)
     selected = resolver.selection_mask(table)
-    cells = cell_ids(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
-                     {c: _flat(values[c]) for c in spec.classes}, selected)
+    if spec is None:
+        cells, n_cells = np.where(selected, 0, -1), 1
+    else:
+        values = resolver.evaluate(table, names, with_selection=False)
+        cells = cell_ids(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
+                         {c: _flat(values[c]) for c in spec.classes}, selected)
+        n_cells = len(spec.classes) * (len(spec.x_bins) - 1) * (len(spec.y_bins) - 1)
     units = np.arange(len(cells)) // unit_jets
     keep = cells >= 0
-    n_cells = len(spec.classes) * (len(spec.x_bins) - 1) * (len(spec.y_bins) - 1)
     flat = np.bincount(units[keep] * n_cells + cells[keep], minlength=0)
     index = np.nonzero(flat)[0]
     return np.stack([index // n_cells, index % n_cells, flat[index]], axis=1).astype(np.int64)
@@ -176,14 +180,14 @@ def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, frac
         low, center, high = (quantiles.interpolate(statistics, ranks[q]) for q in PERCENTS)
         variables[name] = _variable_stats(name, moments[name], low, center, high, coarse[name],
                                           config.variables[name])
-    class_hists, tables, per_shard = {}, {}, {}
+    class_hists, tables = {}, {}
     if config.weights is not None:
         class_hists = {c: sum(r.class_hists[c] for r in firsts) for c in config.weights.classes}
         try:
             tables = weight_tables(config.weights, class_hists)
         except ValueError as exc:
             raise DatasetError(f"cannot make weights: {exc}") from None
-        per_shard = {s.name: r.unit_counts for s, r in zip(shards, firsts, strict=True)}
+    per_shard = {s.name: r.unit_counts for s, r in zip(shards, firsts, strict=True)}
     return StatsResult(
         config_hash=config.hash, plan_hash=dataset.manifest.plan_hash, standardization_fraction=std_fraction,
         weights_fraction=weight_fraction, jets_read=sum(r.jets_read for r in firsts),

@@ -9,7 +9,7 @@ from typing import Any
 from jetstore.errors import DatasetError
 from jetstore.schema import Schema, schema_from_dict
 from jetstore.store import storage
-from jetstore.store.format import get_format
+from jetstore.store.format import ShardReader, get_format
 from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
 from jetstore.store.table import JetTable
 
@@ -23,14 +23,17 @@ class ShardSource:
     format: str
     schema: Schema
 
+    def reader(self, shard: ShardEntry) -> ShardReader:
+        """An open-on-demand reader of one shard (close it when done)."""
+        fs, root = storage.filesystem(self.url, self.options)
+        return get_format(self.format).reader(fs, storage.join(root, shard.path), self.schema)
+
     def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
              features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
         """Read one shard (its first ``stop`` jets); a missing shard is a :class:`DatasetError` naming it."""
-        fs, root = storage.filesystem(self.url, self.options)
-        path = storage.join(root, shard.path)
-        reader = get_format(self.format).reader(fs, path, self.schema)
         try:
-            table = reader.read(jet_columns, features, stop)
+            with self.reader(shard) as reader:
+                table = reader.read(jet_columns, features, 0, stop)
         except FileNotFoundError:
             raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
         if table.n_jets != (shard.n_jets if stop is None else min(stop, shard.n_jets)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ class Layout:
     chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest to write and read)."""
 
     chunk_jets: int = 2048
-    chunk_values: int = 32768
+    chunk_values: int = 16384
     compression_level: int = 2
     codec: str = "zstd"
 
@@ -47,22 +48,82 @@ class ShardWriter(ABC):
 
 
 class ShardReader(ABC):
-    """Reads a shard (or some of its columns) back into a :class:`JetTable`."""
+    """Reads a shard (or some of its columns and jets) back into a :class:`JetTable`.
+
+    The shard is opened on first use and kept open until :meth:`close`, so reading it piece by piece
+    (as the sampler does) costs one open; ``bytes_read`` counts the bytes fetched from storage.
+    """
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, schema: Schema):
         self.fs, self.path, self.schema = fs, path, schema
+        self._file: CountingFile | None = None
 
     @abstractmethod
-    def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
-        """Read the named jet columns and, per block, the named features (everything when None), of the
-        first ``stop`` jets (all when None), touching only the chunks / row groups that hold them."""
+    def read(self, jet_columns: Iterable[str] | None = None, features: Mapping[str, Iterable[str]] | None = None,
+             start: int = 0, stop: int | None = None) -> JetTable:
+        """Read the named jet columns and, per block, the named features (everything when None), of jets
+        ``[start, stop)``, touching only the chunks / row groups that hold them."""
+
+    @property
+    def bytes_read(self) -> int:
+        return self._file.bytes_read if self._file is not None else 0
+
+    def _open(self) -> CountingFile:
+        if self._file is None:
+            self._file = CountingFile(self.fs.open(self.path, "rb"))
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _selection(self, jet_columns, features) -> tuple[list[str], dict[str, list[str]]]:
         jets = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
         if features is None:
             features = {b.name: [f.name for f in b.features] for b in self.schema.blocks}
         return jets, {block: list(names) for block, names in features.items()}
+
+
+class CountingFile(io.RawIOBase):
+    """A read-only file wrapper that counts the bytes read through it."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self.handle = handle
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
 
 
 @dataclass(frozen=True)

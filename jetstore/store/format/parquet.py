@@ -77,23 +77,25 @@ class ParquetShardWriter(ShardWriter):
 
 
 class ParquetShardReader(ShardReader):
-    def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._parquet: pq.ParquetFile | None = None
+        self._group_starts: np.ndarray | None = None
+
+    def read(self, jet_columns: Iterable[str] | None = None, features: Mapping[str, Iterable[str]] | None = None,
+             start: int = 0, stop: int | None = None) -> JetTable:
         jet_names, features = self._selection(jet_columns, features)
         # a block read with no features still needs one list column for its counts
         wanted = {b: names or [self.schema.block(b).features[0].name] for b, names in features.items()}
         columns = jet_names + [f for names in wanted.values() for f in names]
-        with self.fs.open(self.path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            groups, rows = [], 0
-            for index in range(parquet.num_row_groups):
-                if stop is not None and rows >= stop:
-                    break
-                groups.append(index)
-                rows += parquet.metadata.row_group(index).num_rows
-            arrow = parquet.read_row_groups(groups, columns=columns)
-        if stop is not None:
-            arrow = arrow.slice(0, stop)
+        parquet, starts = self._file_and_groups()
+        end = int(starts[-1]) if stop is None else min(stop, int(starts[-1]))
+        first = int(np.searchsorted(starts, start, side="right")) - 1
+        last = int(np.searchsorted(starts, max(end, start + 1), side="left"))
+        groups = list(range(max(first, 0), min(last, parquet.num_row_groups)))
+        arrow = parquet.read_row_groups(groups, columns=columns) if groups else parquet.schema_arrow.empty_table()
+        base = int(starts[groups[0]]) if groups else 0
+        arrow = arrow.slice(start - base, max(end - start, 0))
         jets = {name: arrow.column(name).to_numpy() for name in jet_names}
         out_blocks = {}
         for block, names in wanted.items():
@@ -103,6 +105,17 @@ class ParquetShardReader(ShardReader):
                       if name in features[block]}
             out_blocks[block] = BlockData(counts, values)
         return JetTable(jets, out_blocks)
+
+    def close(self) -> None:
+        self._parquet = None
+        super().close()
+
+    def _file_and_groups(self) -> tuple[pq.ParquetFile, np.ndarray]:
+        if self._parquet is None:
+            self._parquet = pq.ParquetFile(self._open())
+            rows = [self._parquet.metadata.row_group(i).num_rows for i in range(self._parquet.num_row_groups)]
+            self._group_starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        return self._parquet, self._group_starts
 
 
 def _is_float(arrow_type: pa.DataType) -> bool:

@@ -121,34 +121,68 @@ class ZarrShardWriter(ShardWriter):
 
 
 class ZarrShardReader(ShardReader):
-    """Reads arrays straight from the zip entries (one range read per chunk on remote storage)."""
+    """Reads arrays straight from the zip entries: one range read per chunk on remote storage, the zip
+    directory and each array's metadata read once per opened shard."""
 
-    def read(self, jet_columns: Iterable[str] | None = None,
-             features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._archive: zipfile.ZipFile | None = None
+        self._metadata: dict[str, tuple[int, int, np.dtype]] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+
+    def read(self, jet_columns: Iterable[str] | None = None, features: Mapping[str, Iterable[str]] | None = None,
+             start: int = 0, stop: int | None = None) -> JetTable:
         jet_names, features = self._selection(jet_columns, features)
-        with self.fs.open(self.path, "rb") as handle, zipfile.ZipFile(handle) as archive:
-            jets = {name: read_array(archive, f"{JETS}/{name}", stop) for name in jet_names}
-            out_blocks = {}
-            for block, names in features.items():
-                counts = read_array(archive, f"{block}/{COUNTS}", stop)
-                values_stop = int(counts.sum(dtype=np.int64)) if stop is not None else None
-                values = {name: read_array(archive, f"{block}/{name}", values_stop) for name in names}
-                out_blocks[block] = BlockData(counts, values)
+        jets = {name: self._array(f"{JETS}/{name}", start, stop) for name in jet_names}
+        out_blocks = {}
+        for block, names in features.items():
+            offsets = self._block_offsets(block)
+            end = len(offsets) - 1 if stop is None else min(stop, len(offsets) - 1)
+            counts = np.diff(offsets[start:end + 1]).astype(np.int32)
+            values = {name: self._array(f"{block}/{name}", int(offsets[start]), int(offsets[end])) for name in names}
+            out_blocks[block] = BlockData(counts, values)
         return JetTable(jets, out_blocks)
 
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+        super().close()
 
-def read_array(archive: zipfile.ZipFile, key: str, stop: int | None = None) -> np.ndarray:
-    """The first ``stop`` elements (all when None) of a 1-D array in a shard archive, decoding only the
-    chunks that hold them."""
-    metadata = json.loads(archive.read(f"{key}/zarr.json"))
-    (size,), (chunk,) = metadata["shape"], metadata["chunk_grid"]["configuration"]["chunk_shape"]
-    size = size if stop is None else min(size, stop)
-    dtype = np.dtype(metadata["data_type"])
-    out = np.empty(size, dtype=dtype)
-    for index, start in enumerate(range(0, size, chunk)):
-        stop = min(size, start + chunk)
+    def _zip(self) -> zipfile.ZipFile:
+        if self._archive is None:
+            self._archive = zipfile.ZipFile(self._open())
+        return self._archive
+
+    def _block_offsets(self, block: str) -> np.ndarray:
+        if block not in self._offsets:
+            counts = self._array(f"{block}/{COUNTS}", 0, None)
+            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            self._offsets[block] = offsets
+        return self._offsets[block]
+
+    def _array(self, key: str, start: int, stop: int | None) -> np.ndarray:
+        archive = self._zip()
+        if key not in self._metadata:
+            metadata = json.loads(archive.read(f"{key}/zarr.json"))
+            (size,), (chunk,) = metadata["shape"], metadata["chunk_grid"]["configuration"]["chunk_shape"]
+            self._metadata[key] = (size, chunk, np.dtype(metadata["data_type"]))
+        size, chunk, dtype = self._metadata[key]
+        return read_chunks(archive, key, size, chunk, dtype, start, size if stop is None else min(stop, size))
+
+
+def read_chunks(archive: zipfile.ZipFile, key: str, size: int, chunk: int, dtype: np.dtype, start: int,
+                stop: int) -> np.ndarray:
+    """Elements ``[start, stop)`` of a 1-D array, decoding only the chunks that hold them."""
+    out = np.empty(max(stop - start, 0), dtype=dtype)
+    if stop <= start:
+        return out
+    for index in range(start // chunk, (stop - 1) // chunk + 1):
+        lo, hi = index * chunk, min(size, (index + 1) * chunk)
         decoded = np.frombuffer(Blosc().decode(archive.read(f"{key}/c/{index}")), dtype=dtype)
-        out[start:stop] = decoded[: stop - start]
+        a, b = max(lo, start), min(hi, stop)
+        out[a - start:b - start] = decoded[a - lo:b - lo]
     return out
 
 

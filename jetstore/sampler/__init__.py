@@ -1,0 +1,6 @@
+"""The streaming sampler: a torch IterableDataset of ready, weighted, shuffled batches."""
+
+from jetstore.sampler.dataset import JetDataset
+from jetstore.sampler.world import World
+
+__all__ = ["JetDataset", "World"]

@@ -1,0 +1,295 @@
+"""The streaming sampler: content against numpy and weaver-core, determinism, resume, DDP, statistics."""
+
+from __future__ import annotations
+
+import copy
+
+import awkward as ak
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from jetstore import JetDataset
+from jetstore.config.weaver import training_config_from_dict
+from jetstore.errors import DatasetError
+from jetstore.sampler import World
+from jetstore.stats.result import write_stats
+from jetstore.stats.run import compute_stats
+from jetstore.store.dataset import Dataset
+from tests.helpers import REPO, run_convert
+
+CONFIG = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
+
+
+def config_with(**changes):
+    options = copy.deepcopy(CONFIG)
+    options.update(changes)
+    return training_config_from_dict(options)
+
+
+EVAL_CONFIG = config_with(
+    observers=["jet_pt", "jet_eta", "event", "ijet"],
+    new_variables={**CONFIG["new_variables"], "pt_log_wrapped": "jet_pfcand_pt_log + 0"},
+    inputs={**CONFIG["inputs"],
+            "pf_wrap": {"length": 16, "pad_mode": "wrap", "vars": [["pt_log_wrapped", 1.0, 0.5, -2, 2]]},
+            "jet_features": {"length": None, "vars": ["jet_pt", ["jet_eta", 0, 2, -1, 1]]}},
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(dask_client, sample_files, tmp_path_factory):
+    """The bundled sample, small units (128 jets) so epochs hold many of them, with stats for two configs."""
+    from jetstore.store.format import Layout
+
+    out = tmp_path_factory.mktemp("sampler") / "ds.zarr"
+    assert run_convert(dask_client, sample_files, out, "zarr", layout=Layout(chunk_jets=128, chunk_values=2048)).ok
+    ds = Dataset.open(str(out))
+    for config in (config_with(), EVAL_CONFIG):
+        write_stats(ds.fs, ds.root, compute_stats(ds, config, dask_client, log=lambda _: None))
+    return ds
+
+
+def collect(ds, limit=None):
+    batches = []
+    for batch in ds:
+        batches.append({k: v.numpy().copy() for k, v in batch.items()})
+        if limit and len(batches) >= limit:
+            break
+    return batches
+
+
+def expected_inputs(dataset, config, stats):
+    """Every selected jet's inputs computed independently with numpy/awkward (no jetstore kernels)."""
+    table = dataset.read_all()
+    jets = table.jets
+    selected = (jets["jet_pt"] > 20) & (np.abs(jets["jet_eta"]) < 2.5) & (jets["label_undef"] == 0)
+    jagged = {}
+    for block in table.blocks.values():
+        for name, flat in block.features.items():
+            jagged[name] = ak.unflatten(flat, block.counts)
+    jagged["pfcand_deta_raw"] = jagged["jet_pfcand_deta"]
+    jagged["pfcand_dphi_raw"] = jagged["jet_pfcand_dphi"]
+    jagged["pfcand_dxy_t"] = np.tanh(jagged["jet_pfcand_dxy"] * 10)
+    jagged["pfcand_dz_t"] = np.tanh(jagged["jet_pfcand_dz"] * 10)
+    jagged["pfcand_mask"] = ak.ones_like(jagged["jet_pfcand_pt_log"])
+    jagged["sv_mask"] = ak.ones_like(jagged["jet_sv_pt_log"])
+    jagged["pt_log_wrapped"] = jagged["jet_pfcand_pt_log"]
+    out = {}
+    for group in config.inputs:
+        columns = []
+        for variable in group.variables:
+            center, scale = variable.center, variable.scale
+            if center == "auto":
+                center, scale = stats.variables[variable.name].center, stats.variables[variable.name].scale
+            if group.length is None:
+                x = jets[variable.name][selected].astype(np.float32)
+                if center is not None:
+                    x = np.clip((x - np.float32(center)) * np.float32(scale), variable.min, variable.max)
+                columns.append(x)
+                continue
+            rows = []
+            for values in ak.to_list(jagged[variable.name][selected]):
+                x = np.asarray(values, np.float32)
+                if center is not None:
+                    x = np.clip((x - np.float32(center)) * np.float32(scale), variable.min, variable.max)
+                if group.pad_mode == "wrap":
+                    row = np.resize(x, group.length) if len(x) else np.zeros(group.length, np.float32)
+                else:
+                    row = np.full(group.length, variable.pad_value, np.float32)
+                    row[:min(len(x), group.length)] = x[:group.length]
+                rows.append(row)
+            columns.append(np.stack(rows))
+        out[group.name] = np.stack(columns, axis=1)
+    labels = np.stack([jets[c][selected] for c in config.label_columns], axis=1)
+    out["_label_"] = labels.argmax(axis=1)
+    out["jet_pt"] = jets["jet_pt"][selected]
+    return out
+
+
+def test_batches_equal_an_independent_computation(dataset):
+    from jetstore.stats.result import read_stats
+
+    stats = read_stats(dataset.fs, dataset.root, EVAL_CONFIG.hash, dataset.manifest.plan_hash)
+    ds = JetDataset(dataset.url, EVAL_CONFIG, batch_size=100, training=False, observers=True)
+    batches = collect(ds)
+    got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    expected = expected_inputs(dataset, EVAL_CONFIG, stats)
+    assert len(got["_label_"]) == len(expected["_label_"]) > 1000
+    assert [len(b["_label_"]) for b in batches[:-1]] == [100] * (len(batches) - 1)
+    for name, values in expected.items():
+        np.testing.assert_allclose(got[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
+    assert got["pf_features"].shape[1:] == (10, 64) and got["jet_features"].shape[1:] == (2,)
+    mask = got["pf_mask"][:, 0, :]
+    assert set(np.unique(mask)) <= {0.0, 1.0} and (np.diff(mask, axis=1) <= 0).all()  # ones then zeros
+
+
+def test_same_tensors_as_weaver_core(dataset, sample_files, tmp_path):
+    """weaver-core's own SimpleIterDataset, fed the config exported with our stats, on the same ROOT jets."""
+    from weaver.utils.dataset import SimpleIterDataset
+
+    from jetstore.stats.export import export_weaver_yaml
+    from jetstore.stats.result import read_stats
+
+    config = config_with(observers=["jet_pt", "jet_eta", "event", "ijet"])
+    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    exported = tmp_path / "weaver.yaml"
+    exported.write_text(export_weaver_yaml(config, stats))
+    weaver = SimpleIterDataset({"_": [sample_files[0]]}, str(exported), for_training=False,
+                               load_range_and_fraction=((0, 1), 1, 1), fetch_by_files=True, fetch_step=1,
+                               name="test")
+    theirs = {}
+    for X, y, Z in weaver:
+        key = (int(Z["event"]), int(Z["ijet"]), float(Z["jet_pt"]))
+        theirs[key] = ({k: np.asarray(v) for k, v in X.items()}, int(y["_label_"]))
+    ours = 0
+    ds = JetDataset(dataset.url, config, batch_size=64, training=False, observers=True)
+    for batch in ds:
+        for i in range(len(batch["_label_"])):
+            key = (int(batch["event"][i]), int(batch["ijet"][i]), float(batch["jet_pt"][i]))
+            if key not in theirs:  # a jet of the other input file
+                continue
+            inputs, label = theirs[key]
+            assert int(batch["_label_"][i]) == label
+            for name in config.options["inputs"]:
+                np.testing.assert_allclose(batch[name][i].numpy(), inputs[name], rtol=1e-6, atol=1e-6,
+                                           err_msg=f"{name} {key}")
+            ours += 1
+    assert ours == len(theirs) > 500
+
+
+def test_determinism_and_epochs(dataset):
+    make = lambda: JetDataset(dataset.url, config_with(), batch_size=64, seed=7, jets_per_epoch=3000)  # noqa: E731
+    first, again = collect(make()), collect(make())
+    assert len(first) == len(make()) and 40 <= len(first) <= 3000 // 64
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other = make()
+    other.set_epoch(1)
+    second_epoch = collect(other)
+    assert not np.array_equal(first[0]["pf_features"], second_epoch[0]["pf_features"])
+    seeded = JetDataset(dataset.url, config_with(), batch_size=64, seed=8, jets_per_epoch=3000)
+    assert not np.array_equal(first[0]["pf_features"], collect(seeded, 1)[0]["pf_features"])
+
+
+@pytest.mark.parametrize("world", [World(), World(1, 2)])
+@pytest.mark.parametrize("stop_after", [1, 9, 20])
+def test_resume_gives_exactly_the_next_batch(dataset, world, stop_after):
+    make = lambda: JetDataset(dataset.url, config_with(), batch_size=48, seed=3, jets_per_epoch=2500,  # noqa: E731
+                              world=world, window_units=4)
+    reference = collect(make())
+    interrupted = make()
+    collect(interrupted, stop_after)
+    state = interrupted.state_dict()
+    assert state["batches"] == stop_after
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = collect(resumed)
+    assert len(rest) == len(reference) - stop_after
+    for a, b in zip(reference[stop_after:], rest, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_ddp_ranks_and_workers_are_disjoint_with_equal_counts(dataset):
+    """No weights: each selected jet once per epoch; ranks × workers split it without overlap."""
+    config = config_with(observers=["jet_pt", "event", "ijet"], weights=None)
+    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, _client(), log=lambda _: None))
+    seen, lengths = [], []
+    for rank in range(2):
+        for worker in range(3):
+            ds = JetDataset(dataset.url, config, batch_size=32, seed=1, observers=True,
+                            world=World(rank, 2, worker, 3))
+            batches = collect(ds)
+            lengths.append(len(batches))
+            seen.append({(int(e), int(j), float(p)) for b in batches
+                         for e, j, p in zip(b["event"], b["ijet"], b["jet_pt"], strict=True)})
+            assert sum(len(b["_label_"]) for b in batches) == 32 * len(batches) == len(seen[-1])
+        assert sum(lengths[-3:]) == len(ds)
+    assert sum(lengths[:3]) == sum(lengths[3:])
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1:])
+    everything = set().union(*seen)
+    total = Dataset.open(dataset.url).read_all().jets
+    selected = int(((total["jet_pt"] > 20) & (np.abs(total["jet_eta"]) < 2.5) & (total["label_undef"] == 0)).sum())
+    # every slot yields the poorest slot's whole batches: with ~3 units of 128 jets per slot that is ~75%
+    assert 0.7 * selected <= len(everything) <= selected
+
+
+_CLIENT = []
+
+
+def _client():
+    return _CLIENT[0]
+
+
+@pytest.fixture(autouse=True)
+def _remember_client(dask_client):
+    _CLIENT[:] = [dask_client]
+
+
+def test_weighted_sampling_statistics(dataset):
+    """Per epoch: class fractions follow class_weights within 1%; within each class the delivered
+    pT-eta histogram is the reweighted (flat) target within its statistical errors; and every jet of
+    non-zero weight is used across epochs."""
+    from jetstore.stats.result import read_stats
+
+    config = config_with(observers=["jet_pt", "jet_eta", "event", "ijet"])
+    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    spec = config.weights
+    per_class = {c: np.zeros((len(spec.x_bins) - 1, len(spec.y_bins) - 1)) for c in spec.classes}
+    totals = np.zeros(len(spec.classes))
+    used = set()
+    epochs, jets_per_epoch = 12, 6000
+    ds = JetDataset(dataset.url, config, batch_size=100, seed=11, jets_per_epoch=jets_per_epoch, observers=True)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for batch in ds:
+            labels = batch["_label_"].numpy()
+            totals += np.bincount(labels, minlength=len(spec.classes))
+            for c, name in enumerate(spec.classes):
+                mine = labels == c
+                hist, _, _ = np.histogram2d(batch["jet_pt"].numpy()[mine], batch["jet_eta"].numpy()[mine],
+                                            bins=[spec.x_bins, spec.y_bins])
+                per_class[name] += hist
+            used |= {(int(e), int(j), float(p)) for e, j, p in zip(batch["event"], batch["ijet"], batch["jet_pt"],
+                                                                   strict=True)}
+    fractions = totals / totals.sum()
+    np.testing.assert_allclose(fractions, 1 / 6, atol=0.01)
+    scale = jets_per_epoch / sum(float((stats.class_hists[c] * stats.weight_tables[c]).sum()) for c in spec.classes)
+    for name in spec.classes:
+        target = stats.class_hists[name] * stats.weight_tables[name]
+        expected = target / target.sum() * per_class[name].sum()
+        occupied = expected > 20
+        pulls = (per_class[name][occupied] - expected[occupied]) / np.sqrt(expected[occupied] * 4)
+        assert np.abs(pulls).max() < 5, name  # errors inflated ×2 for repeats of the same jets
+        assert per_class[name][~(expected > 0)].sum() == 0
+    assert scale > 1  # the rare classes were up-sampled
+    table = Dataset.open(dataset.url).read_all().jets
+    weighted = set()
+    for i in range(len(table["jet_pt"])):
+        if table["label_undef"][i] == 0 and table["jet_pt"][i] > 20 and abs(table["jet_eta"][i]) < 2.5:
+            weighted.add((int(table["event"][i]), int(table["ijet"][i]), float(table["jet_pt"][i])))
+    assert len(used & weighted) > 0.97 * len(weighted)
+
+
+def test_missing_stats_and_wrong_seed_are_clear(dataset):
+    config = config_with(selection="(jet_pt > 25) & (label_undef == 0)")
+    with pytest.raises(DatasetError, match="run `jetstore stats` first"):
+        JetDataset(dataset.url, config, batch_size=10)
+    ds = JetDataset(dataset.url, config_with(), batch_size=10, seed=1, jets_per_epoch=100)
+    with pytest.raises(DatasetError, match="seed"):
+        ds.load_state_dict({"epoch": 0, "batches": 1, "seed": 2})
+
+
+def test_dataloader_with_workers_and_resume(dataset):
+    make = lambda: JetDataset(dataset.url, config_with(), batch_size=40, seed=5, jets_per_epoch=1200)  # noqa: E731
+    loader = lambda ds: torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)  # noqa: E731
+    full = [b["pf_features"].numpy().copy() for b in loader(make())]
+    assert len(full) == make().rank_batches(num_workers=2) > 20
+    resumed = make()
+    resumed.load_state_dict({"epoch": 0, "batches": 7, "seed": 5})
+    rest = [b["pf_features"].numpy().copy() for b in loader(resumed)]
+    assert len(rest) == len(full) - 7
+    for a, b in zip(full[7:], rest, strict=True):
+        np.testing.assert_array_equal(a, b)
