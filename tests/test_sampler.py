@@ -293,3 +293,19 @@ def test_dataloader_with_workers_and_resume(dataset):
     assert len(rest) == len(full) - 7
     for a, b in zip(full[7:], rest, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_reads_from_s3_like_from_local_disk(dataset, moto_server, s3_env):
+    """The same dataset copied to a moto S3 bucket gives the same batches as from local disk."""
+    import s3fs
+
+    s3_env(moto_server)
+    moto_server.make_bucket("sampler")
+    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
+    fs.put(dataset.root + "/", "sampler/ds.zarr/", recursive=True)
+    make = lambda url: JetDataset(url, config_with(), batch_size=64, seed=2, jets_per_epoch=1500)  # noqa: E731
+    local, remote = collect(make(dataset.url)), collect(make("s3://sampler/ds.zarr"))
+    assert len(local) == len(remote) > 10
+    for a, b in zip(local, remote, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])

@@ -72,8 +72,27 @@ class VariableResolver:
 
     def selection_mask(self, table: JetTable) -> np.ndarray:
         """Per jet: does it pass the config's selection (all True without one)."""
-        mask = self._mask(self._columns(table))
-        return np.ones(table.n_jets, dtype=bool) if mask is None else mask
+        if self.config.selection is None:
+            return np.ones(table.n_jets, dtype=bool)
+        flat = FlatValues(self, table)
+        value = flat.expression(self.config.selection, "selection")
+        if value is not None and value[0] is None:
+            return np.asarray(value[1], dtype=bool)
+        return self._mask(self._columns(table))
+
+    def evaluate_flat(self, table: JetTable, names: Iterable[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        """``name → (block, flat values)`` (block None: one value per jet) without building awkward arrays
+        where possible: stored columns directly, and element-wise numpy expressions of columns of one
+        block computed on the flat values; anything else through awkward."""
+        flat = FlatValues(self, table)
+        out = {}
+        for name in names:
+            result = flat.get(name)
+            if result is None:
+                value = self.evaluate(table, [name], with_selection=False)[name]
+                result = _as_flat(value, table, self.block_of, name)
+            out[name] = result
+        return out
 
     def _columns(self, table: JetTable) -> dict[str, object]:
         values: dict[str, object] = dict(table.jets)
@@ -117,3 +136,51 @@ class VariableResolver:
 def _jagged(offsets: np.ndarray, flat: np.ndarray) -> ak.Array:
     layout = ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(flat))
     return ak.Array(layout)
+
+
+class FlatValues:
+    """Per-jet and per-node values as flat numpy arrays, computing numpy-only expressions on them."""
+
+    def __init__(self, resolver: VariableResolver, table: JetTable):
+        self.resolver, self.table = resolver, table
+        self.cache: dict[str, tuple[str | None, np.ndarray] | None] = {}
+
+    def get(self, name: str) -> tuple[str | None, np.ndarray] | None:
+        if name not in self.cache:
+            self.cache[name] = self._compute(name)
+        return self.cache[name]
+
+    def _compute(self, name: str) -> tuple[str | None, np.ndarray] | None:
+        table, resolver = self.table, self.resolver
+        if name in table.jets:
+            return None, np.asarray(table.jets[name])
+        block = resolver.block_of.get(name)
+        if block is not None and block in table.blocks:
+            return block, table.blocks[block].features[name]
+        expression = resolver.config.new_variables.get(name)
+        return None if expression is None else self.expression(expression, f"new_variables.{name}")
+
+    def expression(self, expression, where: str) -> tuple[str | None, np.ndarray] | None:
+        if not expression.element_wise:
+            return None
+        inputs = {n: self.get(n) for n in expression.names}
+        if any(v is None for v in inputs.values()):
+            return None
+        blocks = {block for block, _ in inputs.values() if block is not None}
+        if len(blocks) > 1 or (blocks and any(block is None for block, _ in inputs.values())):
+            return None  # mixing levels needs awkward broadcasting
+        try:
+            value = expression.evaluate({n: v for n, (_, v) in inputs.items()}, flat=True)
+        except ExpressionError as exc:
+            raise SchemaError(f"{self.resolver.config.source}: {where}: {exc}") from None
+        return (blocks.pop() if blocks else None), np.asarray(value)
+
+
+def _as_flat(value, table: JetTable, block_of, name: str) -> tuple[str | None, np.ndarray]:
+    if not isinstance(value, ak.Array) or value.ndim == 1:
+        return None, np.asarray(ak.to_numpy(value) if isinstance(value, ak.Array) else value)
+    counts = np.asarray(ak.to_numpy(ak.num(value, axis=1)))
+    for block_name, block in table.blocks.items():
+        if np.array_equal(block.counts, counts):
+            return block_name, np.asarray(ak.to_numpy(ak.flatten(value, axis=1)))
+    raise SchemaError(f"variable '{name}' has a per-jet length that matches no stored block")

@@ -15,7 +15,7 @@ import numpy as np
 
 from jetstore.config.variables import ColumnNeeds, VariableResolver
 from jetstore.config.weaver import InputGroup, TrainingConfig
-from jetstore.errors import DatasetError, SchemaError
+from jetstore.errors import SchemaError
 from jetstore.sampler import kernels
 from jetstore.schema import Schema
 from jetstore.store.table import JetTable, value_index
@@ -107,25 +107,31 @@ class BatchBuilder:
 
     def prepare(self, table: JetTable) -> Compact:
         """Variables of every jet of ``table`` (selection already applied), unpadded."""
-        values = self.resolver.evaluate(table, self.variable_names, with_selection=False)
+        values = self.resolver.evaluate_flat(table, self.variable_names)
         n = table.n_jets
+        offsets_of = {name: block.offsets for name, block in table.blocks.items()}
         groups = {}
         for group in self.config.inputs:
             names = [v.name for v in group.variables]
             if group.length is None:
-                stacked = np.stack([_jet_level(values[name], name, group.name) for name in names])
+                for name in names:
+                    if values[name][0] is not None:
+                        raise SchemaError(f"input group '{group.name}' has no length but '{name}' has several "
+                                          "values per jet")
+                stacked = np.stack([values[name][1] for name in names])
                 groups[group.name] = (stacked.astype(np.float32, copy=False), None)
                 continue
-            pieces = [_offsets_and_values(values[name], n) for name in names]
-            offsets = pieces[0][0]
-            for name, (other, _) in zip(names[1:], pieces[1:], strict=True):
-                if not np.array_equal(offsets, other):
-                    raise SchemaError(f"{self.config.source}: inputs.{group.name}: '{name}' and '{names[0]}' "
-                                      "have different numbers of entries per jet")
-            groups[group.name] = (np.stack([flat for _, flat in pieces]).astype(np.float32, copy=False), offsets)
+            blocks = {values[name][0] for name in names}
+            if len(blocks) != 1:
+                raise SchemaError(f"{self.config.source}: inputs.{group.name}: all variables need the same "
+                                  "number of entries per jet")
+            block = blocks.pop()
+            offsets = offsets_of[block] if block is not None else np.arange(n + 1, dtype=np.int64)
+            stacked = np.stack([values[name][1] for name in names])
+            groups[group.name] = (stacked.astype(np.float32, copy=False), offsets)
         extras: dict[str, np.ndarray] = {}
         if self.config.label_type == "simple":
-            stacked = np.stack([np.asarray(values[c]) for c in self.config.label_columns], axis=1)
+            stacked = np.stack([values[c][1] for c in self.config.label_columns], axis=1)
             extras[LABEL] = np.argmax(stacked, axis=1).astype(np.int64)
         else:
             columns = self.resolver._columns(table)
@@ -134,8 +140,7 @@ class BatchBuilder:
                 extras[name] = np.asarray(ak.to_numpy(result) if isinstance(result, ak.Array) else result,
                                           dtype=np.float32)
         for name in self.observer_names:
-            value = values[name]
-            extras[name] = np.asarray(ak.to_numpy(value) if isinstance(value, ak.Array) else value)
+            extras[name] = values[name][1]
         return Compact(n, groups, extras)
 
     def assemble(self, compact: Compact, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,22 +165,3 @@ class BatchBuilder:
         """All outputs for every jet of ``table``, in order."""
         compact = self.prepare(table)
         return self.assemble(compact, np.arange(compact.n, dtype=np.int64))
-
-
-def _jet_level(value, name: str, group: str) -> np.ndarray:
-    if isinstance(value, ak.Array):
-        if value.ndim != 1:
-            raise SchemaError(f"input group '{group}' has no length but '{name}' has several values per jet")
-        value = ak.to_numpy(value)
-    return np.asarray(value)
-
-
-def _offsets_and_values(value, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets and flat content of a jagged variable; a per-jet value counts as a list of one."""
-    if not isinstance(value, ak.Array) or value.ndim == 1:
-        flat = np.asarray(ak.to_numpy(value) if isinstance(value, ak.Array) else value)
-        return np.arange(n + 1, dtype=np.int64), flat
-    layout = ak.to_packed(value).layout
-    if not isinstance(layout, ak.contents.ListOffsetArray) or not isinstance(layout.content, ak.contents.NumpyArray):
-        raise DatasetError(f"cannot pad a variable of type {value.type}")
-    return np.asarray(layout.offsets.data, dtype=np.int64), np.asarray(layout.content.data)

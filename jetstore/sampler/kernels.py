@@ -59,40 +59,43 @@ def repeat_rows(counts):
 
 
 @numba.njit(cache=True)
+def _transform(value, center, scale, low, high, standardize):
+    if standardize:
+        value = (value - center) * scale
+        if value < low:
+            value = low
+        elif value > high:
+            value = high
+    if value != value:
+        value = 0.0
+    return value
+
+
+@numba.njit(cache=True)
 def pad_block(values, offsets, rows, centers, scales, lows, highs, standardize, pad_values, wrap, out):
     """``out[r, v, :]`` = variable v of jet ``rows[r]``: standardised and clipped where asked, NaN → 0,
-    truncated or padded to ``out.shape[2]`` with the pad value (constant) or cyclically (wrap)."""
+    truncated or padded to ``out.shape[2]`` with the pad value (constant) or cyclically (wrap, empty
+    jets all 0), as weaver-core 0.5's fused kernels."""
     n_vars = out.shape[1]
     length = out.shape[2]
     for r in range(len(rows)):
         start = offsets[rows[r]]
         count = offsets[rows[r] + 1] - start
+        n = min(count, length)
         for v in range(n_vars):
-            center = centers[v]
-            scale = scales[v]
-            low = lows[v]
-            high = highs[v]
+            center, scale, low, high, flag = centers[v], scales[v], lows[v], highs[v], standardize[v]
+            source = values[v]
+            target = out[r, v]
+            for j in range(n):
+                target[j] = _transform(source[start + j], center, scale, low, high, flag)
             if wrap:
                 if count == 0:
-                    for j in range(length):
-                        out[r, v, j] = 0.0
-                    continue
-                n = length
+                    target[:] = 0.0
+                else:
+                    for j in range(n, length):
+                        target[j] = target[j % count]
             else:
-                n = min(count, length)
-                for j in range(n, length):
-                    out[r, v, j] = pad_values[v]
-            for j in range(n):
-                value = values[v, start + (j % count if wrap else j)]
-                if standardize[v]:
-                    value = (value - center) * scale
-                    if value < low:
-                        value = low
-                    elif value > high:
-                        value = high
-                if value != value:
-                    value = 0.0
-                out[r, v, j] = value
+                target[n:] = pad_values[v]
 
 
 @numba.njit(cache=True)

@@ -194,10 +194,9 @@ class SlotStream:
         if weights is None:
             row_weight = selected.astype(np.float64)
         else:
-            values = self.resolver.evaluate(table, (weights.x_var, weights.y_var, *weights.classes),
-                                            with_selection=False)
-            cells = cell_ids(weights, values[weights.x_var], values[weights.y_var],
-                             {c: values[c] for c in weights.classes}, selected)
+            values = self.resolver.evaluate_flat(table, (weights.x_var, weights.y_var, *weights.classes))
+            cells = cell_ids(weights, values[weights.x_var][1], values[weights.y_var][1],
+                             {c: values[c][1] for c in weights.classes}, selected)
             row_weight = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0)
         uniform = np.random.default_rng([self.spec.seed, self.epoch, round_, unit]).random(table.n_jets)
         return kernels.repeat_rows(kernels.multiplicities(self.spec.scale * row_weight / read_probability, uniform))

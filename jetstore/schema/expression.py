@@ -40,6 +40,8 @@ AWKWARD_FUNCTIONS = frozenset({
 })
 NUMPY_CONSTANTS = {"pi": np.pi, "e": np.e, "inf": np.inf, "nan": np.nan}
 BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
+FLAT_AWKWARD: dict[str, Callable[..., Any]] = {"ones_like": np.ones_like, "zeros_like": np.zeros_like,
+                                               "full_like": np.full_like}
 MODULES = {"np": (np, NUMPY_FUNCTIONS), "numpy": (np, NUMPY_FUNCTIONS), "ak": (ak, AWKWARD_FUNCTIONS),
            "awkward": (ak, AWKWARD_FUNCTIONS)}
 
@@ -81,13 +83,22 @@ class Expression:
         _Validator(source, where, names).check(tree)
         return cls(source=source, names=frozenset(names), tree=tree)
 
-    def evaluate(self, columns: Mapping[str, Any]) -> Any:
-        """Evaluate on arrays; ``columns`` must provide every name in ``self.names``."""
+    @property
+    def element_wise(self) -> bool:
+        """True when the expression maps each input element to one output element with numpy alone (its
+        awkward calls, if any, are ``ak.ones_like``-style), so it can run on flat arrays."""
+        return all(node.attr in FLAT_AWKWARD for node in ast.walk(self.tree)
+                   if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                   and node.value.id in ("ak", "awkward"))
+
+    def evaluate(self, columns: Mapping[str, Any], flat: bool = False) -> Any:
+        """Evaluate on arrays; ``columns`` must provide every name in ``self.names``. ``flat``: inputs are
+        flat numpy arrays and the ``ak.*_like`` functions act on them (see :attr:`element_wise`)."""
         missing = sorted(self.names - set(columns))
         if missing:
             raise ExpressionError(f"expression {self.source!r}: unknown column(s) {', '.join(missing)}")
         try:
-            return _evaluate(self.tree.body, columns)
+            return _evaluate(self.tree.body, columns, FLAT_AWKWARD if flat else None)
         except ExpressionError:
             raise
         except Exception as exc:  # numpy / awkward errors become one clear message
@@ -177,33 +188,35 @@ def _small_exponent(node: ast.AST) -> bool:
             and not isinstance(node.value, bool) and abs(node.value) <= MAX_CONSTANT_EXPONENT)
 
 
-def _evaluate(node: ast.AST, columns: Mapping[str, Any]) -> Any:
+def _evaluate(node: ast.AST, columns: Mapping[str, Any], flat_ak: Mapping[str, Callable] | None) -> Any:
     match node:
         case ast.Constant(value=value):
             return value
         case ast.Name(id=name):
             return BUILTIN_FUNCTIONS[name] if name in BUILTIN_FUNCTIONS else columns[name]
         case ast.Attribute(value=ast.Name(id=module), attr=attr):
+            if flat_ak is not None and module in ("ak", "awkward"):
+                return flat_ak[attr]
             return NUMPY_CONSTANTS[attr] if attr in NUMPY_CONSTANTS else getattr(MODULES[module][0], attr)
         case ast.BinOp(left=left, op=op, right=right):
-            return BINARY_OPERATORS[type(op)](_evaluate(left, columns), _evaluate(right, columns))
+            return BINARY_OPERATORS[type(op)](_evaluate(left, columns, flat_ak), _evaluate(right, columns, flat_ak))
         case ast.UnaryOp(op=op, operand=operand):
-            return UNARY_OPERATORS[type(op)](_evaluate(operand, columns))
+            return UNARY_OPERATORS[type(op)](_evaluate(operand, columns, flat_ak))
         case ast.BoolOp(op=op, values=values):
-            result = _evaluate(values[0], columns)
+            result = _evaluate(values[0], columns, flat_ak)
             for value in values[1:]:
-                result = BOOLEAN_OPERATORS[type(op)](result, _evaluate(value, columns))
+                result = BOOLEAN_OPERATORS[type(op)](result, _evaluate(value, columns, flat_ak))
             return result
         case ast.Compare(left=left, ops=ops, comparators=comparators):
-            result, lhs = None, _evaluate(left, columns)
+            result, lhs = None, _evaluate(left, columns, flat_ak)
             for op, comparator in zip(ops, comparators, strict=True):
-                rhs = _evaluate(comparator, columns)
+                rhs = _evaluate(comparator, columns, flat_ak)
                 term = COMPARISONS[type(op)](lhs, rhs)
                 result = term if result is None else np.logical_and(result, term)
                 lhs = rhs
             return result
         case ast.Call(func=func, args=args, keywords=keywords):
-            function = _evaluate(func, columns)
-            return function(*(_evaluate(a, columns) for a in args),
-                            **{k.arg: _evaluate(k.value, columns) for k in keywords if k.arg})
+            function = _evaluate(func, columns, flat_ak)
+            return function(*(_evaluate(a, columns, flat_ak) for a in args),
+                            **{k.arg: _evaluate(k.value, columns, flat_ak) for k in keywords if k.arg})
     raise ExpressionError(f"unsupported expression node {type(node).__name__}")  # unreachable after validation
