@@ -19,6 +19,11 @@ from jetstore.store.format.base import CODECS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m train --help
+        from train.cli import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -96,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", required=True)
     export.add_argument("--storage-options", type=_json_object, default={})
     export.set_defaults(handler=cmd_export_weaver)
+
+    commands.add_parser("train", help="train ParT on a dataset (same as python -m train; see its --help)",
+                        add_help=False)
 
     demo = commands.add_parser("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")

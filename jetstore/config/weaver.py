@@ -27,7 +27,7 @@ TOP_KEYS = ("treename", "branch_magic", "file_magic", "selection", "test_time_se
             "new_variables", "inputs", "labels", "observers", "monitor_variables", "weights", "bucketing")
 PREPROCESS_KEYS = ("method", "data_fraction", "params")
 INPUT_KEYS = ("length", "pad_mode", "vars")
-LABEL_KEYS = ("type", "value")
+LABEL_KEYS = ("type", "value", "targets")  # targets: jetstore's regression targets beside simple labels
 WEIGHT_KEYS = ("use_precomputed_weights", "weight_branches", "reweight_method", "reweight_vars", "reweight_basewgt",
                "reweight_classes", "class_weights", "reweight_threshold", "reweight_discard_under_overflow",
                "reweight_hists")
@@ -165,6 +165,8 @@ def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfi
         if not isinstance(labels.get("value"), list) or not labels["value"]:
             raise SchemaError(f"{where}: labels.value must be a non-empty list of label columns for type 'simple'")
         columns = tuple(str(v) for v in labels["value"])
+        custom = {str(k): Expression.parse(str(v), f"{where}: labels.targets.{k}")
+                  for k, v in _mapping(labels.get("targets") or {}, f"{where}: labels.targets").items()}
     elif label_type == "custom":
         custom = {str(k): Expression.parse(str(v), f"{where}: labels.value.{k}")
                   for k, v in _mapping(labels.get("value") or {}, f"{where}: labels.value").items()}

@@ -133,7 +133,7 @@ class BatchBuilder:
         if self.config.label_type == "simple":
             stacked = np.stack([values[c][1] for c in self.config.label_columns], axis=1)
             extras[LABEL] = np.argmax(stacked, axis=1).astype(np.int64)
-        else:
+        if self.config.custom_labels:  # regression targets (weaver's custom labels, or labels.targets)
             columns = self.resolver._columns(table)
             for name, expression in self.config.custom_labels.items():
                 result = self.resolver._value(f"labels.{name}", expression, columns)

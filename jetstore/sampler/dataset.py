@@ -42,7 +42,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         super().__init__()
         self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
         self.dataset = Dataset.open(url, storage_options)
-        self.stats = self._stats()
+        self.stats = self._stats(training)
         centers = {n: (v.center, v.scale) for n, v in self.stats.variables.items()} if self.stats else {}
         self.builder = BatchBuilder(self.dataset.schema, self.config, centers, observers)
         weights = self.config.weights if training else None
@@ -62,8 +62,8 @@ class JetDataset(torch.utils.data.IterableDataset):
         self._consumed = 0
         self.last_stream: SlotStream | None = None
 
-    def _stats(self) -> StatsResult | None:
-        needs_stats = self.config.auto_variables or self.config.weights is not None
+    def _stats(self, training: bool) -> StatsResult | None:
+        needs_stats = self.config.auto_variables or (training and self.config.weights is not None)
         try:
             return read_stats(self.dataset.fs, self.dataset.root, self.config.hash, self.dataset.manifest.plan_hash)
         except DatasetError:

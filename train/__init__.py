@@ -1,0 +1,1 @@
+"""ParT trainer on jetstore streams: ``python -m train`` or ``jetstore train``."""
