@@ -74,3 +74,29 @@ def test_roc_arithmetic():
     labels = np.array([0, 0, 1, 1])
     scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     assert performance(scores, labels, ["b", "uds"])["auc_b_vs_rest"] == 1.0
+
+
+def test_regression_targets_beside_the_classes(dask_client, dataset_url, tmp_path):
+    """labels.targets adds float targets (here a stand-in 'response', jet_mass / jet_pt) trained in one loss."""
+    import yaml
+
+    from jetstore.config.weaver import training_config_from_dict
+
+    options_dict = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
+    options_dict["labels"]["targets"] = {"response": "jet_mass / jet_pt"}
+    config_path = tmp_path / "regression.yaml"
+    config_path.write_text(yaml.safe_dump(options_dict))
+    dataset = Dataset.open(dataset_url)
+    write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(options_dict),
+                                                        dask_client, log=lambda _: None))
+    run = TrainOptions(data=dataset_url, config=str(config_path), output=str(tmp_path / "run"), steps=3,
+                       batch_size=32, size="tiny", workers=0, jets_per_epoch=300, checkpoint_every=3)
+    summary = train(run)
+    assert np.isfinite(summary["loss"])
+    out = tmp_path / "scores.parquet"
+    predict(run, str(out))
+    table = pq.read_table(out)
+    assert {"pred_response", "response"} <= set(table.column_names)
+    reference = dataset.read_all().jets
+    assert set(np.round(table.column("response").to_numpy(), 5)) <= set(
+        np.round((reference["jet_mass"] / reference["jet_pt"]).astype(np.float32), 5))
