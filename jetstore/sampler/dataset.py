@@ -29,7 +29,8 @@ class JetDataset(torch.utils.data.IterableDataset):
     ``observers=True``.
 
     ``training=True`` samples with weaver's semantics (a jet of weight w is used with probability w per
-    epoch; ``jets_per_epoch`` rescales, up-sampling with replacement where needed) and shuffles; every
+    epoch; ``jets_per_epoch`` rescales, up-sampling with replacement where needed, in rounds giving no jet
+    more than ``max_repeats`` copies each) and shuffles; every
     rank yields ``len(ds)`` batches per epoch. ``training=False`` yields every selected jet once, in
     dataset order, the last batch possibly short. Deterministic in (seed, epoch, world size, workers);
     ``set_epoch`` changes the order; ``state_dict`` / ``load_state_dict`` resume mid-epoch exactly.
@@ -38,7 +39,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
                  training: bool = True, jets_per_epoch: int | None = None, observers: bool = False,
                  storage_options: Mapping[str, Any] | None = None, window_units: int = 8, prefetch: int = 4,
-                 world: World | None = None):
+                 max_repeats: int = 10, world: World | None = None):
         super().__init__()
         self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
         self.dataset = Dataset.open(url, storage_options)
@@ -53,9 +54,12 @@ class JetDataset(torch.utils.data.IterableDataset):
         if training and total <= 0:
             raise DatasetError(f"{url}: no jet has a non-zero sampling weight")
         scale = jets_per_epoch / total if (training and jets_per_epoch) else 1.0
+        # a round gives no jet more than max_repeats copies (bounded memory, like weaver's max_resample);
+        # larger epochs span several rounds, every jet scaled alike, so the sampling stays unbiased
+        round_scale = min(scale, max_repeats / max(float(units.max_weight.max(initial=0.0)), 1e-12))
         self.spec = StreamSpec(self.dataset.source, self.dataset.manifest.shards, units,
                                np.ones(1) if cell_weights is None else cell_weights, weights,
-                               scale, batch_size, seed, training, window_units, prefetch)
+                               round_scale, scale / round_scale, batch_size, seed, training, window_units, prefetch)
         self.world = world
         self.epoch = 0
         self._resume: dict[str, int] | None = None
@@ -98,7 +102,7 @@ class JetDataset(torch.utils.data.IterableDataset):
 
     def _slot_quota(self, num_slots: int) -> int:
         spec = self.spec
-        return slot_quota(spec.units, spec.scale, spec.batch_size, num_slots, spec.seed, self.epoch)
+        return slot_quota(spec.units, spec.scale, spec.batch_size, num_slots, spec.seed, self.epoch, spec.epoch_rounds)
 
     def state_dict(self, batches_consumed: int | None = None) -> dict[str, int]:
         """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch

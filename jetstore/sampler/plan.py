@@ -94,7 +94,8 @@ def assign_slots(table: UnitTable, plan: RoundPlan, scale: float, num_slots: int
     return slots
 
 
-def slot_quota(table: UnitTable, scale: float, batch_size: int, num_slots: int, seed: int, epoch: int) -> int:
+def slot_quota(table: UnitTable, scale: float, batch_size: int, num_slots: int, seed: int, epoch: int,
+               epoch_rounds: float = 1.0) -> int:
     """Batches every slot (rank × worker) yields this epoch: the whole batches expected from the poorest
     slot's share of the first round. Equal for all, so every rank yields the same number of batches;
     at most what each slot's own units are expected to give, so slots rarely need a second round (and,
@@ -102,7 +103,7 @@ def slot_quota(table: UnitTable, scale: float, batch_size: int, num_slots: int, 
     plan = plan_round(table, scale, seed, epoch, 0, shuffle=True)
     expected = scale * table.expected[plan.units] / np.maximum(plan.read_probability, 1e-300)
     per_slot = np.bincount(assign_slots(table, plan, scale, num_slots), weights=expected, minlength=num_slots)
-    return int(per_slot.min() // batch_size)
+    return int(per_slot.min() * epoch_rounds // batch_size)
 
 
 def batches_before(consumed: int, worker: int, num_workers: int) -> int:

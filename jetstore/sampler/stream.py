@@ -45,7 +45,8 @@ class StreamSpec:
     units: UnitTable
     cell_weights: np.ndarray
     weights: WeightsSpec | None
-    scale: float
+    scale: float          # per sampling round: at most max_repeats copies of any jet per round
+    epoch_rounds: float   # rounds an epoch spans (jets_per_epoch beyond max_repeats copies per round)
     batch_size: int
     seed: int
     training: bool

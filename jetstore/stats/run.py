@@ -224,7 +224,8 @@ def _plot_histograms(coarse: np.ndarray, center: float, scale: float, clip_min: 
     """100-bin histograms, raw (between the 0.5 and 99.5 percentiles) and standardised+clipped, built from
     the pass-1 histogram (each fine bin placed at its lower edge: resolution 2^-7 relative)."""
     filled = np.nonzero(coarse)[0]
-    values = quantiles.key_values(filled.astype(np.uint32) << 16).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # bins of NaN bit patterns (NaN counted as 0 are elsewhere), dropped below
+        values = quantiles.key_values(filled.astype(np.uint32) << 16).astype(np.float64)
     counts = coarse[filled].astype(np.float64)
     finite = np.isfinite(values)
     values, counts = values[finite], counts[finite]
