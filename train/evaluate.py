@@ -55,22 +55,30 @@ def discriminant(scores: np.ndarray, classes: list[str], signal: list[str], back
     return s / np.maximum(s + b, 1e-12)
 
 
-def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """AUC of each class against the rest, and the standard flavour discriminants with rejections."""
-    out: dict[str, float] = {}
-    for i, name in enumerate(classes):
-        out[f"auc_{name}_vs_rest"] = auc(scores[labels == i, i], scores[labels != i, i])
-    pairs = {"b_vs_uds": (["b"], ["uds"]), "b_vs_light": (["b", "bb"], ["uds", "g"]),
-             "c_vs_light": (["c", "cc"], ["uds", "g"]), "b_vs_c": (["b", "bb"], ["c", "cc"])}
-    for name, (signal, background) in pairs.items():
+PAIRS = {"b_vs_uds": (["b"], ["uds"]), "b_vs_light": (["b", "bb"], ["uds", "g"]),
+         "c_vs_light": (["c", "cc"], ["uds", "g"]), "b_vs_c": (["b", "bb"], ["c", "cc"])}
+
+
+def pair_scores(scores: np.ndarray, labels: np.ndarray, classes: list[str]):
+    """For each standard discriminant the classes allow: (name, signal jets' scores, background jets')."""
+    for name, (signal, background) in PAIRS.items():
         if not set(signal + background) <= set(classes):
             continue
         score = discriminant(scores, classes, signal, background)
         is_s = np.isin(labels, [classes.index(c) for c in signal])
         is_b = np.isin(labels, [classes.index(c) for c in background])
-        out[f"auc_{name}"] = auc(score[is_s], score[is_b])
+        yield name, score[is_s], score[is_b]
+
+
+def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """AUC of each class against the rest, and the standard flavour discriminants with rejections."""
+    out: dict[str, float] = {}
+    for i, name in enumerate(classes):
+        out[f"auc_{name}_vs_rest"] = auc(scores[labels == i, i], scores[labels != i, i])
+    for name, signal, background in pair_scores(scores, labels, classes):
+        out[f"auc_{name}"] = auc(signal, background)
         for eff in EFFICIENCIES:
-            out[f"rejection_{name}_at_{int(eff * 100)}"] = rejection(score[is_s], score[is_b], eff)
+            out[f"rejection_{name}_at_{int(eff * 100)}"] = rejection(signal, background, eff)
     return out
 
 
@@ -89,17 +97,12 @@ def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 7))
-    pairs = {"b vs light": (["b", "bb"], ["uds", "g"]), "c vs light": (["c", "cc"], ["uds", "g"]),
-             "b vs c": (["b", "bb"], ["c", "cc"])}
-    for title, (signal, background) in pairs.items():
-        if not set(signal + background) <= set(classes):
+    for name, signal, background in pair_scores(scores, labels, classes):
+        if name == "b_vs_uds":
             continue
-        score = discriminant(scores, classes, signal, background)
-        is_s = np.isin(labels, [classes.index(c) for c in signal])
-        is_b = np.isin(labels, [classes.index(c) for c in background])
-        tpr, fpr = roc_curve(score[is_s], score[is_b])
+        tpr, fpr = roc_curve(signal, background)
         keep = fpr > 0
-        axis.plot(tpr[keep], fpr[keep], label=f"{title} (AUC {auc(score[is_s], score[is_b]):.3f})")
+        axis.plot(tpr[keep], fpr[keep], label=f"{name.replace('_', ' ')} (AUC {auc(signal, background):.3f})")
     axis.set_yscale("log")
     axis.set_xlabel("signal efficiency")
     axis.set_ylabel("background efficiency (mistag rate)")

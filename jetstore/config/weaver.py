@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import xxhash
-import yaml
 
 from jetstore.errors import SchemaError
 from jetstore.schema.expression import Expression
-from jetstore.schema.load import check_keys
+from jetstore.schema.load import check_keys, read_yaml
 
 TOP_KEYS = ("treename", "branch_magic", "file_magic", "selection", "test_time_selection", "preprocess",
             "new_variables", "inputs", "labels", "observers", "monitor_variables", "weights", "bucketing")
@@ -122,14 +121,7 @@ class TrainingConfig:
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SchemaError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path}: invalid YAML: {exc}") from None
-    return training_config_from_dict(data, where=str(path))
+    return training_config_from_dict(read_yaml(path, "config"), where=str(path))
 
 
 def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfig:

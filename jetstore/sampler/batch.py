@@ -160,8 +160,3 @@ class BatchBuilder:
         for name, values in compact.extras.items():
             out[name] = values[rows]
         return out
-
-    def build(self, table: JetTable) -> dict[str, np.ndarray]:
-        """All outputs for every jet of ``table``, in order."""
-        compact = self.prepare(table)
-        return self.assemble(compact, np.arange(compact.n, dtype=np.int64))

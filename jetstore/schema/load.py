@@ -20,14 +20,18 @@ BLOCK_KEYS = ("features",)
 
 def load_schema(path: str | Path) -> Schema:
     """Read a schema file (YAML); a path that is missing or not a mapping is a :class:`SchemaError`."""
+    return schema_from_dict(read_yaml(path, "schema"), where=str(path))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML file; unreadable files and bad YAML become a :class:`SchemaError` naming the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise SchemaError(f"cannot read schema {path}: {exc.strerror}") from None
+        raise SchemaError(f"cannot read {what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise SchemaError(f"{path}: invalid YAML: {exc}") from None
-    return schema_from_dict(data, where=str(path))
 
 
 def schema_from_dict(data: Any, where: str = "schema") -> Schema:
