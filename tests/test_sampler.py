@@ -309,3 +309,25 @@ def test_reads_from_s3_like_from_local_disk(dataset, moto_server, s3_env):
     for a, b in zip(local, remote, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_damaged_or_missing_shards_are_named(dataset, tmp_path):
+    import shutil
+
+    copy_root = tmp_path / "copy.zarr"
+    shutil.copytree(dataset.root, copy_root)
+    shard = Dataset.open(str(copy_root)).manifest.shards[0]
+    path = copy_root / shard.path
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("pfcand/jet_pfcand_pt_log/c/0")
+    data = bytearray(path.read_bytes())
+    data[member.header_offset + 30 + len(member.filename) + member.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))  # one flipped bit pattern inside a chunk the config reads
+    ds = JetDataset(str(copy_root), config_with(), batch_size=64, training=False)
+    with pytest.raises(DatasetError, match=f"shard {shard.path} is damaged"):
+        collect(ds)
+    path.unlink()
+    with pytest.raises(DatasetError, match=f"shard {shard.path} listed in the manifest is missing"):
+        collect(JetDataset(str(copy_root), config_with(), batch_size=64, training=False))

@@ -100,3 +100,16 @@ def test_regression_targets_beside_the_classes(dask_client, dataset_url, tmp_pat
     reference = dataset.read_all().jets
     assert set(np.round(table.column("response").to_numpy(), 5)) <= set(
         np.round((reference["jet_mass"] / reference["jet_pt"]).astype(np.float32), 5))
+
+
+def test_checkpoints_on_s3(moto_server, s3_env):
+    from train.checkpoint import save_checkpoint
+
+    s3_env(moto_server)
+    moto_server.make_bucket("runs")
+    state = {"step": 7, "model": {"w": torch.arange(4.0)}, "sampler": {"epoch": 1, "batches": 3, "seed": 1}}
+    path = save_checkpoint("s3://runs/part/checkpoints", state, step=7)
+    assert path.endswith("step-00000007.pt")
+    loaded = load_checkpoint("s3://runs/part/checkpoints")
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    assert load_checkpoint("s3://runs/empty/checkpoints") is None

@@ -107,7 +107,7 @@ class ShardReaders:
                         oldest.close()
             reader, lock = self.open[shard]
         with lock:
-            return reader.read(needs.jet_columns, needs.features, start, stop)
+            return self.source.read_from(reader, self.shards[shard], needs.jet_columns, needs.features, start, stop)
 
     @property
     def bytes_read(self) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow
 
 from jetstore.errors import DatasetError
 from jetstore.schema import Schema, schema_from_dict
@@ -23,6 +26,17 @@ class ShardSource:
     format: str
     schema: Schema
 
+    def read_from(self, reader: ShardReader, shard: ShardEntry, jet_columns, features, start: int,
+                  stop: int | None) -> JetTable:
+        """``reader.read(...)`` with storage and decoding failures turned into errors naming the shard."""
+        try:
+            return reader.read(jet_columns, features, start, stop)
+        except FileNotFoundError:
+            raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
+        except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile, pyarrow.ArrowException) as exc:
+            raise DatasetError(f"{self.url}: shard {shard.path} is damaged or unreadable "
+                               f"({type(exc).__name__}: {exc}); `jetstore convert` rerun redoes it") from None
+
     def reader(self, shard: ShardEntry) -> ShardReader:
         """An open-on-demand reader of one shard (close it when done)."""
         fs, root = storage.filesystem(self.url, self.options)
@@ -30,12 +44,10 @@ class ShardSource:
 
     def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
              features: Mapping[str, Iterable[str]] | None = None, stop: int | None = None) -> JetTable:
-        """Read one shard (its first ``stop`` jets); a missing shard is a :class:`DatasetError` naming it."""
-        try:
-            with self.reader(shard) as reader:
-                table = reader.read(jet_columns, features, 0, stop)
-        except FileNotFoundError:
-            raise DatasetError(f"{self.url}: shard {shard.path} listed in the manifest is missing") from None
+        """Read one shard (its first ``stop`` jets); a missing or damaged shard is a :class:`DatasetError`
+        naming it."""
+        with self.reader(shard) as reader:
+            table = self.read_from(reader, shard, jet_columns, features, 0, stop)
         if table.n_jets != (shard.n_jets if stop is None else min(stop, shard.n_jets)):
             raise DatasetError(
                 f"{self.url}: shard {shard.path} holds {table.n_jets} jets, manifest says {shard.n_jets}")
