@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import awkward as ak
 import numpy as np
 from distributed import Client
 
@@ -26,6 +25,7 @@ from jetstore.stats.result import StatsResult, VariableStats
 from jetstore.stats.weights import cell_ids, class_histograms, weight_tables
 from jetstore.store.dataset import Dataset, ShardSource
 from jetstore.store.manifest import ShardEntry
+from jetstore.store.table import JetTable
 
 PERCENTS = (16.0, 50.0, 84.0)
 PLOT_BINS = 100
@@ -46,24 +46,29 @@ def _rows(n: int, fraction: float) -> int:
     return n if fraction >= 1 else max(1, math.trunc(fraction * n))
 
 
-def _flat(array) -> np.ndarray:
-    if isinstance(array, ak.Array):
-        array = ak.flatten(array, axis=None)
-        return np.asarray(ak.to_numpy(array))
-    return np.asarray(array).ravel()
-
-
-def _read(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names, fraction: float) -> dict:
-    """Variables over a fraction of a shard: its first part (weaver's per-file rule, reading only that)
-    or, for shards sorted at convert time (where the first part is biased), a fixed pseudo-random subset."""
+def _fraction_table(source: ShardSource, shard: ShardEntry, resolver: VariableResolver, names,
+                    fraction: float) -> JetTable:
+    """The jets of a shard that a fraction covers: its first part (weaver's per-file rule, reading only
+    that) or, for shards sorted at convert time (whose first part is biased), a fixed pseudo-random subset."""
     needs = resolver.needs(names)
     if fraction >= 1 or not source.schema.sort_by:
-        table = source.read(shard, needs.jet_columns, needs.features, stop=_rows(shard.n_jets, fraction))
-    else:
-        table = source.read(shard, needs.jet_columns, needs.features)
-        seed = int(shard.checksum[:15], 16)
-        table = table.take(np.nonzero(np.random.default_rng(seed).random(table.n_jets) < fraction)[0])
-    return resolver.evaluate(table, names)
+        return source.read(shard, needs.jet_columns, needs.features, stop=_rows(shard.n_jets, fraction))
+    table = source.read(shard, needs.jet_columns, needs.features)
+    return table.take(np.nonzero(_subset(shard, table.n_jets, fraction))[0])
+
+
+def _subset(shard: ShardEntry, n: int, fraction: float) -> np.ndarray:
+    return np.random.default_rng(int(shard.checksum[:15], 16)).random(n) < fraction
+
+
+def _selected_values(table: JetTable, resolver: VariableResolver, names) -> tuple[dict[str, np.ndarray], int]:
+    """Flat values of ``names`` over the selected jets (node-level values of those jets' nodes)."""
+    mask = resolver.selection_mask(table)
+    values = {}
+    for name, (block, flat) in resolver.evaluate_flat(table, names).items():
+        keep = mask if block is None else np.repeat(mask, table.blocks[block].counts)
+        values[name] = np.asarray(flat)[keep]
+    return values, int(mask.sum())
 
 
 def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fraction: float,
@@ -73,32 +78,25 @@ def pass1(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fr
     out = ShardPass1(jets_read=shard.n_jets)
     names = config.auto_variables
     if names:
-        values = _read(source, shard, resolver, names, std_fraction)
-        out.jets_selected = len(next(iter(values.values())))
+        values, out.jets_selected = _selected_values(
+            _fraction_table(source, shard, resolver, names, std_fraction), resolver, names)
         for name in names:
-            flat = _flat(values[name])
+            flat = values[name]
             keys = quantiles.float_keys(flat)
             out.coarse[name] = quantiles.coarse_histogram(keys)
             finite = flat[np.isfinite(flat)].astype(np.float64)
             out.moments[name] = np.array([flat.size, np.isnan(flat).sum(), finite.sum(), (finite**2).sum(),
                                           finite.min(initial=np.inf), finite.max(initial=-np.inf)])
-    spec = config.weights
-    if spec is not None:
-        wanted = (spec.x_var, spec.y_var, *spec.classes)
-        values = _read(source, shard, resolver, wanted, weight_fraction)
-        if not names:
-            out.jets_selected = len(values[spec.x_var])
-        x, y = _flat(values[spec.x_var]), _flat(values[spec.y_var])
-        labels = {c: _flat(values[c]) for c in spec.classes}
-        out.class_hists = class_histograms(spec, x, y, labels)
-    out.unit_counts = _unit_counts(source, shard, config, resolver, unit_jets)
+    _weights_and_units(source, shard, config, resolver, weight_fraction, unit_jets, out, count=not names)
     return out
 
 
-def _unit_counts(source, shard, config, resolver, unit_jets: int) -> np.ndarray:
-    """Jets per (unit of ``unit_jets`` consecutive stored jets, reweighting cell) over the whole shard:
-    what the sampler needs to pick units by weight without reading them. Without a weights block
-    every selected jet is in cell 0."""
+def _weights_and_units(source, shard, config, resolver, fraction: float, unit_jets: int, out: ShardPass1,
+                       count: bool) -> None:
+    """One read of the whole shard's reweighting columns gives both the per-class histograms (over the
+    weight fraction) and the jets per (unit of ``unit_jets`` consecutive jets, reweighting cell), which the
+    sampler needs to pick units by weight without reading them. Without a weights block every selected
+    jet is in cell 0."""
     spec = config.weights
     names = () if spec is None else (spec.x_var, spec.y_var, *spec.classes)
     table = source.read(shard, *_columns(resolver, names))
@@ -106,15 +104,25 @@ def _unit_counts(source, shard, config, resolver, unit_jets: int) -> np.ndarray:
     if spec is None:
         cells, n_cells = np.where(selected, 0, -1), 1
     else:
-        values = resolver.evaluate(table, names, with_selection=False)
-        cells = cell_ids(spec, _flat(values[spec.x_var]), _flat(values[spec.y_var]),
-                         {c: _flat(values[c]) for c in spec.classes}, selected)
+        values = {name: np.asarray(flat) for name, (_, flat) in resolver.evaluate_flat(table, names).items()}
+        x, y, labels = values[spec.x_var], values[spec.y_var], {c: values[c] for c in spec.classes}
+        if fraction >= 1:
+            in_fraction = selected
+        elif source.schema.sort_by:
+            in_fraction = selected & _subset(shard, table.n_jets, fraction)
+        else:
+            in_fraction = selected & (np.arange(table.n_jets) < _rows(shard.n_jets, fraction))
+        out.class_hists = class_histograms(spec, x[in_fraction], y[in_fraction],
+                                           {c: v[in_fraction] for c, v in labels.items()})
+        if count:
+            out.jets_selected = int(in_fraction.sum())
+        cells = cell_ids(spec, x, y, labels, selected)
         n_cells = len(spec.classes) * (len(spec.x_bins) - 1) * (len(spec.y_bins) - 1)
     units = np.arange(len(cells)) // unit_jets
     keep = cells >= 0
     flat = np.bincount(units[keep] * n_cells + cells[keep], minlength=0)
     index = np.nonzero(flat)[0]
-    return np.stack([index // n_cells, index % n_cells, flat[index]], axis=1).astype(np.int64)
+    out.unit_counts = np.stack([index // n_cells, index % n_cells, flat[index]], axis=1).astype(np.int64)
 
 
 def _columns(resolver, names):
@@ -126,8 +134,9 @@ def pass2(source: ShardSource, shard: ShardEntry, config: TrainingConfig, std_fr
           bins: dict[str, tuple[int, ...]]) -> dict[str, dict[int, np.ndarray]]:
     """Dask task: low-bit histograms inside the located bins of every auto variable."""
     resolver = VariableResolver(source.schema, config)
-    values = _read(source, shard, resolver, tuple(bins), std_fraction)
-    return {name: quantiles.fine_histograms(quantiles.float_keys(_flat(values[name])), wanted)
+    values, _ = _selected_values(_fraction_table(source, shard, resolver, tuple(bins), std_fraction), resolver,
+                                 tuple(bins))
+    return {name: quantiles.fine_histograms(quantiles.float_keys(values[name]), wanted)
             for name, wanted in bins.items()}
 
 
