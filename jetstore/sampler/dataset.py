@@ -39,7 +39,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
                  training: bool = True, jets_per_epoch: int | None = None, observers: bool = False,
                  storage_options: Mapping[str, Any] | None = None, window_units: int = 8, prefetch: int = 4,
-                 max_repeats: int = 10, world: World | None = None):
+                 max_repeats: int = 128, world: World | None = None):
         super().__init__()
         self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
         self.dataset = Dataset.open(url, storage_options)
@@ -54,8 +54,8 @@ class JetDataset(torch.utils.data.IterableDataset):
         if training and total <= 0:
             raise DatasetError(f"{url}: no jet has a non-zero sampling weight")
         scale = jets_per_epoch / total if (training and jets_per_epoch) else 1.0
-        # a round gives no jet more than max_repeats copies (bounded memory, like weaver's max_resample);
-        # larger epochs span several rounds, every jet scaled alike, so the sampling stays unbiased
+        # a round gives no jet more than max_repeats copies (bounding the pool's copy references); larger
+        # epochs span several rounds, every jet scaled alike, so the sampling stays unbiased
         round_scale = min(scale, max_repeats / max(float(units.max_weight.max(initial=0.0)), 1e-12))
         self.spec = StreamSpec(self.dataset.source, self.dataset.manifest.shards, units,
                                np.ones(1) if cell_weights is None else cell_weights, weights,

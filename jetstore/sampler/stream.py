@@ -56,15 +56,21 @@ class StreamSpec:
 
 @dataclass
 class Pool:
-    """Rows waiting to be batched: identities ``(unit, row)`` and, once materialised, their prepared data
-    (None while known by identity only; an empty pool has ``data = EMPTY``)."""
+    """Rows waiting to be batched. ``ids``: the identity ``(unit, row)`` of every delivered copy; once
+    materialised, ``data`` holds each distinct jet once and ``refs`` points every copy at its row there,
+    so a jet up-sampled many times costs a few bytes per copy, not a copy of its data."""
 
     ids: np.ndarray
+    refs: np.ndarray | None
     data: Compact | None
 
     @staticmethod
     def empty() -> Pool:
-        return Pool(np.zeros((0, 2), np.int64), EMPTY)
+        return Pool(np.zeros((0, 2), np.int64), np.zeros(0, np.int64), EMPTY)
+
+    @staticmethod
+    def identities(ids: np.ndarray) -> Pool:
+        return Pool(ids, None, None)
 
     def extend(self, other: Pool) -> Pool:
         return Pool.concat([self, other])
@@ -73,13 +79,21 @@ class Pool:
     def concat(pools: list[Pool]) -> Pool:
         ids = np.concatenate([p.ids for p in pools])
         if any(p.data is None for p in pools):
-            return Pool(ids, None)
-        filled = [p.data for p in pools if p.data is not EMPTY]
-        return Pool(ids, Compact.concat(filled) if filled else EMPTY)
+            return Pool.identities(ids)
+        filled = [p for p in pools if p.data is not EMPTY]
+        if not filled:
+            return Pool(ids, np.zeros(0, np.int64), EMPTY)
+        starts = np.cumsum([0] + [p.data.n for p in filled[:-1]])
+        refs = np.concatenate([p.refs + start for p, start in zip(filled, starts, strict=True)])
+        return Pool(ids, refs, Compact.concat([p.data for p in filled]))
 
     def take(self, rows: np.ndarray) -> Pool:
-        data = self.data if self.data is None or self.data is EMPTY else self.data.take(rows)
-        return Pool(self.ids[rows], data)
+        if self.data is None:
+            return Pool.identities(self.ids[rows])
+        if self.data is EMPTY or not len(rows):
+            return Pool(self.ids[rows], np.zeros(0, np.int64), EMPTY)
+        distinct, refs = np.unique(self.refs[rows], return_inverse=True)
+        return Pool(self.ids[rows], refs.astype(np.int64), self.data.take(distinct))
 
 
 EMPTY = Compact(0, {}, {})
@@ -207,7 +221,10 @@ class SlotStream:
         table = self._read(unit, light=not materialise)
         rows = self._kept_rows(table, round_, unit, probability)
         ids = np.stack([np.full(len(rows), unit, np.int64), rows], axis=1)
-        return Pool(ids, self.builder.prepare(table.take(rows)) if materialise else None)
+        if not materialise:
+            return Pool.identities(ids)
+        distinct, refs = np.unique(rows, return_inverse=True)  # rows are sorted: repeats are adjacent
+        return Pool(ids, refs.astype(np.int64), self.builder.prepare(table.take(distinct)))
 
     def _materialise(self, ids: np.ndarray) -> Pool:
         """Data for rows known only by identity (a pool rebuilt when resuming), in ``ids`` order."""
@@ -218,10 +235,9 @@ class SlotStream:
             where = np.nonzero(ids[:, 0] == unit)[0]
             parts.append(self.builder.prepare(self._read(unit, light=False).take(ids[where, 1])))
             positions.append(where)
-        merged = Compact.concat(parts)
         order = np.empty(len(ids), np.int64)
         order[np.concatenate(positions)] = np.arange(len(ids))
-        return Pool(ids, merged.take(order))
+        return Pool(ids, order, Compact.concat(parts))
 
     def _fresh_windows(self, windows) -> Iterator[tuple[int, Pool]]:
         """Materialised pools of the remaining windows, units read ``prefetch`` ahead in threads."""
@@ -266,7 +282,7 @@ class SlotStream:
             if entry is None:
                 return
             index, window = entry
-            pool = Pool.concat([Pool(carry.ids, None), *(self._unit_pool(item, False) for item in window)])
+            pool = Pool.concat([Pool.identities(carry.ids), *(self._unit_pool(item, False) for item in window)])
             order = self._order(pool, index)
             n_batches = len(order) // size
             if emitted + n_batches <= self.skip:
@@ -311,4 +327,4 @@ class SlotStream:
 
     def _batch(self, pool: Pool, rows: np.ndarray) -> dict[str, np.ndarray]:
         self.jets_delivered += len(rows)
-        return self.builder.assemble(pool.data, np.ascontiguousarray(rows, dtype=np.int64))
+        return self.builder.assemble(pool.data, np.ascontiguousarray(pool.refs[rows], dtype=np.int64))
