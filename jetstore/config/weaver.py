@@ -165,8 +165,8 @@ def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfi
     else:
         raise SchemaError(f"{where}: labels.type must be 'simple' or 'custom', got {label_type!r}")
 
-    observers = tuple(str(o) for o in options.get("observers") or ())
-    monitor = tuple(str(o) for o in options.get("monitor_variables") or ())
+    observers = _names(options.get("observers"), f"{where}: observers")
+    monitor = _names(options.get("monitor_variables"), f"{where}: monitor_variables")
     if observers and monitor:
         raise SchemaError(f"{where}: set either 'observers' or 'monitor_variables', not both")
     selection = options.get("selection")
@@ -264,6 +264,14 @@ def _check_unique_variables(inputs: tuple[InputGroup, ...], where: str) -> None:
             previous = seen.setdefault(variable.name, variable)
             if previous != variable:
                 raise SchemaError(f"{where}: variable '{variable.name}' is defined twice with different parameters")
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SchemaError(f"{where}: expected a list of variable names, got {value!r}")
+    return tuple(value)
 
 
 def _mapping(data: Any, where: str) -> Mapping[str, Any]:

@@ -1,0 +1,22 @@
+"""Credentials never reach the Dask dashboard: task keys and names carry no secret."""
+
+from __future__ import annotations
+
+from distributed import get_task_stream
+
+from tests.helpers import run_convert
+
+
+def test_task_names_carry_no_secrets(dask_client, sample_files, moto_server):
+    moto_server.make_bucket("keys")
+    options = {"endpoint_url": moto_server.endpoint, "key": moto_server.key, "secret": moto_server.secret}
+    with get_task_stream(dask_client) as stream:
+        report = run_convert(dask_client, sample_files, "s3://keys/ds.zarr", options=options, jets_per_shard=700)
+    assert report.ok
+    names = [str(task["key"]) for task in stream.data]
+    assert len(names) >= 2 + 5  # inspections and shards
+    assert any(name.startswith("convert-") for name in names)
+    for text in names:
+        assert moto_server.secret not in text and moto_server.key not in text
+    shown = dask_client.run_on_scheduler(lambda dask_scheduler: repr(list(dask_scheduler.tasks)))
+    assert moto_server.secret not in shown
