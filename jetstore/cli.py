@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=cmd_inspect)
 
+    verify = commands.add_parser("verify", help="check every shard against the manifest's checksums")
+    verify.add_argument("url")
+    verify.add_argument("--storage-options", type=_json_object, default={})
+    verify.set_defaults(handler=cmd_verify)
+
     schema = commands.add_parser("schema", help="work with schemas")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
     infer = schema_commands.add_parser("infer", help="write a schema for an unseen ROOT file")
@@ -206,6 +211,18 @@ def cmd_export_weaver(args: argparse.Namespace) -> int:
     Path(args.output).write_text(export_weaver_yaml(config, result))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from jetstore.convert.shard import verify_shard
+    from jetstore.store.dataset import Dataset
+
+    dataset = Dataset.open(args.url, args.storage_options)
+    bad = [s.path for s in dataset.manifest.shards if not verify_shard(dataset.fs, dataset.root, s)]
+    for path in bad:
+        print(f"{args.url}: shard {path} is missing or does not match its checksum", file=sys.stderr)
+    print(f"{len(dataset.manifest.shards) - len(bad)} of {len(dataset.manifest.shards)} shard(s) verified")
+    return 1 if bad else 0
 
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ class ParquetShardWriter(ShardWriter):
         self._writer = pq.ParquetWriter(
             self.path, arrow_schema, compression=self.layout.codec, compression_level=self.layout.compression_level,
             use_dictionary=False, use_byte_stream_split=floats, write_statistics=False,
+            write_page_checksum=True,  # readers verify every page: a flipped bit is an error, not a value
         )
 
     def _arrow_table(self, table: JetTable | None) -> pa.Table:
@@ -112,7 +113,7 @@ class ParquetShardReader(ShardReader):
 
     def _file_and_groups(self) -> tuple[pq.ParquetFile, np.ndarray]:
         if self._parquet is None:
-            self._parquet = pq.ParquetFile(self._open())
+            self._parquet = pq.ParquetFile(self._open(), page_checksum_verification=True)
             rows = [self._parquet.metadata.row_group(i).num_rows for i in range(self._parquet.num_row_groups)]
             self._group_starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
         return self._parquet, self._group_starts
