@@ -1,0 +1,137 @@
+"""S3 faults against a moto server: the server stopped and restarted during a conversion, and a proxy that
+fails a share of requests with HTTP 503. Retries absorb them or the run fails clearly; a rerun always
+completes; no partial shard is listed and the manifest never points at a missing shard."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import random
+import threading
+import time
+
+import s3fs
+from moto.server import ThreadedMotoServer
+
+from jetstore.store.dataset import Dataset
+from tests.conftest import assert_table_matches, free_port, reference_for
+from tests.helpers import cli, run_convert
+
+KEY, SECRET = "AKIAFAULTS0000000001", "faults-secret-value"
+
+
+def options(endpoint: str) -> dict:
+    return {"endpoint_url": endpoint, "key": KEY, "secret": SECRET,
+            "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}, "connect_timeout": 2}}
+
+
+def commits(endpoint: str, prefix: str) -> int:
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, key=KEY, secret=SECRET, skip_instance_cache=True)
+    try:
+        return len(fs.ls(f"{prefix}/_commits"))
+    except FileNotFoundError:
+        return 0
+
+
+def check_complete(url: str, endpoint: str) -> None:
+    dataset = Dataset.open(url, options(endpoint))
+    assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
+    result = cli("verify", url, "--storage-options", __import__("json").dumps(options(endpoint)))
+    assert result.returncode == 0, result.stderr
+
+
+def test_server_restarted_during_convert(dask_client, sample_files):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3fs.S3FileSystem(endpoint_url=endpoint, key=KEY, secret=SECRET).mkdir("restart")
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("report", run_convert(
+        dask_client, sample_files, "s3://restart/ds.zarr", options=options(endpoint), jets_per_shard=25)))
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and commits(endpoint, "restart/ds.zarr") < 5:
+        time.sleep(0.05)
+    server.stop()
+    stopped_mid_run = "report" not in result
+    time.sleep(1.5)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state
+    server.start()
+    try:
+        thread.join(timeout=240)
+        first = result["report"]
+        assert stopped_mid_run
+        if not first.ok:  # failures must be named, with no manifest written
+            assert all("shard" in reason or "ROOT" in reason for reason in first.failures.values())
+            assert first.manifest is None
+        again = run_convert(dask_client, sample_files, "s3://restart/ds.zarr", options=options(endpoint),
+                            jets_per_shard=25)
+        assert again.ok and again.written + again.reused == 100
+        check_complete("s3://restart/ds.zarr", endpoint)
+    finally:
+        server.stop()
+
+
+class FlakyProxy(http.server.ThreadingHTTPServer):
+    """Forwards HTTP to the S3 server, answering a share of requests with 503 Slow Down instead."""
+
+    def __init__(self, target_port: int, failure_rate: float):
+        self.target_port, self.failure_rate, self.failed = target_port, failure_rate, 0
+        self.rng = random.Random(7)
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), FlakyHandler)
+
+
+class FlakyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        with self.server.lock:
+            fail = self.server.rng.random() < self.server.failure_rate
+            self.server.failed += fail
+        if fail:
+            payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        upstream = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = f"127.0.0.1:{self.server.target_port}"
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+def test_transient_503s_are_retried(dask_client, sample_files, moto_server):
+    moto_server.make_bucket("flaky")
+    proxy = FlakyProxy(int(moto_server.endpoint.rsplit(":", 1)[1]), failure_rate=0.1)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{proxy.server_address[1]}"
+    opts = options(endpoint) | {"key": moto_server.key, "secret": moto_server.secret}
+    try:
+        report = run_convert(dask_client, sample_files, "s3://flaky/ds.zarr", options=opts, jets_per_shard=250)
+        if not report.ok:  # a request failing every retry: named, and the rerun completes
+            report = run_convert(dask_client, sample_files, "s3://flaky/ds.zarr", options=opts, jets_per_shard=250)
+        assert report.ok and proxy.failed > 0
+        dataset = Dataset.open("s3://flaky/ds.zarr", opts)
+        assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
+    finally:
+        proxy.shutdown()
