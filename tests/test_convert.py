@@ -153,6 +153,10 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
     dataset = Dataset.open(str(out))
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
     assert len(os.listdir(out / "shards")) == 50 and not (out / ".staging").exists()
+    clean = tmp_path / "clean"
+    assert cli(*[str(clean) if part == str(out) else part for part in command[3:]]).returncode == 0
+    assert [(s.name, s.checksum) for s in Dataset.open(str(clean)).manifest.shards] == \
+        [(s.name, s.checksum) for s in dataset.manifest.shards]  # identical to an uninterrupted run
 
 
 def test_cli_demo_and_inspect(tmp_path):

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
+import os
 import random
+import subprocess
 import threading
 import time
 
+import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
 from jetstore.store.dataset import Dataset
 from tests.conftest import assert_table_matches, free_port, reference_for
-from tests.helpers import cli, run_convert
+from tests.helpers import REPO, cli, run_convert
 
 KEY, SECRET = "AKIAFAULTS0000000001", "faults-secret-value"
 
@@ -25,52 +29,80 @@ def options(endpoint: str) -> dict:
             "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}, "connect_timeout": 2}}
 
 
-def commits(endpoint: str, prefix: str) -> int:
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint, key=KEY, secret=SECRET, skip_instance_cache=True)
+def commits(fs, prefix: str) -> int:
     try:
-        return len(fs.ls(f"{prefix}/_commits"))
-    except FileNotFoundError:
+        return len(fs.ls(f"{prefix}/_commits", refresh=True))
+    except (FileNotFoundError, OSError):
         return 0
 
 
-def check_complete(url: str, endpoint: str) -> None:
-    dataset = Dataset.open(url, options(endpoint))
+def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) -> None:
+    """Convert with ~100 shards; stop the server after 5 commits, restart it 1.5 s later; then the first run
+    has succeeded (retries) or failed naming shards with no manifest, and a rerun completes the dataset."""
+    url = f"s3://{bucket}/ds.zarr"
+    fs = s3fs.S3FileSystem(**{k: v for k, v in opts.items() if k != "config_kwargs"}, skip_instance_cache=True)
+    fs.mkdir(bucket)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "report", run_convert(client, files, url, options=opts, jets_per_shard=25, overwrite=True)))
+    thread.start()
+    deadline = time.time() + 90
+    while time.time() < deadline and commits(fs, f"{bucket}/ds.zarr") < 5:
+        time.sleep(0.05)
+    stop()
+    stopped_mid_run = "report" not in result
+    time.sleep(1.5)
+    start()
+    thread.join(timeout=300)
+    first = result["report"]
+    assert stopped_mid_run
+    if not first.ok:
+        assert first.manifest is None and all("shard" in reason for reason in first.failures.values())
+    again = run_convert(client, files, url, options=opts, jets_per_shard=25)
+    assert again.ok and again.written + again.reused == 100
+    dataset = Dataset.open(url, opts)
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
-    result = cli("verify", url, "--storage-options", __import__("json").dumps(options(endpoint)))
+    result = cli("verify", url, "--storage-options", json.dumps(opts))
     assert result.returncode == 0, result.stderr
 
 
-def test_server_restarted_during_convert(dask_client, sample_files):
+def test_moto_restarted_during_convert(dask_client, sample_files):
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    s3fs.S3FileSystem(endpoint_url=endpoint, key=KEY, secret=SECRET).mkdir("restart")
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("report", run_convert(
-        dask_client, sample_files, "s3://restart/ds.zarr", options=options(endpoint), jets_per_shard=25)))
-    thread.start()
-    deadline = time.time() + 60
-    while time.time() < deadline and commits(endpoint, "restart/ds.zarr") < 5:
-        time.sleep(0.05)
-    server.stop()
-    stopped_mid_run = "report" not in result
-    time.sleep(1.5)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # same in-process state
-    server.start()
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+
+    def start() -> None:  # a new server on the same port sees the same in-process buckets
+        servers.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
+        servers[-1].start()
+
     try:
-        thread.join(timeout=240)
-        first = result["report"]
-        assert stopped_mid_run
-        if not first.ok:  # failures must be named, with no manifest written
-            assert all("shard" in reason or "ROOT" in reason for reason in first.failures.values())
-            assert first.manifest is None
-        again = run_convert(dask_client, sample_files, "s3://restart/ds.zarr", options=options(endpoint),
-                            jets_per_shard=25)
-        assert again.ok and again.written + again.reused == 100
-        check_complete("s3://restart/ds.zarr", endpoint)
+        restart_during_convert(dask_client, sample_files, "restart", options(f"http://127.0.0.1:{port}"),
+                               lambda: servers[-1].stop(), start)
     finally:
-        server.stop()
+        servers[-1].stop()
+
+
+@pytest.mark.ceph
+def test_ceph_gateway_restarted_during_convert(dask_client, sample_files, ceph_rgw):
+    directory = os.environ["JETSTORE_CEPH_DIR"]
+    script = str(REPO / "tests/ceph/rgw.sh")
+    server = ceph_rgw["http"]
+
+    def gateway(action: str) -> None:
+        subprocess.run(["bash", script, action, directory], check=True, capture_output=True, timeout=60)
+
+    def start() -> None:
+        gateway("start-gateway")
+        for _ in range(100):  # until it answers again
+            try:
+                http.client.HTTPConnection(server.endpoint.split("//")[1], timeout=1).request("GET", "/")
+                return
+            except OSError:
+                time.sleep(0.2)
+
+    opts = options(server.endpoint) | {"key": server.key, "secret": server.secret}
+    restart_during_convert(dask_client, sample_files, "jetstore-restart", opts, lambda: gateway("stop-gateway"),
+                           start)
 
 
 class FlakyProxy(http.server.ThreadingHTTPServer):
