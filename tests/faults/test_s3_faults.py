@@ -135,9 +135,8 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(payload)
             return
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.target_port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-        headers["Host"] = f"127.0.0.1:{self.server.target_port}"
-        upstream.request(self.command, self.path, body=body, headers=headers)
+        # headers (Host included) pass unchanged: they are covered by the request's SigV4 signature
+        upstream.request(self.command, self.path, body=body, headers=dict(self.headers.items()))
         response = upstream.getresponse()
         data = response.read()
         self.send_response(response.status)
@@ -152,14 +151,18 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
 
-def test_transient_503s_are_retried(dask_client, sample_files, moto_server):
-    moto_server.make_bucket("flaky")
-    proxy = FlakyProxy(int(moto_server.endpoint.rsplit(":", 1)[1]), failure_rate=0.1)
+@pytest.mark.parametrize("backend", ["moto", pytest.param("ceph", marks=pytest.mark.ceph)])
+def test_transient_503s_are_retried(dask_client, sample_files, request, backend):
+    server = request.getfixturevalue("moto_server") if backend == "moto" else \
+        request.getfixturevalue("ceph_rgw")["http"]
+    server.make_bucket("flaky")
+    proxy = FlakyProxy(int(server.endpoint.rsplit(":", 1)[1]), failure_rate=0.1)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{proxy.server_address[1]}"
-    opts = options(endpoint) | {"key": moto_server.key, "secret": moto_server.secret}
+    opts = options(endpoint) | {"key": server.key, "secret": server.secret}
     try:
-        report = run_convert(dask_client, sample_files, "s3://flaky/ds.zarr", options=opts, jets_per_shard=250)
+        report = run_convert(dask_client, sample_files, "s3://flaky/ds.zarr", options=opts, jets_per_shard=250,
+                             overwrite=True)
         if not report.ok:  # a request failing every retry: named, and the rerun completes
             report = run_convert(dask_client, sample_files, "s3://flaky/ds.zarr", options=opts, jets_per_shard=250)
         assert report.ok and proxy.failed > 0
