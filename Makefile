@@ -15,6 +15,7 @@ test: install
 bench: install
 	$(PY) bench/convert.py
 	$(PY) bench/stats.py
+	$(PY) bench/sampler.py
 
 install: $(VENV)/.installed
 
