@@ -15,7 +15,7 @@ import numpy as np
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import ExpressionError, SchemaError
-from jetstore.schema import Schema
+from jetstore.schema import Expression, Schema
 from jetstore.store.table import JetTable
 
 
@@ -69,6 +69,11 @@ class VariableResolver:
             array = self._resolve(name, values)
             out[name] = array if mask is None else array[mask]
         return out
+
+    def expression_values(self, table: JetTable, expressions: dict[str, Expression], where: str) -> dict[str, object]:
+        """Evaluate expressions over ``table`` (e.g. custom labels), resolving new variables they use."""
+        columns = self._columns(table)
+        return {name: self._value(f"{where}.{name}", e, columns) for name, e in expressions.items()}
 
     def selection_mask(self, table: JetTable) -> np.ndarray:
         """Per jet: does it pass the config's selection (all True without one)."""

@@ -134,9 +134,8 @@ class BatchBuilder:
             stacked = np.stack([values[c][1] for c in self.config.label_columns], axis=1)
             extras[LABEL] = np.argmax(stacked, axis=1).astype(np.int64)
         if self.config.custom_labels:  # regression targets (weaver's custom labels, or labels.targets)
-            columns = self.resolver._columns(table)
-            for name, expression in self.config.custom_labels.items():
-                result = self.resolver._value(f"labels.{name}", expression, columns)
+            targets = self.resolver.expression_values(table, self.config.custom_labels, "labels")
+            for name, result in targets.items():
                 extras[name] = np.asarray(ak.to_numpy(result) if isinstance(result, ak.Array) else result,
                                           dtype=np.float32)
         for name in self.observer_names:
