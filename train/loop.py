@@ -69,14 +69,24 @@ def schedule(step: int, total: int, decay_start: float) -> float:
     return math.exp(math.log(0.01) * (step - start) / max(total - start, 1))
 
 
+def checkpoint_url(options: TrainOptions) -> str:
+    return options.checkpoints or str(Path(options.output) / "checkpoints")
+
+
+def make_model(config, options: TrainOptions, device: torch.device, use_amp: bool) -> tuple[Tagger, list[str]]:
+    """The tagger for a config's feature group, classes and regression targets (returned too)."""
+    features = next(g for g in config.inputs if g.name == options.inputs.features)
+    targets = list(config.custom_labels)
+    model = Tagger(len(features.variables), len(config.label_columns), len(targets), options.size,
+                   use_amp=use_amp).to(device)
+    return model, targets
+
+
 def build(options: TrainOptions, device: torch.device):
     config = load_training_config(options.config)
     dataset = JetDataset(options.data, config, options.batch_size, seed=options.seed,
                          jets_per_epoch=options.jets_per_epoch)
-    features = next(g for g in config.inputs if g.name == options.inputs.features)
-    targets = list(config.custom_labels)
-    model = Tagger(len(features.variables), len(config.label_columns), len(targets), options.size,
-                   use_amp=device.type == "cuda").to(device)
+    model, targets = make_model(config, options, device, use_amp=device.type == "cuda")
     decay, no_decay = [], []
     skip = model.no_weight_decay()
     for name, parameter in model.named_parameters():
@@ -109,7 +119,7 @@ def train(options: TrainOptions) -> dict[str, float]:
     rank, world, device = setup_distributed()
     torch.manual_seed(options.seed + rank)
     config, dataset, model, optimizer, scheduler, targets = build(options, device)
-    checkpoints = options.checkpoints or str(Path(options.output) / "checkpoints")
+    checkpoints = checkpoint_url(options)
     step, epoch, consumed = 0, 0, 0
     state = load_checkpoint(checkpoints)
     if state is not None:
@@ -120,7 +130,7 @@ def train(options: TrainOptions) -> dict[str, float]:
         load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, consumed = state["step"], state["sampler"]["epoch"], state["sampler"]["batches"]
-        dataset.load_state_dict(state["sampler"])
+        dataset.load_state_dict(state["sampler"])  # also refuses a checkpoint made with another seed
         torch.set_rng_state(state["rng"])
     if rank == 0 and dataset.stats is not None:  # the standardisation to evaluate held-out data with
         Path(options.output).mkdir(parents=True, exist_ok=True)
@@ -198,10 +208,8 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
     _, _, device = setup_distributed()
     exported = Path(options.output) / EXPORTED_CONFIG  # the training data's standardisation, if recorded
     config = load_training_config(exported if exported.exists() else options.config)
-    features = next(g for g in config.inputs if g.name == options.inputs.features)
-    targets = list(config.custom_labels)
-    model = Tagger(len(features.variables), len(config.label_columns), len(targets), options.size).to(device)
-    state = load_checkpoint(options.checkpoints or str(Path(options.output) / "checkpoints"))
+    model, targets = make_model(config, options, device, use_amp=False)
+    state = load_checkpoint(checkpoint_url(options))
     if state is None:
         raise FileNotFoundError("no checkpoint to predict with")
     model.load_state_dict(state["model"])

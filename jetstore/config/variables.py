@@ -95,7 +95,7 @@ class VariableResolver:
             result = flat.get(name)
             if result is None:
                 value = self.evaluate(table, [name], with_selection=False)[name]
-                result = _as_flat(value, table, self.block_of, name)
+                result = _as_flat(value, table, name)
             out[name] = result
         return out
 
@@ -181,7 +181,7 @@ class FlatValues:
         return (blocks.pop() if blocks else None), np.asarray(value)
 
 
-def _as_flat(value, table: JetTable, block_of, name: str) -> tuple[str | None, np.ndarray]:
+def _as_flat(value, table: JetTable, name: str) -> tuple[str | None, np.ndarray]:
     if not isinstance(value, ak.Array) or value.ndim == 1:
         return None, np.asarray(ak.to_numpy(value) if isinstance(value, ak.Array) else value)
     counts = np.asarray(ak.to_numpy(ak.num(value, axis=1)))

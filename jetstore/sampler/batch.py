@@ -93,9 +93,10 @@ class BatchBuilder:
         self.observer_names = config.observers if observers else ()
         wanted = [*config.variables, *self.observer_names,
                   *(config.label_columns if config.label_type == "simple" else ())]
-        custom_inputs = {n for e in config.custom_labels.values() for n in e.names}
-        self.needs: ColumnNeeds = self.resolver.needs([*wanted, *custom_inputs])
         self.variable_names = tuple(dict.fromkeys(wanted))
+        custom_inputs = {n for e in config.custom_labels.values() for n in e.names}
+        self.inputs = (*self.variable_names, *sorted(custom_inputs))  # every name the outputs read
+        self.needs: ColumnNeeds = self.resolver.needs(self.inputs)
         self.group_params = {g.name: self._stacked_params(g) for g in config.inputs}
 
     def _stacked_params(self, group: InputGroup) -> tuple[np.ndarray, ...]:

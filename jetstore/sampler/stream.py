@@ -147,8 +147,7 @@ class SlotStream:
         weights = spec.weights
         weight_names = () if weights is None else (weights.x_var, weights.y_var, *weights.classes)
         self.light_needs = self.resolver.needs(weight_names)
-        custom = {n for e in builder.config.custom_labels.values() for n in e.names}
-        self.full_needs = self.resolver.needs([*builder.variable_names, *weight_names, *custom])
+        self.full_needs = self.resolver.needs([*builder.inputs, *weight_names])
         self.readers = ShardReaders(spec.source, spec.shards)
         self.jets_delivered = 0
 

@@ -54,11 +54,16 @@ def _fraction_table(source: ShardSource, shard: ShardEntry, resolver: VariableRe
     if fraction >= 1 or not source.schema.sort_by:
         return source.read(shard, needs.jet_columns, needs.features, stop=_rows(shard.n_jets, fraction))
     table = source.read(shard, needs.jet_columns, needs.features)
-    return table.take(np.nonzero(_subset(shard, table.n_jets, fraction))[0])
+    return table.take(np.nonzero(_in_fraction(source, shard, fraction))[0])
 
 
-def _subset(shard: ShardEntry, n: int, fraction: float) -> np.ndarray:
-    return np.random.default_rng(int(shard.checksum[:15], 16)).random(n) < fraction
+def _in_fraction(source: ShardSource, shard: ShardEntry, fraction: float) -> np.ndarray:
+    """Per stored jet: is it in the fraction (the rule :func:`_fraction_table` reads by)."""
+    if fraction >= 1:
+        return np.ones(shard.n_jets, dtype=bool)
+    if source.schema.sort_by:
+        return np.random.default_rng(int(shard.checksum[:15], 16)).random(shard.n_jets) < fraction
+    return np.arange(shard.n_jets) < _rows(shard.n_jets, fraction)
 
 
 def _selected_values(table: JetTable, resolver: VariableResolver, names) -> tuple[dict[str, np.ndarray], int]:
@@ -106,12 +111,7 @@ def _weights_and_units(source, shard, config, resolver, fraction: float, unit_je
     else:
         values = {name: np.asarray(flat) for name, (_, flat) in resolver.evaluate_flat(table, names).items()}
         x, y, labels = values[spec.x_var], values[spec.y_var], {c: values[c] for c in spec.classes}
-        if fraction >= 1:
-            in_fraction = selected
-        elif source.schema.sort_by:
-            in_fraction = selected & _subset(shard, table.n_jets, fraction)
-        else:
-            in_fraction = selected & (np.arange(table.n_jets) < _rows(shard.n_jets, fraction))
+        in_fraction = selected & _in_fraction(source, shard, fraction)
         out.class_hists = class_histograms(spec, x[in_fraction], y[in_fraction],
                                            {c: v[in_fraction] for c, v in labels.items()})
         if count:
