@@ -32,7 +32,7 @@ from jetstore.convert.plan import plan_shards
 from jetstore.convert.root_input import inspect_input
 from jetstore.convert.run import ConvertRequest, convert
 from jetstore.convert.shard import ShardJob, run_shard
-from jetstore.store.format import Layout
+from jetstore.store.layout import Layout
 from jetstore.store.storage import StorageOptions
 
 DEFAULT_INPUTS = str(Path(__file__).resolve().parents[1].parent / "shared/data/cms_ak4/*.root")

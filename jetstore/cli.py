@@ -14,8 +14,8 @@ import yaml
 from jetstore.errors import JetstoreError, SchemaError
 from jetstore.schema import Schema, load_schema
 from jetstore.store import storage
-from jetstore.store.format import FORMATS, Layout
-from jetstore.store.format.base import CODECS
+from jetstore.store.format import FORMATS
+from jetstore.store.layout import CODECS, Layout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except JetstoreError as exc:
         print(f"jetstore: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("jetstore: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -214,14 +214,16 @@ def cmd_export_weaver(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from jetstore.convert.shard import verify_shard
     from jetstore.store.dataset import Dataset
 
     dataset = Dataset.open(args.url, args.storage_options)
-    bad = [s.path for s in dataset.manifest.shards if not verify_shard(dataset.fs, dataset.root, s)]
-    for path in bad:
-        print(f"{args.url}: shard {path} is missing or does not match its checksum", file=sys.stderr)
-    print(f"{len(dataset.manifest.shards) - len(bad)} of {len(dataset.manifest.shards)} shard(s) verified")
+    bad = 0
+    for shard in dataset.manifest.shards:
+        problems = dataset.verify(shard)
+        for problem in problems:
+            print(f"{args.url}: shard {shard.path}: {problem}", file=sys.stderr)
+        bad += bool(problems)
+    print(f"{len(dataset.manifest.shards) - bad} of {len(dataset.manifest.shards)} shard(s) verified")
     return 1 if bad else 0
 
 

@@ -1,10 +1,13 @@
-"""Exception types: every user-facing failure names the file, branch or key involved."""
+"""Exception types: every user-facing failure names the file, branch, key or endpoint involved, and maps
+to one exit code of the command line (see ``docs/guide.md``)."""
 
 from dataclasses import dataclass
 
 
 class JetstoreError(Exception):
     """Base class for errors shown to users as one clear message (no traceback)."""
+
+    exit_code = 2
 
 
 class SchemaError(JetstoreError):
@@ -18,6 +21,8 @@ class ExpressionError(SchemaError):
 class InputError(JetstoreError):
     """An input file cannot be converted (missing, not ROOT, truncated, missing or mistyped branch)."""
 
+    exit_code = 1
+
     def __init__(self, url: str, reason: str):
         super().__init__(f"{url}: {reason}")
         self.url = url
@@ -30,6 +35,18 @@ class InputError(JetstoreError):
 class DatasetError(JetstoreError):
     """A dataset is missing, incomplete, corrupt or inconsistent with the request."""
 
+    exit_code = 4
+
+
+class LeaseError(DatasetError):
+    """Another conversion holds the dataset's write lease (or this one lost it)."""
+
+
+class StorageError(JetstoreError):
+    """Storage cannot be used: endpoint unreachable, no or wrong credentials, access denied, no bucket."""
+
+    exit_code = 3
+
 
 @dataclass(frozen=True)
 class TaskFailure:
@@ -37,3 +54,4 @@ class TaskFailure:
 
     url: str
     reason: str
+    storage: bool = False

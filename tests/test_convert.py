@@ -42,7 +42,7 @@ def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
         path = tmp_path / "ds" / shard.path
         assert shard.files == {"": (path.stat().st_size, file_checksum(dataset.fs, str(path)))}
         assert shard.bytes == path.stat().st_size
-    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "manifest.json", "shards"]
+    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "_manifest.json", "shards"]
 
 
 def test_zarr_shard_is_standard_zarr_v3(dask_client, sample_files, tmp_path):
@@ -68,7 +68,7 @@ def test_parquet_shard_layout(dask_client, sample_files, tmp_path):
     column = meta.row_group(0).column(meta.schema.names.index("jet_pt"))
     assert column.compression == "ZSTD"
     arrow_type = pq.read_schema(tmp_path / "ds" / dataset.manifest.shards[0].path).field("jet_pfcand_dxy").type
-    assert str(arrow_type) == "list<element: float>"
+    assert str(arrow_type) == "list<element: float not null>"
 
 
 def test_derived_columns_and_reduced_precision(dask_client, sample_files, tmp_path):
@@ -145,7 +145,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done_before = len(list((out / "_commits").glob("*.json")))
-    assert 5 <= done_before < 50 and not (out / "manifest.json").exists()
+    assert 5 <= done_before < 50 and not (out / "_manifest.json").exists()
     result = cli(*command[3:])
     assert result.returncode == 0, result.stderr
     written, reused = map(int, __import__("re").search(r"shards: (\d+) written, (\d+) reused", result.stderr).groups())

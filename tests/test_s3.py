@@ -43,7 +43,7 @@ def test_moto_convert_to_s3_and_read_back(dask_client, sample_files, moto_server
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
     fs, root = storage.filesystem(url, storage.resolve_storage_options(url))
     names = sorted(os.path.basename(p) for p in fs.ls(root))
-    assert names == ["_commits", "manifest.json", "shards"]
+    assert names == ["_commits", "_manifest.json", "shards"]
     again = run_convert(dask_client, sample_files, url, fmt, jets_per_shard=600)
     assert (again.written, again.reused) == (0, 5)
 
@@ -76,7 +76,7 @@ def test_credentials_never_leak(sample_files, moto_server, tmp_path):
     for text in (result.stdout, result.stderr, shown.stdout, shown.stderr, stored.decode()):
         assert moto_server.secret not in text and moto_server.key not in text
     missing = cli("inspect", "s3://secret-test/nothing", "--storage-options", options, env=env)
-    assert missing.returncode == 2 and "no manifest.json" in missing.stderr
+    assert missing.returncode == 4 and "no _manifest.json" in missing.stderr
     assert moto_server.secret not in missing.stderr + missing.stdout
 
 

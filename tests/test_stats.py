@@ -187,8 +187,8 @@ def test_results_are_stored_per_config_and_checked(dask_client, unskimmed):
         read_stats(unskimmed.fs, unskimmed.root, first.hash, "0000")
     with pytest.raises(DatasetError, match="run `jetstore stats` first"):
         read_stats(unskimmed.fs, unskimmed.root, "feedbeef", unskimmed.manifest.plan_hash)
-    src = f"{unskimmed.root}/stats/{second.hash}.json"
-    unskimmed.fs.copy(src, f"{unskimmed.root}/stats/feedbeef.json")
+    src = f"{unskimmed.root}/_stats/{second.hash}.json"
+    unskimmed.fs.copy(src, f"{unskimmed.root}/_stats/feedbeef.json")
     with pytest.raises(DatasetError, match=f"holds stats for config {second.hash}"):
         read_stats(unskimmed.fs, unskimmed.root, "feedbeef", unskimmed.manifest.plan_hash)
 

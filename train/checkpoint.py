@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from jetstore.store import storage
+from jetstore.store import paths, storage
 
 LATEST = "latest.pt"
 
@@ -19,9 +19,9 @@ def save_checkpoint(url: str, state: dict[str, Any], step: int) -> str:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    path = storage.join(root, f"step-{step:08d}.pt")
+    path = paths.join(root, f"step-{step:08d}.pt")
     storage.write_bytes_atomic(fs, path, data)
-    storage.write_bytes_atomic(fs, storage.join(root, LATEST), data)
+    storage.write_bytes_atomic(fs, paths.join(root, LATEST), data)
     return path
 
 
@@ -30,7 +30,7 @@ def load_checkpoint(url: str) -> dict[str, Any] | None:
     options = storage.resolve_storage_options(url)
     fs, root = storage.filesystem(url, options)
     try:
-        data = fs.cat_file(storage.join(root, LATEST))
+        data = fs.cat_file(paths.join(root, LATEST))
     except FileNotFoundError:
         return None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)

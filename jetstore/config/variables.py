@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import awkward as ak
 import numpy as np
@@ -16,15 +15,8 @@ import numpy as np
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import ExpressionError, SchemaError
 from jetstore.schema import Expression, Schema
+from jetstore.store.layout import Selection
 from jetstore.store.table import JetTable
-
-
-@dataclass(frozen=True)
-class ColumnNeeds:
-    """Stored columns to read: jet columns and, per block, features."""
-
-    jet_columns: tuple[str, ...]
-    features: dict[str, tuple[str, ...]]
 
 
 class VariableResolver:
@@ -35,7 +27,7 @@ class VariableResolver:
         self.jet_columns = {c.name for c in schema.jet_columns}
         self.block_of = {f.name: b.name for b in schema.blocks for f in b.features}
 
-    def needs(self, names: Iterable[str], with_selection: bool = True) -> ColumnNeeds:
+    def needs(self, names: Iterable[str], with_selection: bool = True) -> Selection:
         """The stored columns needed to compute ``names`` (and the selection)."""
         wanted = set(names)
         if with_selection and self.config.selection is not None:
@@ -58,7 +50,7 @@ class VariableResolver:
         for name in sorted(stored):
             if name in self.block_of:
                 features.setdefault(self.block_of[name], []).append(name)
-        return ColumnNeeds(tuple(sorted(stored & self.jet_columns)), {b: tuple(f) for b, f in features.items()})
+        return Selection(tuple(sorted(stored & self.jet_columns)), {b: tuple(f) for b, f in features.items()})
 
     def evaluate(self, table: JetTable, names: Iterable[str], with_selection: bool = True) -> dict[str, object]:
         """Arrays for ``names`` over the jets of ``table`` (only those passing the selection, if asked)."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import xxhash
 
 from jetstore.convert.root_input import InputInfo
-from jetstore.store.format import Layout
+from jetstore.store.layout import Layout
+from jetstore.store.manifest import FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
             stop = min(info.entries, start + jets_per_shard)
             identity = {
                 "url": info.url, "size": info.size, "uuid": info.uuid, "start": start, "stop": stop,
-                "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": asdict(layout),
+                "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": layout.to_dict(),
+                "format_version": FORMAT_VERSION,
             }
             key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
             tasks.append(ShardTask(f"{stem}.{start:010d}.{key[:8]}", key, info, start, stop))

@@ -18,6 +18,7 @@ from jetstore.errors import ExpressionError, InputError, TaskFailure
 from jetstore.schema import Column, Schema
 from jetstore.schema.model import feature_dtype
 from jetstore.store import storage
+from jetstore.store.layout import ENTRY
 from jetstore.store.table import BlockData, JetTable
 
 
@@ -103,11 +104,13 @@ def read_range(url: str, schema: Schema, dtypes: Mapping[str, str], entry_start:
                 arrays = tree.arrays(branches, entry_start=begin, entry_stop=end, library="ak", how=dict)
             except Exception as exc:
                 raise InputError(url, f"cannot read entries {begin}-{end} ({_describe(exc)})") from None
-            yield build_table(url, schema, dtypes, arrays)
+            yield build_table(url, schema, dtypes, arrays, begin)
 
 
-def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, ak.Array]) -> JetTable:
-    """Apply selection and derived columns to one piece of branches and cast to the storage dtypes."""
+def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, ak.Array],
+                first_entry: int) -> JetTable:
+    """Apply selection and derived columns to one piece of branches (entries from ``first_entry`` on) and
+    cast to the storage dtypes; the entry number of every kept jet is stored as ``_entry``."""
     n = len(next(iter(arrays.values())))
     mask = None
     if schema.selection is not None:
@@ -127,6 +130,8 @@ def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Map
         values = np.broadcast_to(np.asarray(values), (n,))
         jets[column.name] = cast_checked(url, column.name, values if mask is None else values[mask],
                                          dtypes[column.name])
+    entries = np.arange(first_entry, first_entry + n, dtype=np.int64)
+    jets[ENTRY] = entries if mask is None else entries[mask]
     blocks = {}
     for block in schema.blocks:
         offsets = None

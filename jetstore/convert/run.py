@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import glob
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -13,23 +14,17 @@ from pathlib import PurePosixPath
 from distributed import Client, as_completed
 from tqdm import tqdm
 
-import jetstore
 from jetstore.convert.plan import ShardTask, plan_hash, plan_shards
 from jetstore.convert.root_input import InputInfo, inspect_task
 from jetstore.convert.shard import ShardJob, ShardOutcome, run_shard
 from jetstore.errors import DatasetError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
-from jetstore.store.format import Layout, get_format
-from jetstore.store.manifest import (
-    COMMITS_DIR,
-    MANIFEST_NAME,
-    SHARDS_DIR,
-    InputEntry,
-    Manifest,
-    read_manifest,
-    write_manifest,
-)
+from jetstore.store.format import get_format
+from jetstore.store.layout import Layout, TableColumns
+from jetstore.store.manifest import InputEntry, Manifest
+from jetstore.store.writer import DatasetWriter
+from jetstore.version import __version__
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,7 @@ class ConvertRequest:
     read_step: int = 20_000
     overwrite: bool = False
     skip_bad_inputs: bool = False
+    break_lease: bool = False
     input_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
     output_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
@@ -68,10 +64,19 @@ def convert(request: ConvertRequest, client: Client, progress: bool = True,
     """Run a conversion on ``client``; returns the report (the caller decides the exit code)."""
     log = log or (lambda message: print(message, file=sys.stderr))
     get_format(request.format)
-    fs, root = storage.filesystem(request.output, request.output_options)
+    writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex)
+    with writer.lease().held(request.break_lease) as previous:
+        if previous is not None:
+            log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
+            writer.remove_staging(previous.run_id)
+        return _convert(request, client, writer, progress, log)
+
+
+def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, progress: bool,
+             log: Callable[[str], None]) -> ConvertReport:
     if request.overwrite:
-        storage.remove(fs, root)
-    previous = _existing_manifest(fs, root)
+        writer.remove_dataset()
+    previous = writer.existing_manifest()
     report = ConvertReport(manifest=None)
 
     urls, report.failures = expand_inputs(request.inputs, request.input_options)
@@ -82,31 +87,36 @@ def convert(request: ConvertRequest, client: Client, progress: bool = True,
     if previous is not None and previous.plan_hash != identity:
         raise DatasetError(f"{request.output}: a dataset with other inputs, schema or options exists here; "
                            "pass --overwrite to replace it")
+    columns = TableColumns.build([c.name for c in request.schema.jet_columns],
+                                 {b.name: [f.name for f in b.features] for b in request.schema.blocks},
+                                 infos[0].dtypes if infos else _float_dtypes(request.schema))
     log(f"converting {len(infos)} input(s) into {len(tasks)} shard(s) → {request.output} [{request.format}]")
-    outcomes = _run_tasks(client, tasks, request, report.failures, progress)
+    outcomes = _run_tasks(client, tasks, request, writer, columns, report.failures, progress)
     report.written = sum(not o.reused for o in outcomes.values())
     report.reused = sum(o.reused for o in outcomes.values())
 
     if report.failures and not request.skip_bad_inputs:
+        writer.remove_staging()
         return report
     failed = set(report.failures)
-    kept_inputs = [i for i in infos if i.url not in failed]
-    kept_shards = [outcomes[t.name].entry for t in tasks if t.source.url not in failed]
     manifest = Manifest(
         format=request.format, schema=request.schema.to_dict(), schema_hash=request.schema.hash,
-        plan_hash=identity,
-        inputs=tuple(InputEntry(i.url, i.entries, i.size, i.uuid) for i in kept_inputs),
-        shards=tuple(kept_shards),
-        options={"jets_per_shard": request.jets_per_shard, "layout": vars(request.layout),
-                 "dtypes": infos[0].dtypes if infos else {}},
+        plan_hash=identity, layout=request.layout, columns=columns, jets_per_shard=request.jets_per_shard,
+        inputs=tuple(InputEntry(i.url, i.entries, i.size, i.uuid) for i in infos if i.url not in failed),
+        shards=tuple(outcomes[t.name].entry for t in tasks if t.source.url not in failed),
         skipped_inputs=dict(report.failures),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        jetstore_version=jetstore.__version__,
+        jetstore_version=__version__,
     )
-    write_manifest(fs, root, manifest)
-    _collect_garbage(fs, root, manifest)
+    writer.finish(manifest)
     report.manifest = manifest
     return report
+
+
+def _float_dtypes(schema: Schema) -> dict[str, str]:
+    """Storage dtypes when no input could be inspected (the manifest of an empty dataset)."""
+    features = [f for b in schema.blocks for f in b.features]
+    return {c.name: c.dtype or "float32" for c in (*schema.jet_columns, *features)}
 
 
 def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
@@ -130,12 +140,6 @@ def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) ->
             failures[pattern] = "no file matches this pattern"
         urls.extend(matches)
     return list(dict.fromkeys(urls)), failures
-
-
-def _existing_manifest(fs, root: str) -> Manifest | None:
-    if not fs.exists(storage.join(root, MANIFEST_NAME)):
-        return None
-    return read_manifest(fs, root)
 
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
@@ -169,10 +173,10 @@ def _consistent_dtypes(infos: list[InputInfo], failures: dict[str, str]) -> list
     return kept
 
 
-def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, failures: dict[str, str],
-               progress: bool) -> dict[str, ShardOutcome]:
-    jobs = [ShardJob(t, request.schema, request.output, request.format, request.layout, request.read_step,
-                     request.input_options, request.output_options) for t in tasks]
+def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, writer: DatasetWriter,
+               columns: TableColumns, failures: dict[str, str], progress: bool) -> dict[str, ShardOutcome]:
+    jobs = [ShardJob(t, request.schema, writer, request.format, request.layout, columns, request.read_step,
+                     request.input_options) for t in tasks]
     futures = client.map(run_shard, jobs, key=[f"convert-{t.name}" for t in tasks], pure=False, retries=0)
     by_future = dict(zip(futures, tasks, strict=True))
     outcomes: dict[str, ShardOutcome] = {}
@@ -189,17 +193,3 @@ def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, 
             bar.set_postfix(jets=jets, failed=len(failures), refresh=False)
             bar.update()
     return outcomes
-
-
-def _collect_garbage(fs, root: str, manifest: Manifest) -> None:
-    """Remove shards and commit records the manifest does not reference, and staging leftovers."""
-    referenced = {PurePosixPath(s.path).name for s in manifest.shards}
-    names = {s.name for s in manifest.shards}
-    for directory, keep in ((SHARDS_DIR, referenced), (COMMITS_DIR, {f"{n}.json" for n in names})):
-        path = storage.join(root, directory)
-        if not fs.exists(path):
-            continue
-        for item in fs.ls(path, detail=False):
-            if PurePosixPath(item).name not in keep:
-                storage.remove(fs, item)
-    storage.remove(fs, storage.join(root, ".staging"))

@@ -1,26 +1,29 @@
 """Turning stored jets into ready model inputs: weaver-style groups ``[N, C, L]`` (``[N, C]`` unpadded),
 ``_label_`` (or custom float labels) and observers, with the numba kernels.
 
-Two steps, so the shuffle pool holds jets compactly (~1 kB/jet instead of ~5 kB padded): ``prepare``
+Two steps, so the shuffle buffer holds jets compactly (~1 kB/jet instead of ~5 kB padded): ``prepare``
 evaluates the variables of a unit's kept jets into flat float32 arrays (:class:`Compact`); ``assemble``
-standardises, clips and pads the rows of one batch straight into the output arrays.
+standardises, clips and pads the rows of one batch, taken from several units, straight into the output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import awkward as ak
 import numpy as np
 
-from jetstore.config.variables import ColumnNeeds, VariableResolver
+from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import InputGroup, TrainingConfig
 from jetstore.errors import SchemaError
 from jetstore.sampler import kernels
 from jetstore.schema import Schema
-from jetstore.store.table import JetTable, value_index
+from jetstore.store.layout import Selection
+from jetstore.store.table import JetTable, class_index
 
 LABEL = "_label_"
+Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class VariableParams:
     standardize: bool
 
 
-@dataclass
+@dataclass(frozen=True)
 class Compact:
     """Prepared jets: per input group flat values ``[C, n_values]`` with per-jet ``offsets`` (None for
     groups without a length, whose values are ``[C, n_jets]``), plus per-jet label and observer arrays."""
@@ -43,36 +46,6 @@ class Compact:
     n: int
     groups: dict[str, tuple[np.ndarray, np.ndarray | None]]
     extras: dict[str, np.ndarray]
-
-    def take(self, rows: np.ndarray) -> Compact:
-        groups = {}
-        for name, (values, offsets) in self.groups.items():
-            if offsets is None:
-                groups[name] = (values[:, rows], None)
-            else:
-                counts = offsets[rows + 1] - offsets[rows]
-                new = np.zeros(len(rows) + 1, np.int64)
-                np.cumsum(counts, out=new[1:])
-                groups[name] = (values[:, value_index(offsets, rows)], new)
-        return Compact(len(rows), groups, {k: v[rows] for k, v in self.extras.items()})
-
-    @staticmethod
-    def concat(parts: list[Compact]) -> Compact:
-        parts = [p for p in parts if p.n] or parts[:1]
-        if len(parts) == 1:
-            return parts[0]
-        groups = {}
-        for name, (_, offsets) in parts[0].groups.items():
-            values = np.concatenate([p.groups[name][0] for p in parts], axis=1)
-            if offsets is None:
-                groups[name] = (values, None)
-                continue
-            counts = np.concatenate([np.diff(p.groups[name][1]) for p in parts])
-            merged = np.zeros(len(counts) + 1, np.int64)
-            np.cumsum(counts, out=merged[1:])
-            groups[name] = (values, merged)
-        extras = {k: np.concatenate([p.extras[k] for p in parts]) for k in parts[0].extras}
-        return Compact(sum(p.n for p in parts), groups, extras)
 
 
 class BatchBuilder:
@@ -96,7 +69,7 @@ class BatchBuilder:
         self.variable_names = tuple(dict.fromkeys(wanted))
         custom_inputs = {n for e in config.custom_labels.values() for n in e.names}
         self.inputs = (*self.variable_names, *sorted(custom_inputs))  # every name the outputs read
-        self.needs: ColumnNeeds = self.resolver.needs(self.inputs)
+        self.needs: Selection = self.resolver.needs(self.inputs)
         self.group_params = {g.name: self._stacked_params(g) for g in config.inputs}
 
     def _stacked_params(self, group: InputGroup) -> tuple[np.ndarray, ...]:
@@ -132,8 +105,7 @@ class BatchBuilder:
             groups[group.name] = (stacked.astype(np.float32, copy=False), offsets)
         extras: dict[str, np.ndarray] = {}
         if self.config.label_type == "simple":
-            stacked = np.stack([values[c][1] for c in self.config.label_columns], axis=1)
-            extras[LABEL] = np.argmax(stacked, axis=1).astype(np.int64)
+            extras[LABEL] = class_index([values[c][1] for c in self.config.label_columns])
         if self.config.custom_labels:  # regression targets (weaver's custom labels, or labels.targets)
             targets = self.resolver.expression_values(table, self.config.custom_labels, "labels")
             for name, result in targets.items():
@@ -143,20 +115,29 @@ class BatchBuilder:
             extras[name] = values[name][1]
         return Compact(n, groups, extras)
 
-    def assemble(self, compact: Compact, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """The batch of ``rows``: standardised, clipped, padded groups, labels and observers."""
+    def assemble(self, parts: list[tuple[Compact, np.ndarray, np.ndarray]], n: int,
+                 empty: Allocator = np.empty) -> dict[str, np.ndarray]:
+        """A batch of ``n`` jets from ``parts`` of (prepared unit, its rows, their places in the batch):
+        standardised, clipped, padded groups, labels and observers, in arrays from ``empty``."""
         out: dict[str, np.ndarray] = {}
         for group in self.config.inputs:
-            values, offsets = compact.groups[group.name]
             centers, scales, lows, highs, standardize, pads = self.group_params[group.name]
-            if offsets is None:
-                result = np.empty((len(rows), values.shape[0]), np.float32)
-                kernels.scalar_block(values, rows, centers, scales, lows, highs, standardize, result)
+            width = len(group.variables)
+            if group.length is None:
+                result = empty((n, width), np.dtype(np.float32))
+                for compact, rows, targets in parts:
+                    values, _ = compact.groups[group.name]
+                    kernels.scalar_rows(values, rows, targets, centers, scales, lows, highs, standardize, result)
             else:
-                result = np.empty((len(rows), values.shape[0], group.length), np.float32)
-                kernels.pad_block(values, offsets, rows, centers, scales, lows, highs, standardize, pads,
-                                  group.pad_mode == "wrap", result)
+                result = empty((n, width, group.length), np.dtype(np.float32))
+                for compact, rows, targets in parts:
+                    values, offsets = compact.groups[group.name]
+                    kernels.pad_rows(values, offsets, rows, targets, centers, scales, lows, highs, standardize,
+                                     pads, group.pad_mode == "wrap", result)
             out[group.name] = result
-        for name, values in compact.extras.items():
-            out[name] = values[rows]
+        for name, values in (parts[0][0].extras.items() if parts else ()):
+            result = empty((n, *values.shape[1:]), values.dtype)
+            for compact, rows, targets in parts:
+                result[targets] = compact.extras[name][rows]
+            out[name] = result
         return out

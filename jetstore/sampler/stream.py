@@ -1,39 +1,33 @@
-"""The batches of one slot (rank × DataLoader worker) in one epoch.
+"""Executing one slot's plan for one epoch: read its units ahead (:mod:`pipeline`), keep rows by weight,
+pool them, and cut batches with the plan's class composition, assembled on the CPU threads.
 
-The slot reads its units in windows of ``window_units``; the kept rows of a window, plus the rows left
-over from the previous window, form the shuffle pool, which is permuted and cut into batches (the tail
-carries over). Everything is seeded by (seed, epoch, round, unit) or (seed, epoch, slot, window), so the
-stream depends only on the seed, the world size and the worker count.
-
-Resuming at batch k replays the windows before it at identity level (reading only the columns that
-decide which rows are kept) and materialises from the window holding batch k on, so the next batch is
-exactly the one that would have come.
+The pools work on row identities and every random choice is seeded by (seed, epoch, round, unit) or (seed,
+epoch, slot), so the stream depends only on the seed, the world size and the worker count. Resuming at
+batch k replays the pools reading only the columns that decide which rows are kept, then reads the units
+whose rows are still pooled in full, so the next batch is exactly the one that would have come.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import threading
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from jetstore.config.variables import VariableResolver
-from jetstore.config.weaver import WeightsSpec
-from jetstore.errors import DatasetError
 from jetstore.sampler import kernels
-from jetstore.sampler.batch import BatchBuilder, Compact
-from jetstore.sampler.plan import UnitTable, assign_slots, plan_round
-from jetstore.sampler.world import World
-from jetstore.stats.weights import cell_ids
+from jetstore.sampler.batch import Allocator, BatchBuilder, Compact
+from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
+from jetstore.sampler.pools import ClassPools, FifoPool, split
+from jetstore.sampler.schemes import SlotPlan, UnitRead
+from jetstore.sampler.units import UnitTable
+from jetstore.stats.cells import CellRule
 from jetstore.store.dataset import ShardSource
-from jetstore.store.format import ShardReader
 from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable
 
-MAX_EMPTY_ROUNDS = 64
+MOSTLY_KEPT = 0.25
 
 
 @dataclass(frozen=True)
@@ -43,287 +37,213 @@ class StreamSpec:
     source: ShardSource
     shards: tuple[ShardEntry, ...]
     units: UnitTable
+    rule: CellRule
     cell_weights: np.ndarray
-    weights: WeightsSpec | None
-    scale: float          # per sampling round: at most max_repeats copies of any jet per round
-    epoch_rounds: float   # rounds an epoch spans (jets_per_epoch beyond max_repeats copies per round)
     batch_size: int
     seed: int
-    training: bool
+    scale: float
+    threads: int
+    io_threads: int
+    ahead: int
     window_units: int
-    prefetch: int
 
 
 @dataclass
-class Pool:
-    """Rows waiting to be batched. ``ids``: the identity ``(unit, row)`` of every delivered copy; once
-    materialised, ``data`` holds each distinct jet once and ``refs`` points every copy at its row there,
-    so a jet up-sampled many times costs a few bytes per copy, not a copy of its data."""
+class PreparedUnit:
+    """A read unit: the class of each kept row; with data, each kept row's row in ``compact``."""
 
-    ids: np.ndarray
+    classes: np.ndarray
     refs: np.ndarray | None
-    data: Compact | None
-
-    @staticmethod
-    def empty() -> Pool:
-        return Pool(np.zeros((0, 2), np.int64), np.zeros(0, np.int64), EMPTY)
-
-    @staticmethod
-    def identities(ids: np.ndarray) -> Pool:
-        return Pool(ids, None, None)
-
-    def extend(self, other: Pool) -> Pool:
-        return Pool.concat([self, other])
-
-    @staticmethod
-    def concat(pools: list[Pool]) -> Pool:
-        ids = np.concatenate([p.ids for p in pools])
-        if any(p.data is None for p in pools):
-            return Pool.identities(ids)
-        filled = [p for p in pools if p.data is not EMPTY]
-        if not filled:
-            return Pool(ids, np.zeros(0, np.int64), EMPTY)
-        starts = np.cumsum([0] + [p.data.n for p in filled[:-1]])
-        refs = np.concatenate([p.refs + start for p, start in zip(filled, starts, strict=True)])
-        return Pool(ids, refs, Compact.concat([p.data for p in filled]))
-
-    def take(self, rows: np.ndarray) -> Pool:
-        if self.data is None:
-            return Pool.identities(self.ids[rows])
-        if self.data is EMPTY or not len(rows):
-            return Pool(self.ids[rows], np.zeros(0, np.int64), EMPTY)
-        distinct, refs = np.unique(self.refs[rows], return_inverse=True)
-        return Pool(self.ids[rows], refs.astype(np.int64), self.data.take(distinct))
-
-
-EMPTY = Compact(0, {}, {})
-
-
-class ShardReaders:
-    """Open shard readers (least recently used closed first), one lock each; counts bytes read."""
-
-    def __init__(self, source: ShardSource, shards: tuple[ShardEntry, ...], capacity: int = 8):
-        self.source, self.shards, self.capacity = source, shards, capacity
-        self.open: collections.OrderedDict[int, tuple[ShardReader, threading.Lock]] = collections.OrderedDict()
-        self.lock = threading.Lock()
-        self.closed_bytes = 0
-
-    def read(self, shard: int, needs, start: int, stop: int) -> JetTable:
-        with self.lock:
-            if shard in self.open:
-                self.open.move_to_end(shard)
-            else:
-                self.open[shard] = (self.source.reader(self.shards[shard]), threading.Lock())
-                while len(self.open) > self.capacity:
-                    _, (oldest, oldest_lock) = self.open.popitem(last=False)
-                    with oldest_lock:
-                        self.closed_bytes += oldest.bytes_read
-                        oldest.close()
-            reader, lock = self.open[shard]
-        with lock:
-            return self.source.read_from(reader, self.shards[shard], needs.jet_columns, needs.features, start, stop)
-
-    @property
-    def bytes_read(self) -> int:
-        with self.lock:
-            return self.closed_bytes + sum(r.bytes_read for r, _ in self.open.values())
-
-    def close(self) -> None:
-        with self.lock:
-            for reader, _ in self.open.values():
-                self.closed_bytes += reader.bytes_read
-                reader.close()
-            self.open.clear()
+    compact: Compact | None
+    remaining: int
 
 
 class SlotStream:
-    """Iterates the batches (dicts of numpy arrays) of one slot for one epoch."""
+    """Iterates the batches (dicts of arrays) of one slot for one epoch."""
 
-    def __init__(self, spec: StreamSpec, builder: BatchBuilder, world: World, epoch: int, quota: int | None,
-                 skip: int = 0):
-        self.spec, self.builder, self.world, self.epoch = spec, builder, world, epoch
-        self.quota, self.skip = quota, skip
-        self.resolver: VariableResolver = builder.resolver
-        weights = spec.weights
-        weight_names = () if weights is None else (weights.x_var, weights.y_var, *weights.classes)
-        self.light_needs = self.resolver.needs(weight_names)
-        self.full_needs = self.resolver.needs([*builder.inputs, *weight_names])
-        self.readers = ShardReaders(spec.source, spec.shards)
-        self.jets_delivered = 0
+    def __init__(self, spec: StreamSpec, builder: BatchBuilder, plan: SlotPlan, epoch: int, slot: int,
+                 skip: int = 0, empty: Allocator = np.empty):
+        self.spec, self.builder, self.plan, self.epoch, self.slot = spec, builder, plan, epoch, slot
+        self.skip, self.empty = skip, empty
+        resolver = builder.resolver
+        self.light = resolver.needs(spec.rule.variables)
+        self.full = resolver.needs([*builder.inputs, *spec.rule.variables])
+        self.pipelines: list[UnitPipeline] = []
 
     @property
     def bytes_read(self) -> int:
-        return self.readers.bytes_read
+        return sum(p.bytes_fetched for p in self.pipelines)
 
-    # -- the units this slot reads ---------------------------------------------------------------------
-
-    def _units(self) -> Iterator[tuple[int, int, float]]:
-        """(round, unit, read probability) in this slot's reading order."""
-        spec, world = self.spec, self.world
-        if not spec.training:
-            for unit in range(world.slot, len(spec.units), world.num_slots):
-                yield 0, unit, 1.0
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if self.plan.quota == 0:
             return
-        empty, round_ = 0, 0
-        while True:
-            plan = plan_round(spec.units, spec.scale, spec.seed, self.epoch, round_, shuffle=True)
-            mine = np.nonzero(assign_slots(spec.units, plan, spec.scale, world.num_slots) == world.slot)[0]
-            empty = 0 if len(mine) else empty + 1
-            if empty > MAX_EMPTY_ROUNDS:
-                raise DatasetError("no jets can be sampled: every unit has weight 0 (check the selection, "
-                                   "the reweighting classes and bins)")
-            for index in mine:
-                yield round_, int(plan.units[index]), float(plan.read_probability[index])
-            round_ += 1
+        yield from self._batches(Executors.shared(self.spec.threads, self.spec.io_threads))
 
-    def _windows(self) -> Iterator[tuple[int, list[tuple[int, int, float]]]]:
-        """Consecutive units in windows of ``window_units``; a window never spans two rounds, so a later
-        round is read only when the first did not fill the quota."""
-        window: list[tuple[int, int, float]] = []
-        index = 0
-        for item in self._units():
-            if window and item[0] != window[-1][0]:
-                yield index, window
-                window, index = [], index + 1
-            window.append(item)
-            if len(window) == self.spec.window_units:
-                yield index, window
-                window, index = [], index + 1
-        if window:
-            yield index, window
+    # -- rows of one unit ------------------------------------------------------------------------------
 
-    # -- one unit --------------------------------------------------------------------------------------
+    def _kept(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
+        """Multiplicity and class of every row of a unit (deterministic in seed, epoch, round, unit)."""
+        resolver, rule = self.builder.resolver, self.spec.rule
+        selected = resolver.selection_mask(table)
+        if not self.plan.weighted:
+            return selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
+        values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
+        cells = rule.cells(values, selected)
+        weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0)
+        uniform = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random(table.n_jets)
+        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, uniform)
+        if read.part is not None:  # the slot keeps only some of the unit's kept rows
+            position = np.cumsum(multiplicity) - multiplicity
+            multiplicity[(position < read.part[0]) | (position >= read.part[1])] = 0
+        return multiplicity, rule.class_of(cells)
 
-    def _read(self, unit: int, light: bool) -> JetTable:
-        units = self.spec.units
-        return self.readers.read(int(units.shard[unit]), self.light_needs if light else self.full_needs,
-                                 int(units.start[unit]), int(units.stop[unit]))
+    def _kept_classes(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_kept`, with every kept row in class 0 unless batches follow the class composition."""
+        multiplicity, classes = self._kept(read, table)
+        if self.plan.fractions is None:
+            classes = np.where(classes >= 0, 0, classes)
+        return multiplicity, classes
 
-    def _kept_rows(self, table: JetTable, round_: int, unit: int, read_probability: float) -> np.ndarray:
-        """Delivered rows of a unit (repeated by multiplicity), deterministic in (seed, epoch, round, unit)."""
-        selected = self.resolver.selection_mask(table)
-        if not self.spec.training:
-            return np.nonzero(selected)[0]
-        weights = self.spec.weights
-        if weights is None:
-            row_weight = selected.astype(np.float64)
-        else:
-            values = self.resolver.evaluate_flat(table, (weights.x_var, weights.y_var, *weights.classes))
-            cells = cell_ids(weights, values[weights.x_var][1], values[weights.y_var][1],
-                             {c: values[c][1] for c in weights.classes}, selected)
-            row_weight = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0)
-        uniform = np.random.default_rng([self.spec.seed, self.epoch, round_, unit]).random(table.n_jets)
-        return kernels.repeat_rows(kernels.multiplicities(self.spec.scale * row_weight / read_probability, uniform))
+    def _identify(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
+        multiplicity, classes = self._kept_classes(read, table)
+        rows = kernels.repeat_rows(multiplicity)
+        return PreparedUnit(classes[rows], None, None, len(rows))
 
-    def _unit_pool(self, item: tuple[int, int, float], materialise: bool) -> Pool:
-        round_, unit, probability = item
-        table = self._read(unit, light=not materialise)
-        rows = self._kept_rows(table, round_, unit, probability)
-        ids = np.stack([np.full(len(rows), unit, np.int64), rows], axis=1)
-        if not materialise:
-            return Pool.identities(ids)
-        distinct, refs = np.unique(rows, return_inverse=True)  # rows are sorted: repeats are adjacent
-        return Pool(ids, refs.astype(np.int64), self.builder.prepare(table.take(distinct)))
-
-    def _materialise(self, ids: np.ndarray) -> Pool:
-        """Data for rows known only by identity (a pool rebuilt when resuming), in ``ids`` order."""
-        if not len(ids):
-            return Pool.empty()
-        parts, positions = [], []
-        for unit in dict.fromkeys(ids[:, 0].tolist()):
-            where = np.nonzero(ids[:, 0] == unit)[0]
-            parts.append(self.builder.prepare(self._read(unit, light=False).take(ids[where, 1])))
-            positions.append(where)
-        order = np.empty(len(ids), np.int64)
-        order[np.concatenate(positions)] = np.arange(len(ids))
-        return Pool(ids, order, Compact.concat(parts))
-
-    def _fresh_windows(self, windows) -> Iterator[tuple[int, Pool]]:
-        """Materialised pools of the remaining windows, units read ``prefetch`` ahead in threads."""
-        items = ((index, item) for index, window in windows for item in window)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.spec.prefetch)) as executor:
-            pending: collections.deque = collections.deque()
-
-            def fill() -> None:
-                while len(pending) < max(1, self.spec.prefetch):
-                    following = next(items, None)
-                    if following is None:
-                        return
-                    pending.append((following[0], executor.submit(self._unit_pool, following[1], True)))
-
-            fill()
-            current, parts = None, []
-            while pending:
-                index, future = pending.popleft()
-                fill()
-                if current is not None and index != current:
-                    yield current, Pool.concat(parts)
-                    parts = []
-                current = index
-                parts.append(future.result())
-            if current is not None:
-                yield current, Pool.concat(parts)
+    def _prepare(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
+        """Kept rows with their data. A unit mostly kept is prepared whole (cheaper than gathering its kept
+        rows first); a unit mostly dropped only for its kept rows (so the pool stays small)."""
+        multiplicity, classes = self._kept_classes(read, table)
+        rows = kernels.repeat_rows(multiplicity)
+        distinct = np.nonzero(multiplicity)[0]
+        if len(distinct) >= MOSTLY_KEPT * table.n_jets:
+            return PreparedUnit(classes[rows], rows, self.builder.prepare(table), len(rows))
+        refs = np.repeat(np.arange(len(distinct)), multiplicity[distinct])
+        return PreparedUnit(classes[rows], refs, self.builder.prepare(table.take(distinct)), len(rows))
 
     # -- batches ---------------------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        try:
-            yield from self._batches()
-        finally:
-            self.readers.close()
+    def _pipeline(self, full: bool, executors: Executors) -> UnitPipeline:
+        pipeline = UnitPipeline(self.spec.source, self.spec.shards, self.spec.units,
+                                self.full if full else self.light, self._prepare if full else self._identify,
+                                executors, self.spec.ahead)
+        self.pipelines.append(pipeline)
+        return pipeline
 
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        size = self.spec.batch_size
-        windows = self._windows()
-        emitted, carry = 0, Pool.empty()
-        while emitted < self.skip:  # replay at identity level
-            entry = next(windows, None)
-            if entry is None:
-                return
-            index, window = entry
-            pool = Pool.concat([Pool.identities(carry.ids), *(self._unit_pool(item, False) for item in window)])
-            order = self._order(pool, index)
-            n_batches = len(order) // size
-            if emitted + n_batches <= self.skip:
-                carry, emitted = pool.take(order[n_batches * size:]), emitted + n_batches
-                if self._done(emitted):
+    def _batches(self, executors: Executors) -> Iterator[dict[str, np.ndarray]]:
+        spec, plan = self.spec, self.plan
+        reads = ReadSequence(plan.reads())
+        seed = _seed(spec.seed, self.epoch, self.slot)
+        if plan.fractions is not None:
+            pool = ClassPools(plan.fractions, seed)
+        else:
+            pool = ClassPools(np.ones(1), seed) if plan.shuffle else FifoPool()
+        state = _State(pool)
+        if self.skip:
+            light = self._pipeline(False, executors).run(_numbered(reads, 0))
+            for emitted in range(self.skip):
+                drawn = state.next_batch(light, spec.batch_size, self._wanted(emitted))
+                if drawn is None:
                     return
-                continue
-            pool = self._materialise(pool.ids)
-            emitted, carry, finished = yield from self._emit(pool, index, emitted, self.skip - emitted)
-            if finished:
-                return
-        if carry.data is None:
-            carry = self._materialise(carry.ids)
-        for index, fresh in self._fresh_windows(windows):
-            emitted, carry, finished = yield from self._emit(carry.extend(fresh), index, emitted, 0)
-            if finished:
-                return
-        if not self.spec.training and len(carry.ids):
-            yield self._batch(carry, np.arange(len(carry.ids)))
+                state.release(drawn)
+            light.close()
+            self._materialise(state, reads, executors)
+        emitted = self.skip
 
-    def _emit(self, pool: Pool, index: int, emitted: int, first: int):
-        """Cut a window's pool into batches (the first ``first`` were delivered before a resume)."""
-        size = self.spec.batch_size
-        order = self._order(pool, index)
-        n_batches = len(order) // size
-        for b in range(n_batches):
-            if self._done(emitted):
-                return emitted, pool, True
-            if b >= first:
-                yield self._batch(pool, order[b * size:(b + 1) * size])
+        def wanted(in_flight: float) -> bool:  # read ahead only what the rest of the epoch may need
+            if plan.quota is None:
+                return True
+            return in_flight + state.pool.rows < (plan.quota - emitted) * spec.batch_size + spec.units.unit_jets
+
+        full = self._pipeline(True, executors).run(_numbered(reads, state.next_sequence), wanted)
+        assembled: collections.deque = collections.deque()
+        while plan.quota is None or emitted < plan.quota:
+            drawn = state.next_batch(full, spec.batch_size, self._wanted(emitted))
+            if drawn is None:
+                break
+            parts = state.parts(drawn)
+            assembled.append(executors.cpu.submit(self.builder.assemble, parts, len(drawn), self.empty))
+            state.release(drawn)
             emitted += 1
-        return emitted, pool.take(order[n_batches * size:]), self._done(emitted)
+            while len(assembled) > executors.threads:
+                yield assembled.popleft().result()
+        while assembled:
+            yield assembled.popleft().result()
 
-    def _order(self, pool: Pool, window: int) -> np.ndarray:
-        if not self.spec.training:
-            return np.arange(len(pool.ids), dtype=np.int64)
-        seed = np.random.default_rng([self.spec.seed, self.epoch, self.world.slot, window]).integers(1 << 62)
-        return kernels.permutation(len(pool.ids), int(seed))
+    def _wanted(self, emitted: int) -> int:
+        """Rows to hold before cutting a batch: a shuffle window of units, or what the epoch still needs."""
+        window = self.spec.window_units * self.spec.units.unit_jets if self.plan.shuffle else 0
+        if self.plan.quota is None:
+            return window
+        return min(window, (self.plan.quota - emitted) * self.spec.batch_size)
 
-    def _done(self, emitted: int) -> bool:
-        return self.quota is not None and emitted >= self.quota
+    def _materialise(self, state: _State, reads: ReadSequence, executors: Executors) -> None:
+        """After a replay: read in full the units whose rows are still pooled."""
+        waiting = sorted(s for s, unit in state.units.items() if unit.compact is None)
+        pipeline = self._pipeline(True, executors)
+        for sequence, unit in zip(waiting, pipeline.run((s, reads.get(s)) for s in waiting), strict=True):
+            state.units[sequence].refs, state.units[sequence].compact = unit.refs, unit.compact
 
-    def _batch(self, pool: Pool, rows: np.ndarray) -> dict[str, np.ndarray]:
-        self.jets_delivered += len(rows)
-        return self.builder.assemble(pool.data, np.ascontiguousarray(pool.refs[rows], dtype=np.int64))
+
+class _State:
+    """The pooled rows of a slot and the units they belong to (identity level)."""
+
+    def __init__(self, pool: ClassPools | FifoPool):
+        self.pool = pool
+        self.units: dict[int, PreparedUnit] = {}
+        self.next_sequence = 0
+        self.exhausted = False
+
+    def next_batch(self, source: Iterator[PreparedUnit], size: int, wanted: int) -> np.ndarray | None:
+        """The entries of the next batch, reading units from ``source`` until it can be cut with at least
+        ``wanted`` rows pooled (None: no more batches)."""
+        pool = self.pool
+        counts = pool.next_counts(size) if isinstance(pool, ClassPools) else None
+        while not self.exhausted and not self._ready(counts, size, wanted):
+            unit = next(source, None)
+            if unit is None:
+                self.exhausted = True
+                break
+            if unit.remaining:
+                self.units[self.next_sequence] = unit
+                pool.add(self.next_sequence, unit.classes)
+            self.next_sequence += 1
+        if isinstance(pool, ClassPools):
+            return pool.draw(counts) if pool.ready(counts) else None
+        drawn = pool.draw_first(size)
+        return drawn if len(drawn) else None
+
+    def _ready(self, counts: np.ndarray | None, size: int, wanted: int) -> bool:
+        if counts is None:
+            return self.pool.rows >= size
+        return self.pool.ready(counts) and self.pool.rows >= wanted
+
+    def parts(self, drawn: np.ndarray) -> list[tuple[Compact, np.ndarray, np.ndarray]]:
+        """(prepared unit, its rows, their places in the batch) for every unit the batch draws from."""
+        sequences, rows = split(drawn)
+        order = np.argsort(sequences, kind="stable")
+        cuts = np.flatnonzero(np.diff(sequences[order])) + 1
+        out = []
+        for places in np.split(order, cuts):
+            unit = self.units[int(sequences[places[0]])]
+            out.append((unit.compact, unit.refs[rows[places]], places.astype(np.int64)))
+        return out
+
+    def release(self, drawn: np.ndarray) -> None:
+        sequences, counts = np.unique(split(drawn)[0], return_counts=True)
+        for sequence, count in zip(sequences.tolist(), counts.tolist(), strict=True):
+            unit = self.units[sequence]
+            unit.remaining -= count
+            if unit.remaining == 0:
+                del self.units[sequence]
+
+
+def _numbered(reads: ReadSequence, start: int) -> Iterator[tuple[int, UnitRead]]:
+    for sequence in itertools.count(start):
+        read = reads.get(sequence)
+        if read is None:
+            return
+        yield sequence, read
+
+
+def _seed(seed: int, epoch: int, slot: int) -> np.uint64:
+    return np.uint64(np.random.default_rng([seed, epoch, slot, 0xB0B]).integers(1 << 63))

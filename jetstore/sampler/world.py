@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch.distributed as dist
-import torch.utils.data
-
 
 @dataclass(frozen=True)
 class World:
@@ -29,6 +26,9 @@ class World:
     @classmethod
     def detect(cls) -> World:
         """From torch.distributed when initialised, else ``RANK`` / ``WORLD_SIZE``; plus the worker info."""
+        import torch.distributed as dist
+        import torch.utils.data
+
         if dist.is_available() and dist.is_initialized():
             rank, world_size = dist.get_rank(), dist.get_world_size()
         else:
@@ -36,3 +36,9 @@ class World:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return cls(rank, world_size, worker, workers)
+
+
+def batches_before(consumed: int, worker: int, num_workers: int) -> int:
+    """Of the first ``consumed`` batches of a rank, how many came from ``worker`` (the DataLoader takes
+    batches from its workers round-robin)."""
+    return max(0, (consumed - worker + num_workers - 1) // num_workers)

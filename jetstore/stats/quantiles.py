@@ -89,3 +89,31 @@ def interpolate(statistics: dict[int, float], ranks: tuple[int, int, float]) -> 
     lower, upper, weight = ranks
     a, b = statistics[lower], statistics[upper]
     return a + (b - a) * weight if weight < 0.5 else b - (b - a) * (1 - weight)
+
+
+Sparse = tuple[np.ndarray, np.ndarray]  # (bins, counts) of the non-empty bins of a 65,536-bin histogram
+
+
+def sparse(dense: np.ndarray) -> Sparse:
+    """The non-empty bins of a histogram (shards fill a few thousand of the 65,536: much less to ship)."""
+    bins = np.nonzero(dense)[0]
+    return bins.astype(np.int64), dense[bins].astype(np.int64)
+
+
+def merge_sparse(parts: list[Sparse]) -> Sparse:
+    """Sum of sparse histograms."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(parts) == 1:
+        return parts[0]
+    bins, inverse = np.unique(np.concatenate([p[0] for p in parts]), return_inverse=True)
+    counts = np.zeros(len(bins), np.int64)
+    np.add.at(counts, inverse, np.concatenate([p[1] for p in parts]))
+    return bins, counts
+
+
+def dense(histogram: Sparse) -> np.ndarray:
+    out = np.zeros(BINS, np.int64)
+    out[histogram[0]] = histogram[1]
+    return out

@@ -1,4 +1,4 @@
-"""Stored statistics: one JSON object per (dataset, config) under ``<dataset>/stats/<config hash>.json``."""
+"""Stored statistics: one JSON object per (dataset, config) under ``<dataset>/_stats/<config hash>.json``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jetstore.errors import DatasetError
-from jetstore.store import storage
+from jetstore.store import paths, storage
 
-STATS_DIR = "stats"
-STATS_VERSION = 1
+STATS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class StatsResult:
     plan_hash: str
     standardization_fraction: float
     weights_fraction: float
+    fraction_mode: str
     jets_read: int
     jets_selected: int
     variables: dict[str, VariableStats]
@@ -59,33 +59,45 @@ class StatsResult:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> StatsResult:
-        data = json.loads(text)
-        if data.get("version", 0) > STATS_VERSION:
-            raise DatasetError(f"{where}: stats version {data.get('version')} is newer than this jetstore supports")
-        data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
-        data["class_hists"] = {k: np.asarray(v, dtype=np.float64) for k, v in data["class_hists"].items()}
-        data["weight_tables"] = {k: np.asarray(v, dtype=np.float32) for k, v in data["weight_tables"].items()}
-        data["unit_counts"] = {shard: np.asarray(rows, dtype=np.int64).reshape(3, -1).T
-                               for shard, rows in data["unit_counts"].items()}
-        return cls(**data)
-
-
-def stats_path(root: str, config_hash: str) -> str:
-    return storage.join(root, STATS_DIR, f"{config_hash}.json")
+    def from_json(cls, text: str | bytes, where: str) -> StatsResult:
+        """Parse stored stats; anything malformed is a :class:`DatasetError` naming the file and key."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{where}: not valid JSON ({exc}); rerun `jetstore stats`") from None
+        if not isinstance(data, dict):
+            raise DatasetError(f"{where}: expected a JSON object; rerun `jetstore stats`")
+        version = data.get("version")
+        if not isinstance(version, int) or version != STATS_VERSION:
+            newer = isinstance(version, int) and version > STATS_VERSION
+            raise DatasetError(f"{where}: stats version {version!r} " + (
+                "is newer than this jetstore supports" if newer else "is not this jetstore's; rerun `jetstore stats`"))
+        key = "?"
+        try:
+            key = "variables"
+            data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
+            for key, dtype in (("class_hists", np.float64), ("weight_tables", np.float32)):
+                data[key] = {k: np.asarray(v, dtype=dtype) for k, v in data[key].items()}
+            key = "unit_counts"
+            data["unit_counts"] = {shard: np.asarray(rows, dtype=np.int64).reshape(3, -1).T
+                                   for shard, rows in data["unit_counts"].items()}
+            return cls(**data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{where}: malformed stats at '{key}' ({type(exc).__name__}: {exc}); "
+                               "rerun `jetstore stats`") from None
 
 
 def write_stats(fs, root: str, result: StatsResult) -> str:
-    path = stats_path(root, result.config_hash)
+    path = paths.stats_path(root, result.config_hash)
     storage.write_bytes_atomic(fs, path, result.to_json().encode())
     return path
 
 
 def read_stats(fs, root: str, config_hash: str, plan_hash: str) -> StatsResult:
     """The stored stats for a config; missing or computed on another version of the dataset → error."""
-    path = stats_path(root, config_hash)
+    path = paths.stats_path(root, config_hash)
     try:
-        result = StatsResult.from_json(fs.cat_file(path).decode(), where=path)
+        result = StatsResult.from_json(fs.cat_file(path), where=path)
     except FileNotFoundError:
         raise DatasetError(f"no stats for config {config_hash} at {path}; run `jetstore stats` first") from None
     if result.config_hash != config_hash:

@@ -29,20 +29,6 @@ def class_histograms(spec: WeightsSpec, x: np.ndarray, y: np.ndarray, labels: di
     return out
 
 
-def cell_ids(spec: WeightsSpec, x: np.ndarray, y: np.ndarray, labels: dict[str, np.ndarray],
-             selected: np.ndarray | None = None) -> np.ndarray:
-    """Reweighting cell of every jet (``class * nx * ny + xbin * ny + ybin``; -1 = weight 0), with weaver's
-    rules for classes and under/overflow. Used for per-unit counts and by the sampler, so both agree."""
-    from jetstore.sampler.kernels import reweight_cells
-
-    member = np.stack([np.asarray(labels[c]) == 1 for c in spec.classes], axis=1)
-    label_index = np.where(member.any(axis=1), member.argmax(axis=1), -1)
-    selected = np.ones(len(x), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
-    return reweight_cells(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), label_index, selected,
-                          np.asarray(spec.x_bins), np.asarray(spec.y_bins), len(spec.classes),
-                          spec.discard_under_overflow)
-
-
 def weight_tables(spec: WeightsSpec, hists: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reweighting tables (float32 ``[len(x_bins) - 1, len(y_bins) - 1]`` per class)."""
     raw = {label: np.asarray(hists[label]).astype("float32") for label in spec.classes}

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import xxhash
 
+from jetstore.store import paths, storage
+
 CHUNK = 8 << 20
 
 
@@ -25,3 +27,14 @@ def combined_checksum(files: Mapping[str, tuple[int, str]]) -> str:
         size, checksum = files[name]
         digest.update(f"{name}\0{size}\0{checksum}\n".encode())
     return digest.hexdigest()
+
+
+def files_intact(fs, path: str, files: Mapping[str, tuple[int, str]]) -> bool:
+    """True when every file of a shard at ``path`` exists with the recorded size and checksum."""
+    try:
+        sizes = storage.list_files(fs, path)
+    except FileNotFoundError:
+        return False
+    if sizes != {name: size for name, (size, _) in files.items()}:
+        return False
+    return all(file_checksum(fs, paths.join(path, name)) == checksum for name, (_, checksum) in files.items())

@@ -1,19 +1,27 @@
-"""The dataset manifest: the single, atomically written object that makes a folder a dataset."""
+"""The dataset manifest: the single, atomically written object that makes a folder a dataset.
+
+It is validated on every read against ``manifest.schema.json`` (errors name the key) and carries its own
+checksum, so a damaged or hand-edited manifest is refused rather than trusted.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
-from jetstore.errors import DatasetError
-from jetstore.store import storage
+import jsonschema
+import xxhash
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-COMMITS_DIR = "_commits"
-SHARDS_DIR = "shards"
+from jetstore.errors import DatasetError
+from jetstore.store import paths, storage
+from jetstore.store.layout import Layout, TableColumns
+
+FORMAT_VERSION = 2
+MAX_MESSAGE = 200
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class ShardEntry:
     path: str
     n_jets: int
     class_counts: dict[str, int]
+    node_counts: dict[str, int]
     bytes: int
     checksum: str
     files: dict[str, tuple[int, str]]
@@ -48,23 +57,32 @@ class ShardEntry:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardEntry:
-        data = dict(data)
-        data["files"] = {k: (int(v[0]), str(v[1])) for k, v in data["files"].items()}
-        return cls(**data)
+    def from_dict(cls, data: Any, where: str) -> ShardEntry:
+        """A validated shard record (as in the manifest and the ``_commits/`` records)."""
+        validate(data, where, "#/$defs/shard")
+        entry = dict(data)
+        entry["files"] = {k: (int(v[0]), str(v[1])) for k, v in data["files"].items()}
+        shard = cls(**entry)
+        if shard.entry_stop < shard.entry_start:
+            raise DatasetError(f"{where}: entry_stop {shard.entry_stop} is before entry_start {shard.entry_start}")
+        if sum(shard.class_counts.values()) > shard.n_jets:
+            raise DatasetError(f"{where}: class_counts add up to more than n_jets ({shard.n_jets})")
+        return shard
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Format version, schema and hash, inputs, shards; plus the options that shaped the shards."""
+    """Format, schema and hash, layout and stored columns, inputs, shards."""
 
     format: str
     schema: dict[str, Any]
     schema_hash: str
     plan_hash: str
+    layout: Layout
+    columns: TableColumns
+    jets_per_shard: int
     inputs: tuple[InputEntry, ...]
     shards: tuple[ShardEntry, ...]
-    options: dict[str, Any] = field(default_factory=dict)
     skipped_inputs: dict[str, str] = field(default_factory=dict)
     created: str = ""
     jetstore_version: str = ""
@@ -80,48 +98,100 @@ class Manifest:
 
     @property
     def class_counts(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for shard in self.shards:
-            for label, count in shard.class_counts.items():
-                totals[label] = totals.get(label, 0) + count
-        return totals
+        return _sum_counts(s.class_counts for s in self.shards)
+
+    @property
+    def node_counts(self) -> dict[str, int]:
+        return _sum_counts(s.node_counts for s in self.shards)
+
+    @property
+    def unit_jets(self) -> int:
+        """Jets per unit (one Zarr jet chunk / Parquet row group): the finest read."""
+        return self.layout.chunk_jets
 
     def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        data["shards"] = [s.to_dict() for s in self.shards]
-        data["totals"] = {"jets": self.n_jets, "bytes": self.bytes, "class_counts": self.class_counts}
+        data = self._plain()
+        data["checksum"] = _checksum(data)
         return json.dumps(data, indent=1)
 
+    def _plain(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version, "format": self.format, "schema": self.schema,
+            "schema_hash": self.schema_hash, "plan_hash": self.plan_hash, "layout": self.layout.to_dict(),
+            "columns": self.columns.to_dict(), "jets_per_shard": self.jets_per_shard,
+            "inputs": [dataclasses.asdict(i) for i in self.inputs], "shards": [s.to_dict() for s in self.shards],
+            "skipped_inputs": self.skipped_inputs, "created": self.created, "jetstore_version": self.jetstore_version,
+            "totals": {"jets": self.n_jets, "bytes": self.bytes, "class_counts": self.class_counts,
+                       "node_counts": self.node_counts},
+        }
+
     @classmethod
-    def from_json(cls, text: str, where: str = MANIFEST_NAME) -> Manifest:
+    def from_json(cls, text: str | bytes, where: str = paths.MANIFEST) -> Manifest:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{where}: not valid JSON ({exc})") from None
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise DatasetError(
-                f"{where}: format_version {version!r} is newer than this jetstore supports "
-                f"({FORMAT_VERSION}); upgrade jetstore"
-            )
-        data.pop("totals", None)
-        try:
-            data["inputs"] = tuple(InputEntry(**i) for i in data["inputs"])
-            data["shards"] = tuple(ShardEntry.from_dict(s) for s in data["shards"])
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise DatasetError(f"{where}: malformed manifest ({exc})") from None
+        if isinstance(data, dict) and isinstance(data.get("format_version"), int) and \
+                data["format_version"] > FORMAT_VERSION:
+            raise DatasetError(f"{where}: format_version {data['format_version']} is newer than this jetstore "
+                               f"supports ({FORMAT_VERSION}); upgrade jetstore")
+        if isinstance(data, dict) and data.get("format_version") == 1:
+            raise DatasetError(f"{where}: written by jetstore 0.1 (format_version 1); convert the inputs again")
+        validate(data, where)
+        if _checksum({k: v for k, v in data.items() if k != "checksum"}) != data["checksum"]:
+            raise DatasetError(f"{where}: checksum mismatch: the manifest was edited or damaged")
+        manifest = cls(
+            format=data["format"], schema=data["schema"], schema_hash=data["schema_hash"],
+            plan_hash=data["plan_hash"], layout=Layout.from_dict(data["layout"]),
+            columns=TableColumns.from_dict(data["columns"]), jets_per_shard=data["jets_per_shard"],
+            inputs=tuple(InputEntry(**i) for i in data["inputs"]),
+            shards=tuple(ShardEntry.from_dict(s, f"{where}: shards[{i}]") for i, s in enumerate(data["shards"])),
+            skipped_inputs=data["skipped_inputs"], created=data["created"],
+            jetstore_version=data["jetstore_version"], format_version=data["format_version"],
+        )
+        if len({s.name for s in manifest.shards}) != len(manifest.shards):
+            raise DatasetError(f"{where}: shard names are not unique")
+        return manifest
 
 
 def read_manifest(fs, root: str) -> Manifest:
     """Read the manifest at a dataset root; a missing one means "not a dataset"."""
-    path = storage.join(root, MANIFEST_NAME)
+    path = paths.join(root, paths.MANIFEST)
     try:
-        text = fs.cat_file(path).decode()
+        text = fs.cat_file(path)
     except FileNotFoundError:
-        raise DatasetError(f"{root}: no {MANIFEST_NAME}; not a jetstore dataset (or conversion unfinished)") from None
+        raise DatasetError(f"{root}: no {paths.MANIFEST}; not a jetstore dataset (or its conversion has not "
+                           "finished)") from None
     return Manifest.from_json(text, where=path)
 
 
 def write_manifest(fs, root: str, manifest: Manifest) -> None:
-    storage.write_bytes_atomic(fs, storage.join(root, MANIFEST_NAME), manifest.to_json().encode())
+    storage.write_bytes_atomic(fs, paths.join(root, paths.MANIFEST), manifest.to_json().encode())
+
+
+def validate(data: Any, where: str, definition: str = "#") -> None:
+    """Check ``data`` against the manifest JSON Schema (or one of its ``$defs``); errors name the key."""
+    schema = _schema()
+    target = schema if definition == "#" else {"$ref": definition, "$defs": schema["$defs"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(target).iter_errors(data))
+    if error is not None:
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        message = error.message if len(error.message) <= MAX_MESSAGE else error.message[:MAX_MESSAGE] + "…"
+        raise DatasetError(f"{where}: {key or 'top level'}: {message}")
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files("jetstore.store").joinpath("manifest.schema.json").read_text())
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    return xxhash.xxh3_64_hexdigest(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _sum_counts(parts) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for counts in parts:
+        for key, count in counts.items():
+            totals[key] = totals.get(key, 0) + count
+    return totals

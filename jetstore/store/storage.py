@@ -13,9 +13,8 @@ import copy
 import os
 import re
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +100,12 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
     return fs, path.rstrip("/")
 
 
-def join(*parts: str) -> str:
-    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
-
-
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write a small object so that readers see the old or the new content, never a part.
 
     Local: temporary file, fsync, rename. Object stores: a single PUT is atomic.
     """
-    if _is_local_fs(fs):
+    if is_local_fs(fs):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -123,29 +118,13 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         fs.pipe_file(path, data)
 
 
-@contextlib.contextmanager
-def staging_directory(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[Path]:
-    """A scratch directory for building a shard: beside the target when local (so rename is atomic),
-    in the system temp dir otherwise. Removed afterwards."""
-    if _is_local_fs(fs):
-        base = Path(root) / ".staging"
-        base.mkdir(parents=True, exist_ok=True)
-        directory = Path(tempfile.mkdtemp(dir=base))
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="jetstore-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
     """Move a finished local file or directory to ``target``, replacing what was there.
 
     Local: one atomic rename. S3: each file uploaded with a single PUT (multipart above the part size,
     which is atomic too); the shard becomes part of the dataset only when its commit record is written.
     """
-    if _is_local_fs(fs):
+    if is_local_fs(fs):
         destination = Path(target)
         remove(fs, target)
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -155,14 +134,41 @@ def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
     if local.is_dir():
         files = sorted(p for p in local.rglob("*") if p.is_file())
         for path in files:
-            fs.put_file(str(path), join(target, path.relative_to(local).as_posix()), chunksize=MULTIPART_PART_SIZE)
+            fs.put_file(str(path), f"{target}/{path.relative_to(local).as_posix()}", chunksize=MULTIPART_PART_SIZE)
     else:
         fs.put_file(str(local), target, chunksize=MULTIPART_PART_SIZE)
 
 
+def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a small object only if nothing is there yet; False if something is. Local: ``O_EXCL``;
+    S3: a PUT with ``If-None-Match: *`` (honoured by AWS, Ceph RGW and moto)."""
+    try:
+        if is_local_fs(fs):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if _http_status(exc) == 412:  # Ceph RGW answers 412 without naming the condition
+            return False
+        raise
+    return True
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind an s3fs error (botocore keeps it on the cause), if any."""
+    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """Delete a file or directory tree if it exists."""
-    if _is_local_fs(fs):
+    if is_local_fs(fs):
         target = Path(path)
         if target.is_dir():
             shutil.rmtree(target)
@@ -183,7 +189,8 @@ def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
     return {name[len(prefix):]: int(info["size"]) for name, info in found.items()}
 
 
-def _is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    """True for the local filesystem (atomic renames, no requests)."""
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 

@@ -63,7 +63,7 @@ def test_each_bad_input_is_named_and_good_ones_convert(dask_client, sample_files
     out = tmp_path / "ds"
     inputs = [sample_files[0], *(path for path, _ in bad_inputs.values()), sample_files[1]]
     report = run_convert(dask_client, inputs, out)
-    assert not report.ok and report.manifest is None and not (out / "manifest.json").exists()
+    assert not report.ok and report.manifest is None and not (out / "_manifest.json").exists()
     assert len(report.failures) == len(bad_inputs)
     for name, (path, fragment) in bad_inputs.items():
         assert fragment in report.failures[path], (name, report.failures[path])
@@ -149,5 +149,5 @@ def test_staging_leftovers_are_never_listed(dask_client, sample_files, tmp_path)
     report = run_convert(dask_client, sample_files, out)
     assert report.ok and not (out / ".staging").exists()
     assert all(not s.path.startswith(".staging") for s in report.manifest.shards)
-    assert json.loads((out / "manifest.json").read_text())["totals"]["jets"] == report.manifest.n_jets
+    assert json.loads((out / "_manifest.json").read_text())["totals"]["jets"] == report.manifest.n_jets
     shutil.rmtree(out)

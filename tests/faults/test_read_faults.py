@@ -34,7 +34,7 @@ def test_flipped_bytes_in_parquet_are_caught_and_named(parquet_dataset, tmp_path
     with pytest.raises(DatasetError, match=f"shard {shard.path} is damaged"):
         dataset.read_shard(shard)
     result = cli("verify", str(copy))
-    assert result.returncode == 1 and f"shard {shard.path} is missing or does not match" in result.stderr
+    assert result.returncode == 1 and f"shard {shard.path}: missing, or its bytes do not match" in result.stderr
     assert cli("verify", str(parquet_dataset)).returncode == 0
 
 
@@ -44,17 +44,17 @@ def test_missing_shard_is_named(parquet_dataset, tmp_path):
     dataset = Dataset.open(str(copy))
     shard = dataset.manifest.shards[-1]
     (copy / shard.path).unlink()
-    with pytest.raises(DatasetError, match=f"shard {shard.path} listed in the manifest is missing"):
+    with pytest.raises(DatasetError, match=f"shard {shard.path} is listed in the manifest but missing"):
         dataset.read_all()
 
 
 def test_manifest_from_a_newer_version_is_refused(parquet_dataset, tmp_path):
     copy = tmp_path / "copy.parquet"
     shutil.copytree(parquet_dataset, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest = json.loads((copy / "_manifest.json").read_text())
     manifest["format_version"] = 99
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="format_version 99 is newer than this jetstore supports"):
         Dataset.open(str(copy))
     result = cli("inspect", str(copy))
-    assert result.returncode == 2 and "upgrade jetstore" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 4 and "upgrade jetstore" in result.stderr and "Traceback" not in result.stderr

@@ -41,7 +41,8 @@ def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) 
     has succeeded (retries) or failed naming shards with no manifest, and a rerun completes the dataset."""
     url = f"s3://{bucket}/ds.zarr"
     fs = s3fs.S3FileSystem(**{k: v for k, v in opts.items() if k != "config_kwargs"}, skip_instance_cache=True)
-    fs.mkdir(bucket)
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
         "report", run_convert(client, files, url, options=opts, jets_per_shard=25, overwrite=True)))

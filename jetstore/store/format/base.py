@@ -1,37 +1,36 @@
-"""Interfaces of a storage format: a shard writer (local staging path) and a shard reader (any fsspec fs)."""
+"""Interfaces of a storage format: a shard writer (to a local staging path) and a shard reader (exact
+byte-range reads from any fsspec filesystem, planned and decoded separately so I/O can run ahead).
+
+A reader's :meth:`ShardReader.plan` names the byte ranges that hold jets ``[start, stop)`` of the selected
+columns; :meth:`ShardReader.decode` turns the fetched bytes into a :class:`JetTable`. Every failure is a
+:class:`DatasetError` naming the shard. The per-shard metadata (zip directory, Parquet footer) is read
+once per process and cached.
+"""
 
 from __future__ import annotations
 
-import io
+import collections
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import fsspec
-
-from jetstore.schema import Schema
+from jetstore.errors import DatasetError
+from jetstore.store.layout import Layout, Selection, TableColumns
+from jetstore.store.ranges import ByteSource, Coalesced
 from jetstore.store.table import JetTable
 
-CODECS = ("zstd", "lz4")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a shard is cut and compressed: jets per chunk (Zarr) / row group (Parquet), values per Zarr
-    chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest to write and read)."""
-
-    chunk_jets: int = 2048
-    chunk_values: int = 16384
-    compression_level: int = 2
-    codec: str = "zstd"
+TAIL_BYTES = 512 << 10  # first read of a shard: its last 512 KiB (zip directory + metadata / Parquet footer)
+MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
 
 
 class ShardWriter(ABC):
     """Writes one shard to a local path, fed :class:`JetTable` pieces of any size."""
 
-    def __init__(self, path: Path, schema: Schema, dtypes: dict[str, str], layout: Layout):
-        self.path, self.schema, self.dtypes, self.layout = path, schema, dtypes, layout
+    def __init__(self, path: Path, columns: TableColumns, layout: Layout):
+        self.path, self.columns, self.layout = path, columns, layout
 
     @abstractmethod
     def write(self, table: JetTable) -> None: ...
@@ -39,91 +38,82 @@ class ShardWriter(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> ShardWriter:
-        return self
 
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            self.close()
+@dataclass(frozen=True)
+class ReadPlan:
+    """Byte ranges to fetch for jets ``[start, stop)`` of ``selection``, and how to decode them."""
+
+    start: int
+    stop: int
+    selection: Selection
+    fetch: Coalesced
+    parts: Any  # format-specific: what each fetched range holds
+
+    @property
+    def bytes(self) -> int:
+        return sum(b - a for a, b in self.fetch.ranges)
 
 
 class ShardReader(ABC):
-    """Reads a shard (or some of its columns and jets) back into a :class:`JetTable`.
+    """Reads jets of one shard: ``read`` = ``decode(plan, source.fetch(plan.fetch.ranges))``."""
 
-    The shard is opened on first use and kept open until :meth:`close`, so reading it piece by piece
-    (as the sampler does) costs one open; ``bytes_read`` counts the bytes fetched from storage.
-    """
-
-    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, schema: Schema):
-        self.fs, self.path, self.schema = fs, path, schema
-        self._file: CountingFile | None = None
+    def __init__(self, source: ByteSource, columns: TableColumns, n_jets: int, name: str):
+        self.source, self.columns, self.n_jets, self.name = source, columns, n_jets, name
 
     @abstractmethod
-    def read(self, jet_columns: Iterable[str] | None = None, features: Mapping[str, Iterable[str]] | None = None,
-             start: int = 0, stop: int | None = None) -> JetTable:
-        """Read the named jet columns and, per block, the named features (everything when None), of jets
-        ``[start, stop)``, touching only the chunks / row groups that hold them."""
+    def plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
+        """The ranges holding jets ``[start, stop)`` of ``selection``."""
+
+    @abstractmethod
+    def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
+        """The jets of ``plan`` from the fetched ``pieces`` (one per ``plan.fetch.ranges``)."""
+
+    def read(self, selection: Selection, start: int = 0, stop: int | None = None) -> JetTable:
+        stop = self.n_jets if stop is None else min(stop, self.n_jets)
+        plan = self.plan(start, max(start, stop), selection)
+        return self.decode(plan, self.fetch(plan))
+
+    def fetch(self, plan: ReadPlan) -> list[bytes]:
+        return self.guard(lambda: self.source.fetch(plan.fetch.ranges))
+
+    def guard(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; a missing object or a storage failure becomes an error naming this shard."""
+        try:
+            return action()
+        except DatasetError:
+            raise
+        except FileNotFoundError:
+            raise DatasetError(f"{self.name} is listed in the manifest but missing") from None
+        except OSError as exc:
+            raise DatasetError(f"{self.name}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+    def damaged(self, what: str) -> DatasetError:
+        return DatasetError(f"{self.name} is damaged ({what}); a `jetstore convert` rerun redoes it")
 
     @property
-    def bytes_read(self) -> int:
-        return self._file.bytes_read if self._file is not None else 0
-
-    def _open(self) -> CountingFile:
-        if self._file is None:
-            self._file = CountingFile(self.fs.open(self.path, "rb"))
-        return self._file
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> ShardReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _selection(self, jet_columns, features) -> tuple[list[str], dict[str, list[str]]]:
-        jets = list(jet_columns) if jet_columns is not None else [c.name for c in self.schema.jet_columns]
-        if features is None:
-            features = {b.name: [f.name for f in b.features] for b in self.schema.blocks}
-        return jets, {block: list(names) for block, names in features.items()}
+    def bytes_fetched(self) -> int:
+        return self.source.bytes_fetched
 
 
-class CountingFile(io.RawIOBase):
-    """A read-only file wrapper that counts the bytes read through it."""
+class MetadataCache:
+    """Per-process LRU of parsed shard metadata, keyed by (path, checksum)."""
 
-    def __init__(self, handle):
-        super().__init__()
-        self.handle = handle
-        self.bytes_read = 0
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self.items: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+        self.lock = threading.Lock()
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.handle.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-    def close(self) -> None:
-        self.handle.close()
-        super().close()
+    def get(self, key: tuple[str, str], load: Callable[[], Any]) -> Any:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = load()
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+        return value
 
 
 @dataclass(frozen=True)
@@ -133,4 +123,4 @@ class Format:
     name: str
     suffix: str
     writer: type[ShardWriter]
-    reader: type[ShardReader]
+    reader: Callable[..., ShardReader]

@@ -1,0 +1,69 @@
+"""What a sampling scheme is: a pure planning function of the units, the seed, the epoch and the world.
+
+A scheme decides, for one slot (rank × DataLoader worker) and one epoch, which units to read in which
+order, how rows of a read unit are kept, how many batches the slot yields and how classes are mixed in
+each batch. It reads nothing; :class:`jetstore.sampler.stream.SlotStream` executes the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from jetstore.sampler.units import UnitTable
+
+
+@dataclass(frozen=True)
+class EpochParams:
+    """Everything a plan depends on besides the units (identical on every rank and worker)."""
+
+    seed: int
+    epoch: int
+    batch_size: int
+    num_ranks: int
+    num_workers: int
+    scale: float = 1.0          # per sampling round: expected deliveries of a jet of weight w are scale·w
+    epoch_rounds: float = 1.0   # rounds an epoch spans (jets_per_epoch beyond max_repeats copies per round)
+    stratify: bool = True       # every batch has the class composition of the weights' target
+
+
+@dataclass(frozen=True)
+class UnitRead:
+    """One unit to read: its sampling round, read probability (kept rows are re-weighted by it) and the
+    rows it is expected to give (which bounds how far ahead the stream reads)."""
+
+    round: int
+    unit: int
+    probability: float = 1.0
+    expected: float = 0.0
+    part: tuple[int, int] | None = None  # only these kept rows (by position) belong to the slot
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """One slot's epoch.
+
+    ``reads``: the units in reading order (lazily: weighted plans run on over further rounds when needed).
+    ``quota``: batches the slot yields (None: until its units run out, the last batch short).
+    ``weighted``: rows are kept by weight (else every selected row once).
+    ``shuffle``: batches draw rows at random from a shuffle buffer (else in reading order).
+    ``fractions``: the class composition of every batch (None: as the rows come).
+    """
+
+    reads: Callable[[], Iterator[UnitRead]]
+    quota: int | None
+    weighted: bool
+    shuffle: bool
+    fractions: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered scheme: ``plan(units, params, rank, worker)`` and ``batches(units, params)``, the
+    batches every rank yields per epoch (None when not fixed in advance)."""
+
+    name: str
+    plan: Callable[[UnitTable, EpochParams, int, int], SlotPlan]
+    batches: Callable[[UnitTable, EpochParams], int | None]

@@ -1,0 +1,21 @@
+"""``sequential``: every selected jet once, in dataset order within each slot, no shuffling (evaluation and
+prediction). Slots take units round-robin; each slot's last batch may be short."""
+
+from __future__ import annotations
+
+from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
+from jetstore.sampler.units import UnitTable
+
+
+def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
+    slot, slots = rank * params.num_workers + worker, params.num_ranks * params.num_workers
+    sizes = units.stop - units.start
+    return SlotPlan(lambda: (UnitRead(0, u, 1.0, float(sizes[u])) for u in range(slot, len(units), slots)), None,
+                    weighted=False, shuffle=False)
+
+
+def batches(units: UnitTable, params: EpochParams) -> None:
+    return None
+
+
+SCHEME = Scheme("sequential", plan, batches)

@@ -1,0 +1,145 @@
+"""``weighted``: weaver-core's sampling semantics (a jet of weight w is used s·w times per epoch in
+expectation), class-stratified in every slot.
+
+Per round, unit u is read with probability ``p_u = min(1, s·m_u)`` (``m_u``: its largest row weight); a row
+of weight w of a read unit is kept ``floor(q) + Bernoulli(frac(q))`` times, ``q = s·w / p_u``, so its
+expected multiplicity is exactly s·w. Since shards are sorted by (class, pT), a unit's rows share nearly one
+weight: what is read is what is kept.
+
+The units of a round are dealt to ranks, then to each rank's workers, class by class (a unit counts for its
+dominant class) in contiguous runs of equal expected yield from a random offset, so every slot's expected
+supply of every class is the same share. A slot reads its units with the classes interleaved in proportion
+to their expected yields and draws batches at random from its shuffle buffer. With a ``weights`` block every
+batch has the target's class composition (within one jet, running totals exact), drawn from one buffer
+per class. Every rank yields the same number of batches, the whole batches expected from the poorest rank's
+share of round 0 (at least one), split over its workers; a slot whose share runs short reads on into the
+next round (without weights, a few jets then come twice in that epoch).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+
+from jetstore.errors import DatasetError
+from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
+from jetstore.sampler.units import UnitTable
+
+MAX_EMPTY_ROUNDS = 64
+ROUND, RANKS, WORKERS = 0x5EED, 0xDEA1, 0xDEA2  # tags separating the random streams
+
+
+def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
+    per_rank = batches(units, params)
+    workers = params.num_workers
+    quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
+    totals = units.expected.sum(axis=0)
+    fractions = totals / totals.sum() if params.stratify else None
+
+    def reads() -> Iterator[UnitRead]:
+        if _exact(params):
+            yield from exact_reads(units, params, per_rank, rank, worker)
+        empty = 0
+        for round_ in itertools.count(1 if _exact(params) else 0):
+            chosen, probability, expected = slot_units(units, params, round_, rank, worker)
+            empty = 0 if len(chosen) else empty + 1
+            if empty > MAX_EMPTY_ROUNDS:
+                raise DatasetError("no jets can be sampled: every unit has weight 0 (check the selection, the "
+                                   "reweighting classes and bins)")
+            for unit, p, rows in zip(chosen.tolist(), probability.tolist(), expected.tolist(), strict=True):
+                yield UnitRead(round_, unit, p, rows)
+
+    return SlotPlan(reads, quota, weighted=True, shuffle=True, fractions=fractions)
+
+
+def batches(units: UnitTable, params: EpochParams) -> int:
+    """Batches every rank yields: the whole batches expected from the poorest rank's share of round 0,
+    times the rounds an epoch spans; at least one."""
+    _, _, yields = sample_round(units, params, 0)
+    ranks = deal(yields, params.num_ranks, _rng(params, 0, RANKS))
+    per_rank = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks)
+    return max(1, int(per_rank.min() * params.epoch_rounds // params.batch_size))
+
+
+def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int, worker: int) -> Iterator[UnitRead]:
+    """Without weights at the natural epoch size every selected jet is kept once, so a rank's supply is
+    known exactly: its units (classes interleaved) are cut among its workers where each worker's batches
+    end, a unit at a cut read by both, each keeping its side. No jet comes twice in an epoch."""
+    chosen, probability, yields = sample_round(units, params, 0)
+    mine = np.nonzero(deal(yields, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
+    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]
+    rows = np.rint(yields[mine].sum(axis=1)).astype(np.int64)
+    ends = np.cumsum(rows)
+    starts = ends - rows
+    workers, size = params.num_workers, params.batch_size
+    quotas = [per_rank // workers + (1 if w < per_rank % workers else 0) for w in range(workers)]
+    lo = sum(quotas[:worker]) * size
+    hi = lo + quotas[worker] * size
+    for i, index in enumerate(mine.tolist()):
+        a, b = max(lo, int(starts[i])), min(hi, int(ends[i]))
+        if a < b:
+            yield UnitRead(0, int(chosen[index]), float(probability[index]), float(b - a),
+                           (a - int(starts[i]), b - int(starts[i])))
+
+
+def _exact(params: EpochParams) -> bool:
+    """Is every selected jet kept exactly once (no weights, natural epoch size)?"""
+    return not params.stratify and params.scale == 1.0 and params.epoch_rounds == 1.0
+
+
+def sample_round(units: UnitTable, params: EpochParams, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The units read in a round (shuffled), their read probabilities and expected yields per class."""
+    rng = _rng(params, round_, ROUND)
+    probability = np.minimum(1.0, params.scale * units.max_weight)
+    chosen = rng.permutation(np.nonzero(rng.random(len(units)) < probability)[0])
+    p = probability[chosen]
+    yields = params.scale * units.expected[chosen] / np.maximum(p, 1e-300)[:, None]
+    return chosen, p, yields
+
+
+def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
+               worker: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The units of one slot in a round, in reading order (classes interleaved), with read probabilities
+    and expected kept rows."""
+    chosen, probability, yields = sample_round(units, params, round_)
+    mine = np.nonzero(deal(yields, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
+    mine = mine[deal(yields[mine], params.num_workers, _rng(params, round_, WORKERS, rank)) == worker]
+    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]
+    return chosen[mine], probability[mine], yields[mine].sum(axis=1)
+
+
+def deal(yields: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
+    """Part of every unit: per dominant class, contiguous runs of equal expected yield from a random
+    offset (so over rounds every part gets every class)."""
+    if parts == 1 or not len(yields):
+        return np.zeros(len(yields), np.int64)
+    offsets = rng.random(yields.shape[1])
+    return np.floor((_positions(yields) + offsets[yields.argmax(axis=1)]) * parts).astype(np.int64) % parts
+
+
+def _positions(yields: np.ndarray) -> np.ndarray:
+    """Every unit's place in (0, 1) along its dominant class: the midpoint of its run of the class's total
+    expected yield, in the given order."""
+    position = np.zeros(len(yields))
+    if not len(yields):
+        return position
+    total = yields.sum(axis=1)
+    dominant = yields.argmax(axis=1)
+    for c in np.unique(dominant):
+        members = np.nonzero(dominant == c)[0]
+        weight = total[members]
+        whole = weight.sum()
+        if whole > 0:
+            position[members] = (np.cumsum(weight) - weight / 2) / whole
+        else:
+            position[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return position
+
+
+def _rng(params: EpochParams, round_: int, *tags: int) -> np.random.Generator:
+    return np.random.default_rng([params.seed, params.epoch, round_, *tags])
+
+
+SCHEME = Scheme("weighted", plan, batches)

@@ -1,0 +1,64 @@
+"""Which jets a data fraction covers: the one rule for the standardisation (``preprocess.data_fraction``) and
+the weights (``--fraction``).
+
+``weaver`` (the default): weaver-core's rule, the first ``max(1, trunc(f × entries))`` entries of every input
+file, in input order. Every stored jet records its input entry (``_entry``), so this is exact on sorted
+shards too: shards wholly inside the fraction are read as they are, shards wholly outside are not read, and
+only the one shard per input that straddles the cut filters by ``_entry``. The statistics then equal
+weaver-core's on the same files, and reading costs only the fraction.
+
+``random``: a fixed pseudo-random subset of every shard (seeded by its checksum), for inputs whose first
+part is not representative (files ordered by pT-hat, say).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from jetstore.errors import SchemaError
+from jetstore.store.manifest import ShardEntry
+
+MODES = ("weaver", "random")
+ALL, NONE, SOME = "all", "none", "some"
+
+
+@dataclass(frozen=True)
+class Fraction:
+    """A fraction of the jets of a dataset; ``entries``: entries of every input file (weaver mode)."""
+
+    value: float
+    mode: str = "weaver"
+    entries: Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.value <= 1:
+            raise SchemaError(f"a data fraction must be in (0, 1], got {self.value}")
+        if self.mode not in MODES:
+            raise SchemaError(f"fraction mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+    def covers(self, shard: ShardEntry) -> str:
+        """``all``, ``none`` or ``some`` of the shard's jets (``some``: :meth:`mask` decides per jet)."""
+        if self.value >= 1:
+            return ALL
+        if self.mode == "random":
+            return SOME
+        cut = self._cut(shard)
+        if shard.entry_stop <= cut:
+            return ALL
+        return NONE if shard.entry_start >= cut else SOME
+
+    def mask(self, shard: ShardEntry, entries: np.ndarray) -> np.ndarray:
+        """Per stored jet of a shard (``entries``: its ``_entry`` column): is it in the fraction."""
+        if self.mode == "random":
+            return np.random.default_rng(int(shard.checksum[:15], 16)).random(len(entries)) < self.value
+        return np.asarray(entries) < self._cut(shard)
+
+    def _cut(self, shard: ShardEntry) -> int:
+        total = (self.entries or {}).get(shard.source)
+        if total is None:
+            raise SchemaError(f"input {shard.source} of shard {shard.name} is not in the manifest's inputs")
+        return max(1, math.trunc(self.value * total))

@@ -1,0 +1,153 @@
+"""The two passes of ``jetstore stats`` over one shard, and how their results merge.
+
+Pass 1: per auto variable the histogram of the top 16 bits of the float32 keys (sparse) and the moments,
+NaN count, min and max of the standardisation fraction's selected values; per class the 2-D histogram in
+the reweighting variables over the weights fraction; per unit the jets in each cell (:mod:`cells`), which
+the sampler needs. Pass 2: per auto variable, the low-16-bit histograms inside the few top-bit bins
+holding the wanted order statistics. Everything merges by addition (a tree reduction on the cluster), so
+the results equal one pass over all jets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jetstore.config.variables import VariableResolver
+from jetstore.config.weaver import TrainingConfig
+from jetstore.schema import Schema
+from jetstore.stats import quantiles
+from jetstore.stats.cells import CellRule
+from jetstore.stats.fraction import ALL, NONE, SOME, Fraction
+from jetstore.stats.weights import class_histograms
+from jetstore.store.dataset import ShardSource
+from jetstore.store.layout import ENTRY, Selection
+from jetstore.store.manifest import ShardEntry
+from jetstore.store.table import JetTable
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """What a stats task needs (small and picklable)."""
+
+    source: ShardSource
+    schema: Schema
+    config: TrainingConfig
+    standardization: Fraction
+    weights: Fraction
+    unit_jets: int
+
+
+@dataclass
+class Pass1:
+    jets_read: int = 0
+    jets_selected: int = 0
+    coarse: dict[str, quantiles.Sparse] = field(default_factory=dict)
+    moments: dict[str, np.ndarray] = field(default_factory=dict)  # count, nan, sum, sum2, min, max
+    class_hists: dict[str, np.ndarray] = field(default_factory=dict)
+    unit_counts: dict[str, np.ndarray] = field(default_factory=dict)  # shard → rows of (unit, cell, jets)
+
+
+@dataclass
+class Pass2:
+    fine: dict[str, dict[int, quantiles.Sparse]] = field(default_factory=dict)
+
+
+def pass1(work: ShardWork, shard: ShardEntry) -> Pass1:
+    """Dask task: histograms, moments and unit counts of one shard."""
+    config = work.config
+    resolver = VariableResolver(work.schema, config)
+    out = Pass1(jets_read=shard.n_jets)
+    names = config.auto_variables
+    if names:
+        values, out.jets_selected = _standardization_values(work, shard, resolver, names)
+        for name in names:
+            flat = values[name]
+            out.coarse[name] = quantiles.sparse(quantiles.coarse_histogram(quantiles.float_keys(flat)))
+            finite = flat[np.isfinite(flat)].astype(np.float64)
+            out.moments[name] = np.array([flat.size, np.isnan(flat).sum(), finite.sum(), (finite**2).sum(),
+                                          finite.min(initial=np.inf), finite.max(initial=-np.inf)])
+    _weights_and_units(work, shard, resolver, out, count=not names)
+    return out
+
+
+def pass2(work: ShardWork, shard: ShardEntry, bins: dict[str, tuple[int, ...]]) -> Pass2:
+    """Dask task: low-bit histograms inside the located bins of every auto variable."""
+    resolver = VariableResolver(work.schema, work.config)
+    values, _ = _standardization_values(work, shard, resolver, tuple(bins))
+    return Pass2({name: {b: quantiles.sparse(h) for b, h in
+                         quantiles.fine_histograms(quantiles.float_keys(values[name]), wanted).items()}
+                  for name, wanted in bins.items()})
+
+
+def merge_pass1(*parts: Pass1) -> Pass1:
+    out = Pass1(jets_read=sum(p.jets_read for p in parts), jets_selected=sum(p.jets_selected for p in parts))
+    for name in parts[0].coarse:
+        out.coarse[name] = quantiles.merge_sparse([p.coarse[name] for p in parts])
+        stacked = np.stack([p.moments[name] for p in parts])
+        out.moments[name] = np.array([*stacked[:, :4].sum(axis=0), stacked[:, 4].min(), stacked[:, 5].max()])
+    for label in parts[0].class_hists:
+        out.class_hists[label] = sum(p.class_hists[label] for p in parts)
+    for part in parts:
+        out.unit_counts.update(part.unit_counts)
+    return out
+
+
+def merge_pass2(*parts: Pass2) -> Pass2:
+    out = Pass2()
+    for name in parts[0].fine:
+        out.fine[name] = {b: quantiles.merge_sparse([p.fine[name][b] for p in parts]) for b in parts[0].fine[name]}
+    return out
+
+
+def _read(work: ShardWork, shard: ShardEntry, needs: Selection, fraction: Fraction) -> tuple[JetTable, np.ndarray]:
+    """The needed columns of a shard and, per jet, whether ``fraction`` covers it."""
+    cover = fraction.covers(shard)
+    if cover != SOME:
+        table = work.source.read(shard, needs.jets, needs.blocks)
+        return table, np.full(table.n_jets, cover == ALL)
+    table = work.source.read(shard, (*needs.jets, ENTRY), needs.blocks)
+    return table, fraction.mask(shard, table.jets[ENTRY])
+
+
+def _standardization_values(work: ShardWork, shard: ShardEntry, resolver: VariableResolver,
+                            names) -> tuple[dict[str, np.ndarray], int]:
+    """Flat values of ``names`` over the selected jets of the standardisation fraction."""
+    needs = resolver.needs(names)
+    if work.standardization.covers(shard) == NONE:
+        return {name: np.zeros(0, np.float32) for name in names}, 0
+    table, covered = _read(work, shard, needs, work.standardization)
+    if not covered.all():
+        table = table.take(np.nonzero(covered)[0])
+    mask = resolver.selection_mask(table)
+    values = {}
+    for name, (block, flat) in resolver.evaluate_flat(table, names).items():
+        keep = mask if block is None else np.repeat(mask, table.blocks[block].counts)
+        values[name] = np.asarray(flat)[keep]
+    return values, int(mask.sum())
+
+
+def _weights_and_units(work: ShardWork, shard: ShardEntry, resolver: VariableResolver, out: Pass1,
+                       count: bool) -> None:
+    """One read of the whole shard's reweighting columns gives the per-class histograms (over the weights
+    fraction) and the jets per (unit, cell), which the sampler needs to pick units by weight and class
+    without reading them."""
+    spec = work.config.weights
+    rule = CellRule.from_config(work.config)
+    table, covered = _read(work, shard, resolver.needs(rule.variables), work.weights)
+    selected = resolver.selection_mask(table)
+    values = {name: np.asarray(flat) for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
+    counted = selected & covered
+    if spec is not None:
+        out.class_hists = class_histograms(spec, values[spec.x_var][counted], values[spec.y_var][counted],
+                                           {c: values[c][counted] for c in spec.classes})
+    if count:
+        out.jets_selected = int(counted.sum())
+    cells = rule.cells(values, selected)
+    units = np.arange(len(cells)) // work.unit_jets
+    keep = cells >= 0
+    flat = np.bincount(units[keep] * rule.n_cells + cells[keep], minlength=0)
+    index = np.nonzero(flat)[0]
+    out.unit_counts[shard.name] = np.stack([index // rule.n_cells, index % rule.n_cells, flat[index]],
+                                           axis=1).astype(np.int64)

@@ -1,0 +1,162 @@
+"""Writing a Zarr v3 shard: one ``.zarr.zip`` (a standard Zarr v3 ZipStore, entries stored uncompressed).
+
+Inside: ``jets/<column>`` 1-D arrays, and per node block ``<block>/counts`` (nodes per jet) beside one flat
+``<block>/<feature>`` values array per feature. Chunks are Blosc-zstd (or lz4), byte shuffle for floats and
+bit shuffle for integers. A jet chunk is one *unit* (``layout.chunk_jets`` jets, the sampler's read
+granularity); a block's value chunks hold at most ``layout.chunk_values`` values and, for sparse blocks,
+about half a typical unit's values, so no value chunk spans more than about two units.
+
+The zip entries are ordered unit by unit, so a unit's chunks are one contiguous byte range: group ``k``
+holds unit k's jet and count chunks and the value chunks that start inside it, the chunks that run on into
+unit k+1 last. Reading unit k is then one range: from the tail of group k-1 to the end of group k. The
+block offsets at every unit boundary are stored in the root group's attributes (``unit_offsets``), and
+every ``zarr.json`` plus the zip directory come last, so one read of the file's tail describes it all.
+
+Why a zip: a shard is one object, so publishing it is one rename locally and one PUT on S3 (atomic), a
+dataset has one object per shard instead of thousands, and any Zarr v3 reader opens it
+(``zarr.storage.ZipStore``, or ``xarray.open_zarr(store, group="jets")``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zipfile
+
+import numpy as np
+import zarr
+from numcodecs import Blosc
+from zarr.codecs import BloscCodec
+
+from jetstore.store.format.base import ShardWriter
+from jetstore.store.layout import BlockColumns
+from jetstore.store.table import JetTable
+
+COUNTS = "counts"
+JETS = "jets"
+JET_DIMENSION = "jet"
+MIN_VALUE_CHUNK = 1024
+SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry timestamps fixed so identical shards have identical bytes
+
+
+def node_dimension(block: str) -> str:
+    return f"{block}_node"
+
+
+class ZarrShardWriter(ShardWriter):
+    """Collects the shard's jets (the converter holds a shard in memory anyway, to sort it) and writes
+    the zip, unit by unit, on :meth:`close`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pieces: list[JetTable] = []
+
+    def write(self, table: JetTable) -> None:
+        if table.n_jets:
+            self.pieces.append(table)
+
+    def close(self) -> None:
+        table = JetTable.concat(self.pieces) if self.pieces else None
+        n_jets = table.n_jets if table is not None else 0
+        unit = self.layout.chunk_jets
+        n_units = -(-n_jets // unit)
+        bounds = np.minimum(np.arange(n_units + 1, dtype=np.int64) * unit, n_jets)
+        heads: list[list[tuple[str, bytes]]] = [[] for _ in range(n_units)]
+        tails: list[list[tuple[str, bytes]]] = [[] for _ in range(n_units)]
+        metadata: dict[str, dict] = {}
+        for name, dtype in self.columns.jets:
+            key = f"{JETS}/{name}"
+            values = table.jets[name] if table is not None else np.zeros(0, dtype)
+            metadata[key] = self._chunks(key, values, dtype, unit, JET_DIMENSION, bounds[:-1], heads, None)
+        unit_offsets = {}
+        for block in self.columns.blocks:
+            data = table.blocks[block.name] if table is not None else None
+            unit_offsets[block.name] = self._block(block, data, bounds, heads, tails, metadata)
+        with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for head, tail in zip(heads, tails, strict=True):
+                for key, data in (*head, *tail):
+                    _put(archive, key, data)
+            for key, document in metadata.items():
+                _put(archive, f"{key}/zarr.json", json.dumps(document))
+            for group in dict.fromkeys(key.split("/")[0] for key in metadata):
+                _put(archive, f"{group}/zarr.json", json.dumps(_group_metadata({})))
+            attributes = {"n_jets": n_jets, "unit_jets": unit,
+                          "unit_offsets": {b: offsets.tolist() for b, offsets in unit_offsets.items()}}
+            _put(archive, "zarr.json", json.dumps(_group_metadata(attributes)))
+
+    def _block(self, block: BlockColumns, data, bounds: np.ndarray, heads, tails, metadata) -> np.ndarray:
+        counts = data.counts.astype(np.int32) if data is not None else np.zeros(0, np.int32)
+        offsets = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        unit_offsets = offsets[bounds]
+        key = f"{block.name}/{COUNTS}"
+        metadata[key] = self._chunks(key, counts, "int32", self.layout.chunk_jets, JET_DIMENSION, bounds[:-1],
+                                     heads, None)
+        chunk = value_chunk(unit_offsets, self.layout.chunk_values)
+        starts = np.arange(0, int(offsets[-1]), chunk, dtype=np.int64)
+        owner = np.clip(np.searchsorted(unit_offsets, starts, side="right") - 1, 0, max(len(heads) - 1, 0))
+        straddles = starts + chunk > unit_offsets[np.minimum(owner + 1, len(unit_offsets) - 1)]
+        for name, dtype in block.features:
+            key = f"{block.name}/{name}"
+            values = data.features[name] if data is not None else np.zeros(0, dtype)
+            metadata[key] = self._chunks(key, values, dtype, chunk, node_dimension(block.name), starts, heads,
+                                         (owner, straddles, tails))
+        return unit_offsets
+
+    def _chunks(self, key: str, values: np.ndarray, dtype: str, chunk: int, dimension: str, starts: np.ndarray,
+                heads, placement) -> dict:
+        """Encode ``values`` in chunks of ``chunk`` (the last zero-padded, as Zarr stores edge chunks) into
+        unit groups: jet-level chunk i into group i, value chunks by ``placement`` (owner unit, straddles)."""
+        dtype = np.dtype(dtype)
+        values = np.ascontiguousarray(values, dtype=dtype)
+        codec = Blosc(cname=self.layout.codec, clevel=self.layout.compression_level, shuffle=_shuffle(dtype))
+        for index, start in enumerate(starts.tolist()):
+            piece = values[start:start + chunk]
+            if len(piece) < chunk:
+                piece = np.concatenate([piece, np.zeros(chunk - len(piece), dtype)])
+            encoded = codec.encode(piece)
+            if placement is None:
+                heads[index].append((f"{key}/c/{index}", encoded))
+            else:
+                owner, straddles, tails = placement
+                (tails if straddles[index] else heads)[int(owner[index])].append((f"{key}/c/{index}", encoded))
+        document = dict(_array_metadata(dtype.str, chunk, codec.cname, codec.clevel, codec.shuffle, dimension))
+        document["shape"] = [len(values)]
+        return document
+
+
+def value_chunk(unit_offsets: np.ndarray, cap: int) -> int:
+    """Values per chunk of a block: a power of two near half a typical unit's values, at least
+    ``MIN_VALUE_CHUNK`` and at most ``cap`` (dense blocks get ``cap``)."""
+    per_unit = np.diff(unit_offsets)
+    filled = per_unit[per_unit > 0]
+    if not len(filled):
+        return cap
+    half = max(float(np.median(filled)) / 2, 1.0)
+    return int(min(cap, max(MIN_VALUE_CHUNK, 1 << int(np.log2(half)))))
+
+
+def _put(archive: zipfile.ZipFile, name: str, data: bytes | str) -> None:
+    archive.writestr(zipfile.ZipInfo(name, date_time=FIXED_TIME), data)
+
+
+def _shuffle(dtype: np.dtype) -> int:
+    """Byte shuffle for floats (measured on cms_ak4: 0.73× the ROOT input vs 0.79× with bit shuffle, at
+    the same speed), bit shuffle for integers and booleans (labels, counts, ids)."""
+    return Blosc.SHUFFLE if dtype.kind == "f" else Blosc.BITSHUFFLE
+
+
+@functools.lru_cache(maxsize=128)
+def _array_metadata(dtype: str, chunk: int, cname: str, level: int, shuffle: int, dimension: str) -> dict:
+    """``zarr.json`` of a 1-D array exactly as zarr-python writes it (made once per process in memory)."""
+    array = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(0,), chunks=(chunk,), dtype=np.dtype(dtype), fill_value=0,
+        zarr_format=3, compressors=BloscCodec(cname=cname, clevel=level, shuffle=SHUFFLE_NAMES[shuffle]),
+        dimension_names=[dimension],
+    )
+    return json.loads(json.dumps(array.metadata.to_dict()))
+
+
+def _group_metadata(attributes: dict) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
