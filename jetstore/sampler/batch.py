@@ -18,6 +18,7 @@ from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import InputGroup, TrainingConfig
 from jetstore.errors import SchemaError
 from jetstore.sampler import kernels
+from jetstore.sampler.arena import ArenaView, Compact
 from jetstore.schema import Schema
 from jetstore.store.layout import Selection
 from jetstore.store.table import JetTable, class_index
@@ -36,16 +37,6 @@ class VariableParams:
     high: np.float32
     pad_value: np.float32
     standardize: bool
-
-
-@dataclass(frozen=True)
-class Compact:
-    """Prepared jets: per input group flat values ``[C, n_values]`` with per-jet ``offsets`` (None for
-    groups without a length, whose values are ``[C, n_jets]``), plus per-jet label and observer arrays."""
-
-    n: int
-    groups: dict[str, tuple[np.ndarray, np.ndarray | None]]
-    extras: dict[str, np.ndarray]
 
 
 class BatchBuilder:
@@ -115,29 +106,24 @@ class BatchBuilder:
             extras[name] = values[name][1]
         return Compact(n, groups, extras)
 
-    def assemble(self, parts: list[tuple[Compact, np.ndarray, np.ndarray]], n: int,
-                 empty: Allocator = np.empty) -> dict[str, np.ndarray]:
-        """A batch of ``n`` jets from ``parts`` of (prepared unit, its rows, their places in the batch):
-        standardised, clipped, padded groups, labels and observers, in arrays from ``empty``."""
+    def assemble(self, view: ArenaView, rows: np.ndarray, empty: Allocator = np.empty) -> dict[str, np.ndarray]:
+        """The batch of arena ``rows``: standardised, clipped, padded groups, labels and observers, in arrays
+        from ``empty``."""
+        n = len(rows)
         out: dict[str, np.ndarray] = {}
         for group in self.config.inputs:
             centers, scales, lows, highs, standardize, pads = self.group_params[group.name]
-            width = len(group.variables)
+            arrays = view.groups[group.name]
             if group.length is None:
-                result = empty((n, width), np.dtype(np.float32))
-                for compact, rows, targets in parts:
-                    values, _ = compact.groups[group.name]
-                    kernels.scalar_rows(values, rows, targets, centers, scales, lows, highs, standardize, result)
+                result = empty((n, len(group.variables)), np.dtype(np.float32))
+                kernels.scalar_rows(arrays.values, rows, centers, scales, lows, highs, standardize, result)
             else:
-                result = empty((n, width, group.length), np.dtype(np.float32))
-                for compact, rows, targets in parts:
-                    values, offsets = compact.groups[group.name]
-                    kernels.pad_rows(values, offsets, rows, targets, centers, scales, lows, highs, standardize,
-                                     pads, group.pad_mode == "wrap", result)
+                result = empty((n, len(group.variables), group.length), np.dtype(np.float32))
+                kernels.pad_rows(arrays.values, arrays.starts, arrays.counts, rows, centers, scales, lows, highs,
+                                 standardize, pads, group.pad_mode == "wrap", result)
             out[group.name] = result
-        for name, values in (parts[0][0].extras.items() if parts else ()):
-            result = empty((n, *values.shape[1:]), values.dtype)
-            for compact, rows, targets in parts:
-                result[targets] = compact.extras[name][rows]
+        for name, values in view.extras.items():
+            result = empty((n,), values.dtype)
+            kernels.gather(values, rows, result)
             out[name] = result
         return out

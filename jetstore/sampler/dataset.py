@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import torch.utils.data
 
 from jetstore.config.weaver import TrainingConfig, load_training_config
 from jetstore.errors import DatasetError
+from jetstore.sampler.arena import Arena
 from jetstore.sampler.batch import BatchBuilder
 from jetstore.sampler.schemes import EpochParams, get_scheme
 from jetstore.sampler.stream import SlotStream, StreamSpec
@@ -22,6 +25,7 @@ from jetstore.stats.result import StatsResult, read_stats
 from jetstore.store import storage
 from jetstore.store.dataset import Dataset
 
+LOG = logging.getLogger(__name__)
 MAX_AHEAD = 512
 LOCAL_IO_THREADS = 2
 
@@ -65,6 +69,12 @@ class JetDataset(torch.utils.data.IterableDataset):
         total = float(units.expected.sum())
         if weighted and total <= 0:
             raise DatasetError(f"{url}: no jet has a non-zero sampling weight")
+        world_size = (world or World.detect()).world_size
+        if weighted and jets_per_epoch is None and total < batch_size * world_size:
+            jets_per_epoch = manifest.n_jets
+            LOG.warning("the natural weighted epoch of %s holds %.0f jets, less than a batch per rank (%d × %d); "
+                        "epochs hold %d jets instead (the dataset's size): set jets_per_epoch to choose",
+                        url, total, world_size, batch_size, jets_per_epoch)
         scale = jets_per_epoch / total if (weighted and jets_per_epoch) else 1.0
         # a round gives no jet more than max_repeats copies (bounding the pool); larger epochs span several
         # rounds, every jet scaled alike, so the sampling stays unbiased
@@ -81,6 +91,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._resume: dict[str, int] | None = None
         self._consumed = 0
+        self._arenas: tuple[int, Arena | None] = (-1, None)
         self.last_stream: SlotStream | None = None
 
     def _stats(self, weighted: bool) -> StatsResult | None:
@@ -135,12 +146,19 @@ class JetDataset(torch.utils.data.IterableDataset):
             world = World(base.rank, base.world_size, (info.id + skip_rank) % info.num_workers, info.num_workers)
         plan = self.scheme.plan(self.spec.units, self._params(world), world.rank, world.worker)
         skip = batches_before(skip_rank, world.worker, world.num_workers)
-        stream = SlotStream(self.spec, self.builder, plan, self.epoch, world.slot, skip, self._empty)
+        stream = SlotStream(self.spec, self.builder, plan, self.epoch, world.slot, skip, self._empty, self._arena())
         self.last_stream = stream
         self._consumed = skip_rank
         for batch in stream:
             self._consumed += 1
             yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    def _arena(self) -> Arena:
+        """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
+        if self._arenas[0] != os.getpid():
+            rows = 2 * max(self.spec.window_units * self.spec.units.unit_jets, self.spec.batch_size)
+            self._arenas = (os.getpid(), Arena(rows))
+        return self._arenas[1]
 
     def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Batch arrays: in page-locked memory when ``pin_memory`` (fast, asynchronous copies to the GPU)."""

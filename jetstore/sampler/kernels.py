@@ -53,21 +53,20 @@ def _transform(value, center, scale, low, high, standardize):
 
 
 @numba.njit(cache=True, nogil=True)
-def pad_rows(values, offsets, rows, targets, centers, scales, lows, highs, standardize, pad_values, wrap, out):
-    """``out[targets[r], v, :]`` = variable v of jet ``rows[r]``: standardised and clipped where asked,
+def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standardize, pad_values, wrap, out):
+    """``out[r, v, :]`` = variable v of arena row ``rows[r]``: standardised and clipped where asked,
     NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value (constant) or cyclically (wrap,
     empty jets all 0), as weaver-core 0.5's fused kernels."""
     n_vars = out.shape[1]
     length = out.shape[2]
     for r in range(len(rows)):
-        start = offsets[rows[r]]
-        count = offsets[rows[r] + 1] - start
+        start = starts[rows[r]]
+        count = counts[rows[r]]
         n = min(count, length)
-        row = out[targets[r]]
         for v in range(n_vars):
             center, scale, low, high, flag = centers[v], scales[v], lows[v], highs[v], standardize[v]
             source = values[v]
-            target = row[v]
+            target = out[r, v]
             for j in range(n):
                 target[j] = _transform(source[start + j], center, scale, low, high, flag)
             if wrap:
@@ -81,12 +80,28 @@ def pad_rows(values, offsets, rows, targets, centers, scales, lows, highs, stand
 
 
 @numba.njit(cache=True, nogil=True)
-def scalar_rows(values, rows, targets, centers, scales, lows, highs, standardize, out):
-    """``out[targets[r], v]`` = jet-level variable v of jet ``rows[r]``, standardised and clipped, NaN → 0."""
+def scalar_rows(values, rows, centers, scales, lows, highs, standardize, out):
+    """``out[r, v]`` = jet-level variable v of arena row ``rows[r]``, standardised and clipped, NaN → 0."""
     for r in range(len(rows)):
         for v in range(out.shape[1]):
-            out[targets[r], v] = _transform(values[v, rows[r]], centers[v], scales[v], lows[v], highs[v],
-                                            standardize[v])
+            out[r, v] = _transform(values[v, rows[r]], centers[v], scales[v], lows[v], highs[v], standardize[v])
+
+
+@numba.njit(cache=True, nogil=True)
+def gather(source, rows, out):
+    """``out[r] = source[rows[r]]``."""
+    for r in range(len(rows)):
+        out[r] = source[rows[r]]
+
+
+@numba.njit(cache=True, nogil=True)
+def translate(entries, bits, ref_start, refs):
+    """Arena row of every pool entry ``(unit sequence << bits) | kept row``."""
+    out = np.empty(len(entries), np.int64)
+    mask = (np.int64(1) << bits) - 1
+    for i in range(len(entries)):
+        out[i] = refs[ref_start[entries[i] >> bits] + (entries[i] & mask)]
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

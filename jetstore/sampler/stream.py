@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from jetstore.sampler import kernels
-from jetstore.sampler.batch import Allocator, BatchBuilder, Compact
+from jetstore.sampler.arena import Arena, Compact
+from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
@@ -62,9 +64,10 @@ class SlotStream:
     """Iterates the batches (dicts of arrays) of one slot for one epoch."""
 
     def __init__(self, spec: StreamSpec, builder: BatchBuilder, plan: SlotPlan, epoch: int, slot: int,
-                 skip: int = 0, empty: Allocator = np.empty):
+                 skip: int = 0, empty: Allocator = np.empty, arena: Arena | None = None):
         self.spec, self.builder, self.plan, self.epoch, self.slot = spec, builder, plan, epoch, slot
         self.skip, self.empty = skip, empty
+        self.arena = arena or Arena()
         resolver = builder.resolver
         self.light = resolver.needs(spec.rule.variables)
         self.full = resolver.needs([*builder.inputs, *spec.rule.variables])
@@ -137,7 +140,8 @@ class SlotStream:
             pool = ClassPools(plan.fractions, seed)
         else:
             pool = ClassPools(np.ones(1), seed) if plan.shuffle else FifoPool()
-        state = _State(pool)
+        self.arena.reset()
+        state = _State(pool, self.arena, executors.cpu.submit)
         if self.skip:
             light = self._pipeline(False, executors).run(_numbered(reads, 0))
             for emitted in range(self.skip):
@@ -156,12 +160,14 @@ class SlotStream:
 
         full = self._pipeline(True, executors).run(_numbered(reads, state.next_sequence), wanted)
         assembled: collections.deque = collections.deque()
+        self.arena.before_move = lambda: [future.result() for future in (*assembled, *state.copies.values())]
         while plan.quota is None or emitted < plan.quota:
             drawn = state.next_batch(full, spec.batch_size, self._wanted(emitted))
             if drawn is None:
                 break
-            parts = state.parts(drawn)
-            assembled.append(executors.cpu.submit(self.builder.assemble, parts, len(drawn), self.empty))
+            rows = state.arena.rows(drawn)
+            assembled.append(executors.cpu.submit(_assemble, self.builder, state.arena.view, rows, self.empty,
+                                                  state.copies_of(drawn)))
             state.release(drawn)
             emitted += 1
             while len(assembled) > executors.threads:
@@ -178,18 +184,20 @@ class SlotStream:
 
     def _materialise(self, state: _State, reads: ReadSequence, executors: Executors) -> None:
         """After a replay: read in full the units whose rows are still pooled."""
-        waiting = sorted(s for s, unit in state.units.items() if unit.compact is None)
+        waiting = sorted(state.units)
         pipeline = self._pipeline(True, executors)
         for sequence, unit in zip(waiting, pipeline.run((s, reads.get(s)) for s in waiting), strict=True):
-            state.units[sequence].refs, state.units[sequence].compact = unit.refs, unit.compact
+            state.arena.add(sequence, unit.compact, unit.refs)
 
 
 class _State:
-    """The pooled rows of a slot and the units they belong to (identity level)."""
+    """The pooled rows of a slot, how many of each unit's rows remain, and (when reading in full) their
+    prepared data."""
 
-    def __init__(self, pool: ClassPools | FifoPool):
-        self.pool = pool
-        self.units: dict[int, PreparedUnit] = {}
+    def __init__(self, pool: ClassPools | FifoPool, arena: Arena, submit: Callable[..., Future]):
+        self.pool, self.arena, self.submit = pool, arena, submit
+        self.copies: dict[int, Future] = {}  # units whose data is being copied into the arena
+        self.units: dict[int, int] = {}  # unit sequence → rows still pooled
         self.next_sequence = 0
         self.exhausted = False
 
@@ -204,8 +212,11 @@ class _State:
                 self.exhausted = True
                 break
             if unit.remaining:
-                self.units[self.next_sequence] = unit
+                self.units[self.next_sequence] = unit.remaining
                 pool.add(self.next_sequence, unit.classes)
+                if unit.compact is not None:
+                    placed = self.arena.reserve(self.next_sequence, unit.compact, unit.refs)
+                    self.copies[self.next_sequence] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
             return pool.draw(counts) if pool.ready(counts) else None
@@ -217,24 +228,32 @@ class _State:
             return self.pool.rows >= size
         return self.pool.ready(counts) and self.pool.rows >= wanted
 
-    def parts(self, drawn: np.ndarray) -> list[tuple[Compact, np.ndarray, np.ndarray]]:
-        """(prepared unit, its rows, their places in the batch) for every unit the batch draws from."""
-        sequences, rows = split(drawn)
-        order = np.argsort(sequences, kind="stable")
-        cuts = np.flatnonzero(np.diff(sequences[order])) + 1
-        out = []
-        for places in np.split(order, cuts):
-            unit = self.units[int(sequences[places[0]])]
-            out.append((unit.compact, unit.refs[rows[places]], places.astype(np.int64)))
-        return out
+    def copies_of(self, drawn: np.ndarray) -> list[Future]:
+        """The arena copies a batch must wait for (those not finished yet)."""
+        for sequence in [s for s, future in self.copies.items() if future.done()]:
+            del self.copies[sequence]
+        if not self.copies:
+            return []
+        return [self.copies[s] for s in np.unique(split(drawn)[0]).tolist() if s in self.copies]
 
     def release(self, drawn: np.ndarray) -> None:
-        sequences, counts = np.unique(split(drawn)[0], return_counts=True)
-        for sequence, count in zip(sequences.tolist(), counts.tolist(), strict=True):
-            unit = self.units[sequence]
-            unit.remaining -= count
-            if unit.remaining == 0:
+        sequences = split(drawn)[0]
+        first = int(sequences.min())
+        counts = np.bincount(sequences - first)
+        for offset in np.nonzero(counts)[0].tolist():
+            sequence, count = first + offset, int(counts[offset])
+            self.units[sequence] -= count
+            if self.units[sequence] == 0:
                 del self.units[sequence]
+                if sequence in self.arena.units:
+                    self.arena.remove(sequence)
+
+
+def _assemble(builder: BatchBuilder, view, rows: np.ndarray, empty: Allocator, copies: list[Future]):
+    """CPU thread: wait for the arena copies of the batch's units, then assemble it."""
+    for copy in copies:
+        copy.result()
+    return builder.assemble(view, rows, empty)
 
 
 def _numbered(reads: ReadSequence, start: int) -> Iterator[tuple[int, UnitRead]]:

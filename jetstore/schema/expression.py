@@ -10,6 +10,7 @@ subscripts, comprehensions, lambdas, huge constant powers) is rejected with a me
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class Expression:
         _Validator(source, where, names).check(tree)
         return cls(source=source, names=frozenset(names), tree=tree)
 
-    @property
+    @functools.cached_property
     def element_wise(self) -> bool:
         """True when the expression maps each input element to one output element with numpy alone (its
         awkward calls, if any, are ``ak.ones_like``-style), so it can run on flat arrays."""

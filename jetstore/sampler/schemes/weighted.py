@@ -6,14 +6,15 @@ of weight w of a read unit is kept ``floor(q) + Bernoulli(frac(q))`` times, ``q 
 expected multiplicity is exactly s·w. Since shards are sorted by (class, pT), a unit's rows share nearly one
 weight: what is read is what is kept.
 
-The units of a round are dealt to ranks, then to each rank's workers, class by class (a unit counts for its
-dominant class) in contiguous runs of equal expected yield from a random offset, so every slot's expected
-supply of every class is the same share. A slot reads its units with the classes interleaved in proportion
-to their expected yields and draws batches at random from its shuffle buffer. With a ``weights`` block every
-batch has the target's class composition (within one jet, running totals exact), drawn from one buffer
-per class. Every rank yields the same number of batches, the whole batches expected from the poorest rank's
-share of round 0 (at least one), split over its workers; a slot whose share runs short reads on into the
-next round (without weights, a few jets then come twice in that epoch).
+The units of a round are dealt to ranks, then to each rank's workers, class by class (a unit counts for
+its dominant class), round robin in dataset order from a random offset, so every slot gets the same share
+of every class, spread over the whole pT spectrum (shards are sorted by class, then pT). A slot reads its
+units in the round's random order with the classes interleaved in proportion to their expected yields,
+and draws batches at random from its shuffle buffer. With a ``weights`` block every batch has the
+target's class composition (within one jet, running totals exact), drawn from one buffer per class. Every
+rank yields the same number of batches, the whole batches expected from the poorest rank's share of round
+0 (at least one), split over its workers; a slot whose share runs short reads on into the next round
+(without weights, at the natural epoch size, ranks and workers split the jets exactly instead).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotP
 def batches(units: UnitTable, params: EpochParams) -> int:
     """Batches every rank yields: the whole batches expected from the poorest rank's share of round 0,
     times the rounds an epoch spans; at least one."""
-    _, _, yields = sample_round(units, params, 0)
-    ranks = deal(yields, params.num_ranks, _rng(params, 0, RANKS))
+    chosen, _, yields = sample_round(units, params, 0)
+    ranks = deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS))
     per_rank = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks)
     return max(1, int(per_rank.min() * params.epoch_rounds // params.batch_size))
 
@@ -68,7 +69,7 @@ def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int,
     known exactly: its units (classes interleaved) are cut among its workers where each worker's batches
     end, a unit at a cut read by both, each keeping its side. No jet comes twice in an epoch."""
     chosen, probability, yields = sample_round(units, params, 0)
-    mine = np.nonzero(deal(yields, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
+    mine = np.nonzero(deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
     mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]
     rows = np.rint(yields[mine].sum(axis=1)).astype(np.int64)
     ends = np.cumsum(rows)
@@ -104,19 +105,25 @@ def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
     """The units of one slot in a round, in reading order (classes interleaved), with read probabilities
     and expected kept rows."""
     chosen, probability, yields = sample_round(units, params, round_)
-    mine = np.nonzero(deal(yields, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
-    mine = mine[deal(yields[mine], params.num_workers, _rng(params, round_, WORKERS, rank)) == worker]
-    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]
+    mine = np.nonzero(deal(chosen, yields, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
+    mine = mine[deal(chosen[mine], yields[mine], params.num_workers, _rng(params, round_, WORKERS, rank)) == worker]
+    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]  # in the round's random order
     return chosen[mine], probability[mine], yields[mine].sum(axis=1)
 
 
-def deal(yields: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
-    """Part of every unit: per dominant class, contiguous runs of equal expected yield from a random
-    offset (so over rounds every part gets every class)."""
+def deal(chosen: np.ndarray, yields: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
+    """Part of every unit: per dominant class, round robin in dataset order (sorted shards: pT order) from
+    a random offset, so every part gets every class spread over the whole pT spectrum."""
     if parts == 1 or not len(yields):
         return np.zeros(len(yields), np.int64)
-    offsets = rng.random(yields.shape[1])
-    return np.floor((_positions(yields) + offsets[yields.argmax(axis=1)]) * parts).astype(np.int64) % parts
+    offsets = rng.integers(parts, size=yields.shape[1])
+    dominant = yields.argmax(axis=1)
+    order = np.argsort(chosen, kind="stable")
+    out = np.empty(len(chosen), np.int64)
+    for c in np.unique(dominant):
+        members = order[dominant[order] == c]
+        out[members] = (np.arange(len(members)) + offsets[c]) % parts
+    return out
 
 
 def _positions(yields: np.ndarray) -> np.ndarray:

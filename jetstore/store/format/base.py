@@ -22,7 +22,7 @@ from jetstore.store.layout import Layout, Selection, TableColumns
 from jetstore.store.ranges import ByteSource, Coalesced
 from jetstore.store.table import JetTable
 
-TAIL_BYTES = 512 << 10  # first read of a shard: its last 512 KiB (zip directory + metadata / Parquet footer)
+TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
 
 

@@ -9,23 +9,20 @@ unit in the unit-grouped layout), checks each chunk's CRC, and Blosc-decodes it 
 from __future__ import annotations
 
 import json
-import struct
 import zipfile
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from numcodecs import blosc
 
 from jetstore.store.format.base import MIN_GAP, TAIL_BYTES, MetadataCache, ReadPlan, ShardReader
+from jetstore.store.format.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.store.format.zarr.writer import COUNTS, JETS
 from jetstore.store.layout import Selection
 from jetstore.store.ranges import SparseFile, coalesce
 from jetstore.store.table import BlockData, JetTable
 
-LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
-LOCAL_HEADER_SIZE = 30
 CACHE = MetadataCache()
+MAX_PLANS = 1024  # per shard
 
 
 @dataclass(frozen=True)
@@ -42,11 +39,23 @@ class ArrayIndex:
 
 
 @dataclass(frozen=True)
+class ZipParts:
+    """What a plan's fetched bytes hold: per array (key, first chunk, end chunk, byte offset in the
+    decoded output), and per chunk its header, sizes, CRC and output place."""
+
+    layout: tuple[tuple[str, int, int, int], ...]
+    bytes: int
+    chunks: dict[str, np.ndarray]
+    where: np.ndarray  # per chunk: (fetched piece, offset of its header there)
+
+
+@dataclass(frozen=True)
 class ShardIndex:
     arrays: dict[str, ArrayIndex]
     n_jets: int
     unit_jets: int
     unit_offsets: dict[str, np.ndarray]
+    plans: dict = field(default_factory=dict, compare=False)
 
 
 class ZarrShardReader(ShardReader):
@@ -55,6 +64,17 @@ class ZarrShardReader(ShardReader):
         self.index: ShardIndex = CACHE.get(cache_key or (self.source.path, ""), self._load_index)
 
     def plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
+        """The chunks holding jets ``[start, stop)`` (plans are kept with the shard's index: epochs read the
+        same units again)."""
+        key = (start, stop, selection)
+        plan = self.index.plans.get(key)
+        if plan is None:
+            plan = self._plan(start, stop, selection)
+            if len(self.index.plans) < MAX_PLANS:
+                self.index.plans[key] = plan
+        return plan
+
+    def _plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
         index = self.index
         first, last = start // index.unit_jets, -(-stop // index.unit_jets)
         spans: list[tuple[str, int, int]] = []  # (array, first chunk, last chunk + 1)
@@ -67,82 +87,81 @@ class ZarrShardReader(ShardReader):
             for name in features:
                 array = self._array(f"{block}/{name}")
                 spans.append((f"{block}/{name}", lo // array.chunk, -(-hi // array.chunk)))
-        ranges = []
+        columns = {name: [] for name in ("header", "end", "name", "size", "crc", "out", "out_size")}
+        layout, position = [], 0
         for key, begin, end in spans:
             array = self._array(key)
-            headers, ends = array.offsets[begin:end], array.data_offsets[begin:end] + array.sizes[begin:end]
+            headers = array.offsets[begin:end]
             if (headers < 0).any():
                 raise self.damaged(f"chunk {key}/c/{begin + int(np.argmin(headers))} is missing")
-            ranges += zip(headers.tolist(), ends.tolist(), strict=True)
+            width = array.chunk * array.dtype.itemsize
+            columns["header"].append(headers)
+            columns["end"].append(array.data_offsets[begin:end] + array.sizes[begin:end])
+            columns["name"].append(array.data_offsets[begin:end] - headers - LOCAL_HEADER_SIZE)
+            columns["size"].append(array.sizes[begin:end])
+            columns["crc"].append(array.crcs[begin:end].astype(np.uint64))
+            columns["out"].append(position + np.arange(end - begin, dtype=np.int64) * width)
+            columns["out_size"].append(np.full(end - begin, width, np.int64))
+            layout.append((key, begin, end, position))
+            position += -(-(end - begin) * width // 8) * 8  # 8-byte aligned regions
+        chunks = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in columns.items()}
+        ranges = list(zip(chunks["header"].tolist(), chunks["end"].tolist(), strict=True))
         needed = sum(b - a for a, b in ranges)
-        return ReadPlan(start, stop, selection, coalesce(ranges, max(MIN_GAP, needed // 2)), tuple(spans))
+        fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
+        where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
+        return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where))
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
-        index = self.index
-        unit = index.unit_jets
+        parts: ZipParts = plan.parts
+        out = np.empty(parts.bytes, np.uint8)
+        chunks, where = parts.chunks, parts.where
+        for piece, data in enumerate(pieces):
+            mine = np.nonzero(where[:, 0] == piece)[0] if len(pieces) > 1 else np.arange(len(where))
+            buffer = np.frombuffer(data, np.uint8)
+            failed, problem = decode_chunks(buffer, where[mine, 1], chunks["name"][mine], chunks["size"][mine],
+                                            chunks["crc"][mine], out, chunks["out"][mine], chunks["out_size"][mine])
+            if failed >= 0:
+                self._failure(plan, int(mine[failed]), problem)
+        arrays = {}
+        for key, begin, end, position in parts.layout:
+            array = self.index.arrays[key]
+            arrays[key] = out[position:position + (end - begin) * array.chunk * array.dtype.itemsize].view(array.dtype)
+        return self._table(plan, arrays)
+
+    def _table(self, plan: ReadPlan, arrays: dict[str, np.ndarray]) -> JetTable:
+        """The jets of ``plan`` from its decoded arrays (whole chunks)."""
+        unit = self.index.unit_jets
         first = plan.start // unit
-        views = [memoryview(piece) for piece in pieces]
-        arrays, where = {}, iter(plan.fetch.where)
-        for key, begin, end in plan.parts:
-            arrays[key] = self._decode(key, begin, end, views, where)
         lo, hi = plan.start - first * unit, plan.stop - first * unit
         jets = {name: arrays[f"{JETS}/{name}"][lo:hi] for name in plan.selection.jets}
         blocks = {}
+        begins = {key: begin for key, begin, _, _ in plan.parts.layout}
         for block, features in plan.selection.blocks.items():
             counts = arrays[f"{block}/{COUNTS}"]
-            v0 = int(index.unit_offsets[block][first]) + int(counts[:lo].sum())
+            v0 = int(self.index.unit_offsets[block][first]) + int(counts[:lo].sum())
             v1 = v0 + int(counts[lo:hi].sum())
             values = {}
-            for key, begin, _ in plan.parts:
-                name = key.partition("/")[2]
-                if key.startswith(f"{block}/") and name in features:
-                    base = begin * self.index.arrays[key].chunk
-                    values[name] = arrays[key][v0 - base:v1 - base]
+            for name in features:
+                key = f"{block}/{name}"
+                base = begins[key] * self.index.arrays[key].chunk
+                values[name] = arrays[key][v0 - base:v1 - base]
             blocks[block] = BlockData(counts[lo:hi], values)
         return JetTable(jets, blocks)
 
-    # -- chunks ------------------------------------------------------------------------------------------
+    def _failure(self, plan: ReadPlan, chunk: int, problem: int) -> None:
+        """Name the chunk that failed to decode (the global chunk number within its array)."""
+        number = chunk
+        for key, begin, end, _ in plan.parts.layout:
+            if number < end - begin:
+                raise self.damaged(f"chunk {key}/c/{begin + number} {PROBLEMS[problem]}")
+            number -= end - begin
+        raise self.damaged(f"chunk {chunk} {PROBLEMS[problem]}")
 
     def _array(self, key: str) -> ArrayIndex:
         try:
             return self.index.arrays[key]
         except KeyError:
             raise self.damaged(f"no array '{key}'") from None
-
-    def _decode(self, key: str, begin: int, end: int, views: list[memoryview], where) -> np.ndarray:
-        """Chunks ``[begin, end)`` of an array, CRC-checked and Blosc-decoded into one array (the last chunk
-        padded); ``where`` gives each chunk's fetched piece and offset in reading order."""
-        array = self.index.arrays[key]
-        size = array.chunk
-        out = np.empty((end - begin) * size, dtype=array.dtype)
-        stored, crcs = array.sizes[begin:end].tolist(), array.crcs[begin:end].tolist()
-        for i in range(end - begin):
-            piece, offset = next(where)
-            view = views[piece]
-            signature, name_length, extra = LOCAL_HEADER.unpack_from(view, offset)
-            start = offset + LOCAL_HEADER_SIZE + name_length + extra
-            data = view[start:start + stored[i]]
-            if signature != b"PK\x03\x04" or len(data) < stored[i]:
-                data = self._refetch(key, begin + i)
-            if zlib.crc32(data) != crcs[i]:
-                raise self.damaged(f"chunk {key}/c/{begin + i} fails its CRC check")
-            try:
-                blosc.decompress(data, out[i * size:(i + 1) * size])  # releases the GIL
-            except Exception as exc:
-                raise self.damaged(f"chunk {key}/c/{begin + i} does not decode ({exc})") from None
-        return out
-
-    def _refetch(self, key: str, chunk: int) -> memoryview:
-        """A chunk's bytes read on their own (a writer that put extra fields in local headers: not jetstore)."""
-        array = self.index.arrays[key]
-        header = int(array.offsets[chunk])
-        raw = self.guard(lambda: self.source.fetch([(header, int(array.data_offsets[chunk]) + 1024)])[0])
-        signature, name_length, extra = LOCAL_HEADER.unpack_from(raw)
-        if signature != b"PK\x03\x04":
-            raise self.damaged(f"bad zip entry header for {key}/c/{chunk}")
-        begin = header + LOCAL_HEADER_SIZE + name_length + extra
-        end = begin + int(array.sizes[chunk])
-        return memoryview(self.guard(lambda: self.source.fetch([(begin, end)])[0]))
 
     # -- the index ---------------------------------------------------------------------------------------
 
