@@ -1,15 +1,22 @@
-"""Benchmark the streaming sampler against weaver-core's loader and the raw decode + pad limit.
+"""Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
+workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--inputs '../shared/data/cms_ak4/*.root'] [--config ../shared/bench/weaver_cms_ak4.yaml]
+    python bench/sampler.py [--copies 4] [--sections local,weaver,s3,jetclass,natural,memory]
 
-One command, side by side, on ../shared/data/cms_ak4 converted to Zarr and Parquet, with the config's
-``weights`` block (class-balanced, pT-eta-flat sampling) and without it:
-  * jetstore ``JetDataset`` through a torch DataLoader with 0 and 2 workers;
-  * weaver-core 0.5.3 ``SimpleIterDataset`` (as ../shared/bench/time_weaver_loader.py drives it), 0 and 2
-    workers, its standardisation/weights passes timed separately (init);
-  * the limit: decoding the same arrays from the Zarr shards and padding them into batches, no sampling.
-Reported: delivered jets/s per core (jets / CPU seconds of the process and its workers), wall jets/s,
-unique jets/s, bytes read per delivered jet (0 workers) and peak RSS.
+One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
+converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
+
+* local: delivered jets/s per core (jets / CPU seconds of the process and its DataLoader workers) and wall,
+  bytes read per delivered jet, with 1 and 2 reader threads and with 2 DataLoader workers, with and
+  without the config's ``weights`` block; beside the limit (decode every needed array + pad, no sampling);
+* weaver: weaver-core 0.5.3's own loader on the same ROOT files (0 and 2 workers);
+* s3: the Zarr dataset on a moto S3 server (its own process) behind a proxy (its own process) that adds
+  30 ms to every request and counts bytes; the same epochs from local disk and with 0 ms; bytes on the
+  wire per delivered jet, and for a 2,048-jet epoch;
+* jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
+* natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
+  weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
+* memory: peak RSS of a process reading one 135k-jet epoch from datasets of 1× and 10× the jets.
 """
 
 from __future__ import annotations
@@ -17,31 +24,31 @@ from __future__ import annotations
 import argparse
 import copy
 import glob
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numcodecs.blosc
 import numpy as np
 import torch
 import yaml
 
-from jetstore import JetDataset
-from jetstore.cli import resolve_schema
-from jetstore.config.weaver import training_config_from_dict
-from jetstore.convert.cluster import dask_client
-from jetstore.convert.run import ConvertRequest, convert
-from jetstore.sampler.batch import BatchBuilder
-from jetstore.stats.result import write_stats
-from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
+from jetstore.config.weaver import training_config_from_dict  # noqa: E402
+from jetstore.convert.cluster import dask_client  # noqa: E402
+from jetstore.sampler.batch import BatchBuilder  # noqa: E402
+from jetstore.stats.result import read_stats, write_stats  # noqa: E402
+from jetstore.store.dataset import Dataset  # noqa: E402
 
-
+SHARED = REPO.parent / "shared"
+BATCH = 512
 WORKER_PIDS: list[int] = []
 
 
@@ -49,172 +56,348 @@ def cpu_seconds() -> float:
     """CPU time of this process and of the live DataLoader workers (read from /proc)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     total = own.ru_utime + own.ru_stime
-    ticks = os.sysconf("SC_CLK_TCK")
     for pid in WORKER_PIDS:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        except (OSError, IndexError):
-            pass
+        total += _proc_cpu(pid)
     return total
 
 
-def track_workers(loader) -> None:
-    """Remember the worker pids of a DataLoader (persistent workers) or of a running loader iterator."""
-    iterator = getattr(loader, "_iterator", None)
-    iterator = loader if iterator is None else iterator
-    WORKER_PIDS[:] = [w.pid for w in getattr(iterator, "_workers", [])]
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError):
+        return 0.0
 
 
-def peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
-
-
-def measure(batches, label_key: str, key_fn) -> dict:
+def measure(batches, label: str = "_label_") -> dict:
     wall, cpu = time.perf_counter(), cpu_seconds()
-    jets, unique = 0, set()
+    jets = 0
     for batch in batches:
-        n = len(batch[label_key])
-        jets += n
-        unique.update(key_fn(batch))
-    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    return {"jets": jets, "unique": len(unique), "wall": wall, "cpu": cpu}
+        jets += len(batch[label])
+    return {"jets": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
 
 
-def report(name: str, result: dict, bytes_per_jet: float | None = None) -> None:
-    measured = result["cpu"] > 0.05 * result["wall"]  # worker CPU unreadable (exited) → not reported
-    per_core = f"{result['jets'] / result['cpu']:>10,.0f}" if measured else f"{'n/a':>10}"
-    extra = f" | {bytes_per_jet:6.0f} B read/jet" if bytes_per_jet is not None else ""
-    print(f"{name:<44} {per_core} jets/s/core  {result['jets'] / result['wall']:>10,.0f} jets/s wall  "
-          f"{result['unique'] / result['wall']:>9,.0f} unique/s  ({result['jets']:,} jets){extra}", flush=True)
+def line(name: str, result: dict, extra: str = "") -> str:
+    per_core = f"{result['jets'] / result['cpu']:>10,.0f}" if result.get("cpu") else f"{'n/a':>10}"
+    text = f"| {name:<52} | {per_core} | {result['jets'] / result['wall']:>10,.0f} | {extra} |"
+    print(text, flush=True)
+    return text
 
 
-def jetstore_keys(batch):
-    return zip(batch["event"].tolist(), batch["ijet"].tolist(), batch["jet_pt"].tolist(), strict=True)
+def header(title: str, columns: str = "jets/s per core | jets/s wall | notes") -> None:
+    print(f"\n### {title}\n\n| | {columns} |\n| --- | ---: | ---: | --- |", flush=True)
 
 
-def feature_keys(batch):
-    """Identify jets by their first particle's features (weaver returns no observers when training)."""
-    points = batch["pf_features"].reshape(len(batch["pf_features"]), -1)[:, :4].numpy()
-    return map(bytes, points)
+# ---------------------------------------------------------------- datasets
 
 
-def run_jetstore(url, config, workers, jets_per_epoch, epochs=2) -> tuple[dict, float | None]:
-    ds = JetDataset(url, config, batch_size=512, seed=1, jets_per_epoch=jets_per_epoch, observers=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                         persistent_workers=workers > 0)
-    list(loader)  # warm up: numba compilation, page cache, worker start-up
-    track_workers(loader)
-    results = []
+def copies_of(files: list[str], copies: int, directory: Path) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for index in range(copies):
+        for path in files:
+            link = directory / f"copy{index:03d}_{Path(path).name}"
+            if not link.exists():
+                link.symlink_to(path)
+            out.append(str(link))
+    return out
+
+
+def build(client, inputs: list[str], url: str, fmt: str, schema: str, configs) -> Dataset:
+    if not Path(url, "_manifest.json").exists():
+        convert(inputs, load_schema(schema), url, format=fmt, client=client, progress=False)
+    dataset = Dataset.open(url)
+    for config in configs:
+        try:
+            read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+        except Exception:
+            write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, client, log=lambda _: None))
+    return dataset
+
+
+# ---------------------------------------------------------------- jetstore runs
+
+
+def run_jetstore(url, config, jets_per_epoch, threads=1, workers=0, epochs=2, options=None, seed=1):
+    ds = JetDataset(url, config, batch_size=BATCH, seed=seed, jets_per_epoch=jets_per_epoch, threads=threads,
+                    storage_options=options)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+    for _ in loader:  # warm up: numba compilation, metadata, page cache, worker start-up
+        pass
+    iterator_workers = getattr(getattr(loader, "_iterator", None), "_workers", [])
+    WORKER_PIDS[:] = [w.pid for w in iterator_workers]
+    results, fetched = [], 0
     for epoch in range(1, epochs + 1):
         ds.set_epoch(epoch)
-        results.append(measure(loader, "_label_", jetstore_keys))
-    total = {k: sum(r[k] for r in results) for k in ("jets", "wall", "cpu")}
-    total["unique"] = max(r["unique"] for r in results)
-    bytes_per_jet = ds.last_stream.bytes_read / results[-1]["jets"] if workers == 0 and ds.last_stream else None
+        results.append(measure(loader))
+        fetched += ds.last_stream.bytes_read if workers == 0 and ds.last_stream else 0
     WORKER_PIDS.clear()
-    return total, bytes_per_jet
+    total = {k: sum(r[k] for r in results) for k in ("jets", "wall", "cpu")}
+    total["bytes"] = fetched / total["jets"] if fetched else None
+    return total
 
 
-def run_weaver(files, config_path, workers, max_batches) -> tuple[dict, float]:
+def raw_limit(dataset: Dataset, config) -> dict:
+    """Decode every needed array of every shard and pad all jets into batches: no sampling."""
+    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    builder = BatchBuilder(dataset.schema, config, {n: (v.center, v.scale) for n, v in stats.variables.items()})
+    from jetstore.sampler.arena import Arena
+
+    def once() -> dict:
+        wall, cpu, jets = time.perf_counter(), cpu_seconds(), 0
+        for shard in dataset.manifest.shards:
+            table = dataset.source.read(shard, builder.needs.jets, builder.needs.blocks)
+            for start in range(0, table.n_jets, 8192):
+                compact = builder.prepare(table.slice(start, min(start + 8192, table.n_jets)))
+                arena = Arena(compact.n)
+                arena.add(0, compact, np.arange(compact.n))
+                for first in range(0, compact.n, BATCH):
+                    builder.assemble(arena.view, np.arange(first, min(first + BATCH, compact.n)))
+                jets += compact.n
+        return {"jets": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+
+    once()
+    return once()
+
+
+def run_weaver(files, options, workers, batches) -> tuple[dict, float]:
     import weaver.utils.data.preprocess as preprocess
     from weaver.utils.dataset import SimpleIterDataset
 
-    preprocess.time.sleep = lambda _: None
+    preprocess.time.sleep = lambda _: None  # its 10 s pauses after warnings are not loading time
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(options, handle)
     start = time.perf_counter()
-    ds = SimpleIterDataset({"_": files}, config_path, batch_size=512, for_training=True,
-                           load_range_and_fraction=((0, 1), 1, 1), fetch_by_files=False, fetch_step=0.01,
-                           name="train")
+    ds = SimpleIterDataset({"_": files}, handle.name, batch_size=BATCH, for_training=True,
+                           load_range_and_fraction=((0, 1), 1, 1), fetch_by_files=False, fetch_step=0.01, name="train")
     init = time.perf_counter() - start
-    loader = torch.utils.data.DataLoader(ds, batch_size=512, drop_last=True, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, drop_last=True, num_workers=workers,
                                          persistent_workers=False, prefetch_factor=2 if workers else None)
     iterator = iter(loader)
-    next(iterator)  # start-up (workers, first fetch) excluded, as for jetstore
-    track_workers(iterator)
+    next(iterator)
+    WORKER_PIDS[:] = [w.pid for w in getattr(iterator, "_workers", [])]
 
-    def batches():
-        for i, (X, y, _) in enumerate(iterator):
-            if i >= max_batches:
+    def take():
+        for index, (_, y, _) in enumerate(iterator):
+            if index >= batches:
                 return
-            yield {"_label_": y["_label_"], **X}
+            yield y
 
-    result = measure(batches(), "_label_", feature_keys)
+    result = measure(take())
     WORKER_PIDS.clear()
     return result, init
 
 
-def raw_limit(dataset: Dataset, config, stats) -> dict:
-    _raw_limit(dataset, config, stats)  # warm up (numba compilation)
-    return _raw_limit(dataset, config, stats)
+# ---------------------------------------------------------------- sections
 
 
-def _raw_limit(dataset: Dataset, config, stats) -> dict:
-    """Decode every needed array of every shard and pad all jets into 512-jet batches: no sampling."""
-    centers = {n: (v.center, v.scale) for n, v in stats.variables.items()}
-    builder = BatchBuilder(dataset.schema, config, centers)
-    needs = builder.needs
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    jets = 0
-    for shard in dataset.manifest.shards:
-        with dataset.source.reader(shard) as reader:
-            table = reader.read(needs.jet_columns, needs.features)
-        compact = builder.prepare(table)
-        for start in range(0, compact.n, 512):
-            builder.assemble(compact, np.arange(start, min(start + 512, compact.n), dtype=np.int64))
-        jets += compact.n
-    return {"jets": jets, "unique": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+def section_local(datasets, configs, args, files) -> None:
+    header("local disk, epochs of the dataset's size (jets_per_epoch), batch 512")
+    total = datasets["zarr"].manifest.n_jets
+    line("limit: decode all needed Zarr arrays + pad, no sampling", raw_limit(datasets["zarr"], configs["weights"]))
+    for weighting, config in configs.items():
+        for fmt in ("zarr", "parquet"):
+            for threads, workers in ((1, 0), (2, 0), (1, 2)):
+                result = run_jetstore(datasets[fmt].url, config, total, threads, workers)
+                extra = f"{result['bytes']:.0f} B read/jet" if result["bytes"] else ""
+                line(f"jetstore {fmt}, {weighting}, {threads} thread(s), {workers} workers", result, extra)
+    stored = datasets["zarr"].manifest.bytes / total
+    print(f"\nstored: Zarr {stored:.0f} B/jet, Parquet {datasets['parquet'].manifest.bytes / total:.0f} B/jet")
+
+
+def section_weaver(datasets, configs, args, files) -> None:
+    header("weaver-core 0.5.3 on the ROOT files (SimpleIterDataset, fetch-step 0.01)")
+    options = yaml.safe_load(Path(args.config).read_text())
+    for weighting in ("weights", "no weights"):
+        variant = copy.deepcopy(options)
+        if weighting == "no weights":
+            variant.pop("weights")
+        for workers in (0, 2):
+            result, init = run_weaver(files, variant, workers, args.weaver_batches)
+            line(f"weaver-core, {weighting}, {workers} workers (init {init:.0f} s)", result)
+
+
+class S3Servers:
+    """moto (its own process) behind the latency proxy (its own process)."""
+
+    def __init__(self, latency: float):
+        self.port = free_port()
+        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.counters = tempfile.mktemp(suffix=".json")
+        self.proxy = subprocess.Popen([sys.executable, "-m", "tests.proxy", "--target", f"127.0.0.1:{self.port}",
+                                       "--latency", str(latency), "--counters", self.counters],
+                                      stdout=subprocess.PIPE, cwd=REPO)
+        self.proxy_port = int(self.proxy.stdout.readline())
+        self.options = {"endpoint_url": f"http://127.0.0.1:{self.proxy_port}", "key": "bench", "secret": "bench"}
+        for _ in range(100):
+            try:
+                self.fs().ls("")
+                break
+            except Exception:
+                time.sleep(0.1)
+
+    def fs(self, direct: bool = True):
+        import s3fs
+
+        endpoint = f"http://127.0.0.1:{self.port}" if direct else self.options["endpoint_url"]
+        return s3fs.S3FileSystem(endpoint_url=endpoint, key="bench", secret="bench", skip_instance_cache=True)
+
+    def bytes_down(self) -> int:
+        time.sleep(0.5)
+        return json.loads(Path(self.counters).read_text())["bytes_down"]
+
+    def close(self) -> None:
+        self.proxy.kill()
+        self.moto.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def section_s3(datasets, configs, args, files) -> None:
+    header("S3 (moto, own process) behind a proxy adding latency per request (own process), Zarr")
+    dataset = datasets["zarr"]
+    total = dataset.manifest.n_jets
+    for latency in (0.030, 0.0):
+        servers = S3Servers(latency)
+        try:
+            fs = servers.fs()
+            fs.mkdir("bench")
+            fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
+            for threads in (1, 2):
+                local = run_jetstore(dataset.url, configs["weights"], total, threads)
+                before = servers.bytes_down()
+                s3 = run_jetstore("s3://bench/ds.zarr", configs["weights"], total, threads, options=servers.options)
+                wire = (servers.bytes_down() - before) / (s3["jets"] * 1.5)  # 2 epochs of 3 (warm-up included)
+                line(f"local disk, weights, {threads} thread(s)", local)
+                line(f"S3 + {latency * 1e3:.0f} ms, weights, {threads} thread(s)", s3,
+                     f"{s3['jets'] / s3['wall'] / (local['jets'] / local['wall']):.2f}× local; {wire:.0f} B/jet on the wire")
+            if latency:
+                before = servers.bytes_down()
+                small = JetDataset("s3://bench/ds.zarr", configs["no weights"], batch_size=BATCH, seed=7,
+                                   jets_per_epoch=2048, storage_options=servers.options)
+                jets = sum(len(b["_label_"]) for b in small)
+                fetched = servers.bytes_down() - before
+                print(f"\n2,048-jet epoch (no weights), fresh metadata: {jets} jets, {fetched:,} bytes on the wire = "
+                      f"{100 * fetched / dataset.manifest.bytes:.1f}% of the dataset", flush=True)
+        finally:
+            servers.close()
+
+
+def section_jetclass(datasets, configs, args, files) -> None:
+    header("JetClass-style jets (~45 particles, 128-particle inputs), 4 one-class files × 5,000 jets, Zarr")
+    directory = Path(args.scratch) / "jetclass"
+    directory.mkdir(parents=True, exist_ok=True)
+    inputs = []
+    for seed, label in enumerate(("label_QCD", "label_Hbb", "label_Hcc", "label_Wqq"), start=1):
+        path = directory / f"{label}.root"
+        if not path.exists():
+            subprocess.run([sys.executable, str(REPO / "tests/fixtures/make_sample.py"), "jetclass", str(path),
+                            "--jets", "5000", "--seed", str(seed), "--label", label], check=True, capture_output=True)
+        inputs.append(str(path))
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "ds.zarr"), "zarr", "jetclass", [config])
+    for threads in (1, 2):
+        result = run_jetstore(dataset.url, config, dataset.manifest.n_jets, threads)
+        line(f"jetstore JetClass-style, weights, {threads} thread(s)", result,
+             f"{dataset.manifest.bytes / dataset.manifest.n_jets:.0f} B/jet stored")
+
+
+def section_natural(datasets, configs, args, files) -> None:
+    header("natural epochs (weights, no jets_per_epoch) on a held-out dataset, batch 512")
+    held_out = [f for f in files if Path(f).name in ("ttbar_2.root", "qcd30_1.root", "wjets_1.root")][:2]
+    options = yaml.safe_load(Path(args.config).read_text())
+    config = configs["weights"]
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, held_out, str(Path(args.scratch) / "heldout.zarr"), "zarr", "cms_ak4", [config])
+    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    spec = config.weights
+    target = np.stack([stats.class_hists[c] * stats.weight_tables[c] for c in spec.classes])
+    ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=1, observers=True)
+    list(ds)
+    hist = np.zeros_like(target)
+    starts, jets, wall, cpu = [], 0, time.perf_counter(), cpu_seconds()
+    for epoch in range(1, args.natural_epochs + 1):
+        ds.set_epoch(epoch)
+        begin = time.perf_counter()
+        len(ds)
+        ds.scheme.plan(ds.spec.units, ds._params(ds.world or __import__("jetstore").sampler.World()), 0, 0)
+        starts.append(time.perf_counter() - begin)
+        for batch in ds:
+            labels = batch["_label_"].numpy()
+            jets += len(labels)
+            for c in range(len(spec.classes)):
+                mine = labels == c
+                hist[c] += np.histogram2d(batch["jet_pt"].numpy()[mine], batch["jet_eta"].numpy()[mine],
+                                          bins=[spec.x_bins, spec.y_bins])[0]
+    result = {"jets": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+    variation = 0.5 * np.abs(hist / hist.sum() - target / target.sum()).sum()
+    natural = float(ds.spec.units.expected.sum())
+    line(f"jetstore, {dataset.manifest.n_jets:,} jets, natural epoch {natural:.0f} weighted jets → {len(ds)} batch(es)",
+         result, f"epoch start {1e3 * np.median(starts):.1f} ms; (class, pT, eta) mix {variation:.3f} TV over "
+                 f"{args.natural_epochs} epochs")
+    weaver, init = run_weaver(held_out, options, 0, args.weaver_batches)
+    line(f"weaver-core, same files, 0 workers (init {init:.0f} s)", weaver)
+
+
+def section_memory(datasets, configs, args, files) -> None:
+    header("peak RSS of one process reading a 135,832-jet epoch (weights, 2 threads), 100k-jet shards",
+           "peak RSS MB | jets/s wall | dataset")
+    base = Path(args.scratch)
+    with dask_client(workers=2, quiet=True) as client:
+        for factor in (1, 10):
+            inputs = copies_of(files, 4 * factor, base / f"inputs{factor}x")
+            dataset = build(client, inputs, str(base / f"mem{factor}x.zarr"), "zarr", "cms_ak4", [configs["weights"]])
+            script = ("import sys, time, resource, yaml; sys.path.insert(0, sys.argv[1]);"
+                      "from jetstore import JetDataset; from jetstore.config import load_training_config;"
+                      "ds = JetDataset(sys.argv[2], load_training_config(sys.argv[3]), batch_size=512, seed=1,"
+                      " jets_per_epoch=135832, threads=2); t = time.perf_counter(); n = sum(len(b['_label_']) for b in ds);"
+                      "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, n / (time.perf_counter() - t))")
+            out = subprocess.run([sys.executable, "-c", script, str(REPO), dataset.url, args.config],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            print(f"| {factor}× ({dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards) | "
+                  f"{float(out[0]):,.0f} | {float(out[1]):,.0f} | {dataset.manifest.bytes / 2**20:,.0f} MiB |", flush=True)
+
+
+SECTIONS = {"local": section_local, "weaver": section_weaver, "s3": section_s3, "jetclass": section_jetclass,
+            "natural": section_natural, "memory": section_memory}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", default=str(SHARED / "data/cms_ak4/*.root"))
     parser.add_argument("--config", default=str(SHARED / "bench/weaver_cms_ak4.yaml"))
-    parser.add_argument("--scratch", default=str(Path(__file__).parent / "out"))
-    parser.add_argument("--weaver-batches", type=int, default=40)
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--scratch", default=str(REPO / "bench/out/sampler"))
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--weaver-batches", type=int, default=10)
+    parser.add_argument("--natural-epochs", type=int, default=20)
     args = parser.parse_args()
-    numcodecs.blosc.use_threads = False
     torch.set_num_threads(1)
     files = sorted(glob.glob(args.inputs))
     if not files:
         sys.exit(f"no input matches {args.inputs}")
     options = yaml.safe_load(Path(args.config).read_text())
-    options["observers"] = ["jet_pt", "jet_eta", "event", "ijet"]
     unweighted = copy.deepcopy(options)
     unweighted.pop("weights")
     configs = {"weights": training_config_from_dict(options), "no weights": training_config_from_dict(unweighted)}
-    Path(args.scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        urls = {}
-        with dask_client(workers=2, quiet=True) as client:
-            for fmt in ("zarr", "parquet"):
-                urls[fmt] = f"{scratch}/ak4.{fmt}"
-                convert(ConvertRequest(tuple(files), resolve_schema("cms_ak4"), urls[fmt], fmt), client,
-                        progress=False, log=lambda _: None)
-                dataset = Dataset.open(urls[fmt])
-                for config in configs.values():
-                    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, client, log=lambda _: None))
-        dataset = Dataset.open(urls["zarr"])
-        total = dataset.manifest.n_jets
-        print(f"{len(files)} files, {total:,} jets; batch 512; epochs of {total:,} delivered jets; "
-              f"torch {torch.__version__}, {os.cpu_count()} cores", flush=True)
-        from jetstore.stats.result import read_stats
-
-        stats = read_stats(dataset.fs, dataset.root, configs["weights"].hash, dataset.manifest.plan_hash)
-        report("limit: decode (Zarr) + pad, no sampling", raw_limit(dataset, configs["weights"], stats))
-        for weighting, config in configs.items():
-            print(f"-- {weighting}")
-            for fmt in ("zarr", "parquet"):
-                for workers in (0, 2):
-                    result, bytes_per_jet = run_jetstore(urls[fmt], config, workers, total)
-                    report(f"jetstore {fmt}, {workers} workers", result, bytes_per_jet)
-            config_path = Path(scratch) / f"weaver-{weighting.replace(' ', '-')}.yaml"
-            config_path.write_text(yaml.safe_dump(options if weighting == "weights" else unweighted))
-            for workers in (0, 2):
-                result, init = run_weaver(files, str(config_path), workers, args.weaver_batches)
-                report(f"weaver-core, {workers} workers (init {init:.1f} s)", result)
-        print(f"peak RSS {peak_rss_mb():,.0f} MB (largest of this process and its workers)")
+    scratch = Path(args.scratch)
+    inputs = copies_of(files, args.copies, scratch / "inputs")
+    datasets = {}
+    with dask_client(workers=2, quiet=True) as client:
+        for fmt in ("zarr", "parquet"):
+            datasets[fmt] = build(client, inputs, str(scratch / f"ak4.{fmt}"), fmt, "cms_ak4", configs.values())
+    print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
+          f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
+    for name in args.sections.split(","):
+        SECTIONS[name](datasets, configs, args, inputs if name != "natural" else files)
 
 
 if __name__ == "__main__":

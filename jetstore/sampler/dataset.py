@@ -51,7 +51,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
                  training: bool = True, jets_per_epoch: int | None = None, observers: bool = False,
                  storage_options: Mapping[str, Any] | None = None, scheme: str | None = None, threads: int = 1,
-                 io_threads: int = 16, max_inflight_mb: float = 64, window_units: int = 16, max_repeats: int = 128,
+                 io_threads: int = 16, max_inflight_mb: float = 32, window_units: int = 16, max_repeats: int = 128,
                  world: World | None = None, pin_memory: bool = False):
         super().__init__()
         self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
@@ -156,7 +156,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
         if self._arenas[0] != os.getpid():
-            rows = 2 * max(self.spec.window_units * self.spec.units.unit_jets, self.spec.batch_size)
+            rows = max(self.spec.window_units * self.spec.units.unit_jets, 2 * self.spec.batch_size)
             self._arenas = (os.getpid(), Arena(rows))
         return self._arenas[1]
 

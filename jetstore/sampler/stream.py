@@ -156,7 +156,7 @@ class SlotStream:
         def wanted(in_flight: float) -> bool:  # read ahead only what the rest of the epoch may need
             if plan.quota is None:
                 return True
-            return in_flight + state.pool.rows < (plan.quota - emitted) * spec.batch_size + spec.units.unit_jets
+            return in_flight + state.pool.rows < (plan.quota - emitted) * spec.batch_size
 
         full = self._pipeline(True, executors).run(_numbered(reads, state.next_sequence), wanted)
         assembled: collections.deque = collections.deque()

@@ -12,9 +12,9 @@ of every class, spread over the whole pT spectrum (shards are sorted by class, t
 units in the round's random order with the classes interleaved in proportion to their expected yields,
 and draws batches at random from its shuffle buffer. With a ``weights`` block every batch has the
 target's class composition (within one jet, running totals exact), drawn from one buffer per class. Every
-rank yields the same number of batches, the whole batches expected from the poorest rank's share of round
-0 (at least one), split over its workers; a slot whose share runs short reads on into the next round
-(without weights, at the natural epoch size, ranks and workers split the jets exactly instead).
+rank yields the same number of batches, its share of the epoch in whole batches (at least one), split
+over its workers; a slot whose share runs short reads on into the next round (without weights, at the
+natural epoch size, ranks and workers split the jets exactly instead).
 """
 
 from __future__ import annotations
@@ -56,12 +56,16 @@ def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotP
 
 
 def batches(units: UnitTable, params: EpochParams) -> int:
-    """Batches every rank yields: the whole batches expected from the poorest rank's share of round 0,
-    times the rounds an epoch spans; at least one."""
-    chosen, _, yields = sample_round(units, params, 0)
-    ranks = deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS))
-    per_rank = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks)
-    return max(1, int(per_rank.min() * params.epoch_rounds // params.batch_size))
+    """Batches every rank yields: its share of the epoch's expected jets (``jets_per_epoch``, or the natural
+    weighted yield) in whole batches, at least one. Without weights at the natural size, where every
+    jet is kept exactly once, the poorest rank's exact supply."""
+    if _exact(params):
+        chosen, _, yields = sample_round(units, params, 0)
+        ranks = deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS))
+        jets = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks).min()
+    else:
+        jets = params.scale * params.epoch_rounds * float(units.expected.sum()) / params.num_ranks
+    return max(1, int(jets // params.batch_size))
 
 
 def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int, worker: int) -> Iterator[UnitRead]:
