@@ -27,11 +27,11 @@ import numcodecs.blosc
 import uproot
 
 from jetstore.cli import resolve_schema
-from jetstore.convert.cluster import dask_client
-from jetstore.convert.plan import plan_shards
-from jetstore.convert.root_input import inspect_input
-from jetstore.convert.run import ConvertRequest, convert
-from jetstore.convert.shard import ShardJob, run_shard
+from jetstore.conversion.cluster import dask_client
+from jetstore.conversion.plan import plan_shards
+from jetstore.conversion.root_input import inspect_input
+from jetstore.conversion.run import ConvertRequest, convert
+from jetstore.conversion.shard import ShardJob, run_shard
 from jetstore.store.layout import Layout
 from jetstore.store.storage import StorageOptions
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
-from jetstore.convert.cluster import dask_client  # noqa: E402
+from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
@@ -273,11 +273,13 @@ def section_s3(datasets, configs, args, files) -> None:
             for threads in (1, 2):
                 local = run_jetstore(dataset.url, configs["weights"], total, threads)
                 before = servers.bytes_down()
-                s3 = run_jetstore("s3://bench/ds.zarr", configs["weights"], total, threads, options=servers.options)
+                s3 = run_jetstore("s3://bench/ds.zarr", configs["weights"], total, threads,
+                                  options=servers.options)
                 wire = (servers.bytes_down() - before) / (s3["jets"] * 1.5)  # 2 epochs of 3 (warm-up included)
                 line(f"local disk, weights, {threads} thread(s)", local)
+                ratio = s3["jets"] / s3["wall"] / (local["jets"] / local["wall"])
                 line(f"S3 + {latency * 1e3:.0f} ms, weights, {threads} thread(s)", s3,
-                     f"{s3['jets'] / s3['wall'] / (local['jets'] / local['wall']):.2f}× local; {wire:.0f} B/jet on the wire")
+                     f"{ratio:.2f}× local; {wire:.0f} B/jet on the wire")
             if latency:
                 before = servers.bytes_down()
                 small = JetDataset("s3://bench/ds.zarr", configs["no weights"], batch_size=BATCH, seed=7,
@@ -340,7 +342,7 @@ def section_natural(datasets, configs, args, files) -> None:
     result = {"jets": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
     variation = 0.5 * np.abs(hist / hist.sum() - target / target.sum()).sum()
     natural = float(ds.spec.units.expected.sum())
-    line(f"jetstore, {dataset.manifest.n_jets:,} jets, natural epoch {natural:.0f} weighted jets → {len(ds)} batch(es)",
+    line(f"jetstore, {dataset.manifest.n_jets:,} jets, natural epoch {natural:.0f} weighted jets, {len(ds)} batch(es)",
          result, f"epoch start {1e3 * np.median(starts):.1f} ms; (class, pT, eta) mix {variation:.3f} TV over "
                  f"{args.natural_epochs} epochs")
     weaver, init = run_weaver(held_out, options, 0, args.weaver_batches)
@@ -354,16 +356,19 @@ def section_memory(datasets, configs, args, files) -> None:
     with dask_client(workers=2, quiet=True) as client:
         for factor in (1, 10):
             inputs = copies_of(files, 4 * factor, base / f"inputs{factor}x")
-            dataset = build(client, inputs, str(base / f"mem{factor}x.zarr"), "zarr", "cms_ak4", [configs["weights"]])
+            url = str(base / f"mem{factor}x.zarr")
+            dataset = build(client, inputs, url, "zarr", "cms_ak4", [configs["weights"]])
             script = ("import sys, time, resource, yaml; sys.path.insert(0, sys.argv[1]);"
                       "from jetstore import JetDataset; from jetstore.config import load_training_config;"
                       "ds = JetDataset(sys.argv[2], load_training_config(sys.argv[3]), batch_size=512, seed=1,"
-                      " jets_per_epoch=135832, threads=2); t = time.perf_counter(); n = sum(len(b['_label_']) for b in ds);"
+                      " jets_per_epoch=135832, threads=2); t = time.perf_counter();"
+                      " n = sum(len(b['_label_']) for b in ds);"
                       "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, n / (time.perf_counter() - t))")
             out = subprocess.run([sys.executable, "-c", script, str(REPO), dataset.url, args.config],
                                  capture_output=True, text=True, check=True).stdout.split()
-            print(f"| {factor}× ({dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards) | "
-                  f"{float(out[0]):,.0f} | {float(out[1]):,.0f} | {dataset.manifest.bytes / 2**20:,.0f} MiB |", flush=True)
+            size = f"{factor}× ({dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards)"
+            stored = dataset.manifest.bytes / 2**20
+            print(f"| {size} | {float(out[0]):,.0f} | {float(out[1]):,.0f} | {stored:,.0f} MiB |", flush=True)
 
 
 SECTIONS = {"local": section_local, "weaver": section_weaver, "s3": section_s3, "jetclass": section_jetclass,

@@ -28,8 +28,8 @@ import numpy as np
 
 from jetstore.cli import resolve_schema
 from jetstore.config import load_training_config
-from jetstore.convert.cluster import dask_client
-from jetstore.convert.run import ConvertRequest, convert
+from jetstore.conversion.cluster import dask_client
+from jetstore.conversion.run import ConvertRequest, convert
 from jetstore.stats import quantiles
 from jetstore.stats.run import compute_stats, pass1, pass2
 from jetstore.store.dataset import Dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from jetstore.errors import JetstoreError, SchemaError
-from jetstore.schema import Schema, load_schema
+from jetstore.schema import load_schema
 from jetstore.store import storage
 from jetstore.store.format import FORMATS
 from jetstore.store.layout import CODECS, Layout
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="delete any existing dataset first")
     convert.add_argument("--skip-bad-inputs", action="store_true",
                          help="commit the dataset without inputs that failed (still exits non-zero)")
+    convert.add_argument("--break-lease", action="store_true",
+                         help="take over the dataset's write lease from a conversion that crashed")
     convert.add_argument("--no-progress", action="store_true")
     convert.set_defaults(handler=cmd_convert)
 
@@ -92,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("url")
     stats.add_argument("--config", required=True, help="weaver-core data-config YAML")
     stats.add_argument("--fraction", type=float,
-                       help="use the first F of every shard (default: preprocess.data_fraction for "
+                       help="use this fraction of the jets (default: preprocess.data_fraction for "
                             "standardisation and all jets for weights, as weaver-core)")
+    stats.add_argument("--fraction-mode", choices=("weaver", "random"), default="weaver",
+                       help="weaver: the first part of every input file, exactly as weaver-core; random: a fixed "
+                            "pseudo-random subset of every shard")
     stats.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     stats.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
     stats.add_argument("--storage-options", type=_json_object, default={})
@@ -117,30 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_schema(name_or_path: str) -> Schema:
-    """A schema file path, or the name of a bundled schema (``cms_ak4``, ``jetclass``)."""
-    path = Path(name_or_path)
-    if not path.exists() and not path.suffix:
-        bundled = resources.files("jetstore") / "schemas" / f"{name_or_path}.yaml"
-        if bundled.is_file():
-            return load_schema(Path(str(bundled)))
-    return load_schema(path)
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
-    from jetstore.convert.cluster import dask_client
-    from jetstore.convert.run import ConvertRequest, convert
+    from jetstore.conversion import ConvertRequest, dask_client, session
 
     request = ConvertRequest(
-        inputs=tuple(args.inputs), schema=resolve_schema(args.schema), output=args.output, format=args.format,
+        inputs=tuple(args.inputs), schema=load_schema(args.schema), output=args.output, format=args.format,
         jets_per_shard=args.jets_per_shard,
         layout=Layout(args.chunk_jets, args.chunk_values, args.compression_level, args.codec), read_step=args.read_step,
-        overwrite=args.overwrite, skip_bad_inputs=args.skip_bad_inputs,
+        overwrite=args.overwrite, skip_bad_inputs=args.skip_bad_inputs, break_lease=args.break_lease,
         input_options=storage.resolve_storage_options(args.inputs[0], args.input_storage_options),
         output_options=storage.resolve_storage_options(args.output, args.storage_options),
     )
-    with dask_client(args.scheduler, args.workers) as client:
-        report = convert(request, client, progress=not args.no_progress)
+    with session(request) as ready, dask_client(args.scheduler, args.workers) as client:
+        report = ready.run(client, progress=not args.no_progress)
     print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
     if report.manifest is not None:
         print_summary(args.output, report.manifest)
@@ -172,15 +166,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
-    from jetstore.convert.cluster import dask_client
+    from jetstore.conversion.cluster import dask_client
+    from jetstore.conversion.request import absolute
     from jetstore.stats.result import write_stats
     from jetstore.stats.run import compute_stats
     from jetstore.store.dataset import Dataset
 
     config = load_training_config(args.config)
-    dataset = Dataset.open(args.url, args.storage_options)
+    dataset = Dataset.open(absolute(args.url), args.storage_options)
     with dask_client(args.scheduler, args.workers) as client:
-        result = compute_stats(dataset, config, client, args.fraction)
+        result = compute_stats(dataset, config, client, args.fraction, args.fraction_mode, progress=True)
     path = write_stats(dataset.fs, dataset.root, result)
     print(f"stats for config {config.hash} → {path}")
     print(f"  jets read {result.jets_read:,}, selected {result.jets_selected:,} (standardisation fraction "
@@ -246,7 +241,7 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
-    schema = resolve_schema(args.schema)
+    schema = load_schema(args.schema)
     features = sum(len(b.features) for b in schema.blocks)
     print(f"{args.schema}: ok ({len(schema.jets)} jet columns, {len(schema.labels)} labels, "
           f"{len(schema.blocks)} blocks with {features} features, hash {schema.hash})")

@@ -7,22 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jetstore.cli import resolve_schema
-from jetstore.convert.run import ConvertReport, ConvertRequest, convert
-from jetstore.store import storage
+from jetstore import convert
+from jetstore.conversion import ConvertReport
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_convert(client, inputs, output, fmt="zarr", schema="cms_ak4", options=None, **kwargs) -> ConvertReport:
-    """In-process conversion on the test cluster (storage options resolved as the CLI does)."""
-    schema = resolve_schema(schema) if isinstance(schema, str) else schema
-    request = ConvertRequest(
-        inputs=tuple(inputs), schema=schema, output=str(output), format=fmt,
-        input_options=storage.resolve_storage_options(str(inputs[0]), options),
-        output_options=storage.resolve_storage_options(str(output), options), **kwargs,
-    )
-    return convert(request, client, progress=False, log=lambda _: None)
+    """In-process conversion on the test cluster through the public API."""
+    return convert([str(i) for i in inputs], schema, str(output), format=fmt, client=client, storage_options=options,
+                   input_storage_options=options, progress=False, log=lambda _: None, **kwargs)
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

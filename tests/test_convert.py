@@ -162,7 +162,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
 def test_cli_demo_and_inspect(tmp_path):
     result = cli("demo", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "dask dashboard: http://" in result.stderr
+    assert "dashboard: http://127.0.0.1:" in result.stderr
     for fmt in ("zarr", "parquet"):
         shown = cli("inspect", str(tmp_path / f"sample_cms_ak4.{fmt}"), "--json")
         summary = json.loads(shown.stdout)

@@ -1,7 +1,6 @@
 import pytest
 import yaml
 
-from jetstore.cli import resolve_schema
 from jetstore.errors import SchemaError
 from jetstore.schema import load_schema, schema_from_dict
 from jetstore.schema.infer import infer_schema
@@ -11,14 +10,14 @@ MINIMAL = {"tree": "Events", "jets": ["jet_pt"], "labels": ["label_b"],
 
 
 def test_bundled_schemas_load():
-    cms = resolve_schema("cms_ak4")
+    cms = load_schema("cms_ak4")
     assert cms.tree == "Events" and [b.name for b in cms.blocks] == ["pfcand", "sv"]
     assert len(cms.block("pfcand").features) == 15 and len(cms.block("sv").features) == 9
     assert cms.label_names[0] == "label_b" and cms.labels[0].dtype == "int8"
     assert cms.selection.names == {"jet_pt", "jet_eta"}
-    jetclass = resolve_schema("jetclass")
+    jetclass = load_schema("jetclass")
     assert jetclass.tree == "tree" and jetclass.blocks[0].name == "part" and len(jetclass.labels) == 10
-    assert cms.hash != jetclass.hash and cms.hash == resolve_schema("cms_ak4").hash
+    assert cms.hash != jetclass.hash and cms.hash == load_schema("cms_ak4").hash
 
 
 @pytest.mark.parametrize("change, message", [
@@ -53,7 +52,7 @@ def test_missing_required_key_and_bad_yaml(tmp_path):
 
 
 def test_round_trip_through_dict():
-    schema = resolve_schema("cms_ak4")
+    schema = load_schema("cms_ak4")
     again = schema_from_dict(yaml.safe_load(yaml.safe_dump(schema.to_dict())))
     assert again == schema and again.hash == schema.hash
 
@@ -63,7 +62,7 @@ def test_infer_cms_ak4_sample(sample_files):
     assert skipped == []
     assert data["tree"] == "Events"
     assert set(data["blocks"]) == {"pfcand", "sv"}
-    expected = [f.branch for f in resolve_schema("cms_ak4").block("pfcand").features]
+    expected = [f.branch for f in load_schema("cms_ak4").block("pfcand").features]
     assert data["blocks"]["pfcand"]["features"] == expected
     assert data["labels"] == ["label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g", "label_undef"]
     assert "jet_pt" in data["jets"] and "label_b" not in data["jets"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from weaver.utils.data.config import DataConfig
 
-from jetstore.cli import resolve_schema
+from jetstore import load_schema
 from jetstore.config import load_training_config
 from jetstore.config.weaver import training_config_from_dict
 from jetstore.errors import DatasetError, SchemaError
@@ -37,7 +37,7 @@ def _no_weaver_sleep(monkeypatch):
 def unskimmed(dask_client, sample_files, tmp_path_factory):
     """The sample converted without a convert-time skim, one shard per file (so weaver's per-file data
     fraction and jetstore's per-shard fraction select the same jets)."""
-    data = resolve_schema("cms_ak4").to_dict()
+    data = load_schema("cms_ak4").to_dict()
     data.pop("selection")
     data.pop("sort_by")
     out = tmp_path_factory.mktemp("stats") / "ds.zarr"

@@ -189,7 +189,8 @@ def test_s3_reads_are_exact_ranges(bigger_ak4, moto_server, s3_env):
         jets = sum(len(b["_label_"]) for b in ds)
         fetched = proxy.bytes_down - before
         assert jets > 0.9 * dataset.manifest.n_jets
-        assert fetched / jets < 1.5 * stored / dataset.manifest.n_jets, (fetched / jets, stored / dataset.manifest.n_jets)
+        per_jet = stored / dataset.manifest.n_jets
+        assert fetched / jets < 1.5 * per_jet, (fetched / jets, per_jet)
         small = JetDataset("s3://stream/ds.zarr", config, batch_size=256, seed=5, jets_per_epoch=256,
                            storage_options=options)
         before = proxy.bytes_down

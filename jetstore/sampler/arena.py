@@ -158,7 +158,7 @@ class Arena:
                 groups[name] = GroupArrays(np.empty((array.shape[0], room["rows"]), np.float32))
             else:
                 groups[name] = GroupArrays(np.empty((array.shape[0], max(MIN_CAPACITY, 2 * values[name])), np.float32),
-                                           np.empty(room["rows"], np.int64), np.empty(room["rows"], np.int64))
+                                           np.zeros(room["rows"], np.int64), np.zeros(room["rows"], np.int64))
         self.view = ArenaView(groups, {name: np.empty(room["rows"], a.dtype) for name, a in like.extras.items()})
         self.row_capacity = room["rows"]
         old_refs, self.refs = self.refs, np.empty(room["refs"], np.int64)

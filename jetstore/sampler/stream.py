@@ -10,6 +10,7 @@ whose rows are still pooled in full, so the next batch is exactly the one that w
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -151,25 +152,34 @@ class SlotStream:
                 state.release(drawn)
             light.close()
             self._materialise(state, reads, executors)
-        emitted = self.skip
+        state.emitted = self.skip
 
         def wanted(in_flight: float) -> bool:  # read ahead only what the rest of the epoch may need
             if plan.quota is None:
                 return True
-            return in_flight + state.pool.rows < (plan.quota - emitted) * spec.batch_size
+            return in_flight + state.pool.rows < (plan.quota - state.emitted) * spec.batch_size
 
         full = self._pipeline(True, executors).run(_numbered(reads, state.next_sequence), wanted)
         assembled: collections.deque = collections.deque()
-        self.arena.before_move = lambda: [future.result() for future in (*assembled, *state.copies.values())]
-        while plan.quota is None or emitted < plan.quota:
-            drawn = state.next_batch(full, spec.batch_size, self._wanted(emitted))
+        self.arena.before_move = lambda: concurrent.futures.wait([*assembled, *state.copies.values()])
+        try:
+            yield from self._cut(state, full, assembled, executors)
+        finally:  # left early or not, no job of this stream outlives it (the next epoch reuses the arena)
+            full.close()
+            _settle([*assembled, *state.copies.values()])
+
+    def _cut(self, state: _State, full: Iterator[PreparedUnit], assembled: collections.deque,
+             executors: Executors) -> Iterator[dict[str, np.ndarray]]:
+        spec, plan = self.spec, self.plan
+        while plan.quota is None or state.emitted < plan.quota:
+            drawn = state.next_batch(full, spec.batch_size, self._wanted(state.emitted))
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
             assembled.append(executors.cpu.submit(_assemble, self.builder, state.arena.view, rows, self.empty,
                                                   state.copies_of(drawn)))
             state.release(drawn)
-            emitted += 1
+            state.emitted += 1
             while len(assembled) > executors.threads:
                 yield assembled.popleft().result()
         while assembled:
@@ -197,6 +207,7 @@ class _State:
     def __init__(self, pool: ClassPools | FifoPool, arena: Arena, submit: Callable[..., Future]):
         self.pool, self.arena, self.submit = pool, arena, submit
         self.copies: dict[int, Future] = {}  # units whose data is being copied into the arena
+        self.emitted = 0
         self.units: dict[int, int] = {}  # unit sequence → rows still pooled
         self.next_sequence = 0
         self.exhausted = False
@@ -247,6 +258,13 @@ class _State:
                 del self.units[sequence]
                 if sequence in self.arena.units:
                     self.arena.remove(sequence)
+
+
+def _settle(futures: list[Future]) -> None:
+    """Cancel jobs not started and wait for the others to end, whatever their outcome."""
+    for future in futures:
+        future.cancel()
+    concurrent.futures.wait(futures)
 
 
 def _assemble(builder: BatchBuilder, view, rows: np.ndarray, empty: Allocator, copies: list[Future]):

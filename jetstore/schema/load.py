@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,18 @@ COLUMN_KEYS = ("name", "branch", "expr", "dtype")
 BLOCK_KEYS = ("features",)
 
 
-def load_schema(path: str | Path) -> Schema:
-    """Read a schema file (YAML); a path that is missing or not a mapping is a :class:`SchemaError`."""
+def load_schema(name_or_path: str | Path) -> Schema:
+    """A schema from a YAML file, or the name of a bundled schema (``cms_ak4``, ``jetclass``, ...); a
+    missing file or bad content is a :class:`SchemaError` naming the key."""
+    path = Path(name_or_path)
+    if not path.exists() and not path.suffix and path.name == str(name_or_path):
+        bundled = resources.files("jetstore.schemas") / f"{path.name}.yaml"
+        if bundled.is_file():
+            return schema_from_dict(yaml_load(bundled.read_text(), str(name_or_path)), where=str(name_or_path))
+        names = sorted(p.name.removesuffix(".yaml") for p in resources.files("jetstore.schemas").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise SchemaError(f"no schema file '{name_or_path}' and no bundled schema of that name "
+                          f"(bundled: {', '.join(names)})")
     return schema_from_dict(read_yaml(path, "schema"), where=str(path))
 
 
@@ -27,11 +38,22 @@ def read_yaml(path: str | Path, what: str) -> Any:
     """Parse a YAML file; unreadable files and bad YAML become a :class:`SchemaError` naming the file."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise SchemaError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path}: not a text file; expected {what} YAML") from None
+    return yaml_load(text, str(path))
+
+
+def yaml_load(text: str, where: str) -> Any:
+    """Safe YAML, without echoing file contents in errors."""
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SchemaError(f"{path}: invalid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SchemaError(f"{where}: invalid YAML{place}: {getattr(exc, 'problem', None) or 'parse error'}") from None
 
 
 def schema_from_dict(data: Any, where: str = "schema") -> Schema:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import fsspec
+
+from jetstore.errors import StorageError
 
 SECRET_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
                          "aws_session_token", "session_token"})
@@ -26,10 +29,11 @@ S3_CONFIG = {
     "s3": {"addressing_style": "path"},
     "request_checksum_calculation": "when_required",
     "response_checksum_validation": "when_required",
-    "retries": {"max_attempts": 8, "mode": "adaptive"},
-    "connect_timeout": 20,
+    "retries": {"max_attempts": 8, "mode": "adaptive"},  # rides out gateway restarts and 503s mid-run
+    "connect_timeout": 5,
     "read_timeout": 120,
 }
+PROBE_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 3}  # checks before a run
 MULTIPART_PART_SIZE = 64 << 20  # uploads above this go multipart (still atomic: visible on completion)
 
 
@@ -217,3 +221,76 @@ def _collect_secrets(value: Any, found: list[str]) -> None:
                 found.append(item)
             else:
                 _collect_secrets(item, found)
+
+
+# ---------------------------------------------------------------- storage failures
+
+DENIED = {"AccessDenied", "403", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AllAccessDisabled"}
+UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
+               "gaierror", "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError"}
+
+
+def endpoint(url: str, options: Mapping[str, Any] | None) -> str:
+    """Where ``url`` lives, for messages: the S3 endpoint (or AWS), or "local disk"."""
+    if is_local(url):
+        return "local disk"
+    return str((options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+               or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3")
+
+
+def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = None) -> StorageError | None:
+    """The :class:`StorageError` an exception stands for (one line naming the endpoint, bucket or object
+    and the likely fix), or None when it is not a storage failure."""
+    if isinstance(exc, StorageError):
+        return exc
+    where = endpoint(url, options)
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = {type(e).__name__ for e in chain}
+    codes = {str(getattr(e, "response", {}).get("Error", {}).get("Code")) for e in chain if hasattr(e, "response")}
+    statuses = {getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") for e in chain}
+    scrub = StorageOptions(options or {}).scrub
+    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
+        return StorageError(f"{url}: no credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                            "(or mount the Kubernetes secret), or pass --storage-options")
+    if names & UNREACHABLE or any(isinstance(e, ConnectionError) for e in chain):
+        return StorageError(f"{url}: cannot reach {where}; check the endpoint URL (AWS_ENDPOINT_URL) and the network")
+    if names & {"ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}:
+        return StorageError(f"{url}: {where} did not answer in time; is it overloaded? A rerun resumes")
+    if codes & {"NoSuchBucket"}:
+        bucket = url.split("://", 1)[-1].split("/", 1)[0]
+        return StorageError(f"{url}: bucket '{bucket}' does not exist at {where}; create it first")
+    if codes & DENIED or (isinstance(exc, PermissionError) and not is_local(url)):
+        code = sorted(codes & DENIED)[0] if codes & DENIED else "403"
+        return StorageError(f"{url}: access denied by {where} ({code}); check the credentials and their "
+                            "permissions on the bucket")
+    if any(isinstance(s, int) and s >= 500 for s in statuses):
+        return StorageError(f"{url}: {where} kept failing ({', '.join(sorted(c for c in codes if c != 'None'))}) "
+                            "after retries; an outage? A rerun resumes where this one stopped")
+    if is_local(url) and isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
+                                                                     errno.ENOSPC, errno.EDQUOT):
+        return StorageError(f"{url}: {scrub(os.strerror(exc.errno)).lower()} ({exc.filename or url})")
+    return None
+
+
+@contextlib.contextmanager
+def access(url: str, options: Mapping[str, Any] | None = None) -> Iterator[None]:
+    r"""Run storage operations on ``url``; storage failures become one-line :class:`StorageError`\ s."""
+    try:
+        yield
+    except Exception as exc:
+        error = failure(exc, url, options)
+        if error is None or error is exc:
+            raise
+        raise error from None
+
+
+def probe_options(options: Mapping[str, Any]) -> StorageOptions:
+    """Options for checks before a run: few retries and a short connect timeout, so a wrong endpoint
+    fails in seconds."""
+    out = StorageOptions(copy.deepcopy(dict(options)))
+    if "config_kwargs" in out:
+        out["config_kwargs"] = _deep_merge(out["config_kwargs"], PROBE_CONFIG)
+    return out

@@ -1,48 +1,32 @@
-"""Orchestrating a conversion on Dask: expand inputs, validate them, plan shards, run or reuse each
-shard, then commit the manifest (only when every input converted, unless bad inputs may be skipped)."""
+"""Orchestrating a conversion: checks and the write lease before any cluster starts (:func:`session`), then
+on Dask validate the inputs, plan shards, run or reuse each shard, and commit the manifest (only when
+every input converted, unless bad inputs may be skipped; a storage failure is never blamed on an input)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import glob
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from distributed import Client, as_completed
 from tqdm import tqdm
 
-from jetstore.convert.plan import ShardTask, plan_hash, plan_shards
-from jetstore.convert.root_input import InputInfo, inspect_task
-from jetstore.convert.shard import ShardJob, ShardOutcome, run_shard
-from jetstore.errors import DatasetError, TaskFailure
+from jetstore.conversion.plan import ShardTask, plan_hash, plan_shards
+from jetstore.conversion.request import ConvertRequest, expand_inputs
+from jetstore.conversion.root_input import InputInfo, inspect_task
+from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
+from jetstore.errors import DatasetError, InputError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.format import get_format
-from jetstore.store.layout import Layout, TableColumns
+from jetstore.store.layout import TableColumns
 from jetstore.store.manifest import InputEntry, Manifest
 from jetstore.store.writer import DatasetWriter
 from jetstore.version import __version__
-
-
-@dataclass(frozen=True)
-class ConvertRequest:
-    """What to convert, where to, and how the shards are cut."""
-
-    inputs: tuple[str, ...]
-    schema: Schema
-    output: str
-    format: str = "zarr"
-    jets_per_shard: int = 100_000
-    layout: Layout = field(default_factory=Layout)
-    read_step: int = 20_000
-    overwrite: bool = False
-    skip_bad_inputs: bool = False
-    break_lease: bool = False
-    input_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
-    output_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 
 
 @dataclass
@@ -59,27 +43,61 @@ class ConvertReport:
         return not self.failures
 
 
-def convert(request: ConvertRequest, client: Client, progress: bool = True,
-            log: Callable[[str], None] | None = None) -> ConvertReport:
-    """Run a conversion on ``client``; returns the report (the caller decides the exit code)."""
+@contextlib.contextmanager
+def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -> Iterator[Session]:
+    """Everything checked before a cluster is started: the format, local paths made absolute, the inputs
+    found, the output location reachable, writable and free (its write lease taken, held until the block
+    ends). Failures are one-line errors: storage ones :class:`StorageError`, a held lease :class:`LeaseError`."""
     log = log or (lambda message: print(message, file=sys.stderr))
     get_format(request.format)
+    request = request.resolved()
+    urls, failures = expand_inputs(request.inputs, request.input_options)
+    if not urls:
+        raise InputError(", ".join(request.inputs), "no input to convert: " + "; ".join(
+            f"{url}: {reason}" for url, reason in failures.items()))
     writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex)
-    with writer.lease().held(request.break_lease) as previous:
-        if previous is not None:
-            log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
-            writer.remove_staging(previous.run_id)
-        return _convert(request, client, writer, progress, log)
+    with storage.access(request.output, request.output_options):
+        _check_output(request)
+        with writer.lease().held(request.break_lease) as previous:
+            if previous is not None:
+                log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
+                writer.remove_staging(previous.run_id)
+            yield Session(request, urls, failures, writer, log)
 
 
-def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, progress: bool,
-             log: Callable[[str], None]) -> ConvertReport:
+def _check_output(request: ConvertRequest) -> None:
+    """Fail fast on an object store: the bucket must exist (checked with few retries)."""
+    if storage.is_local(request.output):
+        return
+    fs, root = storage.filesystem(request.output, storage.probe_options(request.output_options))
+    bucket = root.split("/", 1)[0]
+    if not fs.exists(bucket):
+        raise StorageError(f"{request.output}: bucket '{bucket}' does not exist at "
+                           f"{storage.endpoint(request.output, request.output_options)}; create it first")
+
+
+@dataclass
+class Session:
+    """A conversion ready to run: checked request, found inputs, and the held write lease."""
+
+    request: ConvertRequest
+    urls: list[str]
+    failures: dict[str, str]
+    writer: DatasetWriter
+    log: Callable[[str], None]
+
+    def run(self, client: Client, progress: bool = True) -> ConvertReport:
+        """Convert on ``client``; returns the report (the caller decides the exit code)."""
+        with storage.access(self.request.output, self.request.output_options):
+            return _convert(self.request, client, self.writer, self.urls, dict(self.failures), progress, self.log)
+
+
+def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, urls: list[str],
+             failures: dict[str, str], progress: bool, log: Callable[[str], None]) -> ConvertReport:
     if request.overwrite:
         writer.remove_dataset()
     previous = writer.existing_manifest()
-    report = ConvertReport(manifest=None)
-
-    urls, report.failures = expand_inputs(request.inputs, request.input_options)
+    report = ConvertReport(manifest=None, failures=failures)
     infos = _inspect_all(client, urls, request, report.failures)
     infos = _consistent_dtypes(infos, report.failures)
     tasks = plan_shards(infos, request.jets_per_shard, request.schema.hash, request.format, request.layout)
@@ -91,9 +109,14 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, pro
                                  {b.name: [f.name for f in b.features] for b in request.schema.blocks},
                                  infos[0].dtypes if infos else _float_dtypes(request.schema))
     log(f"converting {len(infos)} input(s) into {len(tasks)} shard(s) → {request.output} [{request.format}]")
-    outcomes = _run_tasks(client, tasks, request, writer, columns, report.failures, progress)
+    outcomes, storage_failures = _run_tasks(client, tasks, request, writer, columns, report.failures, progress)
     report.written = sum(not o.reused for o in outcomes.values())
     report.reused = sum(o.reused for o in outcomes.values())
+    if storage_failures:
+        writer.remove_staging()
+        first = next(iter(storage_failures.values()))
+        raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
+                           f"({report.written} written, {report.reused} reused; rerun to resume)")
 
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
@@ -117,29 +140,6 @@ def _float_dtypes(schema: Schema) -> dict[str, str]:
     """Storage dtypes when no input could be inspected (the manifest of an empty dataset)."""
     features = [f for b in schema.blocks for f in b.features]
     return {c.name: c.dtype or "float32" for c in (*schema.jet_columns, *features)}
-
-
-def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
-    """Expand globs (local or remote); a pattern that matches nothing is a failure named by the pattern.
-
-    Plain paths are kept even if missing so their validation reports them by name.
-    """
-    urls: list[str] = []
-    failures: dict[str, str] = {}
-    for pattern in patterns:
-        if not any(ch in pattern for ch in "*?["):
-            urls.append(pattern)
-            continue
-        if storage.is_local(pattern):
-            matches = sorted(glob.glob(pattern.removeprefix("file://")))
-        else:
-            fs, _ = storage.filesystem(pattern, options)
-            prefix = f"{storage.protocol(pattern)}://"
-            matches = [prefix + m for m in sorted(fs.glob(pattern.split("://", 1)[1]))]
-        if not matches:
-            failures[pattern] = "no file matches this pattern"
-        urls.extend(matches)
-    return list(dict.fromkeys(urls)), failures
 
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
@@ -174,22 +174,28 @@ def _consistent_dtypes(infos: list[InputInfo], failures: dict[str, str]) -> list
 
 
 def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, writer: DatasetWriter,
-               columns: TableColumns, failures: dict[str, str], progress: bool) -> dict[str, ShardOutcome]:
+               columns: TableColumns, failures: dict[str, str],
+               progress: bool) -> tuple[dict[str, ShardOutcome], dict[str, str]]:
+    """Run every shard task; returns the outcomes, and the storage failures by shard (input failures go
+    into ``failures``)."""
     jobs = [ShardJob(t, request.schema, writer, request.format, request.layout, columns, request.read_step,
                      request.input_options) for t in tasks]
     futures = client.map(run_shard, jobs, key=[f"convert-{t.name}" for t in tasks], pure=False, retries=0)
     by_future = dict(zip(futures, tasks, strict=True))
     outcomes: dict[str, ShardOutcome] = {}
+    storage_failures: dict[str, str] = {}
     jets = 0
     with tqdm(total=len(tasks), unit="shard", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for future in as_completed(futures):
             task = by_future[future]
             outcome = future.result()
-            if isinstance(outcome, TaskFailure):
+            if isinstance(outcome, TaskFailure) and outcome.storage:
+                storage_failures[task.name] = outcome.reason
+            elif isinstance(outcome, TaskFailure):
                 failures.setdefault(outcome.url, outcome.reason)
             else:
                 outcomes[task.name] = outcome
                 jets += outcome.entry.n_jets
-            bar.set_postfix(jets=jets, failed=len(failures), refresh=False)
+            bar.set_postfix(jets=jets, failed=len(failures) + len(storage_failures), refresh=False)
             bar.update()
-    return outcomes
+    return outcomes, storage_failures

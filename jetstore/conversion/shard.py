@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jetstore.convert.plan import ShardTask
-from jetstore.convert.root_input import read_range
+from jetstore.conversion.plan import ShardTask
+from jetstore.conversion.root_input import read_range
 from jetstore.errors import InputError, JetstoreError, LeaseError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL

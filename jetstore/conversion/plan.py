@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 
 import xxhash
 
-from jetstore.convert.root_input import InputInfo
+from jetstore.conversion.root_input import InputInfo
 from jetstore.store.layout import Layout
 from jetstore.store.manifest import FORMAT_VERSION
 

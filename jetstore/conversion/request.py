@@ -1,0 +1,68 @@
+"""What a conversion is asked to do, with every local path made absolute on the client (Dask workers run in
+other directories, on other machines), and the expansion of input patterns."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from dataclasses import dataclass, field
+
+from jetstore.schema import Schema
+from jetstore.store import storage
+from jetstore.store.layout import Layout
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """What to convert, where to, and how the shards are cut."""
+
+    inputs: tuple[str, ...]
+    schema: Schema
+    output: str
+    format: str = "zarr"
+    jets_per_shard: int = 100_000
+    layout: Layout = field(default_factory=Layout)
+    read_step: int = 20_000
+    overwrite: bool = False
+    skip_bad_inputs: bool = False
+    break_lease: bool = False
+    input_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
+    output_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
+
+    def resolved(self) -> ConvertRequest:
+        """The request with local inputs and output as absolute paths."""
+        return dataclasses.replace(self, inputs=tuple(absolute(url) for url in self.inputs),
+                                   output=absolute(self.output))
+
+
+def absolute(url: str) -> str:
+    """A local path made absolute (``~`` expanded, ``file://`` dropped); URLs as they are."""
+    if not storage.is_local(url):
+        return url
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+
+
+def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
+    """Expand globs (local or remote) and find missing local files; a pattern that matches nothing or a
+    file that does not exist is a failure named by itself."""
+    urls: list[str] = []
+    failures: dict[str, str] = {}
+    for pattern in patterns:
+        if not any(ch in pattern for ch in "*?["):
+            if storage.is_local(pattern) and not os.path.exists(pattern):
+                failures[pattern] = "no such file"
+            else:
+                urls.append(pattern)
+            continue
+        if storage.is_local(pattern):
+            matches = sorted(glob.glob(pattern))
+        else:
+            with storage.access(pattern, options):
+                fs, _ = storage.filesystem(pattern, storage.probe_options(options))
+                prefix = f"{storage.protocol(pattern)}://"
+                matches = [prefix + m for m in sorted(fs.glob(pattern.split("://", 1)[1]))]
+        if not matches:
+            failures[pattern] = "no file matches this pattern"
+        urls.extend(matches)
+    return list(dict.fromkeys(urls)), failures

@@ -1,0 +1,1 @@
+"""The bundled schemas (``cms_ak4``, ``jetclass``, ...): this folder is installed as ``jetstore.schemas``."""
