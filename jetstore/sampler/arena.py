@@ -64,7 +64,7 @@ class Arena:
         self.refs = np.zeros(0, np.int64)            # kept row of a unit → arena row
         self.values_used: dict[str, int] = {}
         self.reset()
-        self.before_move: Callable[[], None] = lambda: None  # waits for batches still reading the arrays
+        self.before_move: Callable[[], None] = lambda: None  # waits for the batches and copies using the arrays
 
     def reset(self) -> None:
         """Forget every unit, keeping the arrays (an arena serves one epoch after another)."""
@@ -129,13 +129,13 @@ class Arena:
     def _make_room(self, like: Compact, rows: int, sizes: dict[str, int], refs: int) -> None:
         """Move the live units to the front of the arrays when that frees enough room (after the batches
         still reading them are done); else copy them into larger arrays."""
+        self.before_move()  # copies still writing the live units must end before these are moved or copied
         live = sorted(self.units.items(), key=lambda item: item[1].row)
         needed_rows = rows + sum(u.rows for _, u in live)
         needed_refs = refs + sum(u.refs for _, u in live)
         needed = {name: size + sum(u.values[name][1] for _, u in live) for name, size in sizes.items()}
         if self.view is not None and needed_rows <= self.row_capacity // 2 and needed_refs <= len(self.refs) // 2 \
                 and all(needed[name] <= self.view.groups[name].values.shape[1] // 2 for name in needed):
-            self.before_move()
             self._move(live, self.view, self.refs)
         else:
             self._reallocate(like, rows, sizes, refs)

@@ -293,4 +293,5 @@ def probe_options(options: Mapping[str, Any]) -> StorageOptions:
     out = StorageOptions(copy.deepcopy(dict(options)))
     if "config_kwargs" in out:
         out["config_kwargs"] = _deep_merge(out["config_kwargs"], PROBE_CONFIG)
+        out.update(skip_instance_cache=True, use_listings_cache=False)  # a fresh look, not a cached listing
     return out

@@ -43,6 +43,8 @@ def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) 
     fs = s3fs.S3FileSystem(**{k: v for k, v in opts.items() if k != "config_kwargs"}, skip_instance_cache=True)
     if not fs.exists(bucket):
         fs.mkdir(bucket)
+    elif fs.exists(f"{bucket}/ds.zarr"):  # a server kept from an earlier run: start clean
+        fs.rm(f"{bucket}/ds.zarr", recursive=True)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
         "report", run_convert(client, files, url, options=opts, jets_per_shard=25, overwrite=True)))
