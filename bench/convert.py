@@ -1,14 +1,16 @@
 """Benchmark ``jetstore convert`` against the raw uproot read of the same branches (the limit).
 
-    python bench/convert.py [--inputs '../shared/data/cms_ak4/*.root'] [--schema cms_ak4] [--repeat 3]
+    python bench/convert.py [--inputs '../shared/data/cms_ak4/*.root'] [--schema cms_ak4]
+                            [--jetclass-inputs 'bench/out/jetclass_pythia/*.root'] [--repeat 3]
 
-Side by side in one run, on one core each:
-  * raw    : uproot ``TTree.arrays`` of every branch the schema reads (decompression + interpretation);
-  * shard  : jetstore's per-shard task (read + select + cast + compress + write + checksum), in process;
-  * dask   : the whole ``convert`` on a LocalCluster (wall clock, all workers),
-for both formats with the default zstd codec and with lz4.
-Reports jets/s per core, the ratio to raw, and output bytes per jet against the ROOT input.
-Goals (issue #2): shard ≥ 0.7× raw; output ≤ 0.75× input bytes with float32.
+Side by side in one run, one core each:
+  * raw:   uproot ``TTree.arrays`` of every branch the schema reads (decompression + interpretation);
+  * shard: jetstore's per-shard task (read + select + cast + sort + compress + write + checksum), in process;
+  * whole: ``jetstore convert`` on a one-worker LocalCluster, its marginal rate (the inputs twice vs once,
+    so cluster start-up and fixed costs cancel);
+for both formats with the default zstd codec and with lz4; output bytes per jet against the ROOT input
+(LZ4). Goals (scale-out issue): whole ≥ 0.7× raw; output ≤ 0.75× the input bytes on cms_ak4 and on
+JetClass-style jets (--jetclass-inputs, made with ../shared/tools/mkjetlib.py --scheme jetclass).
 """
 
 from __future__ import annotations
@@ -26,16 +28,21 @@ from pathlib import Path
 import numcodecs.blosc
 import uproot
 
-from jetstore.cli import resolve_schema
-from jetstore.conversion.cluster import dask_client
-from jetstore.conversion.plan import plan_shards
-from jetstore.conversion.root_input import inspect_input
-from jetstore.conversion.run import ConvertRequest, convert
-from jetstore.conversion.shard import ShardJob, run_shard
-from jetstore.store.layout import Layout
-from jetstore.store.storage import StorageOptions
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DEFAULT_INPUTS = str(Path(__file__).resolve().parents[1].parent / "shared/data/cms_ak4/*.root")
+from jetstore import convert, load_schema  # noqa: E402
+from jetstore.conversion.cluster import dask_client  # noqa: E402
+from jetstore.conversion.plan import plan_shards  # noqa: E402
+from jetstore.conversion.root_input import inspect_input  # noqa: E402
+from jetstore.conversion.shard import ShardJob, run_shard  # noqa: E402
+from jetstore.schema import Schema, schema_from_dict  # noqa: E402
+from jetstore.schema.infer import infer_schema  # noqa: E402
+from jetstore.store.layout import Layout, TableColumns  # noqa: E402
+from jetstore.store.storage import StorageOptions  # noqa: E402
+from jetstore.store.writer import DatasetWriter  # noqa: E402
+
+SHARED = REPO.parent / "shared"
 
 
 def best_of(repeat: int, function) -> float:
@@ -47,68 +54,97 @@ def best_of(repeat: int, function) -> float:
     return min(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inputs", default=DEFAULT_INPUTS)
-    parser.add_argument("--schema", default="cms_ak4")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--scratch", default=str(Path(__file__).parent / "out"),
-                        help="where outputs are written (a real disk, not a slow tmpfs/overlay)")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    numcodecs.blosc.use_threads = False  # one core: as in a Dask worker thread, where Blosc never threads
-    files = sorted(glob.glob(args.inputs))
-    if not files:
-        sys.exit(f"no input matches {args.inputs}")
-    schema = resolve_schema(args.schema)
+def measure(files: list[str], schema: Schema, repeat: int, scratch: str, formats) -> dict:
+    schema_name = schema.name
     branches = sorted(schema.branches)
     infos = [inspect_input(f, schema, {}) for f in files]
     entries = sum(i.entries for i in infos)
-    input_bytes = sum(i.size for i in infos)
+    input_bytes = sum(os.path.getsize(f) for f in files)
 
     def raw_read() -> None:
         for f in files:
             with uproot.open(f) as handle:
                 handle[schema.tree].arrays(branches, library="ak", how=dict)
 
-    raw_s = best_of(args.repeat, raw_read)
+    raw_s = best_of(repeat, raw_read)
     results = {"inputs": len(files), "entries": entries, "input_bytes_per_jet": input_bytes / entries,
                "raw_jets_per_s_per_core": entries / raw_s}
-    print(f"{len(files)} files, {entries:,} jets, {input_bytes / entries:.0f} input bytes/jet (ROOT, LZ4)")
-    print(f"raw uproot read          {entries / raw_s:>10,.0f} jets/s per core")
-    Path(args.scratch).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-        for fmt, codec in (("zarr", "zstd"), ("parquet", "zstd"), ("zarr", "lz4"), ("parquet", "lz4")):
-            layout = Layout(codec=codec)
-            tasks = plan_shards(infos, 100_000, schema.hash, fmt, layout)
-            out = f"{scratch}/shard-{fmt}-{codec}"
+    print(f"\n{schema_name}: {len(files)} files, {entries:,} jets, {input_bytes / entries:.0f} input bytes/jet (ROOT)")
+    print("| | jets/s per core | × raw read | bytes/jet | × ROOT input |\n| --- | ---: | ---: | ---: | ---: |")
+    print(f"| raw uproot `TTree.arrays` of the schema's branches | {entries / raw_s:,.0f} | 1.00 | | |")
+    columns = TableColumns.build([c.name for c in schema.jet_columns],
+                                 {b.name: [f.name for f in b.features] for b in schema.blocks}, infos[0].dtypes)
+    twice = files + [str(link) for link in _links(files, Path(scratch) / "twice")]
+    for fmt, codec in formats:
+        layout = Layout(codec=codec)
+        tasks = plan_shards(infos, 100_000, schema.hash, fmt, layout)
+        out = f"{scratch}/shard-{fmt}-{codec}"
 
-            def shard_run(fmt=fmt, tasks=tasks, out=out, layout=layout) -> None:
-                shutil.rmtree(out, ignore_errors=True)
-                for task in tasks:
-                    run_shard(ShardJob(task, schema, out, fmt, layout, 20_000, StorageOptions(), StorageOptions()))
+        def shard_run(fmt=fmt, tasks=tasks, out=out, layout=layout) -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            for task in tasks:
+                run_shard(ShardJob(task, schema, DatasetWriter(out), fmt, layout, columns, 20_000, StorageOptions()))
 
-            shard_s = best_of(args.repeat, shard_run)
-            request = ConvertRequest(tuple(files), schema, f"{scratch}/dask-{fmt}-{codec}", fmt, layout=layout,
-                                     overwrite=True)
-            with dask_client(workers=args.workers, quiet=True) as client:
-                convert(request, client, progress=False, log=lambda _: None)  # warm the workers
+        shard_s = best_of(repeat, shard_run)
+        whole = {}
+        with dask_client(workers=1, quiet=True) as client:
+            for name, inputs in (("once", files), ("twice", twice)):
+                target = f"{scratch}/whole-{fmt}-{codec}-{name}"
+                convert(inputs, schema, target, format=fmt, layout=layout, client=client, progress=False,
+                        log=lambda _: None, overwrite=True)  # warm-up
                 start = time.perf_counter()
-                report = convert(request, client, progress=False, log=lambda _: None)
-                dask_s = time.perf_counter() - start
-            manifest = report.manifest
-            out_per_jet = manifest.bytes / manifest.n_jets
-            results[f"{fmt}-{codec}"] = {
-                "shard_jets_per_s_per_core": entries / shard_s, "ratio_to_raw": raw_s / shard_s,
-                "dask_wall_jets_per_s": entries / dask_s, "dask_workers": args.workers,
-                "output_bytes_per_jet": out_per_jet, "output_over_input": out_per_jet / (input_bytes / entries),
-            }
-            r = results[f"{fmt}-{codec}"]
-            print(f"convert {fmt:<8} {codec:<5} {r['shard_jets_per_s_per_core']:>10,.0f} jets/s per core "
-                  f"= {r['ratio_to_raw']:.2f}× raw   | dask {args.workers} workers: "
-                  f"{r['dask_wall_jets_per_s']:,.0f} jets/s wall | {out_per_jet:.0f} bytes/jet = "
-                  f"{r['output_over_input']:.2f}× input")
+                report = convert(inputs, schema, target, format=fmt, layout=layout, client=client, progress=False,
+                                 log=lambda _: None, overwrite=True)
+                whole[name] = time.perf_counter() - start
+        marginal = entries / (whole["twice"] - whole["once"])
+        manifest = report.manifest
+        out_per_jet = manifest.bytes / manifest.n_jets
+        results[f"{fmt}-{codec}"] = {
+            "shard_jets_per_s_per_core": entries / shard_s, "shard_over_raw": raw_s / shard_s,
+            "whole_marginal_jets_per_s": marginal, "whole_over_raw": marginal * raw_s / entries,
+            "output_bytes_per_jet": out_per_jet, "output_over_input": out_per_jet / (input_bytes / entries),
+        }
+        r = results[f"{fmt}-{codec}"]
+        print(f"| per-shard task, {fmt} {codec} | {r['shard_jets_per_s_per_core']:,.0f} | {r['shard_over_raw']:.2f} "
+              f"| {out_per_jet:.0f} | {r['output_over_input']:.2f} |")
+        print(f"| whole `jetstore convert`, 1 worker, marginal, {fmt} {codec} | {marginal:,.0f} | "
+              f"{r['whole_over_raw']:.2f} | | |", flush=True)
+    return results
+
+
+def _links(files: list[str], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    links = []
+    for path in files:
+        link = directory / f"again_{Path(path).name}"
+        if not link.exists():
+            link.symlink_to(os.path.abspath(path))
+        links.append(link)
+    return links
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", default=str(SHARED / "data/cms_ak4/*.root"))
+    parser.add_argument("--schema", default="cms_ak4")
+    parser.add_argument("--jetclass-inputs", default=str(REPO / "bench/out/jetclass_pythia/*.root"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scratch", default=str(REPO / "bench/out"), help="a real disk, not a slow tmpfs")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    numcodecs.blosc.use_threads = False  # one core: as in a Dask worker thread, where Blosc never threads
+    files = sorted(glob.glob(args.inputs))
+    if not files:
+        sys.exit(f"no input matches {args.inputs}")
+    Path(args.scratch).mkdir(parents=True, exist_ok=True)
+    formats = (("zarr", "zstd"), ("parquet", "zstd"), ("zarr", "lz4"), ("parquet", "lz4"))
+    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+        results = {args.schema: measure(files, load_schema(args.schema), args.repeat, scratch, formats)}
+        jetclass = sorted(glob.glob(args.jetclass_inputs))
+        if jetclass:  # their schema as `jetstore schema infer` proposes it (int8 for charges and particle ids)
+            schema = schema_from_dict(infer_schema(jetclass, name="jetclass_style")[0])
+            results["jetclass"] = measure(jetclass, schema, args.repeat, scratch, (("zarr", "zstd"), ("zarr", "lz4")))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -26,13 +26,12 @@ from pathlib import Path
 import numcodecs.blosc
 import numpy as np
 
-from jetstore.cli import resolve_schema
+from jetstore import Dataset, compute_stats, convert
 from jetstore.config import load_training_config
 from jetstore.conversion.cluster import dask_client
-from jetstore.conversion.run import ConvertRequest, convert
 from jetstore.stats import quantiles
-from jetstore.stats.run import compute_stats, pass1, pass2
-from jetstore.store.dataset import Dataset
+from jetstore.stats.fraction import Fraction
+from jetstore.stats.passes import ShardWork, merge_pass1, merge_pass2, pass1, pass2
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -88,17 +87,17 @@ def time_rdataframe(files: list[str], config, entries: int | None) -> float:
 
 def time_in_process(dataset: Dataset, config) -> float:
     """The two passes without Dask, one shard after another (one core)."""
-    source = dataset.source
+    entries = {i.url: i.entries for i in dataset.manifest.inputs}
+    work = ShardWork(dataset.source, dataset.schema, config, Fraction(config.data_fraction, "weaver", entries),
+                     Fraction(1.0, "weaver", entries), dataset.unit_jets)
     start = time.perf_counter()
-    firsts = [pass1(source, s, config, config.data_fraction, 1.0) for s in dataset.manifest.shards]
+    first = merge_pass1(*(pass1(work, s) for s in dataset.manifest.shards))
     bins = {}
     for name in config.auto_variables:
-        coarse = sum(r.coarse[name] for r in firsts)
-        count = int(sum(r.moments[name][0] for r in firsts))
-        ranks = quantiles.percentile_ranks(count, (16, 50, 84))
-        bins[name] = quantiles.locate(coarse, [r for pair in ranks.values() for r in pair[:2]]).bins
-    for shard in dataset.manifest.shards:
-        pass2(source, shard, config, config.data_fraction, bins)
+        ranks = quantiles.percentile_ranks(int(first.moments[name][0]), (16, 50, 84))
+        bins[name] = quantiles.locate(quantiles.dense(first.coarse[name]),
+                                      [r for pair in ranks.values() for r in pair[:2]]).bins
+    merge_pass2(*(pass2(work, s, bins) for s in dataset.manifest.shards))
     return time.perf_counter() - start
 
 
@@ -138,8 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch, dask_client(workers=1, quiet=True) as client:
         for fmt in ("zarr", "parquet"):
             url = f"{scratch}/ds.{fmt}"
-            convert(ConvertRequest(tuple(files), resolve_schema("cms_ak4"), url, fmt), client, progress=False,
-                    log=lambda _: None)
+            convert(files, "cms_ak4", url, format=fmt, client=client, progress=False, log=lambda _: None)
             dataset = Dataset.open(url)
             local_s = min(time_in_process(dataset, copy.deepcopy(config)) for _ in range(args.repeat))
             compute_stats(dataset, config, client, log=lambda _: None)

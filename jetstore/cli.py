@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="work with schemas")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
-    infer = schema_commands.add_parser("infer", help="write a schema for an unseen ROOT file")
+    infer = schema_commands.add_parser("infer", help="write a schema for unseen ROOT files (all must agree)")
     infer.add_argument("files", nargs="+", metavar="FILE")
     infer.add_argument("--tree", help="tree name (default: the only TTree in the file)")
+    infer.add_argument("--name", help="schema name (default: from the file names)")
     infer.add_argument("--output", "-o", help="write the YAML here (default: stdout)")
     infer.set_defaults(handler=cmd_schema_infer)
     check = schema_commands.add_parser("check", help="validate a schema file")
@@ -226,9 +227,11 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     from jetstore.schema.infer import infer_schema
     from jetstore.schema.load import schema_from_dict
 
-    data, skipped = infer_schema(args.files[0], args.tree)
+    data, skipped = infer_schema(args.files, args.tree, args.name)
     schema_from_dict(data, where=args.files[0])
-    text = f"# inferred by `jetstore schema infer` from {Path(args.files[0]).name}\n"
+    names = ", ".join(Path(f).name for f in args.files[:3]) + (f" and {len(args.files) - 3} more"
+                                                                 if len(args.files) > 3 else "")
+    text = f"# inferred by `jetstore schema infer` from {names}\n"
     if skipped:
         text += f"# left out (not numbers or vectors of numbers): {', '.join(skipped)}\n"
     text += yaml.safe_dump(data, sort_keys=False)

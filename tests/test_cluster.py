@@ -3,53 +3,26 @@ another directory, the command line run with relative paths from a third."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from jetstore.store.dataset import Dataset
 from tests.conftest import assert_table_matches, reference_for
+from tests.external import ENV_WITHOUT_SCHEDULER, ExternalCluster
 from tests.helpers import REPO
-
-ENV_WITHOUT_SCHEDULER = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
 
 
 @pytest.fixture(scope="module")
 def external_cluster(tmp_path_factory):
     """``dask scheduler`` + 2 × ``dask worker`` (one thread each), running in their own directory."""
     home = tmp_path_factory.mktemp("workers-home")
-    scheduler_file = home / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
-    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(scheduler_file)], cwd=home, env=ENV_WITHOUT_SCHEDULER,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for _ in range(300):
-            if scheduler_file.exists() and scheduler_file.stat().st_size:
-                break
-            time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for _ in range(2):
-            processes.append(subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                               "--no-dashboard", "--local-directory", str(home)], cwd=home,
-                                              env=ENV_WITHOUT_SCHEDULER, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address, home
-    finally:
-        for process in processes[::-1]:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+    with ExternalCluster(home, workers=2) as cluster:
+        yield cluster.address, home
 
 
 def jetstore(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

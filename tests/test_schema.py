@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import yaml
 
@@ -58,8 +59,9 @@ def test_round_trip_through_dict():
 
 
 def test_infer_cms_ak4_sample(sample_files):
-    data, skipped = infer_schema(sample_files[0])
-    assert skipped == []
+    data, skipped = infer_schema(sample_files, name="ak4")
+    assert skipped == [] and data["name"] == "ak4"
+    assert data["sort_by"] == ["label", "jet_pt"]
     assert data["tree"] == "Events"
     assert set(data["blocks"]) == {"pfcand", "sv"}
     expected = [f.branch for f in load_schema("cms_ak4").block("pfcand").features]
@@ -74,3 +76,35 @@ def test_infer_jetclass(jetclass_file):
     assert data["tree"] == "tree" and list(data["blocks"]) == ["part"]
     assert len(data["blocks"]["part"]["features"]) == 16
     assert len(data["labels"]) == 10 and "jet_nparticles" in data["jets"]
+
+
+def test_infer_names_the_file_and_branch_where_files_disagree(sample_files, jetclass_file, tmp_path):
+    import uproot
+
+    with pytest.raises(SchemaError, match=r"jetclass_sample.root: tree 'tree' differs from 'Events'"):
+        infer_schema([sample_files[0], jetclass_file])
+    short = tmp_path / "short.root"
+    with uproot.open(sample_files[0]) as handle:
+        arrays = handle["Events"].arrays(filter_name=["jet_pt", "jet_eta", "label_*"], library="np")
+    with uproot.recreate(short) as out:
+        out.mktree("Events", {name: values.dtype for name, values in arrays.items()}).extend(arrays)
+    with pytest.raises(SchemaError, match=r"short.root: has no branch 'event', which .*sample_cms_ak4_a.root has"):
+        infer_schema([sample_files[0], str(short)])
+
+
+def test_cli_infer_then_convert_gives_sorted_shards(dask_client, sample_files, tmp_path):
+    """An inferred schema sorts shards by (class, jet pT), as the sampler needs."""
+    from jetstore.store.dataset import Dataset
+    from tests.helpers import cli, run_convert
+
+    result = cli("schema", "infer", *sample_files, "--name", "mine", "-o", str(tmp_path / "mine.yaml"))
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "mine.yaml").read_text()
+    assert "from sample_cms_ak4_a.root, sample_cms_ak4_b.root" in text and "name: mine" in text
+    assert run_convert(dask_client, sample_files, tmp_path / "ds", schema=str(tmp_path / "mine.yaml")).ok
+    table = Dataset.open(str(tmp_path / "ds")).read_shard(Dataset.open(str(tmp_path / "ds")).manifest.shards[0])
+    labels = np.stack([table.jets[c] for c in load_schema(str(tmp_path / "mine.yaml")).label_names], axis=1)
+    classes = labels.argmax(axis=1)
+    assert (np.diff(classes) >= 0).all()
+    for c in np.unique(classes):
+        assert (np.diff(table.jets["jet_pt"][classes == c]) >= 0).all()

@@ -101,13 +101,26 @@ def test_fraction_option(dask_client, unskimmed, sample_files):
         compute_stats(unskimmed, config, dask_client, fraction=1.5, log=lambda _: None)
 
 
-def test_fraction_on_sorted_shards_is_unbiased(dask_client, sample_files, tmp_path):
-    """Shards sorted by (label, pT): a fraction must not be their (biased) first part."""
+def test_weaver_fraction_on_sorted_skimmed_shards_matches_weaver(dask_client, sample_files, tmp_path):
+    """The default fraction rule is weaver-core's, the first part of every input file: exact even on shards
+    skimmed at conversion and sorted by (class, pT), where a shard straddles the cut."""
+    assert run_convert(dask_client, sample_files, tmp_path / "sorted.zarr", "zarr", jets_per_shard=400).ok
+    dataset = Dataset.open(str(tmp_path / "sorted.zarr"))
+    assert dataset.schema.sort_by == ("label", "jet_pt") and dataset.schema.selection is not None
+    config = load_training_config(CONFIG)
+    assert config.data_fraction == 0.5
+    result = compute_stats(dataset, config, dask_client, log=lambda _: None)
+    assert result.fraction_mode == "weaver"
+    assert_same_as_weaver(result, *weaver_reference(sample_files, config.options))
+
+
+def test_random_fraction_on_sorted_shards_is_unbiased(dask_client, sample_files, tmp_path):
+    """The random mode: a fixed pseudo-random half of every shard, not its (biased) sorted first part."""
     assert run_convert(dask_client, sample_files, tmp_path / "sorted.zarr", "zarr").ok
     dataset = Dataset.open(str(tmp_path / "sorted.zarr"))
-    assert dataset.schema.sort_by == ("label", "jet_pt")
     config = load_training_config(CONFIG)
-    half = compute_stats(dataset, config, dask_client, fraction=0.5, log=lambda _: None).variables
+    half = compute_stats(dataset, config, dask_client, fraction=0.5, fraction_mode="random",
+                         log=lambda _: None).variables
     full = compute_stats(dataset, config, dask_client, fraction=1.0, log=lambda _: None).variables
     for name in ("jet_pfcand_pt_log", "jet_pfcand_energy_log", "jet_sv_pt_log"):
         ratio = half[name].count / full[name].count

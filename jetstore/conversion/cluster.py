@@ -14,7 +14,7 @@ from distributed import Client, LocalCluster
 
 from jetstore.errors import StorageError
 
-CONNECT_TIMEOUT = "20s"
+CONNECT_TIMEOUT = "10s"
 
 
 def scheduler_address(scheduler: str | None = None) -> str | None:

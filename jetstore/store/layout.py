@@ -19,11 +19,12 @@ ENTRY_DTYPE = "int64"
 @dataclass(frozen=True)
 class Layout:
     """Jets per unit (one Zarr jet chunk / Parquet row group: the sampler's read granularity), the most
-    node values per Zarr chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest)."""
+    node values per Zarr chunk, and the codec: ``zstd`` (default: smallest) or ``lz4`` (fastest). zstd level
+    1 is 0.6% larger than level 2 on cms_ak4 and a third faster to write and to read."""
 
     chunk_jets: int = 2048
     chunk_values: int = 16384
-    compression_level: int = 2
+    compression_level: int = 1
     codec: str = "zstd"
 
     def __post_init__(self) -> None:

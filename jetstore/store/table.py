@@ -26,8 +26,8 @@ class BlockData:
         return BlockData(self.counts[start:stop], {k: v[lo:hi] for k, v in self.features.items()})
 
     def take(self, rows: np.ndarray) -> BlockData:
-        counts = self.counts[rows]
-        return BlockData(counts, {k: v[value_index(self.offsets, rows)] for k, v in self.features.items()})
+        index = value_index(self.offsets, rows)
+        return BlockData(self.counts[rows], {k: v[index] for k, v in self.features.items()})
 
 
 def value_index(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
