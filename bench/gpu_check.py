@@ -15,9 +15,8 @@ import json
 import time
 
 import torch
+from jetstore.train.loop import TrainOptions, build
 from torch.nn import functional
-
-from train.loop import TrainOptions, build
 
 
 def steps_per_second(model, optimizer, batches, device, seconds: float, amp: bool) -> float:

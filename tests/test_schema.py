@@ -58,14 +58,19 @@ def test_round_trip_through_dict():
     assert again == schema and again.hash == schema.hash
 
 
+def described(column) -> tuple[str, str]:
+    """(name, dtype) of an inferred column entry: a name (float32), or a mapping with its dtype."""
+    return (column, "float32") if isinstance(column, str) else (column["name"], column.get("dtype", "float32"))
+
+
 def test_infer_cms_ak4_sample(sample_files):
     data, skipped = infer_schema(sample_files, name="ak4")
     assert skipped == [] and data["name"] == "ak4"
     assert data["sort_by"] == ["label", "jet_pt"]
     assert data["tree"] == "Events"
     assert set(data["blocks"]) == {"pfcand", "sv"}
-    expected = [f.branch for f in load_schema("cms_ak4").block("pfcand").features]
-    assert data["blocks"]["pfcand"]["features"] == expected
+    expected = [(f.branch, f.dtype or "float32") for f in load_schema("cms_ak4").block("pfcand").features]
+    assert [described(f) for f in data["blocks"]["pfcand"]["features"]] == expected  # int8 charge and id too
     assert data["labels"] == ["label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g", "label_undef"]
     assert "jet_pt" in data["jets"] and "label_b" not in data["jets"]
     schema_from_dict(data)
@@ -75,7 +80,7 @@ def test_infer_jetclass(jetclass_file):
     data, _ = infer_schema(jetclass_file)
     assert data["tree"] == "tree" and list(data["blocks"]) == ["part"]
     assert len(data["blocks"]["part"]["features"]) == 16
-    assert len(data["labels"]) == 10 and "jet_nparticles" in data["jets"]
+    assert len(data["labels"]) == 10 and ("jet_nparticles", "int8") in [described(c) for c in data["jets"]]
 
 
 def test_infer_names_the_file_and_branch_where_files_disagree(sample_files, jetclass_file, tmp_path):

@@ -8,15 +8,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from jetstore.train.checkpoint import load_checkpoint
+from jetstore.train.evaluate import auc, class_pairs, performance, rejection
+from jetstore.train.loop import TrainOptions, predict, train
+from jetstore.train.model import Inputs
 
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
 from tests.helpers import REPO, run_convert
-from train.checkpoint import load_checkpoint
-from train.evaluate import auc, performance, rejection
-from train.loop import TrainOptions, predict, train
-from train.model import Inputs
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
 
@@ -62,7 +62,10 @@ def test_train_checkpoint_resume_and_predict(dataset_url, tmp_path):
     assert {"score_b", "score_uds", "label", "jet_pt", "event"} <= set(table.column_names)
     scores = np.stack([table.column(f"score_{c}").to_numpy() for c in ("b", "bb", "c", "cc", "uds", "g")], axis=1)
     np.testing.assert_allclose(scores.sum(axis=1), 1, rtol=1e-5)
-    assert 0 <= summary["auc_b_vs_uds"] <= 1 and (tmp_path / "scores.roc.png").stat().st_size > 10_000
+    assert 0 <= summary["auc_b_vs_uds"] <= 1 and 0 <= summary["auc_b_vs_uds+g"] <= 1
+    for signal in ("b", "bb", "c", "cc"):  # one ROC figure per signal class, PNG and PDF
+        assert (tmp_path / f"scores.roc.{signal}.png").stat().st_size > 10_000
+        assert (tmp_path / f"scores.roc.{signal}.pdf").exists()
 
 
 def test_roc_arithmetic():
@@ -74,6 +77,15 @@ def test_roc_arithmetic():
     labels = np.array([0, 0, 1, 1])
     scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     assert performance(scores, labels, ["b", "uds"])["auc_b_vs_rest"] == 1.0
+
+
+def test_class_pairs_follow_the_labels():
+    ak4 = [p.name for p in class_pairs(["b", "bb", "c", "cc", "uds", "g", "undef"])]
+    assert ak4[:3] == ["b_vs_uds", "b_vs_g", "b_vs_uds+g"] and len(ak4) == 12 and not any("undef" in n for n in ak4)
+    jetclass = class_pairs(["QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"])
+    assert [p.name for p in jetclass][:2] == ["Hbb_vs_QCD", "Hcc_vs_QCD"] and len(jetclass) == 9
+    assert all(p.background == ("QCD",) for p in jetclass)
+    assert [p.name for p in class_pairs(["top", "w"])] == ["top_vs_rest", "w_vs_rest"]
 
 
 def test_regression_targets_beside_the_classes(dask_client, dataset_url, tmp_path):
@@ -103,7 +115,7 @@ def test_regression_targets_beside_the_classes(dask_client, dataset_url, tmp_pat
 
 
 def test_checkpoints_on_s3(moto_server, s3_env):
-    from train.checkpoint import save_checkpoint
+    from jetstore.train.checkpoint import save_checkpoint
 
     s3_env(moto_server)
     moto_server.make_bucket("runs")

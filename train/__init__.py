@@ -1,1 +1,1 @@
-"""ParT trainer on jetstore streams: ``python -m train`` or ``jetstore train``."""
+"""ParT trainer on jetstore streams: ``python -m jetstore.train`` or ``jetstore train``."""

@@ -1,4 +1,7 @@
-"""Checkpoints (model, optimizer, scheduler, sampler state, step) on local disk or S3, written atomically."""
+"""Checkpoints (model, optimizer, scheduler, sampler state, step) on local disk or S3, written atomically.
+
+A checkpoint holds tensors and plain Python data only, and is loaded with ``torch.load(weights_only=True)``:
+a file that would need to run code to unpickle (a crafted ``latest.pt``) is refused, never executed."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 import torch
 
+from jetstore.errors import DatasetError
 from jetstore.store import paths, storage
 
 LATEST = "latest.pt"
@@ -33,4 +37,13 @@ def load_checkpoint(url: str) -> dict[str, Any] | None:
         data = fs.cat_file(paths.join(root, LATEST))
     except FileNotFoundError:
         return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for anything but tensors and plain data, or a damaged file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DatasetError(f"{url}/{LATEST}: not a loadable checkpoint (only tensors and plain "
+                           f"data are accepted; nothing in it was run): {reason}") from None
+    if not isinstance(state, dict):
+        raise DatasetError(f"{url}/{LATEST}: not a checkpoint (expected a dict, got "
+                           f"{type(state).__name__})")
+    return state

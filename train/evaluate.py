@@ -1,84 +1,102 @@
-"""Evaluation: per-jet scores with observers (Parquet), ROC curves, AUCs and background rejections."""
+"""Evaluation: per-jet scores with observers (Parquet), ROC curves (scikit-learn), AUCs and background
+rejections for class pairs derived from the config's labels.
+
+Pairs: the classes named like a background (QCD, light quarks, gluons) are the backgrounds; every other class
+(but ``undef``) is a signal, scored with ``p(s) / (p(s) + Σ p(b))`` against each background and, when there
+are several, against all of them together (CMS AK4: b vs uds, b vs g, b vs uds+g, ...; JetClass: each of
+Hbb, Hcc, ..., Tbl vs QCD). A label set with no background-like class gets one-vs-rest curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 EFFICIENCIES = (0.3, 0.5, 0.7)
+BACKGROUND_NAMES = ("qcd", "uds", "udsg", "light", "g", "gluon", "ud", "s")
+IGNORED_NAMES = ("undef", "unknown", "other")
 
 
-def roc_curve(signal: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Signal efficiency and background efficiency for every threshold (descending score)."""
-    scores = np.concatenate([signal, background])
-    is_signal = np.concatenate([np.ones(len(signal)), np.zeros(len(background))])
-    order = np.argsort(-scores, kind="stable")
-    tpr = np.concatenate([[0.0], np.cumsum(is_signal[order]) / max(len(signal), 1)])
-    fpr = np.concatenate([[0.0], np.cumsum(1 - is_signal[order]) / max(len(background), 1)])
-    return tpr, fpr
+class Pair(NamedTuple):
+    name: str
+    signal: tuple[str, ...]
+    background: tuple[str, ...]
 
 
-def auc(signal: np.ndarray, background: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a signal jet > score of a background jet), ties count ½."""
-    scores = np.concatenate([signal, background])
-    ranks = _average_ranks(scores)
-    n_s, n_b = len(signal), len(background)
-    if not n_s or not n_b:
-        return float("nan")
-    return float((ranks[:n_s].sum() - n_s * (n_s + 1) / 2) / (n_s * n_b))
+def class_pairs(classes: list[str]) -> list[Pair]:
+    """The signal-vs-background pairs a label set calls for (see the module docstring)."""
+    def is_background(name: str) -> bool:
+        lowered = name.lower()
+        return lowered in BACKGROUND_NAMES or lowered.startswith("qcd")
+
+    backgrounds = [c for c in classes if is_background(c)]
+    signals = [c for c in classes if c not in backgrounds and c.lower() not in IGNORED_NAMES]
+    if not backgrounds:
+        return [Pair(f"{c}_vs_rest", (c,), tuple(o for o in classes if o != c)) for c in classes]
+    pairs = []
+    for signal in signals:
+        pairs += [Pair(f"{signal}_vs_{b}", (signal,), (b,)) for b in backgrounds]
+        if len(backgrounds) > 1:
+            pairs.append(Pair(f"{signal}_vs_{'+'.join(backgrounds)}", (signal,), tuple(backgrounds)))
+    return pairs
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
-
-
-def rejection(signal: np.ndarray, background: np.ndarray, efficiency: float) -> float:
-    """1 / background efficiency at the given signal efficiency."""
-    tpr, fpr = roc_curve(signal, background)
-    at = fpr[min(np.searchsorted(tpr, efficiency), len(fpr) - 1)]
-    return float(1 / at) if at > 0 else float("inf")
-
-
-def discriminant(scores: np.ndarray, classes: list[str], signal: list[str], background: list[str]) -> np.ndarray:
-    """``Σ p(signal) / (Σ p(signal) + Σ p(background))``, as CMS's BvsL / CvsL taggers."""
+def discriminant(scores: np.ndarray, classes: list[str], signal: tuple[str, ...],
+                 background: tuple[str, ...]) -> np.ndarray:
+    """``Σ p(signal) / (Σ p(signal) + Σ p(background))``, as CMS's BvsL / CvsL and ParT's X-vs-QCD scores."""
     index = {c: i for i, c in enumerate(classes)}
     s = scores[:, [index[c] for c in signal]].sum(axis=1)
     b = scores[:, [index[c] for c in background]].sum(axis=1)
     return s / np.maximum(s + b, 1e-12)
 
 
-PAIRS = {"b_vs_uds": (["b"], ["uds"]), "b_vs_light": (["b", "bb"], ["uds", "g"]),
-         "c_vs_light": (["c", "cc"], ["uds", "g"]), "b_vs_c": (["b", "bb"], ["c", "cc"])}
+def pair_scores(scores: np.ndarray, labels: np.ndarray, classes: list[str], pair: Pair):
+    """The discriminant of the signal jets and of the background jets of a pair."""
+    score = discriminant(scores, classes, pair.signal, pair.background)
+    is_s = np.isin(labels, [classes.index(c) for c in pair.signal])
+    is_b = np.isin(labels, [classes.index(c) for c in pair.background])
+    return score[is_s], score[is_b]
 
 
-def pair_scores(scores: np.ndarray, labels: np.ndarray, classes: list[str]):
-    """For each standard discriminant the classes allow: (name, signal jets' scores, background jets')."""
-    for name, (signal, background) in PAIRS.items():
-        if not set(signal + background) <= set(classes):
-            continue
-        score = discriminant(scores, classes, signal, background)
-        is_s = np.isin(labels, [classes.index(c) for c in signal])
-        is_b = np.isin(labels, [classes.index(c) for c in background])
-        yield name, score[is_s], score[is_b]
+def roc(signal: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(signal efficiency, background efficiency) over all thresholds."""
+    from sklearn.metrics import roc_curve
+
+    truth = np.concatenate([np.ones(len(signal)), np.zeros(len(background))])
+    fpr, tpr, _ = roc_curve(truth, np.concatenate([signal, background]))
+    return tpr, fpr
+
+
+def auc(signal: np.ndarray, background: np.ndarray) -> float:
+    """Area under the ROC curve (NaN without jets of both kinds)."""
+    from sklearn.metrics import roc_auc_score
+
+    if not len(signal) or not len(background):
+        return float("nan")
+    truth = np.concatenate([np.ones(len(signal)), np.zeros(len(background))])
+    return float(roc_auc_score(truth, np.concatenate([signal, background])))
+
+
+def rejection(signal: np.ndarray, background: np.ndarray, efficiency: float) -> float:
+    """1 / background efficiency at the threshold where the signal efficiency first reaches ``efficiency``."""
+    tpr, fpr = roc(signal, background)
+    at = fpr[min(np.searchsorted(tpr, efficiency), len(fpr) - 1)]
+    return float(1 / at) if at > 0 else float("inf")
 
 
 def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """AUC of each class against the rest, and the standard flavour discriminants with rejections."""
+    """AUC of each class against the rest, and AUC and rejections of every derived pair."""
     out: dict[str, float] = {}
     for i, name in enumerate(classes):
         out[f"auc_{name}_vs_rest"] = auc(scores[labels == i, i], scores[labels != i, i])
-    for name, signal, background in pair_scores(scores, labels, classes):
-        out[f"auc_{name}"] = auc(signal, background)
-        for eff in EFFICIENCIES:
-            out[f"rejection_{name}_at_{int(eff * 100)}"] = rejection(signal, background, eff)
+    for pair in class_pairs(classes):
+        signal, background = pair_scores(scores, labels, classes, pair)
+        out[f"auc_{pair.name}"] = auc(signal, background)
+        for efficiency in EFFICIENCIES:
+            out[f"rejection_{pair.name}_at_{int(efficiency * 100)}"] = rejection(signal, background, efficiency)
     return out
 
 
@@ -90,24 +108,45 @@ def write_predictions(path: str | Path, scores: np.ndarray, labels: np.ndarray, 
     pq.write_table(pa.table(columns), str(path), compression="zstd")
 
 
-def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes: list[str],
+              experiment: str | None = None) -> list[Path]:
+    """One figure per signal class (its curves against each background), PNG at 150 dpi and PDF; returns the
+    PNG paths, ``<path stem>.<signal>.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import mplhep
 
-    figure, axis = plt.subplots(figsize=(8, 7))
-    for name, signal, background in pair_scores(scores, labels, classes):
-        if name == "b_vs_uds":
-            continue
-        tpr, fpr = roc_curve(signal, background)
-        keep = fpr > 0
-        axis.plot(tpr[keep], fpr[keep], label=f"{name.replace('_', ' ')} (AUC {auc(signal, background):.3f})")
-    axis.set_yscale("log")
-    axis.set_xlabel("signal efficiency")
-    axis.set_ylabel("background efficiency (mistag rate)")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(str(path), dpi=90)
-    plt.close(figure)
+    plt.style.use(mplhep.style.CMS)
+    by_signal: dict[str, list[Pair]] = {}
+    for pair in class_pairs(classes):
+        by_signal.setdefault("+".join(pair.signal), []).append(pair)
+    written = []
+    stem = Path(path)
+    for signal, pairs in by_signal.items():
+        figure, axis = plt.subplots(figsize=(10, 9))
+        for pair in pairs:
+            s, b = pair_scores(scores, labels, classes, pair)
+            if not len(s) or not len(b):
+                continue
+            tpr, fpr = roc(s, b)
+            keep = fpr > 0
+            axis.plot(tpr[keep], fpr[keep], label=f"{signal} vs {'+'.join(pair.background)} "
+                                                  f"(AUC {auc(s, b):.3f}; {len(s):,} / {len(b):,} jets)")
+        axis.set_yscale("log")
+        axis.set_xlim(0, 1)
+        axis.set_xlabel(f"{signal} jet efficiency")
+        axis.set_ylabel("background jet efficiency (misidentification)")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=14, loc="lower right")
+        if experiment:
+            exp, _, text = experiment.partition(" ")
+            mplhep.label.exp_text(exp, text, ax=axis, loc=0)
+        figure.tight_layout()
+        png = stem.with_name(f"{stem.name}.{signal.replace('/', '_')}.png")
+        figure.savefig(png, dpi=150)
+        figure.savefig(png.with_suffix(".pdf"))
+        plt.close(figure)
+        written.append(png)
+    return written

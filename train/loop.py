@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,15 +14,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn import functional
+from tqdm import tqdm
 from weaver.utils.nn.optimizer.lookahead import Lookahead
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.stats.export import export_weaver_yaml
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.evaluate import performance, plot_rocs, write_predictions
-from train.metrics import MetricsLog
-from train.model import Inputs, Tagger
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import performance, plot_rocs, write_predictions
+from .metrics import MetricsLog
+from .model import Inputs, Tagger
 
 EXPORTED_CONFIG = "data_config.yaml"
 
@@ -39,7 +42,8 @@ class TrainOptions:
     weight_decay: float = 0.01
     decay_start: float = 0.7  # ParT recipe: flat, then exponential decay to 1% over the last 30%
     size: str = "small"
-    workers: int = 2
+    workers: int = 0  # DataLoader worker processes; 0: the sampler's own threads feed the loop in-process
+    threads: int = 2  # JetDataset CPU threads (decoding, batch assembly) in each loading process
     jets_per_epoch: int | None = None
     seed: int = 1
     amp: bool | None = None  # default: bf16 autocast on GPU
@@ -47,6 +51,9 @@ class TrainOptions:
     log_every: int = 20
     regression_weight: float = 1.0
     stop_at: int | None = None  # end this run at this step (time-boxed jobs); the schedule still spans `steps`
+    progress: bool = True  # a progress bar on stderr (rank 0): steps, loss, jets/s, data-wait share
+    holdout: float = 0.1  # fraction of the jets kept out of training (JetDataset split "holdout")
+    predict_split: str = "holdout"  # what --predict scores: "holdout" of the training data, or "all" (other data)
     inputs: Inputs = field(default_factory=Inputs)
 
 
@@ -85,7 +92,8 @@ def make_model(config, options: TrainOptions, device: torch.device, use_amp: boo
 def build(options: TrainOptions, device: torch.device):
     config = load_training_config(options.config)
     dataset = JetDataset(options.data, config, options.batch_size, seed=options.seed,
-                         jets_per_epoch=options.jets_per_epoch)
+                         jets_per_epoch=options.jets_per_epoch, split="train" if options.holdout > 0 else "all",
+                         holdout=options.holdout, threads=options.threads)
     model, targets = make_model(config, options, device, use_amp=device.type == "cuda")
     decay, no_decay = [], []
     skip = model.no_weight_decay()
@@ -144,6 +152,8 @@ def train(options: TrainOptions) -> dict[str, float]:
     last: dict[str, float] = {}
     model.train()
     last_step = min(options.steps, options.stop_at or options.steps)
+    bar = tqdm(total=last_step, initial=step, unit="step", desc="training", disable=rank != 0 or not options.progress,
+               file=sys.stderr, dynamic_ncols=True)
     while step < last_step:
         dataset.set_epoch(epoch)
         if consumed:
@@ -174,6 +184,7 @@ def train(options: TrainOptions) -> dict[str, float]:
                 optimizer.zero_grad()
                 scheduler.step()
                 step += 1
+                bar.update()
                 if (step % options.checkpoint_every == 0 or step == last_step) and rank == 0:
                     save_checkpoint(checkpoints, {
                         "model": model.state_dict(), "optimizer": optimizer_state(optimizer),
@@ -190,6 +201,8 @@ def train(options: TrainOptions) -> dict[str, float]:
                         "data_wait_fraction": totals["wait"] / totals["time"],
                         "lr": scheduler.get_last_lr()[0], "epoch": epoch}
                 log.log(step, last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", jets_s=f"{last['jets_per_s']:,.0f}",
+                                data_wait=f"{100 * last['data_wait_fraction']:.0f}%", refresh=False)
                 totals = dict.fromkeys(totals, 0) | {"loss": 0.0, "wait": 0.0, "time": 0.0}
             if step >= last_step:
                 break
@@ -198,6 +211,7 @@ def train(options: TrainOptions) -> dict[str, float]:
             epoch, consumed = epoch + 1, 0
             continue
         break
+    bar.close()
     log.close()
     return last
 
@@ -214,7 +228,9 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
         raise FileNotFoundError("no checkpoint to predict with")
     model.load_state_dict(state["model"])
     model.eval()
-    dataset = JetDataset(options.data, config, options.batch_size, training=False, observers=True)
+    split = options.predict_split if options.holdout > 0 else "all"
+    dataset = JetDataset(options.data, config, options.batch_size, training=False, observers=True, split=split,
+                         holdout=options.holdout, threads=options.threads)
     scores, labels, extras = [], [], {}
     with torch.no_grad():
         for batch in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=options.workers):
@@ -233,5 +249,5 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
     scores_array, labels_array = np.concatenate(scores), np.concatenate(labels)
     classes = [c.removeprefix("label_") for c in config.label_columns]
     write_predictions(output, scores_array, labels_array, classes, {k: np.concatenate(v) for k, v in extras.items()})
-    plot_rocs(Path(output).with_suffix(".roc.png"), scores_array, labels_array, classes)
+    plot_rocs(Path(output).with_suffix(".roc"), scores_array, labels_array, classes)
     return performance(scores_array, labels_array, classes)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from jetstore.errors import SchemaError
+from jetstore.errors import SchemaError, echo
 from jetstore.schema.expression import Expression
 from jetstore.schema.load import check_keys, read_yaml
 
@@ -163,7 +163,7 @@ def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfi
         custom = {str(k): Expression.parse(str(v), f"{where}: labels.value.{k}")
                   for k, v in _mapping(labels.get("value") or {}, f"{where}: labels.value").items()}
     else:
-        raise SchemaError(f"{where}: labels.type must be 'simple' or 'custom', got {label_type!r}")
+        raise SchemaError(f"{where}: labels.type must be 'simple' or 'custom', got {echo(label_type)}")
 
     observers = _names(options.get("observers"), f"{where}: observers")
     monitor = _names(options.get("monitor_variables"), f"{where}: monitor_variables")
@@ -184,10 +184,10 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
     check_keys(spec, INPUT_KEYS, where)
     length = spec.get("length")
     if length is not None and (not isinstance(length, int) or length <= 0):
-        raise SchemaError(f"{where}.length must be a positive integer or null, got {length!r}")
+        raise SchemaError(f"{where}.length must be a positive integer or null, got {echo(length)}")
     pad_mode = str(spec.get("pad_mode", "constant")).lower()
     if pad_mode not in PAD_MODES:
-        raise SchemaError(f"{where}.pad_mode must be one of {', '.join(PAD_MODES)}, got {pad_mode!r}")
+        raise SchemaError(f"{where}.pad_mode must be one of {', '.join(PAD_MODES)}, got {echo(pad_mode)}")
     if name.endswith("_mask") and pad_mode != "constant":
         raise SchemaError(f"{where}: the pad_mode of a mask input must be 'constant'")
     raw_vars = spec.get("vars")
@@ -198,7 +198,7 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
         item = item if isinstance(item, list) else [item]
         if not item or not isinstance(item[0], str) or len(item) > 6:
             raise SchemaError(f"{where}.vars[{index}]: expected name or [name, subtract_by, multiply_by, "
-                              f"clip_min, clip_max, pad_value], got {item!r}")
+                              f"clip_min, clip_max, pad_value], got {echo(item)}")
         if item[0] in known:  # parameters already computed (an exported config)
             params = _mapping(known[item[0]], f"{where}: preprocess.params.{item[0]}")
             check_keys(params, PARAM_KEYS, f"{where}: preprocess.params.{item[0]}")
@@ -231,7 +231,7 @@ def _weights(data: Any, where: str) -> WeightsSpec | None:
         raise SchemaError(f"{where}: reweight_basewgt is not supported yet")
     method = data.get("reweight_method")
     if method not in ("flat", "ref"):
-        raise SchemaError(f"{where}.reweight_method must be 'flat' or 'ref', got {method!r}")
+        raise SchemaError(f"{where}.reweight_method must be 'flat' or 'ref', got {echo(method)}")
     variables = _mapping(data.get("reweight_vars"), f"{where}.reweight_vars")
     if len(variables) != 2:
         raise SchemaError(f"{where}.reweight_vars must name exactly two variables")
@@ -270,7 +270,7 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SchemaError(f"{where}: expected a list of variable names, got {value!r}")
+        raise SchemaError(f"{where}: expected a list of variable names, got {echo(value)}")
     return tuple(value)
 
 

@@ -70,10 +70,7 @@ def _check_output(request: ConvertRequest) -> None:
     if storage.is_local(request.output):
         return
     fs, root = storage.filesystem(request.output, storage.probe_options(request.output_options))
-    bucket = root.split("/", 1)[0]
-    if not fs.exists(bucket):
-        raise StorageError(f"{request.output}: bucket '{bucket}' does not exist at "
-                           f"{storage.endpoint(request.output, request.output_options)}; create it first")
+    storage.check_bucket(fs, request.output, root.split("/", 1)[0], request.output_options)
 
 
 @dataclass
@@ -114,6 +111,7 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     report.reused = sum(o.reused for o in outcomes.values())
     if storage_failures:
         writer.remove_staging()
+        writer.lease().check()  # when another run took the lease, that is the cause: a LeaseError names it
         first = next(iter(storage_failures.values()))
         raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
                            f"({report.written} written, {report.reused} reused; rerun to resume)")
@@ -177,7 +175,8 @@ def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, 
                columns: TableColumns, failures: dict[str, str],
                progress: bool) -> tuple[dict[str, ShardOutcome], dict[str, str]]:
     """Run every shard task; returns the outcomes, and the storage failures by shard (input failures go
-    into ``failures``)."""
+    into ``failures``). The first storage failure (retries exhausted) cancels the tasks not yet done: with
+    the output unusable they would each wait out their retries; a rerun resumes."""
     jobs = [ShardJob(t, request.schema, writer, request.format, request.layout, columns, request.read_step,
                      request.input_options) for t in tasks]
     futures = client.map(run_shard, jobs, key=[f"convert-{t.name}" for t in tasks], pure=False, retries=0)
@@ -191,6 +190,8 @@ def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, 
             outcome = future.result()
             if isinstance(outcome, TaskFailure) and outcome.storage:
                 storage_failures[task.name] = outcome.reason
+                client.cancel([f for f in futures if not f.done()])
+                break
             elif isinstance(outcome, TaskFailure):
                 failures.setdefault(outcome.url, outcome.reason)
             else:

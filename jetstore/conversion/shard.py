@@ -62,6 +62,11 @@ def run_shard(job: ShardJob) -> ShardOutcome | TaskFailure:
     except (JetstoreError, OSError) as exc:
         return TaskFailure(url, _scrub(job, f"shard {job.task.name}: {type(exc).__name__}: {exc}"),
                            storage=isinstance(exc, OSError))
+    except Exception as exc:  # botocore's connection and client errors are not OSErrors
+        error = storage.failure(exc, job.writer.url, job.writer.options)
+        if error is None:
+            raise
+        return TaskFailure(url, _scrub(job, str(error)), storage=True)
 
 
 def _write_shard(job: ShardJob) -> ShardEntry:

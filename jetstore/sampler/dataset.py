@@ -46,13 +46,16 @@ class JetDataset(torch.utils.data.IterableDataset):
     whatever the number of DataLoader workers), else ``sequential`` (every selected jet once, in dataset
     order, the last batch possibly short). Deterministic in (seed, epoch, world size, workers); ``set_epoch``
     changes the order; ``state_dict`` / ``load_state_dict`` resume mid-epoch exactly.
+
+    ``split``: ``all`` the jets, or ``train`` / ``holdout``, a fixed ``holdout`` fraction of the units (the runs
+    of jets read at once, chosen by a hash of shard and position) kept out of training for evaluation.
     """
 
     def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
                  training: bool = True, jets_per_epoch: int | None = None, observers: bool = False,
                  storage_options: Mapping[str, Any] | None = None, scheme: str | None = None, threads: int = 1,
                  io_threads: int = 16, max_inflight_mb: float = 32, window_units: int = 16, max_repeats: int = 128,
-                 world: World | None = None, pin_memory: bool = False):
+                 world: World | None = None, pin_memory: bool = False, split: str = "all", holdout: float = 0.1):
         super().__init__()
         self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
         self.dataset = Dataset.open(url, storage_options)
@@ -65,7 +68,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         cell_weights = rule.cell_weights(self.stats.weight_tables if self.stats and self.config.weights else None)
         manifest = self.dataset.manifest
         units = build_units(manifest, manifest.unit_jets, self.stats.unit_counts if self.stats else None,
-                            cell_weights, rule.n_classes)
+                            cell_weights, rule.n_classes).split(manifest, split, holdout)
         total = float(units.expected.sum())
         if weighted and total <= 0:
             raise DatasetError(f"{url}: no jet has a non-zero sampling weight")

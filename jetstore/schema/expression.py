@@ -4,7 +4,14 @@ Expressions are parsed with :mod:`ast` and interpreted node by node; nothing is 
 ``eval``/``exec``.  Only arithmetic, comparisons, boolean logic, branch names, numeric constants and a
 whitelist of element-wise numpy / awkward functions (spelled ``np.x`` / ``ak.x`` as in weaver-core
 configs) are allowed.  Anything else (attributes other than whitelisted functions, dunders, imports,
-subscripts, comprehensions, lambdas, huge constant powers) is rejected with a message naming it.
+subscripts, comprehensions, lambdas) is rejected with a message naming it.
+
+Nothing an expression does can write to its inputs or grow without bound: functions take at most their
+input arguments positionally (``np.abs(a, b)`` would write into ``b``), keywords are limited to read-only
+options with constant values (no ``out=``, ``where=``, ``copy=``), constants and exponents are bounded and
+every constant sub-expression is folded in float64 at validation, so ``((10**18)**64)**64`` is refused by
+``schema check`` instead of hanging a worker in Python's unbounded integer arithmetic (constants stay Python
+numbers at evaluation, so numpy's dtype rules, and weaver-core's results, are unchanged).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ MAX_NODES = 400
 MAX_DEPTH = 40
 MAX_CONSTANT_EXPONENT = 64
 MAX_INT_CONSTANT = 10**18
+MAX_FOLDED_MAGNITUDE = 1e300
 
 NUMPY_FUNCTIONS = frozenset({
     "abs", "absolute", "sqrt", "cbrt", "square", "log", "log1p", "log2", "log10", "exp", "expm1", "exp2", "sin",
@@ -43,6 +51,14 @@ NUMPY_CONSTANTS = {"pi": np.pi, "e": np.e, "inf": np.inf, "nan": np.nan}
 BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
 FLAT_AWKWARD: dict[str, Callable[..., Any]] = {"ones_like": np.ones_like, "zeros_like": np.zeros_like,
                                                "full_like": np.full_like}
+# at most this many positional arguments (the inputs; a further positional argument is ``out`` or a copy flag)
+POSITIONAL_LIMITS = {"clip": 3, "where": 3, "round": 2, "nan_to_num": 1, "full_like": 2, "ones_like": 1,
+                     "zeros_like": 1, "fill_none": 2, "local_index": 1, "firsts": 1, "is_none": 1}
+REDUCTIONS = frozenset({"num", "sum", "prod", "max", "min", "mean", "std", "var", "any", "all", "count",
+                        "count_nonzero", "argmax", "argmin"})
+# keywords that only choose what to compute; their values must be constants
+READ_ONLY_KEYWORDS = frozenset({"axis", "keepdims", "mask_identity", "nan", "posinf", "neginf", "decimals", "ddof",
+                                "a_min", "a_max"})
 MODULES = {"np": (np, NUMPY_FUNCTIONS), "numpy": (np, NUMPY_FUNCTIONS), "ak": (ak, AWKWARD_FUNCTIONS),
            "awkward": (ak, AWKWARD_FUNCTIONS)}
 
@@ -144,6 +160,7 @@ class _Validator:
                     raise self.fail("a power whose exponent is not a small constant")
                 self.check(left, depth + 1)
                 self.check(right, depth + 1)
+                self.fold(node)
             case ast.UnaryOp(op=op, operand=operand):
                 self.check(operand, depth + 1)
             case ast.BoolOp(values=values):
@@ -160,16 +177,31 @@ class _Validator:
                     self.check_attribute(func, called=True)
                 elif not (isinstance(func, ast.Name) and func.id in BUILTIN_FUNCTIONS):
                     raise self.fail(f"calling {ast.unparse(func)!r}")
+                name = func.attr if isinstance(func, ast.Attribute) else func.id
+                if len(args) > _positional_limit(func, name):
+                    raise self.fail(f"{ast.unparse(func)}() with {len(args)} positional arguments (only its inputs "
+                                    "may be positional: a further one can be an output array)")
                 for arg in args:
                     if isinstance(arg, ast.Starred):
                         raise self.fail("argument unpacking")
                     self.check(arg, depth + 1)
                 for keyword in keywords:
-                    if keyword.arg is None or keyword.arg.startswith("_"):
-                        raise self.fail("keyword unpacking or private keywords")
+                    if keyword.arg is None:
+                        raise self.fail("keyword unpacking (**)")
+                    if keyword.arg not in READ_ONLY_KEYWORDS:
+                        raise self.fail(f"the keyword {keyword.arg}= "
+                                        f"(allowed: {', '.join(sorted(READ_ONLY_KEYWORDS))})")
+                    if not isinstance(_constant(keyword.value), int | float):
+                        raise self.fail(f"a non-constant value for {keyword.arg}=")
                     self.check(keyword.value, depth + 1)
             case _:
                 raise self.fail(f"{type(node).__name__} ({ast.unparse(node)!r})")
+
+    def fold(self, node: ast.BinOp) -> None:
+        """A sub-expression of constants only is computed now, in float64: one out of range is refused."""
+        value = _folded(node)
+        if value is not None and not abs(value) <= MAX_FOLDED_MAGNITUDE:  # also catches inf and nan
+            raise self.fail(f"the constant expression {ast.unparse(node)!r} (its value is out of range)")
 
     def check_attribute(self, node: ast.Attribute, called: bool) -> None:
         if not isinstance(node.value, ast.Name) or node.value.id not in MODULES:
@@ -180,6 +212,51 @@ class _Validator:
         if not called and node.value.id in ("np", "numpy") and node.attr in NUMPY_CONSTANTS:
             return
         raise self.fail(f"{ast.unparse(node)!r}")
+
+
+def _positional_limit(func: ast.expr, name: str) -> int:
+    """How many positional arguments a whitelisted function takes without writing to one of them."""
+    if isinstance(func, ast.Name):  # abs, min, max as numpy ufuncs
+        return 1 if name == "abs" else 2
+    module = MODULES[func.value.id][0]  # type: ignore[attr-defined]
+    if module is np and isinstance(getattr(np, name), np.ufunc):
+        return getattr(np, name).nin
+    if module is ak and name in REDUCTIONS:
+        return 2  # array, axis
+    return POSITIONAL_LIMITS.get(name, 1)
+
+
+def _constant(node: ast.AST) -> Any:
+    """The value of a (signed) numeric constant node, else None."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign, node = (-1 if isinstance(node.op, ast.USub) else 1), node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return sign * node.value
+    return None
+
+
+def _folded(node: ast.AST) -> float | None:
+    """The float64 value (for bitwise operators: a bound on the magnitude) of a sub-expression made of numeric
+    constants and operators only, else None."""
+    if isinstance(node, ast.Constant):
+        value = _constant(node)
+        return None if value is None else float(value)
+    if isinstance(node, ast.UnaryOp):
+        operand = _folded(node.operand)
+        return None if operand is None else abs(operand) + 1  # -x, +x, ~x
+    if isinstance(node, ast.BinOp) and type(node.op) in BINARY_OPERATORS:
+        left, right = _folded(node.left), _folded(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, ast.BitAnd | ast.BitOr | ast.BitXor):
+            return 2 * max(abs(left), abs(right))
+        with np.errstate(all="ignore"):
+            try:
+                return float(BINARY_OPERATORS[type(node.op)](np.float64(left), np.float64(right)))
+            except ZeroDivisionError:
+                return 0.0
+    return None
 
 
 def _small_exponent(node: ast.AST) -> bool:

@@ -154,7 +154,7 @@ def _pt_column(jets: list[str]) -> str | None:
 
 def _default_name(urls: list[str]) -> str:
     stems = [os.path.basename(u).removesuffix(".root") for u in urls]
-    common = os.path.commonprefix(stems).rstrip("_-.0123456789")
+    common = os.path.commonprefix(stems).rstrip("_-.0123456789")  # noqa: RUF071 - a prefix of names, not paths
     return re.sub(r"[^A-Za-z0-9_]", "_", common) or "dataset"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from jetstore.errors import SchemaError
+from jetstore.errors import SchemaError, echo
 from jetstore.schema.expression import Expression
 from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Schema
 
@@ -46,10 +46,21 @@ def read_yaml(path: str | Path, what: str) -> Any:
     return yaml_load(text, str(path))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: ``*name`` references are refused where they are met, before anything is
+    built, so an alias bomb (nested references that expand exponentially) cannot exhaust memory."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not supported; write the value out",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def yaml_load(text: str, where: str) -> Any:
-    """Safe YAML, without echoing file contents in errors."""
+    """Safe YAML without aliases, and without echoing file contents in errors."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -92,7 +103,7 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
     jet_names = {c.name for c in schema.jet_columns}
     for key in schema.sort_by:
         if key != SORT_BY_LABEL and key not in jet_names:
-            raise SchemaError(f"{where}: sort_by: '{key}' is neither 'label' nor a jet column")
+            raise SchemaError(f"{where}: sort_by: {echo(key)} is neither 'label' nor a jet column")
         if key == SORT_BY_LABEL and not schema.labels:
             raise SchemaError(f"{where}: sort_by: 'label' needs labels")
     return schema
@@ -105,7 +116,7 @@ def check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -
         if key not in allowed:
             hint = difflib.get_close_matches(str(key), allowed, n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(allowed)})"
-            raise SchemaError(f"{where}: unknown key '{key}'{suggestion}")
+            raise SchemaError(f"{where}: unknown key {echo(key)}{suggestion}")
 
 
 def _columns(data: Any, where: str, default_dtype: str | None = None) -> tuple[Column, ...]:
@@ -129,7 +140,7 @@ def _column(data: Any, where: str, default_dtype: str | None) -> Column:
         raise SchemaError(f"{where}: give either 'branch' or 'expr', not both")
     dtype = mapping.get("dtype", default_dtype)
     if dtype is not None and dtype not in STORAGE_DTYPES:
-        raise SchemaError(f"{where}: dtype '{dtype}' is not one of {', '.join(sorted(STORAGE_DTYPES))}")
+        raise SchemaError(f"{where}: dtype {echo(dtype)} is not one of {', '.join(sorted(STORAGE_DTYPES))}")
     if "expr" in mapping:
         expr = Expression.parse(mapping["expr"], f"{where}.expr")
         return Column(name=name, dtype=dtype or "float32", expr=expr)
@@ -155,12 +166,12 @@ def _mapping(data: Any, where: str) -> Mapping[str, Any]:
 
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise SchemaError(f"{where}: expected a non-empty string, got {value!r}")
+        raise SchemaError(f"{where}: expected a non-empty string, got {echo(value)}")
     return value
 
 
 def _identifier(value: Any, where: str) -> str:
     value = _string(value, where)
     if not value.isidentifier():
-        raise SchemaError(f"{where}: '{value}' is not a valid column name (letters, digits, underscores)")
+        raise SchemaError(f"{where}: {echo(value)} is not a valid column name (letters, digits, underscores)")
     return value

@@ -1,5 +1,11 @@
 """Exporting a weaver-core data-config with ``preprocess.params`` and ``reweight_hists`` filled in, so
-weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path)."""
+weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path), and the weaver
+options that read jetstore's Parquet shards correctly.
+
+Shards are sorted by (class, pT) for the sampler. weaver-core's default ``--fetch-step 0.01`` loads the same
+1% slice of every file at a time, which in a sorted shard is a single class: its first batches would hold
+one class only. Whole shards per fetch (``--fetch-by-files --fetch-step K``) hold every class, and weaver
+shuffles them in memory."""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ import yaml
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.stats.result import StatsResult
+from jetstore.store.manifest import Manifest
+
+JETS_PER_FETCH = 200_000  # what weaver holds in memory per DataLoader worker with the advised options
 
 
 def weaver_options(config: TrainingConfig, stats: StatsResult) -> dict[str, Any]:
@@ -41,7 +50,21 @@ def weaver_options(config: TrainingConfig, stats: StatsResult) -> dict[str, Any]
     return options
 
 
-def export_weaver_yaml(config: TrainingConfig, stats: StatsResult) -> str:
+def export_weaver_yaml(config: TrainingConfig, stats: StatsResult, reading: str = "") -> str:
     header = (f"# weaver-core data-config exported by jetstore (config {config.hash});\n"
               "# preprocess.params and weights.reweight_hists were computed by `jetstore stats`.\n")
+    if reading:
+        header += f"# {reading}\n"
     return header + yaml.safe_dump(weaver_options(config, stats), sort_keys=False)
+
+
+def weaver_reading(manifest: Manifest, url: str) -> str:
+    """How to point weaver-core at the dataset's shards: the files and the fetch options, as text."""
+    if manifest.format != "parquet":
+        return (f"weaver-core reads Parquet, not {manifest.format}: convert again with --format parquet to "
+                "train weaver-core on the shards (jetstore's own sampler reads either)")
+    mean = max(1, manifest.n_jets // max(1, len(manifest.shards)))
+    files = max(1, min(len(manifest.shards), round(JETS_PER_FETCH / mean)))
+    return (f"weaver-core on these shards (sorted by class and pT): --data-train '{url.rstrip('/')}/shards/*.parquet' "
+            f"--fetch-by-files --fetch-step {files} (whole shards per fetch, ~{files * mean:,} jets in memory per "
+            "worker); the default --fetch-step 0.01 would give batches of one class")

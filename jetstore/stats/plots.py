@@ -1,5 +1,7 @@
-"""PNG plots of stored statistics: per class the pT-eta distribution before and after weighting, and each
-input variable raw and standardised (matplotlib, mplhep CMS style when installed)."""
+"""Plots of stored statistics (``jetstore stats --plots DIR``; the ``plots`` extra): per class the
+reweighting-plane distribution before and after weighting on the config's true bin edges, and each
+standardised input variable raw and standardised. ``hist`` + mplhep, axis labels with units from
+:mod:`labels`, an optional experiment label, PNG at 150 dpi and PDF."""
 
 from __future__ import annotations
 
@@ -8,60 +10,94 @@ from pathlib import Path
 import numpy as np
 
 from jetstore.config.weaver import TrainingConfig
+from jetstore.stats.labels import axis_label
 from jetstore.stats.result import StatsResult
 
+DPI = 150
 
-def write_plots(stats: StatsResult, config: TrainingConfig, directory: str | Path) -> list[Path]:
+
+def write_plots(stats: StatsResult, config: TrainingConfig, directory: str | Path,
+                experiment: str | None = None) -> list[Path]:
+    """Write the plots into ``directory``; ``experiment`` (e.g. "CMS Simulation") labels every figure.
+    Returns the PNG paths (a PDF is written beside each)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import mplhep
 
-    try:
-        import mplhep
-
-        plt.style.use(mplhep.style.CMS)
-    except ImportError:  # plots stay readable in matplotlib's default style
-        pass
+    plt.style.use(mplhep.style.CMS)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    spec = config.weights
-    if spec is not None:
-        for label, hist in stats.class_hists.items():
-            after = hist * stats.weight_tables[label]
-            figure, axes = plt.subplots(1, 2, figsize=(16, 7))
-            for axis, data, title in ((axes[0], hist, "before weighting"), (axes[1], after, "after weighting")):
-                mesh = axis.pcolormesh(np.arange(len(spec.x_bins)), spec.y_bins, data.T, cmap="viridis")
-                axis.set_xticks(np.arange(len(spec.x_bins)), [f"{b:g}" for b in spec.x_bins], rotation=60,
-                                fontsize=11)
-                axis.set_xlabel(f"{spec.x_var} (bin edges)", fontsize=16)
-                axis.set_ylabel(spec.y_var, fontsize=16)
-                axis.set_title(f"{label}: {title} ({data.sum():.0f} jets)", fontsize=16)
-                figure.colorbar(mesh, ax=axis)
-            figure.tight_layout()
-            written.append(_save(figure, directory / f"reweight_{label}.png"))
+    if config.weights is not None:
+        for label, counts in stats.class_hists.items():
+            written.append(_reweighting(plt, mplhep, config, label, counts, stats.weight_tables[label], directory,
+                                        experiment))
     for name, variable in stats.variables.items():
-        h = variable.histogram
-        figure, axes = plt.subplots(1, 2, figsize=(16, 6))
-        axes[0].stairs(h["raw_counts"], h["raw_edges"], fill=True, alpha=0.7)
-        axes[0].axvline(variable.center, color="k", linestyle="--", label=f"median {variable.center:.3g}")
-        axes[0].axvspan(variable.p16, variable.p84, color="orange", alpha=0.2, label="16–84%")
-        axes[0].set_xlabel(f"{name} (raw)", fontsize=16)
-        axes[0].legend(fontsize=12)
-        axes[1].stairs(h["std_counts"], h["std_edges"], fill=True, alpha=0.7, color="tab:green")
-        axes[1].set_xlabel(f"{name} standardised (scale {variable.scale:.3g}, clipped)", fontsize=16)
-        for axis in axes:
-            axis.set_ylabel("entries", fontsize=16)
-            axis.set_yscale("log")
-        figure.tight_layout()
-        written.append(_save(figure, directory / f"variable_{name}.png"))
+        written.append(_variable(plt, mplhep, name, variable, directory, experiment))
     return written
 
 
-def _save(figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _reweighting(plt, mplhep, config: TrainingConfig, label: str, counts: np.ndarray, table: np.ndarray,
+                 directory: Path, experiment: str | None) -> Path:
+    import hist
 
-    figure.savefig(path, dpi=80)
+    spec = config.weights
+    assert spec is not None
+    x_axis = hist.axis.Variable(spec.x_bins, name="x", label=axis_label(spec.x_var))
+    y_axis = hist.axis.Variable(spec.y_bins, name="y", label=axis_label(spec.y_var))
+    before, after = hist.Hist(x_axis, y_axis), hist.Hist(x_axis, y_axis)
+    before[...] = counts
+    weighted = counts * table
+    after[...] = weighted / weighted.sum() if weighted.sum() > 0 else weighted
+    figure, axes = plt.subplots(1, 2, figsize=(20, 8))
+    name = label.removeprefix("label_")
+    for axis, h, title, bar in ((axes[0], before, f"{name}: {counts.sum():,.0f} jets before weighting", "jets"),
+                                (axes[1], after, f"{name}: after weighting", "fraction of sampled jets")):
+        artists = mplhep.hist2dplot(h, ax=axis, cmap="viridis", cmin=np.nextafter(0, 1))
+        artists.cbar.set_label(bar)
+        if spec.x_bins[0] > 0 and spec.x_bins[-1] / spec.x_bins[0] > 20:
+            axis.set_xscale("log")
+        axis.set_title(title, fontsize=18, loc="right")
+        _experiment(mplhep, axis, experiment)
+    figure.tight_layout()
+    return _save(plt, figure, directory / f"reweight_{name}")
+
+
+def _variable(plt, mplhep, name: str, variable, directory: Path, experiment: str | None) -> Path:
+    h = variable.histogram
+    figure, axes = plt.subplots(1, 2, figsize=(20, 8))
+    raw_edges, std_edges = np.asarray(h["raw_edges"]), np.asarray(h["std_edges"])
+    mplhep.histplot(np.asarray(h["raw_counts"]), raw_edges, ax=axes[0], histtype="fill", alpha=0.6,
+                    label="all entries")
+    axes[0].axvline(variable.center, color="k", linestyle="--", label=f"median {variable.center:.3g}")
+    axes[0].axvspan(variable.p16, variable.p84, color="tab:orange", alpha=0.25, label="16th–84th percentile")
+    axes[0].set_xlabel(axis_label(name))
+    axes[0].set_xlim(raw_edges[0], raw_edges[-1])
+    mplhep.histplot(np.asarray(h["std_counts"]), std_edges, ax=axes[1], histtype="fill", alpha=0.6,
+                    color="tab:green", label=f"(x − {variable.center:.3g}) × {variable.scale:.3g}, clipped")
+    axes[1].set_xlabel(axis_label(name, "standardised"))
+    axes[1].set_xlim(std_edges[0], std_edges[-1])
+    width = raw_edges[1] - raw_edges[0]
+    for axis, bin_width in ((axes[0], width), (axes[1], std_edges[1] - std_edges[0])):
+        axis.set_ylabel(f"entries / {bin_width:.3g}")
+        axis.set_yscale("log")
+        axis.legend(fontsize=14, loc="upper right")
+        _experiment(mplhep, axis, experiment)
+    figure.tight_layout()
+    return _save(plt, figure, directory / f"variable_{name}")
+
+
+def _experiment(mplhep, axis, experiment: str | None) -> None:
+    if experiment:
+        exp, _, text = experiment.partition(" ")
+        mplhep.label.exp_text(exp, text, ax=axis, loc=0)
+
+
+def _save(plt, figure, stem: Path) -> Path:
+    png = stem.with_suffix(".png")
+    figure.savefig(png, dpi=DPI)
+    figure.savefig(stem.with_suffix(".pdf"))
     plt.close(figure)
-    return path
+    return png

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jetstore.errors import DatasetError
+from jetstore.errors import DatasetError, echo
 from jetstore.store import paths, storage
 
 STATS_VERSION = 2
@@ -70,7 +70,7 @@ class StatsResult:
         version = data.get("version")
         if not isinstance(version, int) or version != STATS_VERSION:
             newer = isinstance(version, int) and version > STATS_VERSION
-            raise DatasetError(f"{where}: stats version {version!r} " + (
+            raise DatasetError(f"{where}: stats version {echo(version)} " + (
                 "is newer than this jetstore supports" if newer else "is not this jetstore's; rerun `jetstore stats`"))
         key = "?"
         try:
@@ -83,7 +83,7 @@ class StatsResult:
                                    for shard, rows in data["unit_counts"].items()}
             return cls(**data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DatasetError(f"{where}: malformed stats at '{key}' ({type(exc).__name__}: {exc}); "
+            raise DatasetError(f"{where}: malformed stats at '{key}' ({type(exc).__name__}); "
                                "rerun `jetstore stats`") from None
 
 

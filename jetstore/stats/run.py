@@ -96,7 +96,8 @@ def map_reduce(client: Client, function: Callable, work: Any, shards: Sequence, 
     ``FAN_IN``; the client holds futures only, and releases each shard's result once it is done."""
     token = uuid.uuid4().hex[:8]
     name = label.replace(" ", "")
-    futures = client.map(function, [work] * len(shards), shards,
+    shared = client.scatter(work, hash=False)  # sent once, not pickled into every task
+    futures = client.map(function, [shared] * len(shards), shards,
                          key=[f"stats-{name}-{token}-{s.name}" for s in shards])
     root = tree_reduce(client, futures, merge, f"stats-{name}-{token}-merge")
     pending = as_completed(futures)
@@ -137,21 +138,29 @@ def _variable_stats(name, moments, low, center, high, coarse, variable) -> Varia
 
 
 def _plot_histograms(coarse: np.ndarray, center: float, scale: float, clip_min: float, clip_max: float) -> dict:
-    """100-bin histograms, raw (between the 0.5 and 99.5 percentiles) and standardised+clipped, built from
-    the pass-1 histogram (each fine bin placed at its lower edge: resolution 2^-7 relative)."""
-    filled = np.nonzero(coarse)[0]
+    """100-bin histograms for the plots, raw (between the 0.5th and 99.5th percentiles) and standardised and
+    clipped, from the pass-1 histogram. Its bins (2^-7 relative width) are spread uniformly over the plot
+    bins they overlap (the distribution function is interpolated between their true edges), so plot bins
+    narrower than them show no comb."""
+    filled = np.nonzero(coarse)[0].astype(np.uint32)
     with np.errstate(invalid="ignore"):  # bins of NaN bit patterns (NaN counted as 0 are elsewhere), dropped below
-        values = quantiles.key_values(filled.astype(np.uint32) << 16).astype(np.float64)
+        lower = quantiles.key_values(filled << 16).astype(np.float64)
+        upper = quantiles.key_values(np.minimum(filled + 1, 0xFFFF) << 16).astype(np.float64)
     counts = coarse[filled].astype(np.float64)
-    finite = np.isfinite(values)
-    values, counts = values[finite], counts[finite]
-    cumulative = np.cumsum(counts) / counts.sum()
-    lo = values[np.searchsorted(cumulative, 0.005)]
-    hi = values[min(np.searchsorted(cumulative, 0.995), len(values) - 1)]
+    finite = np.isfinite(lower) & np.isfinite(upper) & (upper > lower)
+    lower, upper, counts = lower[finite], upper[finite], counts[finite]
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    edges = np.column_stack([lower, upper]).ravel()  # non-decreasing: the bins are in value order
+    below = np.column_stack([cumulative - counts, cumulative]).ravel()
+    lo = lower[np.searchsorted(cumulative, 0.005 * total)]
+    hi = upper[min(np.searchsorted(cumulative, 0.995 * total), len(upper) - 1)]
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    raw, raw_edges = np.histogram(values, bins=PLOT_BINS, range=(lo, hi), weights=counts)
-    standardised = np.clip((values - center) * scale, clip_min, clip_max)
-    std, std_edges = np.histogram(standardised, bins=PLOT_BINS, range=(clip_min, clip_max), weights=counts)
+    raw_edges = np.linspace(lo, hi, PLOT_BINS + 1)
+    raw = np.diff(np.interp(raw_edges, edges, below))
+    std_edges = np.linspace(clip_min, clip_max, PLOT_BINS + 1)
+    at = np.interp(std_edges / scale + center, edges, below)  # (x - center) * scale is increasing in x
+    at[0], at[-1] = 0.0, total  # clipping puts what lies outside into the first and last bins
     return {"raw_edges": raw_edges.tolist(), "raw_counts": raw.tolist(),
-            "std_edges": std_edges.tolist(), "std_counts": std.tolist()}
+            "std_edges": std_edges.tolist(), "std_counts": np.diff(at).tolist()}

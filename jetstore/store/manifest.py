@@ -65,6 +65,9 @@ class ShardEntry:
         shard = cls(**entry)
         if shard.entry_stop < shard.entry_start:
             raise DatasetError(f"{where}: entry_stop {shard.entry_stop} is before entry_start {shard.entry_start}")
+        if shard.n_jets > shard.entry_stop - shard.entry_start:
+            raise DatasetError(f"{where}: n_jets {shard.n_jets} is more than the shard's "
+                               f"{shard.entry_stop - shard.entry_start} input entries")
         if sum(shard.class_counts.values()) > shard.n_jets:
             raise DatasetError(f"{where}: class_counts add up to more than n_jets ({shard.n_jets})")
         return shard

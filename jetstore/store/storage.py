@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 
 from jetstore.errors import StorageError
 
@@ -162,6 +163,19 @@ def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> b
             return False
         raise
     return True
+
+
+def check_bucket(fs: fsspec.AbstractFileSystem, url: str, bucket: str, options: Mapping[str, Any] | None) -> None:
+    """Raise a :class:`StorageError` unless ``bucket`` exists and these credentials may use it: one HEAD
+    request, whose failure says why (unreachable, no credentials, denied, missing) instead of "not found"."""
+    try:
+        fsspec.asyn.sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
+    except FileNotFoundError:
+        raise StorageError(f"{url}: bucket '{bucket}' does not exist at {endpoint(url, options)}; "
+                           "create it first") from None
+    except Exception as exc:
+        error = failure(exc, url, options)
+        raise (error or exc) from None
 
 
 def _http_status(exc: BaseException) -> int | None:
