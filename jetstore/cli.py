@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     stats.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
     stats.add_argument("--storage-options", type=_json_object, default={})
-    stats.add_argument("--plots", help="write PNG plots here")
+    stats.add_argument("--plots", metavar="DIR", help="write plots here (PNG and PDF; needs jetstore[plots])")
+    stats.add_argument("--experiment-label", metavar="TEXT",
+                       help='label every plot, e.g. "CMS Simulation" (first word bold)')
     stats.set_defaults(handler=cmd_stats)
 
     export = command("export-weaver", help="write a weaver data-config with the stored stats")
@@ -246,7 +248,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.plots:
         from jetstore.stats.plots import write_plots
 
-        written = write_plots(result, config, args.plots)
+        written = write_plots(result, config, args.plots, args.experiment_label)
         print(f"  {len(written)} plot(s) in {args.plots}")
     return 0
 

@@ -216,6 +216,27 @@ def test_ddp_ranks_and_workers_are_disjoint_with_equal_counts(dataset):
     assert 0.7 * selected <= len(everything) <= selected
 
 
+def test_train_and_holdout_splits_partition_the_jets(dataset):
+    """Sequential reads of ``train`` and ``holdout`` are disjoint, together every selected jet, the held-out part
+    about the asked fraction with every class; training with the ``train`` split never yields a held-out jet."""
+    def jets(split, **extra):
+        ds = JetDataset(dataset.url, EVAL_CONFIG, batch_size=64, training=False, observers=True, split=split,
+                        holdout=0.2, **extra)
+        return {(int(e), int(j), float(pt)): int(label) for b in collect(ds)  # event numbers repeat across files
+                for e, j, pt, label in zip(b["event"], b["ijet"], b["jet_pt"], b["_label_"], strict=True)}
+
+    everything, train, held = jets("all"), jets("train"), jets("holdout")
+    assert not set(train) & set(held) and {**train, **held} == everything
+    assert 0.17 < len(held) / len(everything) < 0.23
+    assert set(held.values()) == set(everything.values())  # every class is held out too
+    assert jets("holdout") == held  # stable
+    trained = JetDataset(dataset.url, EVAL_CONFIG, batch_size=64, seed=3, observers=True, split="train",
+                         holdout=0.2, jets_per_epoch=3000)
+    delivered = {(int(e), int(j), float(pt)) for b in collect(trained)
+                 for e, j, pt in zip(b["event"], b["ijet"], b["jet_pt"], strict=True)}
+    assert len(delivered) > 1000 and not delivered & set(held)
+
+
 _CLIENT = []
 
 

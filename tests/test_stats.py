@@ -258,6 +258,29 @@ def test_cli_stats_plots_and_export(unskimmed, tmp_path):
     pngs = sorted((tmp_path / "p").glob("*.png"))
     assert len(pngs) == 6 + 14
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
+    assert all(p.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-" for p in pngs)
+    from PIL import Image
+
+    with Image.open(pngs[0]) as image:
+        assert round(image.info["dpi"][0]) >= 150
     out = tmp_path / "w.yaml"
     exported = cli("export-weaver", unskimmed.url, "--config", str(CONFIG), "-o", str(out))
     assert exported.returncode == 0 and "reweight_hists" in out.read_text()
+
+
+def test_plot_histograms_follow_the_data_without_a_comb():
+    """The plotted histograms come from the pass-1 histogram (bins of 2^-7 relative width); spread over the
+    plot bins they overlap they match an exact histogram of the values, with no comb of empty bins."""
+    from jetstore.stats import quantiles
+    from jetstore.stats.run import _plot_histograms
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.exponential(2.0, 200_000), np.zeros(50_000), rng.normal(0, 1, 100_000)])
+    values = values.astype(np.float32)
+    coarse = quantiles.coarse_histogram(quantiles.float_keys(values))
+    plotted = _plot_histograms(coarse, float(np.median(values)), 0.5, -5.0, 5.0)
+    edges, counts = np.array(plotted["raw_edges"]), np.array(plotted["raw_counts"])
+    exact, _ = np.histogram(values, bins=edges)
+    busy = exact > 1000
+    assert busy.sum() > 50 and np.max(np.abs(counts - exact)[busy] / exact[busy]) < 0.05
+    assert np.sum(plotted["std_counts"]) == pytest.approx(len(values))  # clipping keeps every entry

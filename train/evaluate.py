@@ -81,7 +81,10 @@ def auc(signal: np.ndarray, background: np.ndarray) -> float:
 
 
 def rejection(signal: np.ndarray, background: np.ndarray, efficiency: float) -> float:
-    """1 / background efficiency at the threshold where the signal efficiency first reaches ``efficiency``."""
+    """1 / background efficiency at the threshold where the signal efficiency first reaches ``efficiency``
+    (NaN without jets of both kinds)."""
+    if not len(signal) or not len(background):
+        return float("nan")
     tpr, fpr = roc(signal, background)
     at = fpr[min(np.searchsorted(tpr, efficiency), len(fpr) - 1)]
     return float(1 / at) if at > 0 else float("inf")
@@ -109,9 +112,9 @@ def write_predictions(path: str | Path, scores: np.ndarray, labels: np.ndarray, 
 
 
 def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes: list[str],
-              experiment: str | None = None) -> list[Path]:
+              experiment: str | None = None, note: str = "") -> list[Path]:
     """One figure per signal class (its curves against each background), PNG at 150 dpi and PDF; returns the
-    PNG paths, ``<path stem>.<signal>.png``."""
+    PNG paths, ``<path stem>.<signal>.png``. ``note`` says which jets were scored (titled at the right)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +146,8 @@ def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes:
         if experiment:
             exp, _, text = experiment.partition(" ")
             mplhep.label.exp_text(exp, text, ax=axis, loc=0)
+        if note:
+            axis.set_title(note, loc="right", fontsize=16)
         figure.tight_layout()
         png = stem.with_name(f"{stem.name}.{signal.replace('/', '_')}.png")
         figure.savefig(png, dpi=150)

@@ -19,6 +19,7 @@ from weaver.utils.nn.optimizer.lookahead import Lookahead
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
+from jetstore.errors import DatasetError
 from jetstore.stats.export import export_weaver_yaml
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -246,8 +247,12 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
                     extras.setdefault(name, []).append(batch[name].numpy())
             if max_jets and sum(len(s) for s in scores) >= max_jets:
                 break
+    if not scores:
+        raise DatasetError(f"{options.data}: no selected jet in split {split!r} to predict on")
     scores_array, labels_array = np.concatenate(scores), np.concatenate(labels)
     classes = [c.removeprefix("label_") for c in config.label_columns]
     write_predictions(output, scores_array, labels_array, classes, {k: np.concatenate(v) for k, v in extras.items()})
-    plot_rocs(Path(output).with_suffix(".roc"), scores_array, labels_array, classes)
+    note = (f"held-out {options.holdout:.0%} of the training data" if split == "holdout"
+            else f"{Path(options.data.rstrip('/')).name}")
+    plot_rocs(Path(output).with_suffix(".roc"), scores_array, labels_array, classes, note=note)
     return performance(scores_array, labels_array, classes)

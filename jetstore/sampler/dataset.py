@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from jetstore.errors import DatasetError
 from jetstore.sampler.arena import Arena
 from jetstore.sampler.batch import BatchBuilder
 from jetstore.sampler.schemes import EpochParams, get_scheme
+from jetstore.sampler.split import Split
 from jetstore.sampler.stream import SlotStream, StreamSpec
 from jetstore.sampler.units import build_units
 from jetstore.sampler.world import World, batches_before
@@ -47,8 +49,8 @@ class JetDataset(torch.utils.data.IterableDataset):
     order, the last batch possibly short). Deterministic in (seed, epoch, world size, workers); ``set_epoch``
     changes the order; ``state_dict`` / ``load_state_dict`` resume mid-epoch exactly.
 
-    ``split``: ``all`` the jets, or ``train`` / ``holdout``, a fixed ``holdout`` fraction of the units (the runs
-    of jets read at once, chosen by a hash of shard and position) kept out of training for evaluation.
+    ``split``: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction of the jets (chosen per
+    jet by a hash of input file and entry, :mod:`jetstore.sampler.split`) kept out of training for evaluation.
     """
 
     def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
@@ -68,7 +70,9 @@ class JetDataset(torch.utils.data.IterableDataset):
         cell_weights = rule.cell_weights(self.stats.weight_tables if self.stats and self.config.weights else None)
         manifest = self.dataset.manifest
         units = build_units(manifest, manifest.unit_jets, self.stats.unit_counts if self.stats else None,
-                            cell_weights, rule.n_classes).split(manifest, split, holdout)
+                            cell_weights, rule.n_classes)
+        self.split = Split(split, holdout)
+        units = dataclasses.replace(units, expected=units.expected * self.split.share)
         total = float(units.expected.sum())
         if weighted and total <= 0:
             raise DatasetError(f"{url}: no jet has a non-zero sampling weight")
@@ -88,7 +92,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         if storage.is_local(url):  # local reads take microseconds: a few threads suffice
             io_threads = min(io_threads, LOCAL_IO_THREADS)
         self.spec = StreamSpec(self.dataset.source, manifest.shards, units, rule, cell_weights, batch_size, seed,
-                               self.round_scale, threads, io_threads, ahead, window_units)
+                               self.round_scale, threads, io_threads, ahead, window_units, self.split)
         self.world = world
         self.pin_memory = pin_memory
         self.epoch = 0

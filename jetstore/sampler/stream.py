@@ -14,7 +14,7 @@ import concurrent.futures
 import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,9 +24,11 @@ from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
+from jetstore.sampler.split import Split
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
 from jetstore.store.dataset import ShardSource
+from jetstore.store.layout import ENTRY, Selection
 from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable
 
@@ -49,6 +51,7 @@ class StreamSpec:
     io_threads: int
     ahead: int
     window_units: int
+    split: Split = field(default_factory=Split)
 
 
 @dataclass
@@ -70,8 +73,8 @@ class SlotStream:
         self.skip, self.empty = skip, empty
         self.arena = arena or Arena()
         resolver = builder.resolver
-        self.light = resolver.needs(spec.rule.variables)
-        self.full = resolver.needs([*builder.inputs, *spec.rule.variables])
+        self.light = _with_entries(resolver.needs(spec.rule.variables), spec.split)
+        self.full = _with_entries(resolver.needs([*builder.inputs, *spec.rule.variables]), spec.split)
         self.pipelines: list[UnitPipeline] = []
 
     @property
@@ -89,6 +92,9 @@ class SlotStream:
         """Multiplicity and class of every row of a unit (deterministic in seed, epoch, round, unit)."""
         resolver, rule = self.builder.resolver, self.spec.rule
         selected = resolver.selection_mask(table)
+        if self.spec.split.active:
+            source = self.spec.shards[int(self.spec.units.shard[read.unit])].source
+            selected = selected & self.spec.split.mask(source, table.jets[ENTRY])
         if not self.plan.weighted:
             return selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
         values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
@@ -284,3 +290,10 @@ def _numbered(reads: ReadSequence, start: int) -> Iterator[tuple[int, UnitRead]]
 
 def _seed(seed: int, epoch: int, slot: int) -> np.uint64:
     return np.uint64(np.random.default_rng([seed, epoch, slot, 0xB0B]).integers(1 << 63))
+
+
+def _with_entries(selection: Selection, split: Split) -> Selection:
+    """``selection`` plus the jets' entry numbers when a split decides per jet."""
+    if not split.active or ENTRY in selection.jets:
+        return selection
+    return Selection((*selection.jets, ENTRY), selection.blocks)

@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import xxhash
 
 from jetstore.store.manifest import Manifest
-
-SPLITS = ("all", "train", "holdout")
 
 
 @dataclass(frozen=True)
@@ -40,25 +37,6 @@ class UnitTable:
     def total(self) -> np.ndarray:
         """Expected deliveries of every unit at scale 1."""
         return self.expected.sum(axis=1)
-
-    def subset(self, keep: np.ndarray) -> UnitTable:
-        return UnitTable(self.shard[keep], self.start[keep], self.stop[keep], self.expected[keep],
-                         self.max_weight[keep], self.unit_jets)
-
-    def split(self, manifest: Manifest, split: str, holdout: float) -> UnitTable:
-        """The units of a split: ``holdout`` is a fixed pseudo-random ``holdout`` fraction of the units (by a
-        hash of shard name and first jet, so the same on every machine and run), ``train`` the rest, ``all``
-        every unit."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if split == "all":
-            return self
-        names = [manifest.shards[i].name for i in self.shard]
-        draws = np.array([xxhash.xxh64_intdigest(f"{name}:{start}".encode()) for name, start in zip(names, self.start,
-                                                                                               strict=True)],
-                         dtype=np.uint64)
-        held = draws < np.uint64(min(max(holdout, 0.0), 1.0) * 2.0**64 - 1)
-        return self.subset(held if split == "holdout" else ~held)
 
 
 def build_units(manifest: Manifest, unit_jets: int, unit_counts: dict[str, np.ndarray] | None,

@@ -53,12 +53,13 @@ def _reweighting(plt, mplhep, config: TrainingConfig, label: str, counts: np.nda
     after[...] = weighted / weighted.sum() if weighted.sum() > 0 else weighted
     figure, axes = plt.subplots(1, 2, figsize=(20, 8))
     name = label.removeprefix("label_")
-    for axis, h, title, bar in ((axes[0], before, f"{name}: {counts.sum():,.0f} jets before weighting", "jets"),
-                                (axes[1], after, f"{name}: after weighting", "fraction of sampled jets")):
+    figure.suptitle(f"{name} jets: {counts.sum():,.0f} in the reweighting bins", fontsize=20)
+    for axis, h, title, bar in ((axes[0], before, "before weighting", "jets"),
+                                (axes[1], after, "after weighting", "fraction of sampled jets")):
         artists = mplhep.hist2dplot(h, ax=axis, cmap="viridis", cmin=np.nextafter(0, 1))
         artists.cbar.set_label(bar)
         if spec.x_bins[0] > 0 and spec.x_bins[-1] / spec.x_bins[0] > 20:
-            axis.set_xscale("log")
+            _log_axis(axis, spec.x_bins)
         axis.set_title(title, fontsize=18, loc="right")
         _experiment(mplhep, axis, experiment)
     figure.tight_layout()
@@ -83,10 +84,25 @@ def _variable(plt, mplhep, name: str, variable, directory: Path, experiment: str
     for axis, bin_width in ((axes[0], width), (axes[1], std_edges[1] - std_edges[0])):
         axis.set_ylabel(f"entries / {bin_width:.3g}")
         axis.set_yscale("log")
+        axis.set_ylim(bottom=0.5)  # spreading pass-1 bins over plot bins leaves fractions of an entry in the tails
         axis.legend(fontsize=14, loc="upper right")
         _experiment(mplhep, axis, experiment)
     figure.tight_layout()
     return _save(plt, figure, directory / f"variable_{name}")
+
+
+def _log_axis(axis, edges) -> None:
+    """A log-scale x axis labelled at round values (1, 2, 5 × 10^n) inside the bin range, no minor labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    axis.set_xscale("log")
+    low, high = edges[0], edges[-1]
+    decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+    ticks = [m * 10.0**d for d in decades for m in (1, 2, 5) if low <= m * 10.0**d <= high]
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_major_formatter(ScalarFormatter())
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_xlim(low, high)
 
 
 def _experiment(mplhep, axis, experiment: str | None) -> None:

@@ -1,0 +1,57 @@
+"""Train / held-out splits: a fixed pseudo-random part of the jets, decided per jet by a hash of its input file's
+name and entry number (the ``_entry`` column every dataset keeps), so a jet is in the same part on every machine,
+in every run, wherever the inputs lay, and however they were sharded or sorted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+PARTS = ("all", "train", "holdout")
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+@dataclass(frozen=True)
+class Split:
+    """``holdout``: a ``fraction`` of the jets; ``train``: the others; ``all``: every jet."""
+
+    part: str = "all"
+    fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.part not in PARTS:
+            raise ValueError(f"split must be one of {', '.join(PARTS)}, got {self.part!r}")
+        if not 0 <= self.fraction < 1:
+            raise ValueError(f"the held-out fraction must be in [0, 1), got {self.fraction}")
+
+    @property
+    def active(self) -> bool:
+        return self.part != "all" and self.fraction > 0
+
+    @property
+    def share(self) -> float:
+        """The expected share of the jets in this part."""
+        if not self.active:
+            return 1.0
+        return self.fraction if self.part == "holdout" else 1.0 - self.fraction
+
+    def mask(self, source: str, entries: np.ndarray) -> np.ndarray:
+        """Which jets of input file ``source`` (path or URL; only its name counts) by their entry numbers are in
+        this part."""
+        if not self.active:
+            return np.ones(len(entries), bool)
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        held = _uniform(xxhash.xxh64_intdigest(name.encode()), entries) < self.fraction
+        return held if self.part == "holdout" else ~held
+
+
+def _uniform(salt: int, entries: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per entry: splitmix64's finaliser of (salt + entry)."""
+    x = np.asarray(entries, np.uint64) + np.uint64(salt)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
