@@ -28,9 +28,7 @@ from jetstore.store.layout import CODECS, Layout
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m jetstore.train --help
-        from jetstore.train.cli import main as train_main
-
-        return train_main(argv[1:])
+        return _guarded(_train, argv[1:], verbosity=0, extra="train")
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = args.verbose - args.quiet
@@ -40,19 +38,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
         logging.getLogger("jetstore").setLevel(level)
+    return _guarded(args.handler, args, verbosity=verbosity)
+
+
+VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+# optional modules → the extra that installs them (the core needs none of them)
+EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
+          "tensorboard": "train", "sklearn": "train"}
+
+
+def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:
+    """Run a command; expected failures become one line on stderr and their exit code. ``extra``: the extra that
+    the command needs as a whole (else the one that installs the missing module)."""
     try:
-        return args.handler(args)
+        return handler(args)
     except JetstoreError as exc:
         if verbosity > 0:
             traceback.print_exc()
         print(f"jetstore: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        missing = EXTRAS.get((exc.name or "").partition(".")[0])
+        if missing is None:
+            raise
+        extra = extra or missing
+        print(f"jetstore: error: this command needs {exc.name}, an optional dependency: "
+              f"pip install 'jetstore[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("jetstore: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
-VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+def _train(argv: list[str]) -> int:
+    from jetstore.train.cli import main as train_main
+
+    return train_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +251,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from jetstore.stats.run import compute_stats
     from jetstore.store.dataset import Dataset
 
+    if args.plots:  # a missing plots extra is reported before the cluster starts
+        from jetstore.stats.plots import write_plots
     config = load_training_config(args.config)
     dataset = Dataset.open(absolute(args.url), args.storage_options)
     with dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
@@ -246,8 +269,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
         kept = float((hist * result.weight_tables[label]).sum())
         print(f"  {label:<12} {hist.sum():>10,.0f} jets in bins, weighted {kept:>10,.1f}")
     if args.plots:
-        from jetstore.stats.plots import write_plots
-
         written = write_plots(result, config, args.plots, args.experiment_label)
         print(f"  {len(written)} plot(s) in {args.plots}")
     return 0

@@ -1,6 +1,5 @@
 """ROOT → Parquet / Zarr v3 on a real Dask LocalCluster: every value, the manifest, resume, interruption."""
 
-import json
 import os
 import signal
 import subprocess
@@ -157,20 +156,6 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
     assert cli(*[str(clean) if part == str(out) else part for part in command[3:]]).returncode == 0
     assert [(s.name, s.checksum) for s in Dataset.open(str(clean)).manifest.shards] == \
         [(s.name, s.checksum) for s in dataset.manifest.shards]  # identical to an uninterrupted run
-
-
-def test_cli_demo_and_inspect(tmp_path):
-    result = cli("demo", "--output", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert "dashboard: http://127.0.0.1:" in result.stderr
-    for fmt in ("zarr", "parquet"):
-        shown = cli("inspect", str(tmp_path / f"sample_cms_ak4.{fmt}"), "--json")
-        summary = json.loads(shown.stdout)
-        assert summary["format"] == fmt and summary["jets"] == len(reference_jets(
-            sorted(str(p) for p in (REPO / "jetstore/data").glob("*.root"))))
-        assert summary["class_counts"]["label_uds"] > summary["class_counts"]["label_bb"] > 0
-    text = cli("inspect", str(tmp_path / "sample_cms_ak4.zarr")).stdout
-    assert "jets" in text and "label_b" in text and "shard(s)" in text
 
 
 def test_jetclass_schema_converts(dask_client, jetclass_file, tmp_path):

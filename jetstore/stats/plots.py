@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hist
+import matplotlib.style
+import mplhep
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.stats.labels import axis_label
@@ -19,30 +24,22 @@ DPI = 150
 def write_plots(stats: StatsResult, config: TrainingConfig, directory: str | Path,
                 experiment: str | None = None) -> list[Path]:
     """Write the plots into ``directory``; ``experiment`` (e.g. "CMS Simulation") labels every figure.
-    Returns the PNG paths (a PDF is written beside each)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mplhep
-
-    plt.style.use(mplhep.style.CMS)
+    Returns the PNG paths (a PDF is written beside each). Figures are drawn without pyplot: no backend or global
+    style of the caller's session changes."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    if config.weights is not None:
-        for label, counts in stats.class_hists.items():
-            written.append(_reweighting(plt, mplhep, config, label, counts, stats.weight_tables[label], directory,
-                                        experiment))
-    for name, variable in stats.variables.items():
-        written.append(_variable(plt, mplhep, name, variable, directory, experiment))
+    with matplotlib.style.context(mplhep.style.CMS):
+        if config.weights is not None:
+            for label, counts in stats.class_hists.items():
+                written.append(_reweighting(config, label, counts, stats.weight_tables[label], directory, experiment))
+        for name, variable in stats.variables.items():
+            written.append(_variable(name, variable, directory, experiment))
     return written
 
 
-def _reweighting(plt, mplhep, config: TrainingConfig, label: str, counts: np.ndarray, table: np.ndarray,
-                 directory: Path, experiment: str | None) -> Path:
-    import hist
-
+def _reweighting(config: TrainingConfig, label: str, counts: np.ndarray, table: np.ndarray, directory: Path,
+                 experiment: str | None) -> Path:
     spec = config.weights
     assert spec is not None
     x_axis = hist.axis.Variable(spec.x_bins, name="x", label=axis_label(spec.x_var))
@@ -51,24 +48,26 @@ def _reweighting(plt, mplhep, config: TrainingConfig, label: str, counts: np.nda
     before[...] = counts
     weighted = counts * table
     after[...] = weighted / weighted.sum() if weighted.sum() > 0 else weighted
-    figure, axes = plt.subplots(1, 2, figsize=(20, 8))
+    figure = Figure(figsize=(20, 8))
+    axes = figure.subplots(1, 2)
     name = label.removeprefix("label_")
     figure.suptitle(f"{name} jets: {counts.sum():,.0f} in the reweighting bins", fontsize=20)
     for axis, h, title, bar in ((axes[0], before, "before weighting", "jets"),
                                 (axes[1], after, "after weighting", "fraction of sampled jets")):
-        artists = mplhep.hist2dplot(h, ax=axis, cmap="viridis", cmin=np.nextafter(0, 1))
-        artists.cbar.set_label(bar)
+        artists = mplhep.hist2dplot(h, ax=axis, cmap="viridis", cmin=np.nextafter(0, 1), cbar=False)
+        figure.colorbar(artists.pcolormesh, ax=axis, label=bar)
         if spec.x_bins[0] > 0 and spec.x_bins[-1] / spec.x_bins[0] > 20:
             _log_axis(axis, spec.x_bins)
         axis.set_title(title, fontsize=18, loc="right")
-        _experiment(mplhep, axis, experiment)
+        _experiment(axis, experiment)
     figure.tight_layout()
-    return _save(plt, figure, directory / f"reweight_{name}")
+    return _save(figure, directory / f"reweight_{name}")
 
 
-def _variable(plt, mplhep, name: str, variable, directory: Path, experiment: str | None) -> Path:
+def _variable(name: str, variable, directory: Path, experiment: str | None) -> Path:
     h = variable.histogram
-    figure, axes = plt.subplots(1, 2, figsize=(20, 8))
+    figure = Figure(figsize=(20, 8))
+    axes = figure.subplots(1, 2)
     raw_edges, std_edges = np.asarray(h["raw_edges"]), np.asarray(h["std_edges"])
     mplhep.histplot(np.asarray(h["raw_counts"]), raw_edges, ax=axes[0], histtype="fill", alpha=0.6,
                     label="all entries")
@@ -86,15 +85,13 @@ def _variable(plt, mplhep, name: str, variable, directory: Path, experiment: str
         axis.set_yscale("log")
         axis.set_ylim(bottom=0.5)  # spreading pass-1 bins over plot bins leaves fractions of an entry in the tails
         axis.legend(fontsize=14, loc="upper right")
-        _experiment(mplhep, axis, experiment)
+        _experiment(axis, experiment)
     figure.tight_layout()
-    return _save(plt, figure, directory / f"variable_{name}")
+    return _save(figure, directory / f"variable_{name}")
 
 
 def _log_axis(axis, edges) -> None:
     """A log-scale x axis labelled at round values (1, 2, 5 × 10^n) inside the bin range, no minor labels."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
-
     axis.set_xscale("log")
     low, high = edges[0], edges[-1]
     decades = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
@@ -105,15 +102,14 @@ def _log_axis(axis, edges) -> None:
     axis.set_xlim(low, high)
 
 
-def _experiment(mplhep, axis, experiment: str | None) -> None:
+def _experiment(axis, experiment: str | None) -> None:
     if experiment:
         exp, _, text = experiment.partition(" ")
         mplhep.label.exp_text(exp, text, ax=axis, loc=0)
 
 
-def _save(plt, figure, stem: Path) -> Path:
+def _save(figure, stem: Path) -> Path:
     png = stem.with_suffix(".png")
     figure.savefig(png, dpi=DPI)
     figure.savefig(stem.with_suffix(".pdf"))
-    plt.close(figure)
     return png
