@@ -236,7 +236,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         manifest = dataset.manifest
         print(json.dumps({"url": args.url, "format": manifest.format, "jets": manifest.n_jets,
                           "shards": len(manifest.shards), "bytes": manifest.bytes,
-                          "class_counts": manifest.class_counts, "inputs": len(manifest.inputs),
+                          "class_counts": manifest.class_counts, "node_counts": manifest.node_counts,
+                          "inputs": len(manifest.inputs),
                           "schema_hash": manifest.schema_hash}, indent=1))
     else:
         print_summary(args.url, dataset.manifest)
@@ -352,6 +353,10 @@ def print_summary(url: str, manifest) -> None:
     counts = manifest.class_counts
     total = max(sum(counts.values()), 1)
     print("  classes  " + ", ".join(f"{k} {v:,} ({100 * v / total:.1f}%)" for k, v in counts.items()))
+    nodes = manifest.node_counts
+    if nodes:
+        print("  nodes    " + ", ".join(f"{k} {v:,} ({v / max(manifest.n_jets, 1):.1f} per jet)"
+                                      for k, v in nodes.items()))
     if manifest.skipped_inputs:
         print(f"  skipped  {len(manifest.skipped_inputs)} bad input(s): {', '.join(manifest.skipped_inputs)}")
 

@@ -14,9 +14,10 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from jetstore.conversion.events import branch_kind, explode
 from jetstore.errors import ExpressionError, InputError, TaskFailure
 from jetstore.schema import Column, Schema
-from jetstore.schema.model import feature_dtype
+from jetstore.schema.model import JET_INDEX, feature_dtype
 from jetstore.store import storage
 from jetstore.store.layout import ENTRY
 from jetstore.store.table import BlockData, JetTable
@@ -73,11 +74,16 @@ def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> Input
     """Validate that ``url`` holds the schema's tree and branches with usable types."""
     with open_tree(url, schema.tree, options) as tree:
         available = set(tree.keys(recursive=False))
+        if schema.collection:
+            _require_branches(url, tree, None, available, schema.branches)
+            available.add(JET_INDEX)
         dtypes: dict[str, str] = {}
         for column in schema.jet_columns:
             _require_branches(url, tree, column, available)
-            if column.expr is None:
-                source = _flat_dtype(url, tree[column.branch], column)
+            if column.expr is None and column.branch == JET_INDEX and schema.collection:
+                dtypes[column.name] = column.dtype or "int64"
+            elif column.expr is None:
+                source = _flat_dtype(url, tree[column.branch], column, schema)
                 dtypes[column.name] = column.dtype or source.name
             else:
                 dtypes[column.name] = column.dtype or "float32"
@@ -104,14 +110,19 @@ def read_range(url: str, schema: Schema, dtypes: Mapping[str, str], entry_start:
                 arrays = tree.arrays(branches, entry_start=begin, entry_stop=end, library="ak", how=dict)
             except Exception as exc:
                 raise InputError(url, f"cannot read entries {begin}-{end} ({_describe(exc)})") from None
-            yield build_table(url, schema, dtypes, arrays, begin)
+            if schema.collection:
+                per_jet, entries = explode(url, schema, arrays, begin)
+            else:
+                per_jet, entries = arrays, np.arange(begin, end, dtype=np.int64)
+            yield build_table(url, schema, dtypes, per_jet, entries)
 
 
-def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, ak.Array],
-                first_entry: int) -> JetTable:
-    """Apply selection and derived columns to one piece of branches (entries from ``first_entry`` on) and
-    cast to the storage dtypes; the entry number of every kept jet is stored as ``_entry``."""
-    n = len(next(iter(arrays.values())))
+def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, Any],
+                entries: np.ndarray) -> JetTable:
+    """Apply selection and derived columns to one piece of per-jet arrays (whose tree entries are ``entries``)
+    and cast to the storage dtypes; the entry number of every kept jet is stored as ``_entry`` (per-event
+    inputs: its event's)."""
+    n = len(entries)
     mask = None
     if schema.selection is not None:
         mask = _evaluate(url, schema.selection, arrays, "selection")
@@ -130,7 +141,6 @@ def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Map
         values = np.broadcast_to(np.asarray(values), (n,))
         jets[column.name] = cast_checked(url, column.name, values if mask is None else values[mask],
                                          dtypes[column.name])
-    entries = np.arange(first_entry, first_entry + n, dtype=np.int64)
     jets[ENTRY] = entries if mask is None else entries[mask]
     blocks = {}
     for block in schema.blocks:
@@ -212,8 +222,14 @@ def _require_branches(url: str, tree, column: Column | None, available: set[str]
             raise InputError(url, f"tree '{tree.name}' has no branch '{name}'{needed}{hint}")
 
 
-def _flat_dtype(url: str, branch, column: Column) -> np.dtype:
+def _flat_dtype(url: str, branch, column: Column, schema: Schema) -> np.dtype:
     interpretation = branch.interpretation
+    if schema.collection and branch_kind(schema, branch.name).kind == "jet":  # one list per event, one per jet
+        if isinstance(interpretation, uproot.interpretation.jagged.AsJagged):
+            interpretation = interpretation.content
+        else:
+            raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; jet column '{column.name}' "
+                                  f"needs one number per {schema.collection} entry")
     if isinstance(interpretation, uproot.interpretation.numerical.AsDtype) and interpretation.to_dtype.shape == ():
         return interpretation.to_dtype.newbyteorder("=")
     raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; jet column '{column.name}' "

@@ -24,7 +24,7 @@ from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.format import get_format
 from jetstore.store.layout import TableColumns
-from jetstore.store.manifest import InputEntry, Manifest
+from jetstore.store.manifest import InputEntry, Manifest, jets_per_entry
 from jetstore.store.writer import DatasetWriter
 from jetstore.version import __version__
 
@@ -55,7 +55,8 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     if not urls:
         raise InputError(", ".join(request.inputs), "no input to convert: " + "; ".join(
             f"{url}: {reason}" for url, reason in failures.items()))
-    writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex)
+    writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex,
+                           jets_per_entry(request.schema.to_dict()))
     with storage.access(request.output, request.output_options):
         _check_output(request)
         with writer.lease().held(request.break_lease) as previous:

@@ -2,6 +2,6 @@
 
 from jetstore.schema.expression import Expression
 from jetstore.schema.load import load_schema, schema_from_dict
-from jetstore.schema.model import Block, Column, Schema
+from jetstore.schema.model import Block, Column, Link, Schema
 
-__all__ = ["Block", "Column", "Expression", "Schema", "load_schema", "schema_from_dict"]
+__all__ = ["Block", "Column", "Expression", "Link", "Schema", "load_schema", "schema_from_dict"]

@@ -44,6 +44,9 @@ def infer_schema(urls: str | Sequence[str], tree_name: str | None = None, name: 
     """Schema data (ready for YAML) describing the tree of every file in ``urls``, and the branches left
     out; files that disagree raise a :class:`SchemaError` naming the file and branch."""
     urls = [urls] if isinstance(urls, str) else list(urls)
+    nano = _nanoaod(urls, tree_name, name)
+    if nano is not None:
+        return nano, []
     layouts = [_read_layout(url, tree_name, sample_entries) for url in urls]
     reference = layouts[0]
     for url, layout in zip(urls[1:], layouts[1:], strict=True):
@@ -64,6 +67,26 @@ def infer_schema(urls: str | Sequence[str], tree_name: str | None = None, name: 
     if sort_by:
         schema["sort_by"] = sort_by
     return schema, list(reference.skipped)
+
+
+def _nanoaod(urls: list[str], tree_name: str | None, name: str | None) -> dict[str, Any] | None:
+    """A per-event schema when every file is NanoAOD-like (:mod:`infer_nano`), else None."""
+    from jetstore.schema import infer_nano
+
+    handles = []
+    try:
+        for url in urls:
+            try:
+                handles.append(uproot.open(url))
+            except Exception as exc:
+                raise InputError(url, f"cannot open as a ROOT file ({type(exc).__name__}: {exc})") from None
+        trees = [h.get(tree_name or "Events", None) for h in handles]
+        if not all(t is not None and infer_nano.is_nanoaod(t) for t in trees):
+            return None
+        return infer_nano.propose(trees, name)
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def _read_layout(url: str, tree_name: str | None, sample_entries: int) -> FileLayout:

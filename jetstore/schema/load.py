@@ -12,11 +12,12 @@ import yaml
 
 from jetstore.errors import SchemaError, echo
 from jetstore.schema.expression import Expression
-from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Schema
+from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Link, Schema
 
-SCHEMA_KEYS = ("name", "tree", "selection", "jets", "labels", "blocks", "sort_by")
+SCHEMA_KEYS = ("name", "tree", "collection", "selection", "jets", "labels", "blocks", "sort_by")
 COLUMN_KEYS = ("name", "branch", "expr", "dtype")
-BLOCK_KEYS = ("features",)
+BLOCK_KEYS = ("features", "link")
+LINK_KEYS = ("collection", "jet", "node", "indices", "order_by", "ascending")
 
 
 def load_schema(name_or_path: str | Path) -> Schema:
@@ -75,6 +76,7 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
         if key not in mapping:
             raise SchemaError(f"{where}: missing required key '{key}'")
     selection = mapping.get("selection")
+    collection = _string(mapping["collection"], f"{where}: collection") if "collection" in mapping else None
     jets = _columns(mapping["jets"], f"{where}: jets")
     labels = _columns(mapping["labels"], f"{where}: labels")
     blocks_data = _mapping(mapping.get("blocks") or {}, f"{where}: blocks")
@@ -86,7 +88,12 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
         features = _columns(block_map.get("features"), f"{block_where}.features", default_dtype="float32")
         if not features:
             raise SchemaError(f"{block_where}.features: a block needs at least one feature")
-        blocks.append(Block(name=_identifier(block_name, block_where), features=features))
+        link = _link(block_map["link"], f"{block_where}.link") if "link" in block_map else None
+        if (link is None) != (collection is None):
+            raise SchemaError(f"{block_where}: " + ("a per-event schema (with 'collection') needs a 'link' for every "
+                                                    "block" if link is None else "'link' needs a top-level "
+                                                    "'collection' (the jet collection, e.g. Jet)"))
+        blocks.append(Block(name=_identifier(block_name, block_where), features=features, link=link))
     sort_by = mapping.get("sort_by") or []
     if not isinstance(sort_by, list) or not all(isinstance(k, str) for k in sort_by):
         raise SchemaError(f"{where}: sort_by must be a list of 'label' and jet column names")
@@ -98,8 +105,11 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
         labels=labels,
         blocks=tuple(blocks),
         selection=Expression.parse(selection, f"{where}: selection") if selection is not None else None,
+        collection=collection,
     )
     _check_unique(schema, where)
+    if collection:
+        _check_collections(schema, where)
     jet_names = {c.name for c in schema.jet_columns}
     for key in schema.sort_by:
         if key != SORT_BY_LABEL and key not in jet_names:
@@ -145,6 +155,43 @@ def _column(data: Any, where: str, default_dtype: str | None) -> Column:
         expr = Expression.parse(mapping["expr"], f"{where}.expr")
         return Column(name=name, dtype=dtype or "float32", expr=expr)
     return Column(name=name, dtype=dtype, branch=_string(mapping.get("branch", name), f"{where}.branch"))
+
+
+def _link(data: Any, where: str) -> Link:
+    mapping = _mapping(data, where)
+    check_keys(mapping, LINK_KEYS, where)
+    if "collection" not in mapping:
+        raise SchemaError(f"{where}: missing required key 'collection' (the node collection, e.g. PFCands)")
+    table = "jet" in mapping or "node" in mapping
+    indices = mapping.get("indices") or []
+    if table == bool(indices) or (table and not ("jet" in mapping and "node" in mapping)):
+        raise SchemaError(f"{where}: give either a link table ('jet' and 'node' index branches) or 'indices' "
+                          "(per-jet index branches)")
+    if not isinstance(indices, list) or not all(isinstance(i, str) and i for i in indices):
+        raise SchemaError(f"{where}.indices: expected a list of branch names")
+    ascending = mapping.get("ascending", False)
+    if not isinstance(ascending, bool):
+        raise SchemaError(f"{where}.ascending: expected true or false, got {echo(ascending)}")
+    return Link(collection=_string(mapping["collection"], f"{where}.collection"),
+                jet=_string(mapping["jet"], f"{where}.jet") if table else None,
+                node=_string(mapping["node"], f"{where}.node") if table else None,
+                indices=tuple(indices),
+                order_by=_string(mapping["order_by"], f"{where}.order_by") if "order_by" in mapping else None,
+                ascending=ascending)
+
+
+def _check_collections(schema: Schema, where: str) -> None:
+    """Per-event schemas: each node collection and link table feeds one block (a branch has one node order)."""
+    owners: dict[str, str] = {}
+    for block in schema.blocks:
+        assert block.link is not None
+        for prefix in filter(None, (block.link.collection, block.link.table)):
+            if prefix == schema.collection:
+                raise SchemaError(f"{where}: block '{block.name}' reads the jet collection '{prefix}' as nodes")
+            if prefix in owners:
+                raise SchemaError(f"{where}: blocks '{owners[prefix]}' and '{block.name}' both read '{prefix}'; "
+                                  "a collection can feed one block")
+            owners[prefix] = block.name
 
 
 def _check_unique(schema: Schema, where: str) -> None:

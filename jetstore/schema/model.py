@@ -44,20 +44,74 @@ class Column:
         return out
 
 
+JET_INDEX = "jet_index"  # per-event inputs: a jet's position in its event's collection (usable in expressions)
+
+
+@dataclass(frozen=True)
+class Link:
+    """Per-event inputs (NanoAOD): how a block's nodes are found for each jet of the jet collection.
+
+    Either a link table (``jet``: its branch of jet indices, ``node``: its branch of indices into
+    ``collection``; the table's other branches are per-link features), or per-jet index branches
+    (``indices``, e.g. ``Jet_svIdx1``, ``Jet_svIdx2``; -1 means none). A jet's nodes are ordered by
+    ``order_by`` (default ``<collection>_pt``), descending unless ``ascending``."""
+
+    collection: str
+    jet: str | None = None
+    node: str | None = None
+    indices: tuple[str, ...] = ()
+    order_by: str | None = None
+    ascending: bool = False
+
+    @property
+    def table(self) -> str | None:
+        """The link table's branch prefix (``JetPFCands`` for ``JetPFCands_jetIdx``)."""
+        return self.jet.split("_", 1)[0] if self.jet else None
+
+    @property
+    def order_branch(self) -> str:
+        return self.order_by or f"{self.collection}_pt"
+
+    @property
+    def branches(self) -> frozenset[str]:
+        """The index branches, the ordering branch and the node collection's counter."""
+        names = {self.order_branch, f"n{self.collection}", *self.indices}
+        names |= {b for b in (self.jet, self.node) if b}
+        return frozenset(names)
+
+    def to_dict(self) -> dict:
+        out: dict = {"collection": self.collection}
+        if self.jet:
+            out.update(jet=self.jet, node=self.node)
+        if self.indices:
+            out["indices"] = list(self.indices)
+        if self.order_by:
+            out["order_by"] = self.order_by
+        if self.ascending:
+            out["ascending"] = True
+        return out
+
+
 @dataclass(frozen=True)
 class Block:
-    """A node type (PF candidates, secondary vertices, ...): per-jet variable-length lists of features."""
+    """A node type (PF candidates, secondary vertices, ...): per-jet variable-length lists of features.
+    ``link``: for per-event inputs, how the nodes of each jet are found."""
 
     name: str
     features: tuple[Column, ...]
+    link: Link | None = None
 
     def to_dict(self) -> dict:
-        return {"features": [f.to_dict() for f in self.features]}
+        out: dict = {"features": [f.to_dict() for f in self.features]}
+        if self.link is not None:
+            out["link"] = self.link.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
 class Schema:
-    """What to read from a ROOT tree and how to store it."""
+    """What to read from a ROOT tree and how to store it. ``collection`` set: per-event input (NanoAOD), each
+    element of that jagged collection (e.g. ``Jet``) is a jet; event-level branches repeat for its jets."""
 
     name: str
     tree: str
@@ -66,6 +120,7 @@ class Schema:
     blocks: tuple[Block, ...]
     selection: Expression | None = field(default=None, compare=False)
     sort_by: tuple[str, ...] = ()
+    collection: str | None = None
 
     @property
     def jet_columns(self) -> tuple[Column, ...]:
@@ -85,6 +140,11 @@ class Schema:
         for block in self.blocks:
             for feature in block.features:
                 needed |= feature.inputs
+            if block.link is not None:
+                needed |= block.link.branches
+        if self.collection:
+            needed.discard(JET_INDEX)
+            needed.add(f"n{self.collection}")
         return frozenset(needed)
 
     def block(self, name: str) -> Block:
@@ -95,6 +155,8 @@ class Schema:
 
     def to_dict(self) -> dict:
         out: dict = {"name": self.name, "tree": self.tree}
+        if self.collection:
+            out["collection"] = self.collection
         if self.selection is not None:
             out["selection"] = self.selection.source
         out["jets"] = [c.to_dict() for c in self.jets]

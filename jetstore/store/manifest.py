@@ -57,20 +57,24 @@ class ShardEntry:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> ShardEntry:
-        """A validated shard record (as in the manifest and the ``_commits/`` records)."""
+    def from_dict(cls, data: Any, where: str, jets_per_entry: int = 1) -> ShardEntry:
+        """A validated shard record (as in the manifest and the ``_commits/`` records); a shard holds at most
+        ``jets_per_entry`` jets per input entry (1 for per-jet trees)."""
         validate(data, where, "#/$defs/shard")
         entry = dict(data)
         entry["files"] = {k: (int(v[0]), str(v[1])) for k, v in data["files"].items()}
         shard = cls(**entry)
         if shard.entry_stop < shard.entry_start:
             raise DatasetError(f"{where}: entry_stop {shard.entry_stop} is before entry_start {shard.entry_start}")
-        if shard.n_jets > shard.entry_stop - shard.entry_start:
+        if shard.n_jets > jets_per_entry * (shard.entry_stop - shard.entry_start):
             raise DatasetError(f"{where}: n_jets {shard.n_jets} is more than the shard's "
-                               f"{shard.entry_stop - shard.entry_start} input entries")
+                               f"{shard.entry_stop - shard.entry_start} input entries allow")
         if sum(shard.class_counts.values()) > shard.n_jets:
             raise DatasetError(f"{where}: class_counts add up to more than n_jets ({shard.n_jets})")
         return shard
+
+
+MAX_JETS_PER_EVENT = 1000  # bounds a tampered n_jets of per-event (NanoAOD) datasets before anything is allocated
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,19 @@ class Manifest:
             plan_hash=data["plan_hash"], layout=Layout.from_dict(data["layout"]),
             columns=TableColumns.from_dict(data["columns"]), jets_per_shard=data["jets_per_shard"],
             inputs=tuple(InputEntry(**i) for i in data["inputs"]),
-            shards=tuple(ShardEntry.from_dict(s, f"{where}: shards[{i}]") for i, s in enumerate(data["shards"])),
+            shards=tuple(ShardEntry.from_dict(s, f"{where}: shards[{i}]", jets_per_entry(data["schema"]))
+                         for i, s in enumerate(data["shards"])),
             skipped_inputs=data["skipped_inputs"], created=data["created"],
             jetstore_version=data["jetstore_version"], format_version=data["format_version"],
         )
         if len({s.name for s in manifest.shards}) != len(manifest.shards):
             raise DatasetError(f"{where}: shard names are not unique")
         return manifest
+
+
+def jets_per_entry(schema: dict[str, Any]) -> int:
+    """At most this many jets per input entry: 1 for per-jet trees, a generous bound for per-event ones."""
+    return MAX_JETS_PER_EVENT if schema.get("collection") else 1
 
 
 def read_manifest(fs, root: str) -> Manifest:

@@ -34,6 +34,7 @@ class DatasetWriter:
     url: str
     options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
     run_id: str = ""
+    jets_per_entry: int = 1  # the most jets an input entry gives (per-event inputs: many)
 
     @property
     def location(self) -> tuple[Any, str]:
@@ -68,7 +69,7 @@ class DatasetWriter:
         path = paths.commit_path(root, name)
         try:
             record = json.loads(fs.cat_file(path))
-            entry = ShardEntry.from_dict(record, path)
+            entry = ShardEntry.from_dict(record, path, self.jets_per_entry)
         except (FileNotFoundError, ValueError, DatasetError):
             return None
         if entry.task_key != task_key or not files_intact(fs, paths.join(root, entry.path), entry.files):
