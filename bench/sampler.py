@@ -218,18 +218,25 @@ def section_weaver(datasets, configs, args, files) -> None:
 
 
 class S3Servers:
-    """moto (its own process) behind the latency proxy (its own process)."""
+    """An S3 server behind the latency proxy (its own process): moto (its own process), or an already running
+    Ceph RGW given by ``ceph`` (its endpoint URL; tests/ceph/rgw.sh starts one, keys JETKEY / JETSECRET)."""
 
-    def __init__(self, latency: float):
-        self.port = free_port()
-        self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self, latency: float, ceph: str | None = None):
+        self.moto = None
+        if ceph:
+            self.target, self.key, self.secret = ceph.removeprefix("http://").rstrip("/"), "JETKEY", "JETSECRET"
+        else:
+            port = free_port()
+            self.moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.target, self.key, self.secret = f"127.0.0.1:{port}", "bench", "bench"
         self.counters = tempfile.mktemp(suffix=".json")
-        self.proxy = subprocess.Popen([sys.executable, "-m", "tests.proxy", "--target", f"127.0.0.1:{self.port}",
+        self.proxy = subprocess.Popen([sys.executable, "-m", "tests.proxy", "--target", self.target,
                                        "--latency", str(latency), "--counters", self.counters],
                                       stdout=subprocess.PIPE, cwd=REPO)
         self.proxy_port = int(self.proxy.stdout.readline())
-        self.options = {"endpoint_url": f"http://127.0.0.1:{self.proxy_port}", "key": "bench", "secret": "bench"}
+        self.options = {"endpoint_url": f"http://127.0.0.1:{self.proxy_port}", "key": self.key,
+                        "secret": self.secret}
         for _ in range(100):
             try:
                 self.fs().ls("")
@@ -240,8 +247,14 @@ class S3Servers:
     def fs(self, direct: bool = True):
         import s3fs
 
-        endpoint = f"http://127.0.0.1:{self.port}" if direct else self.options["endpoint_url"]
-        return s3fs.S3FileSystem(endpoint_url=endpoint, key="bench", secret="bench", skip_instance_cache=True)
+        endpoint = f"http://{self.target}" if direct else self.options["endpoint_url"]
+        return s3fs.S3FileSystem(endpoint_url=endpoint, key=self.key, secret=self.secret, skip_instance_cache=True)
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://{self.target}", aws_access_key_id=self.key,
+                     aws_secret_access_key=self.secret, region_name="us-east-1").create_bucket(Bucket=name)
 
     def bytes_down(self) -> int:
         time.sleep(0.5)
@@ -249,7 +262,8 @@ class S3Servers:
 
     def close(self) -> None:
         self.proxy.kill()
-        self.moto.kill()
+        if self.moto is not None:
+            self.moto.kill()
 
 
 def free_port() -> int:
@@ -261,14 +275,17 @@ def free_port() -> int:
 
 
 def section_s3(datasets, configs, args, files) -> None:
-    header("S3 (moto, own process) behind a proxy adding latency per request (own process), Zarr")
+    server = f"Ceph RGW at {args.ceph}" if args.ceph else "moto, own process"
+    header(f"S3 ({server}) behind a proxy adding latency per request (own process), Zarr")
     dataset = datasets["zarr"]
     total = dataset.manifest.n_jets
     for latency in (0.030, 0.0):
-        servers = S3Servers(latency)
+        servers = S3Servers(latency, args.ceph)
         try:
             fs = servers.fs()
-            fs.mkdir("bench")
+            if fs.exists("bench"):
+                fs.rm("bench", recursive=True)
+            servers.make_bucket("bench")
             fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
             for threads in (1, 2):
                 local = run_jetstore(dataset.url, configs["weights"], total, threads)
@@ -358,12 +375,14 @@ def section_memory(datasets, configs, args, files) -> None:
             inputs = copies_of(files, 4 * factor, base / f"inputs{factor}x")
             url = str(base / f"mem{factor}x.zarr")
             dataset = build(client, inputs, url, "zarr", "cms_ak4", [configs["weights"]])
-            script = ("import sys, time, resource, yaml; sys.path.insert(0, sys.argv[1]);"
+            # VmHWM, not ru_maxrss: Linux carries a forking parent's peak into the child's ru_maxrss across exec
+            script = ("import sys, time, re; sys.path.insert(0, sys.argv[1]);"
                       "from jetstore import JetDataset; from jetstore.config import load_training_config;"
                       "ds = JetDataset(sys.argv[2], load_training_config(sys.argv[3]), batch_size=512, seed=1,"
                       " jets_per_epoch=135832, threads=2); t = time.perf_counter();"
-                      " n = sum(len(b['_label_']) for b in ds);"
-                      "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, n / (time.perf_counter() - t))")
+                      " n = sum(len(b['_label_']) for b in ds); rate = n / (time.perf_counter() - t);"
+                      "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1);"
+                      "print(int(hwm) / 1024, rate)")
             out = subprocess.run([sys.executable, "-c", script, str(REPO), dataset.url, args.config],
                                  capture_output=True, text=True, check=True).stdout.split()
             size = f"{factor}× ({dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards)"
@@ -384,6 +403,8 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--weaver-batches", type=int, default=10)
     parser.add_argument("--natural-epochs", type=int, default=20)
+    parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
+                                                      "start DIR prints it) instead of moto")
     args = parser.parse_args()
     torch.set_num_threads(1)
     files = sorted(glob.glob(args.inputs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         inputs=Inputs(args.features, args.vectors, args.mask),
     )
     summary = predict(options, args.predict) if args.predict else train(options)
-    json.dump(summary, sys.stdout, indent=1)
+    # strict JSON: a rejection no background jet allows to measure (infinite) or an AUC without jets of both
+    # kinds (NaN) is null
+    json.dump({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in summary.items()},
+              sys.stdout, indent=1, allow_nan=False)
     print()
     return 0

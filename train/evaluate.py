@@ -115,43 +115,48 @@ def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes:
               experiment: str | None = None, note: str = "") -> list[Path]:
     """One figure per signal class (its curves against each background), PNG at 150 dpi and PDF; returns the
     PNG paths, ``<path stem>.<signal>.png``. ``note`` says which jets were scored (titled at the right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.style
     import mplhep
 
-    plt.style.use(mplhep.style.CMS)
     by_signal: dict[str, list[Pair]] = {}
     for pair in class_pairs(classes):
         by_signal.setdefault("+".join(pair.signal), []).append(pair)
     written = []
     stem = Path(path)
     for signal, pairs in by_signal.items():
-        figure, axis = plt.subplots(figsize=(10, 9))
-        for pair in pairs:
-            s, b = pair_scores(scores, labels, classes, pair)
-            if not len(s) or not len(b):
-                continue
-            tpr, fpr = roc(s, b)
-            keep = fpr > 0
-            axis.plot(tpr[keep], fpr[keep], label=f"{signal} vs {'+'.join(pair.background)} "
-                                                  f"(AUC {auc(s, b):.3f}; {len(s):,} / {len(b):,} jets)")
-        axis.set_yscale("log")
-        axis.set_xlim(0, 1)
-        axis.set_xlabel(f"{signal} jet efficiency")
-        axis.set_ylabel("background jet efficiency (misidentification)")
-        axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=14, loc="lower right")
-        if experiment:
-            exp, _, text = experiment.partition(" ")
-            mplhep.label.exp_text(exp, text, ax=axis, loc=0)
-        if note:
-            axis.set_title(note, loc="right", fontsize=16)
-        figure.tight_layout()
-        png = stem.with_name(f"{stem.name}.{signal.replace('/', '_')}.png")
-        figure.savefig(png, dpi=150)
-        figure.savefig(png.with_suffix(".pdf"))
-        plt.close(figure)
-        written.append(png)
+        with matplotlib.style.context(mplhep.style.CMS):  # no pyplot: the caller's session is left as it was
+            written.append(_roc_figure(stem, signal, pairs, scores, labels, classes, experiment, note))
     return written
+
+
+def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, labels: np.ndarray,
+                classes: list[str], experiment: str | None, note: str) -> Path:
+    import mplhep
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 9))
+    axis = figure.subplots()
+    for pair in pairs:
+        s, b = pair_scores(scores, labels, classes, pair)
+        if not len(s) or not len(b):
+            continue
+        tpr, fpr = roc(s, b)
+        keep = fpr > 0
+        axis.plot(tpr[keep], fpr[keep], label=f"{signal} vs {'+'.join(pair.background)} "
+                                              f"(AUC {auc(s, b):.3f}; {len(s):,} / {len(b):,} jets)")
+    axis.set_yscale("log")
+    axis.set_xlim(0, 1)
+    axis.set_xlabel(f"{signal} jet efficiency")
+    axis.set_ylabel("background jet efficiency (misidentification)")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=14, loc="upper left")  # the curves rise to the right
+    if experiment:
+        exp, _, text = experiment.partition(" ")
+        mplhep.label.exp_text(exp, text, ax=axis, loc=0)
+    if note:
+        axis.set_title(note, loc="right", fontsize=16)
+    figure.tight_layout()
+    png = stem.with_name(f"{stem.name}.{signal.replace('/', '_')}.png")
+    figure.savefig(png, dpi=150)
+    figure.savefig(png.with_suffix(".pdf"))
+    return png
