@@ -90,6 +90,8 @@ def test_pfnano_ak4_jets_particles_and_labels(dask_client, tmp_path):
                                           np.array([events["SV_mass"][e][s] for s in svs], np.float32))
             checked_links += len(cands) + len(svs)
     assert checked_links == sum(dataset.manifest.node_counts.values()) > 1000
+    again = run_convert(dask_client, [PFNANO], tmp_path / "ak4.zarr", schema="nano_ak4")
+    assert (again.written, again.reused) == (0, 1)  # a rerun resumes: the committed shard verifies and is kept
 
 
 def test_nanoaod_v15_fatjets_with_events_without_jets(dask_client, tmp_path):
