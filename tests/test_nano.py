@@ -154,6 +154,23 @@ def test_per_jet_index_pairs_link_muons(dask_client, tmp_path):
                                               "(10 entries in that event)"}
 
 
+def test_a_jet_selection_keeps_the_selected_jets_with_their_particles(dask_client, tmp_path):
+    data = load_schema("nano_ak4").to_dict()
+    data["selection"] = "(Jet_pt > 30) & (np.abs(Jet_eta) < 2.4)"
+    path = tmp_path / "selected.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert run_convert(dask_client, [PFNANO], tmp_path / "sel.zarr", schema=str(path)).ok
+    events = uproot.open(PFNANO)["Events"].arrays(["event", "Jet_pt", "Jet_eta", "JetPFCands_jetIdx"], library="ak")
+    selected = (events["Jet_pt"] > 30) & (np.abs(events["Jet_eta"]) < 2.4)
+    expected = {(int(events["event"][e]), j) for e in range(len(events))
+                for j in np.flatnonzero(ak.to_numpy(selected[e]))}
+    jets = stored_jets(Dataset.open(str(tmp_path / "sel.zarr")))
+    assert set(jets) == expected and 0 < len(expected) < int(ak.sum(ak.num(events["Jet_pt"])))
+    for (event, j), (_, blocks) in jets.items():  # the jet keeps all its linked particles
+        e = int(np.flatnonzero(ak.to_numpy(events["event"]) == event)[0])
+        assert len(blocks["pfcand"]["jet_pfcand_pt_log"]) == int(ak.sum(events["JetPFCands_jetIdx"][e] == j))
+
+
 def test_a_link_past_the_collection_names_file_event_and_branch(dask_client, tmp_path):
     schema = load_schema("nano_ak4")
     branches = uproot.open(PFNANO)["Events"].arrays(sorted(schema.branches), library="ak")
