@@ -13,7 +13,7 @@ from jetstore.schema import load_schema
 from jetstore.schema.infer import infer_schema
 from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
-from tests.helpers import run_convert
+from tests.helpers import REPO, run_convert
 
 NANO = SHARED / "data" / "cms_nano"
 PFNANO, NANO_V15 = NANO / "pfnano.root", NANO / "nano_tt_v15.root"
@@ -92,6 +92,23 @@ def test_pfnano_ak4_jets_particles_and_labels(dask_client, tmp_path):
     assert checked_links == sum(dataset.manifest.node_counts.values()) > 1000
     again = run_convert(dask_client, [PFNANO], tmp_path / "ak4.zarr", schema="nano_ak4")
     assert (again.written, again.reused) == (0, 1)  # a rerun resumes: the committed shard verifies and is kept
+
+    # the cms_ak4 weaver data-config reads it as it is (without its class weights: these 10 events hold no b jet,
+    # and a class without jets cannot be weighted, here as in weaver-core)
+    from jetstore import JetDataset, compute_stats
+    from jetstore.config.weaver import training_config_from_dict
+    from jetstore.stats.result import write_stats
+
+    options = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
+    options.pop("weights", None)
+    config = training_config_from_dict(options)
+    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    batches = list(JetDataset(dataset.url, config, batch_size=16, training=False))
+    assert sum(len(b["_label_"]) for b in batches) == sum(
+        1 for columns, _ in jets.values() if columns["jet_pt"] > 20 and abs(columns["jet_eta"]) < 2.5
+        and columns["label_undef"] == 0)
+    assert tuple(batches[0]["pf_features"].shape) == (16, 10, 64)
+    assert tuple(batches[0]["sv_features"].shape) == (16, 7, 5)
 
 
 def test_nanoaod_v15_fatjets_with_events_without_jets(dask_client, tmp_path):

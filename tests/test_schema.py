@@ -21,6 +21,19 @@ def test_bundled_schemas_load():
     assert cms.hash != jetclass.hash and cms.hash == load_schema("cms_ak4").hash
 
 
+def test_nanoaod_schemas_store_what_cms_ak4_configs_read():
+    """nano_ak4 stores every cms_ak4 column, label and block feature under the same name (so one weaver
+    data-config trains on both); nano_ak8 is per-event too, with hadron-flavour labels."""
+    cms, nano = load_schema("cms_ak4"), load_schema("nano_ak4")
+    assert nano.collection == "Jet" and all(block.link is not None for block in nano.blocks)
+    assert {c.name for c in cms.jet_columns} <= {c.name for c in nano.jet_columns}
+    for block in cms.blocks:
+        assert {f.name for f in block.features} <= {f.name for f in nano.block(block.name).features}
+    ak8 = load_schema("nano_ak8")
+    assert ak8.collection == "FatJet" and ak8.label_names == ("label_b", "label_c", "label_light")
+    assert ak8.block("pfcand").link.jet == "FatJetPFCand_jetIdx"
+
+
 @pytest.mark.parametrize("change, message", [
     ({"treee": "x"}, "unknown key 'treee' (did you mean 'tree'?)"),
     ({"tree": None}, "tree: expected a non-empty string"),
