@@ -31,6 +31,8 @@ import uproot
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import best_of  # noqa: E402
+
 from jetstore import convert, load_schema  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.conversion.plan import plan_shards  # noqa: E402
@@ -43,15 +45,6 @@ from jetstore.store.storage import StorageOptions  # noqa: E402
 from jetstore.store.writer import DatasetWriter  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-
-
-def best_of(repeat: int, function) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(files: list[str], schema: Schema, repeat: int, scratch: str, formats) -> dict:

@@ -26,21 +26,14 @@ import uproot
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import best_of  # noqa: E402
+
 from jetstore import load_schema  # noqa: E402
 from jetstore.conversion.events import explode  # noqa: E402
 from jetstore.conversion.root_input import build_table, inspect_input  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CASES = {"nano_ak4": SHARED / "data/cms_nano/pfnano.root", "nano_ak8": SHARED / "data/cms_nano/nano_tt_v15.root"}
-
-
-def cpu_best(repeat: int, function) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -78,8 +71,8 @@ def measure(name: str, path: Path, repeat: int, copies: int) -> str:
     per_jet, entries = explode(str(path), schema, piece, 0)
     nodes = sum(int(b.counts.sum()) for b in build_table(str(path), schema, info.dtypes, per_jet,
                                                          entries).blocks.values()) // copies
-    raw_s = cpu_best(repeat, raw) / jets
-    ours_s = raw_s + cpu_best(repeat, transform) / (copies * jets)
+    raw_s = best_of(repeat, raw, time.process_time) / jets
+    ours_s = raw_s + best_of(repeat, transform, time.process_time) / (copies * jets)
     raw_rate, ours = 1 / raw_s, 1 / ours_s
     handle.close()
     return (f"| {name} | {path.name} | {info.entries:,} | {jets:,} | {nodes:,} | {raw_rate:,.0f} | {ours:,.0f} | "

@@ -40,6 +40,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import copies_of  # noqa: E402
+
 from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
@@ -89,18 +91,6 @@ def header(title: str, columns: str = "jets/s per core | jets/s wall | notes") -
 
 
 # ---------------------------------------------------------------- datasets
-
-
-def copies_of(files: list[str], copies: int, directory: Path) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for index in range(copies):
-        for path in files:
-            link = directory / f"copy{index:03d}_{Path(path).name}"
-            if not link.exists():
-                link.symlink_to(path)
-            out.append(str(link))
-    return out
 
 
 def build(client, inputs: list[str], url: str, fmt: str, schema: str, configs) -> Dataset:

@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import copies_of  # noqa: E402
+
 from tests.external import ENV_WITHOUT_SCHEDULER, ExternalCluster  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -51,18 +53,9 @@ def start_ceph(directory: Path) -> dict[str, str]:
 
 
 def inputs_for(jets: int, directory: Path) -> list[str]:
+    """Symlinked copies of ../shared/data/cms_ak4 (33,958 jets each set) holding at least ``jets`` jets."""
     files = sorted(glob.glob(str(SHARED / "data/cms_ak4/*.root")))
-    per_copy = 33_958
-    copies = -(-jets // per_copy)
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    for index in range(copies):
-        for path in files:
-            link = directory / f"c{index:04d}_{Path(path).name}"
-            if not link.exists():
-                link.symlink_to(path)
-            out.append(str(link))
-    return out
+    return copies_of(files, -(-jets // 33_958), directory)
 
 
 def run(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:

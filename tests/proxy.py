@@ -65,27 +65,20 @@ class LatencyProxy:
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(self._upstream(client_reader, server_writer),
-                             self._downstream(server_reader, client_writer), return_exceptions=True)
+        await asyncio.gather(self._pump(client_reader, server_writer, upstream=True),
+                             self._pump(server_reader, client_writer, upstream=False), return_exceptions=True)
 
-    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
+        """Forward one direction, counting bytes; requests (client to server) wait ``latency`` first."""
         try:
             while data := await reader.read(1 << 16):
-                if data[:4] in METHODS:
-                    self.requests += 1
-                    await asyncio.sleep(self.latency)
-                self.bytes_up += len(data)
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1 << 16):
-                self.bytes_down += len(data)
+                if upstream:
+                    if data[:4] in METHODS:
+                        self.requests += 1
+                        await asyncio.sleep(self.latency)
+                    self.bytes_up += len(data)
+                else:
+                    self.bytes_down += len(data)
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):

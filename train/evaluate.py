@@ -134,6 +134,8 @@ def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, 
     import mplhep
     from matplotlib.figure import Figure
 
+    from jetstore.stats.plots import save_figure
+
     figure = Figure(figsize=(10, 9))
     axis = figure.subplots()
     for pair in pairs:
@@ -156,7 +158,4 @@ def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, 
     if note:
         axis.set_title(note, loc="right", fontsize=16)
     figure.tight_layout()
-    png = stem.with_name(f"{stem.name}.{signal.replace('/', '_')}.png")
-    figure.savefig(png, dpi=150)
-    figure.savefig(png.with_suffix(".pdf"))
-    return png
+    return save_figure(figure, stem.with_name(f"{stem.name}.{signal.replace('/', '_')}"))

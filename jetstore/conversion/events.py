@@ -17,6 +17,7 @@ import numpy as np
 
 from jetstore.errors import InputError
 from jetstore.schema.model import JET_INDEX, Block, Link, Schema
+from jetstore.store.table import offsets_of
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class _Events:
 
     def __init__(self, url: str, first_entry: int, jet_counts: np.ndarray):
         self.url, self.first_entry, self.jet_counts = url, first_entry, jet_counts
-        self.jet_offsets = _offsets(jet_counts)
+        self.jet_offsets = offsets_of(jet_counts)
         self.event_of_jet = np.repeat(np.arange(len(jet_counts)), jet_counts)
         self.jet_index = np.arange(len(self.event_of_jet)) - self.jet_offsets[self.event_of_jet]
 
@@ -90,7 +91,7 @@ def _block_lists(block: Block, collection: str, arrays: Mapping[str, ak.Array], 
     else:
         global_jet, node, event = _index_links(link, arrays, node_counts, events)
         link_rows = None
-    global_node = _offsets(node_counts)[event] + node
+    global_node = offsets_of(node_counts)[event] + node
     key = _flat(url, arrays[link.order_branch], link.order_branch, node_counts)[global_node].astype(np.float64)
     order = np.lexsort((key if link.ascending else -key, global_jet))  # by jet, then by the ordering key
     counts = np.bincount(global_jet[order], minlength=events.n_jets)
@@ -146,12 +147,6 @@ def _checked(events: _Events, index: np.ndarray, branch: str, sizes: np.ndarray,
 
 def _counts(arrays: Mapping[str, ak.Array], name: str) -> np.ndarray:
     return np.asarray(arrays[name]).astype(np.int64)
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
 
 
 def _flat(url: str, values: ak.Array, name: str, counts: np.ndarray | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ from jetstore.schema import Column, Schema
 from jetstore.schema.model import JET_INDEX, feature_dtype
 from jetstore.store import storage
 from jetstore.store.layout import ENTRY
-from jetstore.store.table import BlockData, JetTable
+from jetstore.store.table import BlockData, JetTable, offsets_of
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,7 @@ def _offsets_and_values(values: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         offsets = np.asarray(layout.offsets.data)
         flat = np.asarray(layout.content.data)[offsets[0]:offsets[-1]]
         return offsets - offsets[0], flat
-    counts = ak.to_numpy(ak.num(values, axis=1))
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets, ak.to_numpy(ak.flatten(values, axis=1))
+    return offsets_of(ak.to_numpy(ak.num(values, axis=1))), ak.to_numpy(ak.flatten(values, axis=1))
 
 
 def cast_checked(url: str, name: str, values: np.ndarray, dtype: str) -> np.ndarray:

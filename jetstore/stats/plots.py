@@ -61,7 +61,7 @@ def _reweighting(config: TrainingConfig, label: str, counts: np.ndarray, table: 
         axis.set_title(title, fontsize=18, loc="right")
         _experiment(axis, experiment)
     figure.tight_layout()
-    return _save(figure, directory / f"reweight_{name}")
+    return save_figure(figure, directory / f"reweight_{name}")
 
 
 def _variable(name: str, variable, directory: Path, experiment: str | None) -> Path:
@@ -87,7 +87,7 @@ def _variable(name: str, variable, directory: Path, experiment: str | None) -> P
         axis.legend(fontsize=14, loc="upper right")
         _experiment(axis, experiment)
     figure.tight_layout()
-    return _save(figure, directory / f"variable_{name}")
+    return save_figure(figure, directory / f"variable_{name}")
 
 
 def _log_axis(axis, edges) -> None:
@@ -108,8 +108,9 @@ def _experiment(axis, experiment: str | None) -> None:
         mplhep.label.exp_text(exp, text, ax=axis, loc=0)
 
 
-def _save(figure, stem: Path) -> Path:
-    png = stem.with_suffix(".png")
+def save_figure(figure: Figure, stem: Path) -> Path:
+    """``<stem>.png`` at ``DPI`` and ``<stem>.pdf`` (the stem may contain dots); returns the PNG path."""
+    png = stem.with_name(f"{stem.name}.png")
     figure.savefig(png, dpi=DPI)
-    figure.savefig(stem.with_suffix(".pdf"))
+    figure.savefig(stem.with_name(f"{stem.name}.pdf"))
     return png

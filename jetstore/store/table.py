@@ -16,9 +16,7 @@ class BlockData:
 
     @property
     def offsets(self) -> np.ndarray:
-        offsets = np.zeros(len(self.counts) + 1, dtype=np.int64)
-        np.cumsum(self.counts, out=offsets[1:])
-        return offsets
+        return offsets_of(self.counts)
 
     def slice(self, start: int, stop: int) -> BlockData:
         offsets = self.offsets
@@ -28,6 +26,13 @@ class BlockData:
     def take(self, rows: np.ndarray) -> BlockData:
         index = value_index(self.offsets, rows)
         return BlockData(self.counts[rows], {k: v[index] for k, v in self.features.items()})
+
+
+def offsets_of(counts: np.ndarray) -> np.ndarray:
+    """Zero-based int64 offsets of consecutive lists of ``counts`` entries (one more than there are lists)."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
 
 
 def value_index(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:

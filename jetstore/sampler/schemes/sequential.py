@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
+from jetstore.sampler.world import World
 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
-    slot, slots = rank * params.num_workers + worker, params.num_ranks * params.num_workers
+    world = World(rank, params.num_ranks, worker, params.num_workers)
+    slot, slots = world.slot, world.num_slots
     sizes = units.stop - units.start
     return SlotPlan(lambda: (UnitRead(0, u, 1.0, float(sizes[u])) for u in range(slot, len(units), slots)), None,
                     weighted=False, shuffle=False)

@@ -30,7 +30,7 @@ from zarr.codecs import BloscCodec
 
 from jetstore.store.format.base import ShardWriter
 from jetstore.store.layout import BlockColumns
-from jetstore.store.table import JetTable
+from jetstore.store.table import JetTable, offsets_of
 
 COUNTS = "counts"
 JETS = "jets"
@@ -88,8 +88,7 @@ class ZarrShardWriter(ShardWriter):
 
     def _block(self, block: BlockColumns, data, bounds: np.ndarray, heads, tails, metadata) -> np.ndarray:
         counts = data.counts.astype(np.int32) if data is not None else np.zeros(0, np.int32)
-        offsets = np.zeros(len(counts) + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = offsets_of(counts)
         unit_offsets = offsets[bounds]
         key = f"{block.name}/{COUNTS}"
         metadata[key] = self._chunks(key, counts, "int32", self.layout.chunk_jets, JET_DIMENSION, bounds[:-1],
