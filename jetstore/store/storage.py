@@ -171,8 +171,7 @@ def check_bucket(fs: fsspec.AbstractFileSystem, url: str, bucket: str, options: 
     try:
         fsspec.asyn.sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
     except FileNotFoundError:
-        raise StorageError(f"{url}: bucket '{bucket}' does not exist at {endpoint(url, options)}; "
-                           "create it first") from None
+        raise missing_bucket(url, bucket, endpoint(url, options)) from None
     except Exception as exc:
         error = failure(exc, url, options)
         raise (error or exc) from None
@@ -244,6 +243,10 @@ UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnecto
                "gaierror", "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError"}
 
 
+def missing_bucket(url: str, bucket: str, where: str) -> StorageError:
+    return StorageError(f"{url}: bucket '{bucket}' does not exist at {where}; create it first")
+
+
 def endpoint(url: str, options: Mapping[str, Any] | None) -> str:
     """Where ``url`` lives, for messages: the S3 endpoint (or AWS), or "local disk"."""
     if is_local(url):
@@ -274,8 +277,7 @@ def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = No
     if names & {"ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}:
         return StorageError(f"{url}: {where} did not answer in time; is it overloaded? A rerun resumes")
     if codes & {"NoSuchBucket"}:
-        bucket = url.split("://", 1)[-1].split("/", 1)[0]
-        return StorageError(f"{url}: bucket '{bucket}' does not exist at {where}; create it first")
+        return missing_bucket(url, url.split("://", 1)[-1].split("/", 1)[0], where)
     if codes & DENIED or (isinstance(exc, PermissionError) and not is_local(url)):
         code = sorted(codes & DENIED)[0] if codes & DENIED else "403"
         return StorageError(f"{url}: access denied by {where} ({code}); check the credentials and their "
