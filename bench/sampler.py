@@ -99,9 +99,9 @@ def build(client, inputs: list[str], url: str, fmt: str, schema: str, configs) -
     dataset = Dataset.open(url)
     for config in configs:
         try:
-            read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+            read_stats(dataset, config.hash)
         except Exception:
-            write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, client, log=lambda _: None))
+            write_stats(dataset, compute_stats(dataset, config, client, log=lambda _: None))
     return dataset
 
 
@@ -129,7 +129,7 @@ def run_jetstore(url, config, jets_per_epoch, threads=1, workers=0, epochs=2, op
 
 def raw_limit(dataset: Dataset, config) -> dict:
     """Decode every needed array of every shard and pad all jets into batches: no sampling."""
-    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, config.hash)
     builder = BatchBuilder(dataset.schema, config, {n: (v.center, v.scale) for n, v in stats.variables.items()})
     from jetstore.sampler.arena import Arena
 
@@ -326,7 +326,7 @@ def section_natural(datasets, configs, args, files) -> None:
     config = configs["weights"]
     with dask_client(workers=2, quiet=True) as client:
         dataset = build(client, held_out, str(Path(args.scratch) / "heldout.zarr"), "zarr", "cms_ak4", [config])
-    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, config.hash)
     spec = config.weights
     target = np.stack([stats.class_hists[c] * stats.weight_tables[c] for c in spec.classes])
     ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=1, observers=True)

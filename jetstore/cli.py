@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(args.handler, args, verbosity=verbosity)
 
 
+DATASETS_HELP = "dataset URL, or NAME:URL to name its sample (several: read as one, like weaver's --data-train groups)"
 VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 # optional modules → the extra that installs them (the core needs none of them)
 EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
@@ -121,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-progress", action="store_true", help="no progress bar (also with -q)")
     convert.set_defaults(handler=cmd_convert)
 
-    inspect = command("inspect", help="summarise a dataset")
-    inspect.add_argument("url")
+    inspect = command("inspect", help="summarise one or several datasets")
+    inspect.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
     inspect.add_argument("--storage-options", type=_json_object, default={})
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=cmd_inspect)
 
     verify = command("verify", help="check every shard against the manifest's checksums")
-    verify.add_argument("url")
+    verify.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
     verify.add_argument("--storage-options", type=_json_object, default={})
     verify.set_defaults(handler=cmd_verify)
 
@@ -145,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("schema")
     check.set_defaults(handler=cmd_schema_check)
 
-    stats = command("stats", help="compute standardisation and sampling weights for a config")
-    stats.add_argument("url")
+    stats = command("stats", help="compute standardisation and sampling weights for a config (over the union of "
+                                  "several datasets: as weaver over all their files)")
+    stats.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
     stats.add_argument("--config", required=True, help="weaver-core data-config YAML")
     stats.add_argument("--fraction", type=float,
                        help="use this fraction of the jets (default: preprocess.data_fraction for "
@@ -163,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(handler=cmd_stats)
 
     export = command("export-weaver", help="write a weaver data-config with the stored stats")
-    export.add_argument("url")
+    export.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
     export.add_argument("--config", required=True)
     export.add_argument("--output", "-o", required=True)
     export.add_argument("--storage-options", type=_json_object, default={})
@@ -228,38 +230,49 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from jetstore.store.dataset import Dataset
+def _open(args: argparse.Namespace):
+    """The datasets named on the command line, as one collection."""
+    from jetstore.store.collection import Collection
 
-    dataset = Dataset.open(args.url, args.storage_options)
+    return Collection.open(args.urls, args.storage_options)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    collection = _open(args)
     if args.json:
-        manifest = dataset.manifest
-        print(json.dumps({"url": args.url, "format": manifest.format, "jets": manifest.n_jets,
-                          "shards": len(manifest.shards), "bytes": manifest.bytes,
-                          "class_counts": manifest.class_counts, "node_counts": manifest.node_counts,
-                          "inputs": len(manifest.inputs),
-                          "schema_hash": manifest.schema_hash}, indent=1))
-    else:
-        print_summary(args.url, dataset.manifest)
+        summaries = [dict(sample=member.name, **_summary(member.url, member.dataset.manifest)) for member in collection]
+        print(json.dumps(summaries[0] if collection.single else {
+            "datasets": summaries, "jets": collection.n_jets, "bytes": collection.bytes,
+            "samples": list(collection.samples)}, indent=1))
+        return 0
+    for member in collection:
+        print_summary(member.url, member.dataset.manifest, None if collection.single else member.name)
+    if not collection.single:
+        print(f"union    {collection.n_jets:,} jets in {len(collection)} datasets, samples "
+              f"{', '.join(collection.samples)}")
     return 0
+
+
+def _summary(url: str, manifest) -> dict:
+    return {"url": url, "format": manifest.format, "jets": manifest.n_jets, "shards": len(manifest.shards),
+            "bytes": manifest.bytes, "class_counts": manifest.class_counts, "node_counts": manifest.node_counts,
+            "inputs": len(manifest.inputs), "schema_hash": manifest.schema_hash}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
     from jetstore.conversion.cluster import dask_client
-    from jetstore.conversion.request import absolute
     from jetstore.stats.result import write_stats
     from jetstore.stats.run import compute_stats
-    from jetstore.store.dataset import Dataset
 
     if args.plots:  # a missing plots extra is reported before the cluster starts
         from jetstore.stats.plots import write_plots
     config = load_training_config(args.config)
-    dataset = Dataset.open(absolute(args.url), args.storage_options)
+    collection = _open(args)
     with dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
-        result = compute_stats(dataset, config, client, args.fraction, args.fraction_mode,
-                                progress=not args.quiet, log=_log(args))
-    path = write_stats(dataset.fs, dataset.root, result)
+        result = compute_stats(collection, config, client, args.fraction, args.fraction_mode,
+                               progress=not args.quiet, log=_log(args))
+    path = write_stats(collection, result)
     print(f"stats for config {config.hash} → {path}")
     print(f"  jets read {result.jets_read:,}, selected {result.jets_selected:,} (standardisation fraction "
           f"{result.standardization_fraction})")
@@ -279,28 +292,28 @@ def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
     from jetstore.stats.export import export_weaver_yaml, weaver_reading
     from jetstore.stats.result import read_stats
-    from jetstore.store.dataset import Dataset
 
     config = load_training_config(args.config)
-    dataset = Dataset.open(args.url, args.storage_options)
-    result = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
-    reading = weaver_reading(dataset.manifest, args.url)
+    collection = _open(args)
+    result = read_stats(collection, config.hash)
+    reading = "\n".join(weaver_reading(m.dataset.manifest, m.url) for m in collection)
     Path(args.output).write_text(export_weaver_yaml(config, result, reading))
     print(f"wrote {args.output}\n{reading}", file=sys.stderr)
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from jetstore.store.dataset import Dataset
-
-    dataset = Dataset.open(args.url, args.storage_options)
-    bad = 0
-    for shard in dataset.manifest.shards:
-        problems = dataset.verify(shard)
-        for problem in problems:
-            print(f"{args.url}: shard {shard.path}: {problem}", file=sys.stderr)
-        bad += bool(problems)
-    print(f"{len(dataset.manifest.shards) - bad} of {len(dataset.manifest.shards)} shard(s) verified")
+    collection = _open(args)
+    bad = total = 0
+    for member in collection:
+        dataset = member.dataset
+        for shard in dataset.manifest.shards:
+            problems = dataset.verify(shard)
+            for problem in problems:
+                print(f"{member.url}: shard {shard.path}: {problem}", file=sys.stderr)
+            bad += bool(problems)
+            total += 1
+    print(f"{total - bad} of {total} shard(s) verified")
     return 1 if bad else 0
 
 
@@ -344,8 +357,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
-def print_summary(url: str, manifest) -> None:
-    print(f"dataset {url}")
+def print_summary(url: str, manifest, sample: str | None = None) -> None:
+    print(f"dataset {url}" + (f" (sample {sample})" if sample else ""))
     print(f"  format   {manifest.format} (manifest v{manifest.format_version}, schema {manifest.schema['name']} "
           f"{manifest.schema_hash})")
     print(f"  jets     {manifest.n_jets:,} in {len(manifest.shards)} shard(s) from {len(manifest.inputs)} input(s)")

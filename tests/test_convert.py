@@ -53,7 +53,16 @@ def test_zarr_shard_is_standard_zarr_v3(dask_client, sample_files, tmp_path):
     assert group.metadata.zarr_format == 3 and group.attrs["n_jets"] == table.n_jets
     np.testing.assert_array_equal(group["jets/jet_pt"][:], table.jets["jet_pt"])
     np.testing.assert_array_equal(group["pfcand/counts"][:], table.blocks["pfcand"].counts)
-    np.testing.assert_array_equal(group["pfcand/jet_pfcand_dxy"][:], table.blocks["pfcand"].features["jet_pfcand_dxy"])
+    # each unit's values start at a chunk boundary (attributes unit_offsets); the rest of its last chunk is padding
+    counts, unit = group["pfcand/counts"][:], group.attrs["unit_jets"]
+    starts = np.asarray(group.attrs["unit_offsets"]["pfcand"])
+    units = np.arange(len(counts)) // unit
+    within = np.cumsum(counts) - counts - (np.cumsum(counts) - counts)[units * unit]
+    first = starts[units] + within
+    index = np.concatenate([np.arange(a, a + n) for a, n in zip(first, counts, strict=True)])
+    values = group["pfcand/jet_pfcand_dxy"][:]
+    np.testing.assert_array_equal(values[index], table.blocks["pfcand"].features["jet_pfcand_dxy"])
+    assert len(values) == starts[-1] and len(values) % group["pfcand/jet_pfcand_dxy"].chunks[0] == 0
     codecs = group["pfcand/jet_pfcand_dxy"].metadata.to_dict()["codecs"]
     assert codecs[1]["name"] == "blosc" and codecs[1]["configuration"]["cname"] == "zstd"
     assert all(info.compress_type == zipfile.ZIP_STORED for info in zipfile.ZipFile(path).infolist())

@@ -102,7 +102,7 @@ def test_pfnano_ak4_jets_particles_and_labels(dask_client, tmp_path):
     options = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
     options.pop("weights", None)
     config = training_config_from_dict(options)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
     batches = list(JetDataset(dataset.url, config, batch_size=16, training=False))
     assert sum(len(b["_label_"]) for b in batches) == sum(
         1 for columns, _ in jets.values() if columns["jet_pt"] > 20 and abs(columns["jet_eta"]) < 2.5

@@ -46,7 +46,7 @@ def dataset(dask_client, sample_files, tmp_path_factory):
     assert run_convert(dask_client, sample_files, out, "zarr", layout=Layout(chunk_jets=128, chunk_values=2048)).ok
     ds = Dataset.open(str(out))
     for config in (config_with(), EVAL_CONFIG):
-        write_stats(ds.fs, ds.root, compute_stats(ds, config, dask_client, log=lambda _: None))
+        write_stats(ds, compute_stats(ds, config, dask_client, log=lambda _: None))
     return ds
 
 
@@ -110,7 +110,7 @@ def expected_inputs(dataset, config, stats):
 def test_batches_equal_an_independent_computation(dataset):
     from jetstore.stats.result import read_stats
 
-    stats = read_stats(dataset.fs, dataset.root, EVAL_CONFIG.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, EVAL_CONFIG.hash)
     ds = JetDataset(dataset.url, EVAL_CONFIG, batch_size=100, training=False, observers=True)
     batches = collect(ds)
     got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
@@ -132,7 +132,7 @@ def test_same_tensors_as_weaver_core(dataset, sample_files, tmp_path):
     from jetstore.stats.result import read_stats
 
     config = config_with(observers=["jet_pt", "jet_eta", "event", "ijet"])
-    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, config.hash)
     exported = tmp_path / "weaver.yaml"
     exported.write_text(export_weaver_yaml(config, stats))
     weaver = SimpleIterDataset({"_": [sample_files[0]]}, str(exported), for_training=False,
@@ -177,7 +177,7 @@ def test_determinism_and_epochs(dataset):
 @pytest.mark.parametrize("stop_after", [1, 9, 20])
 def test_resume_gives_exactly_the_next_batch(dataset, world, stop_after):
     make = lambda: JetDataset(dataset.url, config_with(), batch_size=48, seed=3, jets_per_epoch=2500,  # noqa: E731
-                              world=world, window_units=4)
+                              world=world, window_jets=4 * 256)
     reference = collect(make())
     interrupted = make()
     collect(interrupted, stop_after)
@@ -195,7 +195,7 @@ def test_resume_gives_exactly_the_next_batch(dataset, world, stop_after):
 def test_ddp_ranks_and_workers_are_disjoint_with_equal_counts(dataset):
     """No weights: each selected jet once per epoch; ranks × workers split it without overlap."""
     config = config_with(observers=["jet_pt", "event", "ijet"], weights=None)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, _client(), log=lambda _: None))
+    write_stats(dataset, compute_stats(dataset, config, _client(), log=lambda _: None))
     seen, lengths = [], []
     for rank in range(2):
         for worker in range(3):
@@ -256,7 +256,7 @@ def test_weighted_sampling_statistics(dataset):
     from jetstore.stats.result import read_stats
 
     config = config_with(observers=["jet_pt", "jet_eta", "event", "ijet"])
-    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, config.hash)
     spec = config.weights
     per_class = {c: np.zeros((len(spec.x_bins) - 1, len(spec.y_bins) - 1)) for c in spec.classes}
     totals = np.zeros(len(spec.classes))

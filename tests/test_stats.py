@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -192,18 +193,20 @@ def test_results_are_stored_per_config_and_checked(dask_client, unskimmed):
     second = training_config_from_dict(options)
     assert first.hash != second.hash
     for config in (first, second):
-        write_stats(unskimmed.fs, unskimmed.root, compute_stats(unskimmed, config, dask_client, log=lambda _: None))
-    a = read_stats(unskimmed.fs, unskimmed.root, first.hash, unskimmed.manifest.plan_hash)
-    b = read_stats(unskimmed.fs, unskimmed.root, second.hash, unskimmed.manifest.plan_hash)
+        write_stats(unskimmed, compute_stats(unskimmed, config, dask_client, log=lambda _: None))
+    a = read_stats(unskimmed, first.hash)
+    b = read_stats(unskimmed, second.hash)
     assert a.variables["jet_pfcand_pt_log"].center != b.variables["jet_pfcand_pt_log"].center
-    with pytest.raises(DatasetError, match="another version of the dataset"):
-        read_stats(unskimmed.fs, unskimmed.root, first.hash, "0000")
     with pytest.raises(DatasetError, match="run `jetstore stats` first"):
-        read_stats(unskimmed.fs, unskimmed.root, "feedbeef", unskimmed.manifest.plan_hash)
+        read_stats(unskimmed, "feedbeef")
     src = f"{unskimmed.root}/_stats/{second.hash}.json"
     unskimmed.fs.copy(src, f"{unskimmed.root}/_stats/feedbeef.json")
     with pytest.raises(DatasetError, match=f"holds stats for config {second.hash}"):
-        read_stats(unskimmed.fs, unskimmed.root, "feedbeef", unskimmed.manifest.plan_hash)
+        read_stats(unskimmed, "feedbeef")
+    stale = json.loads(unskimmed.fs.cat_file(src))  # as after an append: computed on other shards
+    unskimmed.fs.pipe_file(src, json.dumps({**stale, "plan_hash": "0000"}).encode())
+    with pytest.raises(DatasetError, match=r"another version of the data .*rerun `jetstore stats`"):
+        read_stats(unskimmed, second.hash)
 
 
 def test_export_weaver_config_is_used_by_weaver_without_recomputing(dask_client, unskimmed, sample_files, tmp_path):

@@ -46,13 +46,13 @@ def one_class_per_file(dask_client, tmp_path_factory):
     assert run_convert(dask_client, files, out, "zarr", schema="jetclass", layout=Layout(32, 1024)).ok
     dataset = Dataset.open(str(out))
     config = load_training_config(JETCLASS_CONFIG)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
     return dataset, config
 
 
 def target_of(dataset, config) -> np.ndarray:
     """weaver's own target: per class the pT-eta histogram times its weight table."""
-    stats = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
+    stats = read_stats(dataset, config.hash)
     return np.stack([stats.class_hists[c] * stats.weight_tables[c] for c in config.weights.classes])
 
 
@@ -168,7 +168,7 @@ def bigger_ak4(dask_client, sample_files, tmp_path_factory):
     options = copy.deepcopy(AK4_CONFIG)
     options.pop("weights")
     config = training_config_from_dict(options)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
     return dataset, config
 
 

@@ -28,7 +28,7 @@ def dataset_url(dask_client, sample_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "ds.zarr"
     assert run_convert(dask_client, sample_files, out).ok
     dataset = Dataset.open(str(out))
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, load_training_config(CONFIG), dask_client,
+    write_stats(dataset, compute_stats(dataset, load_training_config(CONFIG), dask_client,
                                                         log=lambda _: None))
     return str(out)
 
@@ -99,7 +99,7 @@ def test_regression_targets_beside_the_classes(dask_client, dataset_url, tmp_pat
     config_path = tmp_path / "regression.yaml"
     config_path.write_text(yaml.safe_dump(options_dict))
     dataset = Dataset.open(dataset_url)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(options_dict),
+    write_stats(dataset, compute_stats(dataset, training_config_from_dict(options_dict),
                                                         dask_client, log=lambda _: None))
     run = TrainOptions(data=dataset_url, config=str(config_path), output=str(tmp_path / "run"), steps=3,
                        batch_size=32, size="tiny", workers=0, jets_per_epoch=300, checkpoint_every=3)

@@ -181,3 +181,30 @@ def _as_flat(value, table: JetTable, name: str) -> tuple[str | None, np.ndarray]
         if np.array_equal(block.counts, counts):
             return block_name, np.asarray(ak.to_numpy(ak.flatten(value, axis=1)))
     raise SchemaError(f"variable '{name}' has a per-jet length that matches no stored block")
+
+
+def config_names(config: TrainingConfig) -> tuple[str, ...]:
+    """Every name a config reads: inputs, labels (simple or custom), observers, reweighting variables."""
+    names = [*config.variables, *config.label_columns, *config.observers, *config.monitor_variables]
+    names += [n for expression in config.custom_labels.values() for n in expression.names]
+    if config.weights is not None:
+        names += [config.weights.x_var, config.weights.y_var, *config.weights.classes]
+    return tuple(dict.fromkeys(names))
+
+
+def check_agreement(collection, config: TrainingConfig) -> None:
+    """Every dataset of a collection stores what the config reads, with the same dtypes; else one line naming
+    the dataset and the column."""
+    first: dict[str, tuple[str, np.dtype]] = {}
+    for member in collection:
+        dataset = member.dataset
+        try:
+            needs = VariableResolver(dataset.schema, config).needs(config_names(config))
+        except SchemaError as exc:
+            raise SchemaError(f"{dataset.url}: {exc}") from None
+        dtypes = dataset.manifest.columns.dtypes
+        for name in (*needs.jets, *(f for features in needs.blocks.values() for f in features)):
+            url, dtype = first.setdefault(name, (dataset.url, dtypes[name]))
+            if dtype != dtypes[name]:
+                raise SchemaError(f"{dataset.url}: column '{name}' is stored as {dtypes[name]}, but as {dtype} in "
+                                  f"{url}; datasets trained together must agree on what the config reads")

@@ -53,6 +53,11 @@ class Variable:
         return self.center == "auto"
 
 
+def _center(name: str, center: float | str | None) -> float | str | None:
+    """weaver's rule: a ``*_mask`` variable is never standardised (``auto`` becomes None)."""
+    return None if center == "auto" and name.endswith("_mask") else center
+
+
 @dataclass(frozen=True)
 class InputGroup:
     """An ``inputs`` entry: variables stacked into one ``[C, length]`` tensor (``[C]`` if length is None)."""
@@ -104,8 +109,8 @@ class TrainingConfig:
 
     @property
     def auto_variables(self) -> tuple[str, ...]:
-        """Variables whose centre and scale ``jetstore stats`` computes (weaver skips ``*_mask``)."""
-        return tuple(n for n, v in self.variables.items() if v.is_auto and not n.endswith("_mask"))
+        """Variables whose centre and scale ``jetstore stats`` computes."""
+        return tuple(n for n, v in self.variables.items() if v.is_auto)
 
     @property
     def hash(self) -> str:
@@ -202,7 +207,7 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
         if item[0] in known:  # parameters already computed (an exported config)
             params = _mapping(known[item[0]], f"{where}: preprocess.params.{item[0]}")
             check_keys(params, PARAM_KEYS, f"{where}: preprocess.params.{item[0]}")
-            variables.append(Variable(item[0], params.get("center"), float(params.get("scale", 1)),
+            variables.append(Variable(item[0], _center(item[0], params.get("center")), float(params.get("scale", 1)),
                                       float(params.get("min", -5)), float(params.get("max", 5)),
                                       float(params.get("pad_value", 0))))
             continue
@@ -212,7 +217,7 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
         if center is not None and center != "auto" and not isinstance(center, int | float):
             raise SchemaError(f"{where}.vars[{index}] ({item[0]}): subtract_by must be a number, null or 'auto'")
         try:
-            variables.append(Variable(item[0], center, *(float(v) for v in values[1:])))
+            variables.append(Variable(item[0], _center(item[0], center), *(float(v) for v in values[1:])))
         except (TypeError, ValueError):
             raise SchemaError(
                 f"{where}.vars[{index}] ({item[0]}): scale, clip and pad values must be numbers") from None

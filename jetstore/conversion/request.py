@@ -32,15 +32,8 @@ class ConvertRequest:
 
     def resolved(self) -> ConvertRequest:
         """The request with local inputs and output as absolute paths."""
-        return dataclasses.replace(self, inputs=tuple(absolute(url) for url in self.inputs),
-                                   output=absolute(self.output))
-
-
-def absolute(url: str) -> str:
-    """A local path made absolute (``~`` expanded, ``file://`` dropped); URLs as they are."""
-    if not storage.is_local(url):
-        return url
-    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+        return dataclasses.replace(self, inputs=tuple(storage.absolute(url) for url in self.inputs),
+                                   output=storage.absolute(self.output))
 
 
 def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:

@@ -24,6 +24,7 @@ from jetstore.store.layout import Selection
 from jetstore.store.table import JetTable, class_index
 
 LABEL = "_label_"
+SAMPLE = "_sample_"  # observer: the jet's sample (index into the dataset's ``sample_names``)
 Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
@@ -54,6 +55,7 @@ class BatchBuilder:
             self.params[name] = VariableParams(
                 np.float32(center or 0.0), np.float32(scale), np.float32(variable.min), np.float32(variable.max),
                 np.float32(variable.pad_value), center is not None)
+        self.observers = observers
         self.observer_names = config.observers if observers else ()
         wanted = [*config.variables, *self.observer_names,
                   *(config.label_columns if config.label_type == "simple" else ())]
@@ -70,8 +72,9 @@ class BatchBuilder:
                                           ("high", np.float32), ("standardize", np.bool_),
                                           ("pad_value", np.float32)))
 
-    def prepare(self, table: JetTable) -> Compact:
-        """Variables of every jet of ``table`` (selection already applied), unpadded."""
+    def prepare(self, table: JetTable, sample: int = 0) -> Compact:
+        """Variables of every jet of ``table`` (selection already applied), unpadded; ``sample``: the sample the
+        jets belong to (an observer)."""
         values = self.resolver.evaluate_flat(table, self.variable_names)
         n = table.n_jets
         offsets_of = {name: block.offsets for name, block in table.blocks.items()}
@@ -104,6 +107,8 @@ class BatchBuilder:
                                           dtype=np.float32)
         for name in self.observer_names:
             extras[name] = values[name][1]
+        if self.observers:
+            extras[SAMPLE] = np.full(n, sample, np.int64)
         return Compact(n, groups, extras)
 
     def assemble(self, view: ArenaView, rows: np.ndarray, empty: Allocator = np.empty) -> dict[str, np.ndarray]:

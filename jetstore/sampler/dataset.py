@@ -1,9 +1,7 @@
-"""``JetDataset``: a torch IterableDataset of ready batches, sampled with the dataset's stored stats."""
+"""``JetDataset``: a torch IterableDataset of ready batches, sampled with the data's stored stats."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,111 +11,100 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from jetstore.config.weaver import TrainingConfig, load_training_config
+from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError
 from jetstore.sampler.arena import Arena
-from jetstore.sampler.batch import BatchBuilder
-from jetstore.sampler.schemes import EpochParams, get_scheme
-from jetstore.sampler.split import Split
-from jetstore.sampler.stream import SlotStream, StreamSpec
-from jetstore.sampler.units import build_units
+from jetstore.sampler.plan import SamplerOptions, SamplerPlan, build_plan
+from jetstore.sampler.schemes import EpochParams
+from jetstore.sampler.stream import SlotStream
 from jetstore.sampler.world import World, batches_before
-from jetstore.stats.cells import CellRule
-from jetstore.stats.result import StatsResult, read_stats
-from jetstore.store import storage
-from jetstore.store.dataset import Dataset
+from jetstore.store.collection import DataSpec
 
-LOG = logging.getLogger(__name__)
-MAX_AHEAD = 512
-LOCAL_IO_THREADS = 2
+STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "data")
 
 
 class JetDataset(torch.utils.data.IterableDataset):
-    """Class-balanced, pT-eta-flattened, padded and standardised batches from a jetstore dataset.
+    """Class-balanced, pT-eta-flattened, padded and standardised batches from one or several jetstore datasets.
 
-    Use as ``DataLoader(ds, batch_size=None)``: one process reads with ``threads`` CPU threads (and
-    ``io_threads`` for requests in flight), no DataLoader workers needed; workers work too. Each item is a
-    dict: one float32 tensor per ``inputs`` group of the config (``[B, C, L]``, or ``[B, C]`` without
-    ``length``), ``_label_`` (int64 class index, -1 for a jet with no label) for simple labels or one float32
-    tensor per custom label, and the observers when ``observers=True``.
+    Parameters
+    ----------
+    data
+        A dataset URL (local path or ``s3://``), ``NAME:URL``, a list of them, or a mapping sample name → URL:
+        several datasets (one per physics sample, as weaver's ``--data-train NAME:files`` groups) are read as
+        one, every jet knowing its sample (``_sample_`` in batches with ``observers=True``, names in
+        :attr:`sample_names`).
+    config
+        A weaver-core data-config (path or parsed); its stats must have been computed (``jetstore stats``) on
+        the same data when it standardises automatically or has a ``weights`` block.
+    batch_size
+        Jets per batch.
+    options
+        :class:`~jetstore.sampler.plan.SamplerOptions`; any of its fields may also be given as a keyword
+        (``seed=1, jets_per_epoch=10_000_000, threads=4, split="train"``...).
+    world
+        Rank and world size (default: from ``torch.distributed`` or ``RANK`` / ``WORLD_SIZE``).
+    pin_memory
+        Allocate batches in page-locked memory (fast, asynchronous copies to a GPU).
+    storage_options
+        fsspec options for the data (S3 endpoint, credentials; default: the ``AWS_*`` environment).
 
-    ``scheme`` names the sampling scheme (:mod:`jetstore.sampler.schemes`); by default ``weighted`` when
-    ``training`` (weaver's semantics: a jet of weight w is used with probability w per epoch; ``jets_per_epoch``
-    rescales, up-sampling with replacement where needed, in rounds giving no jet more than ``max_repeats``
-    copies each; every batch has the config's class composition; every rank yields ``len(ds)`` batches,
-    whatever the number of DataLoader workers), else ``sequential`` (every selected jet once, in dataset
-    order, the last batch possibly short). Deterministic in (seed, epoch, world size, workers); ``set_epoch``
-    changes the order; ``state_dict`` / ``load_state_dict`` resume mid-epoch exactly.
-
-    ``split``: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction of the jets (chosen per
-    jet by a hash of input file and entry, :mod:`jetstore.sampler.split`) kept out of training for evaluation.
+    Use as ``DataLoader(ds, batch_size=None)``: one process reads with ``threads`` CPU threads, no DataLoader
+    workers needed (workers work too). Each item is a dict: one float32 tensor per ``inputs`` group of the
+    config (``[B, C, L]``, or ``[B, C]`` without ``length``), ``_label_`` (int64 class index) for simple labels or
+    one float32 tensor per custom label, and the observers with ``observers=True``. The ``weighted`` scheme
+    (default when training) follows weaver's semantics: a jet of weight w is used s·w times per epoch in
+    expectation, every batch has the target's class (and sample) composition, every rank yields ``len(ds)``
+    batches; ``sequential`` (default otherwise) reads every selected jet once. Deterministic in (seed, epoch,
+    world size, workers); ``set_epoch`` changes the order; ``state_dict`` / ``load_state_dict`` resume mid-epoch
+    exactly.
     """
 
-    def __init__(self, url: str, config: str | Path | TrainingConfig, batch_size: int, seed: int = 0,
-                 training: bool = True, jets_per_epoch: int | None = None, observers: bool = False,
-                 storage_options: Mapping[str, Any] | None = None, scheme: str | None = None, threads: int = 1,
-                 io_threads: int = 16, max_inflight_mb: float = 32, window_units: int = 16, max_repeats: int = 128,
-                 world: World | None = None, pin_memory: bool = False, split: str = "all", holdout: float = 0.1):
+    def __init__(self, data: DataSpec, config: str | Path | TrainingConfig, batch_size: int,
+                 options: SamplerOptions | None = None, *, world: World | None = None, pin_memory: bool = False,
+                 storage_options: Mapping[str, Any] | None = None, **overrides: Any):
         super().__init__()
-        self.config = config if isinstance(config, TrainingConfig) else load_training_config(config)
-        self.dataset = Dataset.open(url, storage_options)
-        self.scheme = get_scheme(scheme or ("weighted" if training else "sequential"))
-        weighted = self.scheme.name == "weighted"
-        self.stats = self._stats(weighted)
-        centers = {n: (v.center, v.scale) for n, v in self.stats.variables.items()} if self.stats else {}
-        self.builder = BatchBuilder(self.dataset.schema, self.config, centers, observers)
-        rule = CellRule.from_config(self.config) if self.stats is not None else CellRule(())
-        cell_weights = rule.cell_weights(self.stats.weight_tables if self.stats and self.config.weights else None)
-        manifest = self.dataset.manifest
-        units = build_units(manifest, manifest.unit_jets, self.stats.unit_counts if self.stats else None,
-                            cell_weights, rule.n_classes)
-        self.split = Split(split, holdout)
-        units = dataclasses.replace(units, expected=units.expected * self.split.share)
-        total = float(units.expected.sum())
-        if weighted and total <= 0:
-            raise DatasetError(f"{url}: no jet has a non-zero sampling weight")
-        world_size = (world or World.detect()).world_size
-        if weighted and jets_per_epoch is None and total < batch_size * world_size:
-            jets_per_epoch = manifest.n_jets
-            LOG.warning("the natural weighted epoch of %s holds %.0f jets, less than a batch per rank (%d × %d); "
-                        "epochs hold %d jets instead (the dataset's size): set jets_per_epoch to choose",
-                        url, total, world_size, batch_size, jets_per_epoch)
-        scale = jets_per_epoch / total if (weighted and jets_per_epoch) else 1.0
-        # a round gives no jet more than max_repeats copies (bounding the pool); larger epochs span several
-        # rounds, every jet scaled alike, so the sampling stays unbiased
-        self.round_scale = min(scale, max_repeats / max(float(units.max_weight.max(initial=0.0)), 1e-12))
-        self.epoch_rounds = scale / self.round_scale
-        unit_bytes = manifest.bytes / max(len(units), 1)
-        ahead = int(np.clip(max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * threads, MAX_AHEAD))
-        if storage.is_local(url):  # local reads take microseconds: a few threads suffice
-            io_threads = min(io_threads, LOCAL_IO_THREADS)
-        self.spec = StreamSpec(self.dataset.source, manifest.shards, units, rule, cell_weights, batch_size, seed,
-                               self.round_scale, threads, io_threads, ahead, window_units, self.split)
-        self.world = world
-        self.pin_memory = pin_memory
+        options = (options or SamplerOptions()).with_overrides(**overrides)
+        self.world, self.pin_memory = world, pin_memory
+        self.plan: SamplerPlan = build_plan(data, config, batch_size, options, storage_options,
+                                            (world or World.detect()).world_size)
         self.epoch = 0
-        self._resume: dict[str, int] | None = None
+        self._resume: dict[str, Any] | None = None
         self._consumed = 0
         self._arenas: tuple[int, Arena | None] = (-1, None)
         self.last_stream: SlotStream | None = None
 
-    def _stats(self, weighted: bool) -> StatsResult | None:
-        needs_stats = self.config.auto_variables or (weighted and self.config.weights is not None)
-        try:
-            return read_stats(self.dataset.fs, self.dataset.root, self.config.hash, self.dataset.manifest.plan_hash)
-        except DatasetError:
-            if needs_stats:
-                raise
-            return None
+    # -- what it reads -----------------------------------------------------------------------------------
 
-    # -- epochs and state ------------------------------------------------------------------------------
+    @property
+    def config(self) -> TrainingConfig:
+        return self.plan.config
+
+    @property
+    def stats(self):
+        return self.plan.stats
+
+    @property
+    def spec(self):
+        return self.plan.spec
+
+    @property
+    def scheme(self):
+        return self.plan.scheme
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """The samples, indexed by the ``_sample_`` observer."""
+        return self.plan.collection.samples
+
+    # -- epochs and state ----------------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _params(self, world: World) -> EpochParams:
-        return EpochParams(self.spec.seed, self.epoch, self.spec.batch_size, world.world_size, world.num_workers,
-                           self.round_scale, self.epoch_rounds, stratify=self.config.weights is not None)
+        plan = self.plan
+        return EpochParams(plan.options.seed, self.epoch, plan.spec.batch_size, world.world_size, world.num_workers,
+                           plan.shape.scale, plan.shape.rounds, stratify=plan.stratify)
 
     def __len__(self) -> int:
         """Batches this rank yields in this epoch, with any number of DataLoader workers (a training loop
@@ -127,25 +114,60 @@ class JetDataset(torch.utils.data.IterableDataset):
             raise TypeError(f"a JetDataset with the '{self.scheme.name}' scheme has no fixed length")
         return batches
 
-    def state_dict(self, batches_consumed: int | None = None) -> dict[str, int]:
-        """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch
-        (counted automatically when iterating without DataLoader workers)."""
+    def _identity(self) -> dict[str, Any]:
+        """What a saved position is only valid for."""
+        plan = self.plan
+        return {"seed": plan.options.seed, "world_size": (self.world or World.detect()).world_size,
+                "batch_size": plan.spec.batch_size, "scheme": plan.scheme.name, "split": plan.options.split,
+                "holdout": plan.options.holdout, "data": plan.collection.identity}
+
+    def state_dict(self, batches_consumed: int | None = None, num_workers: int | None = None) -> dict[str, Any]:
+        """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch (counted
+        automatically when iterating without DataLoader workers), read with ``num_workers`` DataLoader workers
+        (the batches depend on it; checked on resume when given)."""
         consumed = self._consumed if batches_consumed is None else batches_consumed
-        return {"epoch": self.epoch, "batches": int(consumed), "seed": self.spec.seed}
+        state = {"epoch": self.epoch, "batches": int(consumed), **self._identity()}
+        if num_workers is not None:
+            state["num_workers"] = int(num_workers)
+        return state
 
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        if state.get("seed", self.spec.seed) != self.spec.seed:
-            raise DatasetError(f"state was saved with seed {state['seed']}, this dataset has {self.spec.seed}")
-        self.epoch = int(state["epoch"])
-        self._resume = {"epoch": self.epoch, "batches": int(state["batches"])}
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume at a saved position; a state saved for other data, seed, world size, batch size, scheme or
+        split, or a position past the epoch's end, is refused with one line saying what differs."""
+        ours = self._identity()
+        for key in STATE_KEYS:
+            if key in state and state[key] != ours[key]:
+                raise DatasetError(f"the sampler state was saved with {key} {state[key]!r}, this dataset has "
+                                   f"{ours[key]!r}: it cannot resume there")
+        epoch, batches = state.get("epoch"), state.get("batches")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (epoch, batches)):
+            raise DatasetError(f"the sampler state's position (epoch {epoch!r}, batch {batches!r}) is not valid")
+        self.epoch = epoch
+        limit = self._max_batches()
+        if batches > limit:
+            raise DatasetError(f"the sampler state's position (batch {batches}) is past the end of epoch {epoch} "
+                               f"({limit} batches per rank)")
+        self._resume = {"epoch": epoch, "batches": batches, "num_workers": state.get("num_workers")}
 
-    # -- iteration -------------------------------------------------------------------------------------
+    def _max_batches(self) -> int:
+        """The most batches a rank can yield this epoch."""
+        try:
+            return len(self)
+        except TypeError:  # a scheme without a fixed length: every selected jet once at most
+            return -(-int(self.spec.units.total.sum() + 1) // self.spec.batch_size) + 1
+
+    # -- iteration -----------------------------------------------------------------------------------------
 
     def __iter__(self):
         base = self.world or World.detect()
-        skip_rank = self._resume["batches"] if self._resume and self._resume["epoch"] == self.epoch else 0
+        resume = self._resume if self._resume and self._resume["epoch"] == self.epoch else None
+        skip_rank = resume["batches"] if resume else 0
         self._resume = None
         info = torch.utils.data.get_worker_info()  # DataLoader workers override a given world's worker fields
+        workers = info.num_workers if info is not None else 1
+        if resume and resume.get("num_workers") not in (None, workers):
+            raise DatasetError(f"the sampler state was saved with {resume['num_workers']} DataLoader worker(s), "
+                               f"this loader has {workers}: the batches would differ")
         world = base
         if info is not None:
             # the loader takes batches round-robin starting at worker 0: after resuming at batch N, worker 0
@@ -153,7 +175,8 @@ class JetDataset(torch.utils.data.IterableDataset):
             world = World(base.rank, base.world_size, (info.id + skip_rank) % info.num_workers, info.num_workers)
         plan = self.scheme.plan(self.spec.units, self._params(world), world.rank, world.worker)
         skip = batches_before(skip_rank, world.worker, world.num_workers)
-        stream = SlotStream(self.spec, self.builder, plan, self.epoch, world.slot, skip, self._empty, self._arena())
+        stream = SlotStream(self.spec, self.plan.builders, plan, self.epoch, world.slot, skip, self._empty,
+                            self._arena())
         self.last_stream = stream
         self._consumed = skip_rank
         for batch in stream:
@@ -163,7 +186,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
         if self._arenas[0] != os.getpid():
-            rows = max(self.spec.window_units * self.spec.units.unit_jets, 2 * self.spec.batch_size)
+            rows = max(self.spec.window_jets, 2 * self.spec.batch_size)
             self._arenas = (os.getpid(), Arena(rows))
         return self._arenas[1]
 

@@ -18,10 +18,9 @@ from typing import Any, ClassVar
 
 from jetstore.sampler.schemes import UnitRead
 from jetstore.sampler.units import UnitTable
-from jetstore.store.dataset import ShardSource
+from jetstore.store.collection import ShardCatalog
 from jetstore.store.format import ShardReader
 from jetstore.store.layout import Selection
-from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable
 
 Work = Callable[[int, UnitRead, JetTable], Any]
@@ -64,11 +63,12 @@ class ReadSequence:
 
 
 class UnitPipeline:
-    """Reads units of ``selection`` and applies ``work(sequence, read, table)`` to each, ahead of need."""
+    """Reads units (the columns ``selections[dataset]``) and applies ``work(sequence, read, table)`` to each, ahead
+    of need."""
 
-    def __init__(self, source: ShardSource, shards: tuple[ShardEntry, ...], units: UnitTable, selection: Selection,
-                 work: Work, executors: Executors, ahead: int):
-        self.source, self.shards, self.units, self.selection = source, shards, units, selection
+    def __init__(self, catalog: ShardCatalog, units: UnitTable, selections: tuple[Selection, ...], work: Work,
+                 executors: Executors, ahead: int):
+        self.catalog, self.units, self.selections = catalog, units, selections
         self.work, self.executors, self.ahead = work, executors, max(1, ahead)
         self.readers: dict[int, ShardReader] = {}
         self.lock = threading.Lock()
@@ -115,15 +115,17 @@ class UnitPipeline:
         with self.lock:
             reader = self.readers.get(shard)
         if reader is None:
-            reader = self.source.reader(self.shards[shard])  # may read the shard's tail (I/O thread)
+            reader = self.catalog.reader(shard)  # may read the shard's tail (I/O thread)
             with self.lock:
                 reader = self.readers.setdefault(shard, reader)
         return reader
 
     def _fetch(self, read: UnitRead):
         units = self.units
-        reader = self._reader(int(units.shard[read.unit]))
-        plan = reader.plan(int(units.start[read.unit]), int(units.stop[read.unit]), self.selection)
+        shard = int(units.shard[read.unit])
+        reader = self._reader(shard)
+        selection = self.selections[int(self.catalog.member[shard])]
+        plan = reader.plan(int(units.start[read.unit]), int(units.stop[read.unit]), selection)
         return reader, plan, reader.fetch(plan)
 
     def _submit(self, sequence: int, read: UnitRead) -> concurrent.futures.Future:

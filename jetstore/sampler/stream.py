@@ -27,9 +27,8 @@ from jetstore.sampler.schemes import SlotPlan, UnitRead
 from jetstore.sampler.split import Split
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
-from jetstore.store.dataset import ShardSource
+from jetstore.store.collection import ShardCatalog
 from jetstore.store.layout import ENTRY, Selection
-from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable
 
 MOSTLY_KEPT = 0.25
@@ -39,8 +38,7 @@ MOSTLY_KEPT = 0.25
 class StreamSpec:
     """What every slot needs (picklable, sent to DataLoader workers)."""
 
-    source: ShardSource
-    shards: tuple[ShardEntry, ...]
+    catalog: ShardCatalog
     units: UnitTable
     rule: CellRule
     cell_weights: np.ndarray
@@ -50,7 +48,7 @@ class StreamSpec:
     threads: int
     io_threads: int
     ahead: int
-    window_units: int
+    window_jets: int
     split: Split = field(default_factory=Split)
 
 
@@ -67,14 +65,15 @@ class PreparedUnit:
 class SlotStream:
     """Iterates the batches (dicts of arrays) of one slot for one epoch."""
 
-    def __init__(self, spec: StreamSpec, builder: BatchBuilder, plan: SlotPlan, epoch: int, slot: int,
+    def __init__(self, spec: StreamSpec, builders: tuple[BatchBuilder, ...], plan: SlotPlan, epoch: int, slot: int,
                  skip: int = 0, empty: Allocator = np.empty, arena: Arena | None = None):
-        self.spec, self.builder, self.plan, self.epoch, self.slot = spec, builder, plan, epoch, slot
+        """``builders``: the batch builder of every dataset of the catalog (their schemas may differ)."""
+        self.spec, self.builders, self.plan, self.epoch, self.slot = spec, builders, plan, epoch, slot
         self.skip, self.empty = skip, empty
         self.arena = arena or Arena()
-        resolver = builder.resolver
-        self.light = _with_entries(resolver.needs(spec.rule.variables), spec.split)
-        self.full = _with_entries(resolver.needs([*builder.inputs, *spec.rule.variables]), spec.split)
+        self.light = tuple(_with_entries(b.resolver.needs(spec.rule.variables), spec.split) for b in builders)
+        self.full = tuple(_with_entries(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split)
+                          for b in builders)
         self.pipelines: list[UnitPipeline] = []
 
     @property
@@ -88,24 +87,32 @@ class SlotStream:
 
     # -- rows of one unit ------------------------------------------------------------------------------
 
+    def _builder(self, read: UnitRead) -> BatchBuilder:
+        return self.builders[int(self.spec.catalog.member[self.spec.units.shard[read.unit]])]
+
     def _kept(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
-        """Multiplicity and class of every row of a unit (deterministic in seed, epoch, round, unit)."""
-        resolver, rule = self.builder.resolver, self.spec.rule
+        """Multiplicity and (sample, class) stratum of every row of a unit (deterministic in seed, epoch, round,
+        unit)."""
+        units, rule = self.spec.units, self.spec.rule
+        resolver = self._builder(read).resolver
         selected = resolver.selection_mask(table)
         if self.spec.split.active:
-            source = self.spec.shards[int(self.spec.units.shard[read.unit])].source
+            source = self.spec.catalog.shards[int(units.shard[read.unit])].source
             selected = selected & self.spec.split.mask(source, table.jets[ENTRY])
         if not self.plan.weighted:
             return selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
         values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
         cells = rule.cells(values, selected)
-        weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0)
+        weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0) * units.factor[read.unit]
         uniform = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random(table.n_jets)
         multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, uniform)
         if read.part is not None:  # the slot keeps only some of the unit's kept rows
             position = np.cumsum(multiplicity) - multiplicity
             multiplicity[(position < read.part[0]) | (position >= read.part[1])] = 0
-        return multiplicity, rule.class_of(cells)
+        classes = rule.class_of(cells)
+        if units.n_classes == 1:  # expectations without stats: every jet in one class
+            classes = np.minimum(classes, 0)
+        return multiplicity, np.where(classes >= 0, classes + units.sample[read.unit] * units.n_classes, -1)
 
     def _kept_classes(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_kept`, with every kept row in class 0 unless batches follow the class composition."""
@@ -125,17 +132,17 @@ class SlotStream:
         multiplicity, classes = self._kept_classes(read, table)
         rows = kernels.repeat_rows(multiplicity)
         distinct = np.nonzero(multiplicity)[0]
+        builder, sample = self._builder(read), int(self.spec.units.sample[read.unit])
         if len(distinct) >= MOSTLY_KEPT * table.n_jets:
-            return PreparedUnit(classes[rows], rows, self.builder.prepare(table), len(rows))
+            return PreparedUnit(classes[rows], rows, builder.prepare(table, sample), len(rows))
         refs = np.repeat(np.arange(len(distinct)), multiplicity[distinct])
-        return PreparedUnit(classes[rows], refs, self.builder.prepare(table.take(distinct)), len(rows))
+        return PreparedUnit(classes[rows], refs, builder.prepare(table.take(distinct), sample), len(rows))
 
     # -- batches ---------------------------------------------------------------------------------------
 
     def _pipeline(self, full: bool, executors: Executors) -> UnitPipeline:
-        pipeline = UnitPipeline(self.spec.source, self.spec.shards, self.spec.units,
-                                self.full if full else self.light, self._prepare if full else self._identify,
-                                executors, self.spec.ahead)
+        pipeline = UnitPipeline(self.spec.catalog, self.spec.units, self.full if full else self.light,
+                                self._prepare if full else self._identify, executors, self.spec.ahead)
         self.pipelines.append(pipeline)
         return pipeline
 
@@ -182,7 +189,7 @@ class SlotStream:
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
-            assembled.append(executors.cpu.submit(_assemble, self.builder, state.arena.view, rows, self.empty,
+            assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.empty,
                                                   state.copies_of(drawn)))
             state.release(drawn)
             state.emitted += 1
@@ -193,7 +200,7 @@ class SlotStream:
 
     def _wanted(self, emitted: int) -> int:
         """Rows to hold before cutting a batch: a shuffle window of units, or what the epoch still needs."""
-        window = self.spec.window_units * self.spec.units.unit_jets if self.plan.shuffle else 0
+        window = self.spec.window_jets if self.plan.shuffle else 0
         if self.plan.quota is None:
             return window
         return min(window, (self.plan.quota - emitted) * self.spec.batch_size)

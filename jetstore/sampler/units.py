@@ -1,30 +1,38 @@
-"""The units of a dataset and what each is expected to give, known without reading it.
+"""The units of the data and what each is expected to give, known without reading it.
 
-A unit is a run of ``unit_jets`` consecutive stored jets of one shard (one Zarr jet chunk / Parquet row
-group: one range read). ``jetstore stats`` recorded how many selected jets of each unit fall in each cell
+A unit is a run of ``unit_jets`` consecutive stored jets of one shard (one Zarr jet chunk / Parquet row group:
+one range read). ``jetstore stats`` recorded how many selected jets of each unit fall in each cell
 (:mod:`jetstore.stats.cells`), so with the cell weights ``w`` a unit's expected deliveries per class at epoch
-scale 1, ``E[u, c] = Σ_cells n · w``, and its largest row weight ``m_u`` are known up front.
+scale 1, ``E[u, c] = f · Σ_cells n · w``, and its largest row weight ``m_u`` are known up front; ``f`` is its
+sample's factor (1, or what makes the samples' shares the proportions asked for).
+
+Units of several datasets (a :class:`~jetstore.store.collection.Collection`) are numbered dataset after
+dataset; each knows its shard (global position), its sample and its size (datasets may differ in unit size).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from jetstore.store.manifest import Manifest
+from jetstore.errors import SchemaError
+from jetstore.store.collection import Collection
 
 
 @dataclass(frozen=True)
 class UnitTable:
-    """All units of a dataset as parallel arrays."""
+    """All units as parallel arrays."""
 
-    shard: np.ndarray       # index into manifest.shards
+    shard: np.ndarray       # global shard index (Collection.shards() order)
     start: np.ndarray       # first jet (within the shard)
     stop: np.ndarray
+    sample: np.ndarray      # sample index (Collection.samples)
     expected: np.ndarray    # [unit, class]: expected deliveries at scale 1
-    max_weight: np.ndarray  # largest row weight at scale 1
-    unit_jets: int
+    max_weight: np.ndarray  # largest row weight at scale 1 (sample factor included)
+    factor: np.ndarray      # the sample factor of every unit's row weights
+    n_samples: int = 1
 
     def __len__(self) -> int:
         return len(self.shard)
@@ -34,33 +42,90 @@ class UnitTable:
         return self.expected.shape[1]
 
     @property
+    def n_strata(self) -> int:
+        """Batches mix (sample, class) strata in their expected proportions."""
+        return self.n_samples * self.n_classes
+
+    @property
     def total(self) -> np.ndarray:
         """Expected deliveries of every unit at scale 1."""
         return self.expected.sum(axis=1)
 
+    @property
+    def unit_jets(self) -> int:
+        """The largest unit (for sizing buffers)."""
+        return int((self.stop - self.start).max(initial=1))
 
-def build_units(manifest: Manifest, unit_jets: int, unit_counts: dict[str, np.ndarray] | None,
-                cell_weights: np.ndarray, n_classes: int) -> UnitTable:
-    """Units of every shard with their expectations, from the per-unit cell counts recorded by
+    def dominant_strata(self, units: np.ndarray, yields: np.ndarray) -> np.ndarray:
+        """The stratum each of ``units`` (with per-class ``yields``) mostly gives."""
+        return self.sample[units] * self.n_classes + yields.argmax(axis=1)
+
+    def stratum_totals(self) -> np.ndarray:
+        """Expected deliveries of every stratum at scale 1."""
+        totals = np.zeros((self.n_samples, self.n_classes))
+        np.add.at(totals, self.sample, self.expected)
+        return totals.ravel()
+
+    def scaled(self, share: float) -> UnitTable:
+        """Expectations times ``share`` (a split's part of the jets)."""
+        return replace(self, expected=self.expected * share)
+
+
+def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | None, cell_weights: np.ndarray,
+                n_classes: int, proportions: Mapping[str, float] | None = None) -> UnitTable:
+    """Units of every shard of every dataset with their expectations, from the per-unit cell counts recorded by
     ``jetstore stats`` (``unit_counts`` None: no stats; every stored jet counts once, in class 0)."""
-    sizes = [-(-shard.n_jets // unit_jets) for shard in manifest.shards]
-    shard = np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
-    start = (np.concatenate([np.arange(n) for n in sizes]) * unit_jets).astype(np.int64) if sizes else shard
-    n_jets = np.array([s.n_jets for s in manifest.shards], np.int64)
-    stop = np.minimum(start + unit_jets, n_jets[shard]) if len(shard) else start
+    parts = []
+    for index, (member, shard) in enumerate(collection.shards()):
+        unit = collection.members[member].dataset.unit_jets
+        starts = np.arange(0, shard.n_jets, unit, dtype=np.int64)
+        parts.append((index, member, collection.shard_key(member, shard), starts, np.minimum(starts + unit,
+                                                                                              shard.n_jets), unit))
+    sizes = [len(p[3]) for p in parts]
+    shard = np.repeat([p[0] for p in parts], sizes).astype(np.int64)
+    member = np.repeat([p[1] for p in parts], sizes).astype(np.int64)
+    start = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+    stop = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, np.int64)
+    sample = np.array([collection.sample_of(m) for m in range(len(collection))], np.int64)[member] \
+        if len(member) else member
+    n_samples = len(collection.samples)
     if unit_counts is None:
         expected = (stop - start).astype(np.float64)[:, None]
-        return UnitTable(shard, start, stop, expected, np.ones(len(shard)), unit_jets)
+        table = UnitTable(shard, start, stop, sample, expected, np.ones(len(shard)), np.ones(len(shard)), n_samples)
+        return _with_proportions(table, collection, proportions)
     expected = np.zeros((len(shard), n_classes))
     max_weight = np.zeros(len(shard))
     first_unit = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     cells_per_class = len(cell_weights) // n_classes
-    for index, entry in enumerate(manifest.shards):
-        rows = unit_counts.get(entry.name)
+    for index, _, key, _, _, _ in parts:
+        rows = unit_counts.get(key)
         if rows is None or not len(rows):
             continue
         units, cells, counts = first_unit[index] + rows[:, 0], rows[:, 1], rows[:, 2]
         weight = cell_weights[cells]
         np.add.at(expected, (units, cells // cells_per_class), counts * weight)
         np.maximum.at(max_weight, units, np.where(counts > 0, weight, 0.0))
-    return UnitTable(shard, start, stop, expected, max_weight, unit_jets)
+    table = UnitTable(shard, start, stop, sample, expected, max_weight, np.ones(len(shard)), n_samples)
+    return _with_proportions(table, collection, proportions)
+
+
+def _with_proportions(units: UnitTable, collection: Collection, proportions: Mapping[str, float] | None) -> UnitTable:
+    """Rescale each sample's weights so the samples' shares of the expected deliveries are ``proportions``
+    (normalised; the total stays Σw). Without proportions the samples keep their natural shares."""
+    if not proportions:
+        return units
+    names = collection.samples
+    unknown = sorted(set(proportions) - set(names))
+    if unknown:
+        raise SchemaError(f"proportions name sample(s) {', '.join(unknown)}, not among {', '.join(names)}")
+    wanted = np.array([float(proportions.get(name, 0.0)) for name in names])
+    if (wanted < 0).any() or wanted.sum() <= 0 or not np.isfinite(wanted).all():
+        raise SchemaError("proportions must be non-negative numbers, not all zero")
+    natural = np.bincount(units.sample, weights=units.total, minlength=len(names))
+    empty = [names[k] for k in np.nonzero((natural <= 0) & (wanted > 0))[0]]
+    if empty:
+        raise SchemaError(f"sample(s) {', '.join(empty)} have no jet to sample (proportion asked, none selected)")
+    factor = np.where(natural > 0, wanted / wanted.sum() * natural.sum() / np.maximum(natural, 1e-300), 0.0)
+    per_unit = factor[units.sample]
+    return replace(units, expected=units.expected * per_unit[:, None], max_weight=units.max_weight * per_unit,
+                   factor=per_unit)

@@ -10,6 +10,7 @@ the results equal one pass over all jets.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import TrainingConfig
 from jetstore.schema import Schema
 from jetstore.stats import quantiles
+from jetstore.stats.cache import ShardCache
 from jetstore.stats.cells import CellRule
 from jetstore.stats.fraction import ALL, NONE, SOME, Fraction
 from jetstore.stats.weights import class_histograms
@@ -29,7 +31,7 @@ from jetstore.store.table import JetTable
 
 @dataclass(frozen=True)
 class ShardWork:
-    """What a stats task needs (small and picklable)."""
+    """What a stats task needs for the shards of one dataset (small and picklable)."""
 
     source: ShardSource
     schema: Schema
@@ -37,6 +39,8 @@ class ShardWork:
     standardization: Fraction
     weights: Fraction
     unit_jets: int
+    key_prefix: str = ""  # the dataset's prefix of shard names in a union's unit counts
+    cache: ShardCache | None = None
 
 
 @dataclass
@@ -48,14 +52,60 @@ class Pass1:
     class_hists: dict[str, np.ndarray] = field(default_factory=dict)
     unit_counts: dict[str, np.ndarray] = field(default_factory=dict)  # shard → rows of (unit, cell, jets)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """One shard's result as plain arrays (for :mod:`cache`)."""
+        (rows,) = self.unit_counts.values()
+        out = {"jets": np.array([self.jets_read, self.jets_selected]), "units": rows}
+        for name, (bins, counts) in self.coarse.items():
+            out[f"bins:{name}"], out[f"counts:{name}"], out[f"moments:{name}"] = bins, counts, self.moments[name]
+        out.update({f"hist:{label}": hist for label, hist in self.class_hists.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], key: str) -> Pass1:
+        out = cls(int(arrays["jets"][0]), int(arrays["jets"][1]), unit_counts={key: arrays["units"]})
+        for name, value in arrays.items():
+            kind, _, rest = name.partition(":")
+            if kind == "bins":
+                out.coarse[rest] = (value, arrays[f"counts:{rest}"])
+                out.moments[rest] = arrays[f"moments:{rest}"]
+            elif kind == "hist":
+                out.class_hists[rest] = value
+        return out
+
 
 @dataclass
 class Pass2:
     fine: dict[str, dict[int, quantiles.Sparse]] = field(default_factory=dict)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"{part}:{b}:{name}": array for name, hists in self.fine.items() for b, histogram in hists.items()
+                for part, array in zip(("bins", "counts"), histogram, strict=True)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Pass2:
+        out = cls()
+        for key, value in arrays.items():
+            part, b, name = key.split(":", 2)
+            if part == "bins":
+                out.fine.setdefault(name, {})[int(b)] = (value, arrays[f"counts:{b}:{name}"])
+        return out
+
 
 def pass1(work: ShardWork, shard: ShardEntry) -> Pass1:
-    """Dask task: histograms, moments and unit counts of one shard."""
+    """Dask task: histograms, moments and unit counts of one shard (reused from the cache when kept)."""
+    key = work.key_prefix + shard.name
+    cached = work.cache.load(shard, "pass1") if work.cache else None
+    if cached is not None:
+        with contextlib.suppress(KeyError, ValueError):
+            return Pass1.from_arrays(cached, key)
+    out = _pass1(work, shard, key)
+    if work.cache:
+        work.cache.save(shard, "pass1", out.to_arrays())
+    return out
+
+
+def _pass1(work: ShardWork, shard: ShardEntry, key: str) -> Pass1:
     config = work.config
     resolver = VariableResolver(work.schema, config)
     out = Pass1(jets_read=shard.n_jets)
@@ -68,17 +118,28 @@ def pass1(work: ShardWork, shard: ShardEntry) -> Pass1:
             finite = flat[np.isfinite(flat)].astype(np.float64)
             out.moments[name] = np.array([flat.size, np.isnan(flat).sum(), finite.sum(), (finite**2).sum(),
                                           finite.min(initial=np.inf), finite.max(initial=-np.inf)])
-    _weights_and_units(work, shard, resolver, out, count=not names)
+    _weights_and_units(work, shard, resolver, out, count=not names, key=key)
     return out
 
 
 def pass2(work: ShardWork, shard: ShardEntry, bins: dict[str, tuple[int, ...]]) -> Pass2:
-    """Dask task: low-bit histograms inside the located bins of every auto variable."""
-    resolver = VariableResolver(work.schema, work.config)
-    values, _ = _standardization_values(work, shard, resolver, tuple(bins))
-    return Pass2({name: {b: quantiles.sparse(h) for b, h in
-                         quantiles.fine_histograms(quantiles.float_keys(values[name]), wanted).items()}
-                  for name, wanted in bins.items()})
+    """Dask task: low-bit histograms inside the located bins of every auto variable (the shard is read only
+    for bins its cache does not hold)."""
+    known = Pass2()
+    if work.cache and (cached := work.cache.load(shard, "pass2")) is not None:
+        with contextlib.suppress(KeyError, ValueError):
+            known = Pass2.from_arrays(cached)
+    missing = {name: tuple(b for b in wanted if b not in known.fine.get(name, {})) for name, wanted in bins.items()}
+    missing = {name: wanted for name, wanted in missing.items() if wanted}
+    if missing:
+        resolver = VariableResolver(work.schema, work.config)
+        values, _ = _standardization_values(work, shard, resolver, tuple(missing))
+        for name, wanted in missing.items():
+            fine = quantiles.fine_histograms(quantiles.float_keys(values[name]), wanted)
+            known.fine.setdefault(name, {}).update({b: quantiles.sparse(h) for b, h in fine.items()})
+        if work.cache:
+            work.cache.save(shard, "pass2", known.to_arrays())
+    return Pass2({name: {b: known.fine[name][b] for b in wanted} for name, wanted in bins.items()})
 
 
 def merge_pass1(*parts: Pass1) -> Pass1:
@@ -129,7 +190,7 @@ def _standardization_values(work: ShardWork, shard: ShardEntry, resolver: Variab
 
 
 def _weights_and_units(work: ShardWork, shard: ShardEntry, resolver: VariableResolver, out: Pass1,
-                       count: bool) -> None:
+                       count: bool, key: str) -> None:
     """One read of the whole shard's reweighting columns gives the per-class histograms (over the weights
     fraction) and the jets per (unit, cell), which the sampler needs to pick units by weight and class
     without reading them."""
@@ -149,5 +210,5 @@ def _weights_and_units(work: ShardWork, shard: ShardEntry, resolver: VariableRes
     keep = cells >= 0
     flat = np.bincount(units[keep] * rule.n_cells + cells[keep], minlength=0)
     index = np.nonzero(flat)[0]
-    out.unit_counts[shard.name] = np.stack([index // rule.n_cells, index % rule.n_cells, flat[index]],
+    out.unit_counts[key] = np.stack([index // rule.n_cells, index % rule.n_cells, flat[index]],
                                            axis=1).astype(np.int64)

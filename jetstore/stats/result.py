@@ -10,6 +10,8 @@ import numpy as np
 
 from jetstore.errors import DatasetError, echo
 from jetstore.store import paths, storage
+from jetstore.store.collection import Collection
+from jetstore.store.dataset import Dataset
 
 STATS_VERSION = 2
 
@@ -87,21 +89,34 @@ class StatsResult:
                                "rerun `jetstore stats`") from None
 
 
-def write_stats(fs, root: str, result: StatsResult) -> str:
-    path = paths.stats_path(root, result.config_hash)
-    storage.write_bytes_atomic(fs, path, result.to_json().encode())
+def write_stats(data: Dataset | Collection, result: StatsResult) -> str:
+    """Store ``result`` with the data (a union's stats: in its first dataset); returns the path written."""
+    collection = Collection.open(data)
+    dataset = collection.members[0].dataset
+    path = paths.stats_path(dataset.root, result.config_hash, None if collection.single else collection.identity)
+    storage.write_bytes_atomic(dataset.fs, path, result.to_json().encode())
     return path
 
 
-def read_stats(fs, root: str, config_hash: str, plan_hash: str) -> StatsResult:
-    """The stored stats for a config; missing or computed on another version of the dataset → error."""
-    path = paths.stats_path(root, config_hash)
-    try:
-        result = StatsResult.from_json(fs.cat_file(path), where=path)
-    except FileNotFoundError:
-        raise DatasetError(f"no stats for config {config_hash} at {path}; run `jetstore stats` first") from None
-    if result.config_hash != config_hash:
-        raise DatasetError(f"{path}: holds stats for config {result.config_hash}, not {config_hash}")
-    if result.plan_hash != plan_hash:
-        raise DatasetError(f"{path}: computed on another version of the dataset; rerun `jetstore stats`")
-    return result
+def read_stats(data: Dataset | Collection, config_hash: str) -> StatsResult:
+    """The stored stats of a config for these data (a union's: looked for in every member); missing, or
+    computed before the data changed (an append, a reconversion) → a :class:`DatasetError` saying what to run."""
+    collection = Collection.open(data)
+    union = None if collection.single else collection.identity
+    for member in collection:
+        dataset = member.dataset
+        path = paths.stats_path(dataset.root, config_hash, union)
+        try:
+            text = dataset.fs.cat_file(path)
+        except FileNotFoundError:
+            continue
+        result = StatsResult.from_json(text, where=path)
+        if result.config_hash != config_hash:
+            raise DatasetError(f"{path}: holds stats for config {result.config_hash}, not {config_hash}")
+        if result.plan_hash != collection.identity:
+            raise DatasetError(f"{path}: computed on another version of the data (before an append or a "
+                               "reconversion); rerun `jetstore stats`")
+        return result
+    what = f"{collection.url}" if collection.single else f"the union of {len(collection)} datasets ({collection.url})"
+    raise DatasetError(f"no stats for config {config_hash} of {what}; run `jetstore stats` first"
+                       + ("" if collection.single else " with the same datasets"))

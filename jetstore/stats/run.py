@@ -15,15 +15,16 @@ import numpy as np
 from distributed import Client, Future, as_completed
 from tqdm import tqdm
 
-from jetstore.config.variables import VariableResolver
+from jetstore.config.variables import check_agreement
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError
 from jetstore.stats import quantiles
-from jetstore.stats.cells import CellRule
+from jetstore.stats.cache import ShardCache
 from jetstore.stats.fraction import Fraction
 from jetstore.stats.passes import ShardWork, merge_pass1, merge_pass2, pass1, pass2
 from jetstore.stats.result import StatsResult, VariableStats
 from jetstore.stats.weights import weight_tables
+from jetstore.store.collection import Collection
 from jetstore.store.dataset import Dataset
 
 PERCENTS = (16.0, 50.0, 84.0)
@@ -31,28 +32,37 @@ PLOT_BINS = 100
 FAN_IN = 8
 
 
-def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, fraction: float | None = None,
+def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Client, fraction: float | None = None,
                   fraction_mode: str = "weaver", progress: bool = False,
-                  log: Callable[[str], None] | None = None) -> StatsResult:
+                  log: Callable[[str], None] | None = None, reuse: bool = True) -> StatsResult:
     """Run both passes on ``client`` and return the merged result (not yet stored).
 
-    ``fraction`` (default: ``preprocess.data_fraction`` for the standardisation and all jets for the weights,
-    as weaver-core) and ``fraction_mode`` (``weaver``: the first part of every input file; ``random``) choose
-    the jets, see :mod:`jetstore.stats.fraction`."""
+    ``data``: a dataset or a union of datasets (:class:`Collection`); a union's statistics equal weaver-core's
+    on all the input files as one list. ``fraction`` (default: ``preprocess.data_fraction`` for the
+    standardisation and all jets for the weights, as weaver-core) and ``fraction_mode`` (``weaver``: the first
+    part of every input file; ``random``) choose the jets, see :mod:`jetstore.stats.fraction`. ``reuse``: keep
+    per-shard results with each dataset and reuse them (:mod:`jetstore.stats.cache`), so a rerun after an
+    append reads only what it must."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    entries = {i.url: i.entries for i in dataset.manifest.inputs}
-    standardization = Fraction(fraction if fraction is not None else config.data_fraction, fraction_mode, entries)
-    weights = Fraction(fraction if fraction is not None else 1.0, fraction_mode, entries)
-    resolver = VariableResolver(dataset.schema, config)
-    for name in (*config.auto_variables, *CellRule.from_config(config).variables):
-        resolver.needs([name])  # unknown variables fail here, before any task runs
-    shards = list(dataset.manifest.shards)
-    if not shards:
-        raise DatasetError(f"{dataset.url}: the dataset has no shards")
-    work = ShardWork(dataset.source, dataset.schema, config, standardization, weights, dataset.unit_jets)
-    log(f"stats pass 1: {len(shards)} shard(s), {len(config.auto_variables)} auto variable(s), standardisation "
-        f"fraction {standardization.value} ({fraction_mode}), weights fraction {weights.value}")
-    first = map_reduce(client, pass1, work, shards, merge_pass1, "pass 1", progress)
+    collection = Collection.open(data)
+    check_agreement(collection, config)
+    works, shards = [], []
+    for index, member in enumerate(collection):
+        dataset = member.dataset
+        entries = {i.url: i.entries for i in dataset.manifest.inputs}
+        standardization = Fraction(fraction if fraction is not None else config.data_fraction, fraction_mode,
+                                   entries)
+        weights = Fraction(fraction if fraction is not None else 1.0, fraction_mode, entries)
+        cache = ShardCache.of(dataset.url, dataset.options, config.hash, standardization, weights) if reuse else None
+        works.append(ShardWork(dataset.source, dataset.schema, config, standardization, weights, dataset.unit_jets,
+                               collection.key_prefix(index), cache))
+        shards.append(list(dataset.manifest.shards))
+    if not any(shards):
+        raise DatasetError(f"{collection.url}: no shards")
+    log(f"stats pass 1: {sum(map(len, shards))} shard(s) of {len(collection)} dataset(s), "
+        f"{len(config.auto_variables)} auto variable(s), standardisation fraction {works[0].standardization.value} "
+        f"({fraction_mode}), weights fraction {works[0].weights.value}")
+    first = map_reduce(client, pass1, works, shards, merge_pass1, "pass 1", progress)
     moments = first.moments
     coarse = {name: quantiles.dense(first.coarse[name]) for name in config.auto_variables}
     targets = {}
@@ -66,7 +76,7 @@ def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, frac
     if targets:
         log("stats pass 2: exact order statistics")
         bins = {n: t.bins for n, t in targets.items()}
-        second = map_reduce(client, partial(pass2, bins=bins), work, shards, merge_pass2, "pass 2", progress)
+        second = map_reduce(client, partial(pass2, bins=bins), works, shards, merge_pass2, "pass 2", progress)
         fine = {name: {b: quantiles.dense(h) for b, h in hists.items()} for name, hists in second.fine.items()}
     variables = {}
     for name in config.auto_variables:
@@ -82,27 +92,32 @@ def compute_stats(dataset: Dataset, config: TrainingConfig, client: Client, frac
         except ValueError as exc:
             raise DatasetError(f"cannot make weights: {exc}") from None
     return StatsResult(
-        config_hash=config.hash, plan_hash=dataset.manifest.plan_hash,
-        standardization_fraction=standardization.value, weights_fraction=weights.value, fraction_mode=fraction_mode,
-        jets_read=first.jets_read, jets_selected=first.jets_selected, variables=variables,
-        class_hists=first.class_hists, weight_tables=tables, unit_jets=dataset.unit_jets,
-        unit_counts=first.unit_counts,
+        config_hash=config.hash, plan_hash=collection.identity,
+        standardization_fraction=works[0].standardization.value, weights_fraction=works[0].weights.value,
+        fraction_mode=fraction_mode, jets_read=first.jets_read, jets_selected=first.jets_selected,
+        variables=variables, class_hists=first.class_hists, weight_tables=tables,
+        unit_jets=max(w.unit_jets for w in works), unit_counts=first.unit_counts,
     )
 
 
-def map_reduce(client: Client, function: Callable, work: Any, shards: Sequence, merge: Callable, label: str,
-               progress: bool) -> Any:
-    """``merge(function(work, shard) for every shard)``, merged on the cluster in a tree of fan-in
-    ``FAN_IN``; the client holds futures only, and releases each shard's result once it is done."""
+def map_reduce(client: Client, function: Callable, works: Sequence[Any], shards: Sequence[Sequence], merge: Callable,
+               label: str, progress: bool) -> Any:
+    """``merge(function(works[i], shard) for every shard of every dataset i)``, merged on the cluster in a tree
+    of fan-in ``FAN_IN``; the client holds futures only, and releases each shard's result once it is done."""
     token = uuid.uuid4().hex[:8]
     name = label.replace(" ", "")
-    shared = client.scatter(work, hash=False)  # sent once, not pickled into every task
-    futures = client.map(function, [shared] * len(shards), shards,
-                         key=[f"stats-{name}-{token}-{s.name}" for s in shards])
+    futures = []
+    for index, (work, members) in enumerate(zip(works, shards, strict=True)):
+        if not members:
+            continue
+        shared = client.scatter(work, hash=False)  # sent once, not pickled into every task
+        futures += client.map(function, [shared] * len(members), members,
+                              key=[f"stats-{name}-{token}-{index}-{s.name}" for s in members])
+    total = len(futures)
     root = tree_reduce(client, futures, merge, f"stats-{name}-{token}-merge")
     pending = as_completed(futures)
     del futures
-    with tqdm(total=len(shards), desc=f"stats {label}", unit="shard", disable=not progress, file=sys.stderr,
+    with tqdm(total=total, desc=f"stats {label}", unit="shard", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
         for future in pending:
             if future.status == "error":

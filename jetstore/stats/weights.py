@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jetstore.config.weaver import WeightsSpec
+from jetstore.store.table import is_member
 
 MAX_WEIGHT = 0.9  # weaver: scale the smallest class below 1 to keep some randomness in sampling
 
@@ -23,7 +24,7 @@ def class_histograms(spec: WeightsSpec, x: np.ndarray, y: np.ndarray, labels: di
         y = np.clip(y, min(spec.y_bins), max(spec.y_bins))
     out = {}
     for label in spec.classes:
-        members = np.asarray(labels[label]) == 1
+        members = is_member(labels[label])
         hist, _, _ = np.histogram2d(x[members], y[members], bins=[list(spec.x_bins), list(spec.y_bins)])
         out[label] = hist
     return out

@@ -53,6 +53,8 @@ class Dataset:
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
+        """The dataset at ``url`` (a local path, made absolute so Dask workers find it, or an fsspec URL)."""
+        url = storage.absolute(url)
         opts = storage.resolve_storage_options(url, options)
         fs, root = storage.filesystem(url, opts)
         manifest = read_manifest(fs, root)

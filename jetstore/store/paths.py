@@ -6,7 +6,7 @@ the root of a Parquet dataset as a plain Parquet dataset.
     <root>/_manifest.json          the manifest: the object that makes a folder a dataset (written last)
     <root>/_lease.json             the write lease of the running `jetstore convert` (absent otherwise)
     <root>/_commits/<shard>.json   one record per finished shard (what a rerun reuses)
-    <root>/_stats/<config>.json    statistics per training config
+    <root>/_stats/<config>.json    statistics per training config (<config>.<union>.json: of a union)
     <root>/shards/<shard><suffix>  the shards
     <root>/.staging/<run>/         local staging of a running conversion (local datasets only)
 """
@@ -30,5 +30,6 @@ def commit_path(root: str, shard_name: str) -> str:
     return join(root, COMMITS, f"{shard_name}.json")
 
 
-def stats_path(root: str, config_hash: str) -> str:
-    return join(root, STATS, f"{config_hash}.json")
+def stats_path(root: str, config_hash: str, union: str | None = None) -> str:
+    """Stats of a config for this dataset, or (``union``: the identity of several datasets) for a union."""
+    return join(root, STATS, f"{config_hash}.json" if union is None else f"{config_hash}.{union}.json")

@@ -69,6 +69,14 @@ def is_local(url: str) -> bool:
     return protocol(url) in ("file", "local")
 
 
+def absolute(url: str) -> str:
+    """A local path made absolute (``~`` expanded, ``file://`` dropped); URLs as they are. Dask workers run in
+    other directories, so every path handed to them is absolute."""
+    if not is_local(url):
+        return url
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+
+
 def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> StorageOptions:
     """Storage options for ``url``: environment defaults for S3, deep-merged with ``user`` options."""
     options: dict[str, Any] = {}

@@ -84,12 +84,17 @@ class JetTable:
         )
 
 
+def is_member(label: np.ndarray) -> np.ndarray:
+    """Which jets a one-hot label column puts in its class: value 1 (weaver-core's rule, ``table[label] == 1``)."""
+    return np.asarray(label) == 1
+
+
 def class_index(one_hot: list[np.ndarray]) -> np.ndarray:
     """The class of every jet from one-hot label columns: the position of the first label set, -1 where
     none is (the one rule for "which class is a jet", used by sorting, statistics and the sampler)."""
     if not one_hot:
         return np.zeros(0, np.int64)
-    stacked = np.stack([np.asarray(column) != 0 for column in one_hot], axis=1)
+    stacked = np.stack([is_member(column) for column in one_hot], axis=1)
     return np.where(stacked.any(axis=1), stacked.argmax(axis=1), -1).astype(np.int64)
 
 
@@ -98,6 +103,6 @@ def content_counts(table: JetTable, labels: tuple[str, ...]) -> dict[str, object
     (``table`` needs the label columns and each block's counts)."""
     return {
         "n_jets": table.n_jets,
-        "class_counts": {name: int(np.count_nonzero(table.jets[name])) for name in labels},
+        "class_counts": {name: int(np.count_nonzero(is_member(table.jets[name]))) for name in labels},
         "node_counts": {name: int(block.counts.sum()) for name, block in table.blocks.items()},
     }

@@ -1,18 +1,18 @@
 """Sampling schemes behind a registry, one pure planning function per file (as Mosaic streaming keeps its
-shuffle algorithms). Adding a scheme is one file with ``plan`` and ``batches`` and one line here."""
+shuffle algorithms). Adding a scheme is one file with ``plan``, ``batches`` and ``epoch`` and one line here, or
+a third-party package's ``jetstore.schemes`` entry point (:mod:`jetstore.registry`)."""
 
 from jetstore.errors import SchemaError
+from jetstore.registry import Registry
 from jetstore.sampler.schemes import sequential, weighted
-from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
+from jetstore.sampler.schemes.base import EpochParams, EpochRequest, EpochShape, Scheme, SlotPlan, UnitRead
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in (weighted.SCHEME, sequential.SCHEME)}
+SCHEMES: Registry[Scheme] = Registry("sampling scheme", "jetstore.schemes", (weighted.SCHEME, sequential.SCHEME),
+                                     SchemaError)
 
 
 def get_scheme(name: str) -> Scheme:
-    try:
-        return SCHEMES[name]
-    except KeyError:
-        raise SchemaError(f"unknown sampling scheme '{name}' (choose from {', '.join(SCHEMES)})") from None
+    return SCHEMES.get(name)
 
 
-__all__ = ["SCHEMES", "EpochParams", "Scheme", "SlotPlan", "UnitRead", "get_scheme"]
+__all__ = ["SCHEMES", "EpochParams", "EpochRequest", "EpochShape", "Scheme", "SlotPlan", "UnitRead", "get_scheme"]

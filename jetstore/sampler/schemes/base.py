@@ -60,10 +60,37 @@ class SlotPlan:
 
 
 @dataclass(frozen=True)
+class EpochRequest:
+    """What the user asked of an epoch (a scheme turns it into its :class:`EpochShape`)."""
+
+    jets_per_epoch: int | None
+    max_repeats: int
+    batch_size: int
+    world_size: int
+    n_jets: int  # stored jets of the data
+
+
+@dataclass(frozen=True)
+class EpochShape:
+    """How a scheme draws an epoch: expected deliveries of a jet of weight w per round are ``scale·w``, over
+    ``rounds`` rounds."""
+
+    scale: float = 1.0
+    rounds: float = 1.0
+
+
+@dataclass(frozen=True)
 class Scheme:
-    """A registered scheme: ``plan(units, params, rank, worker)`` and ``batches(units, params)``, the
-    batches every rank yields per epoch (None when not fixed in advance)."""
+    """A registered scheme.
+
+    ``plan(units, params, rank, worker)``: one slot's epoch. ``batches(units, params)``: the batches every rank
+    yields per epoch (None when not fixed in advance). ``epoch(units, request)``: the epoch's shape from what
+    the user asked (a scheme refuses what it cannot honour). ``weighted``: rows are kept by their sampling
+    weight, so the config's weight tables (from ``jetstore stats``) are needed when it has a ``weights`` block.
+    """
 
     name: str
     plan: Callable[[UnitTable, EpochParams, int, int], SlotPlan]
     batches: Callable[[UnitTable, EpochParams], int | None]
+    epoch: Callable[[UnitTable, EpochRequest], EpochShape]
+    weighted: bool

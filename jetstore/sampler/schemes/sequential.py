@@ -3,7 +3,8 @@ prediction). Slots take units round-robin; each slot's last batch may be short."
 
 from __future__ import annotations
 
-from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
+from jetstore.errors import SchemaError
+from jetstore.sampler.schemes.base import EpochParams, EpochRequest, EpochShape, Scheme, SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
 from jetstore.sampler.world import World
 
@@ -20,4 +21,12 @@ def batches(units: UnitTable, params: EpochParams) -> None:
     return None
 
 
-SCHEME = Scheme("sequential", plan, batches)
+def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
+    """Every selected jet once: an epoch of another size cannot be honoured."""
+    if request.jets_per_epoch is not None:
+        raise SchemaError("the sequential scheme reads every selected jet once; jets_per_epoch does not apply "
+                          "(use the weighted scheme, or stop early)")
+    return EpochShape()
+
+
+SCHEME = Scheme("sequential", plan, batches, epoch, weighted=False)

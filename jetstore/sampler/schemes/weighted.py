@@ -20,14 +20,16 @@ natural epoch size, ranks and workers split the jets exactly instead).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 import numpy as np
 
 from jetstore.errors import DatasetError
-from jetstore.sampler.schemes.base import EpochParams, Scheme, SlotPlan, UnitRead
+from jetstore.sampler.schemes.base import EpochParams, EpochRequest, EpochShape, Scheme, SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
 
+LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS = 0x5EED, 0xDEA1, 0xDEA2  # tags separating the random streams
 
@@ -36,7 +38,7 @@ def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotP
     per_rank = batches(units, params)
     workers = params.num_workers
     quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
-    totals = units.expected.sum(axis=0)
+    totals = units.stratum_totals()
     fractions = totals / totals.sum() if params.stratify else None
 
     def reads() -> Iterator[UnitRead]:
@@ -61,7 +63,8 @@ def batches(units: UnitTable, params: EpochParams) -> int:
     jet is kept exactly once, the poorest rank's exact supply."""
     if _exact(params):
         chosen, _, yields = sample_round(units, params, 0)
-        ranks = deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS))
+        ranks = deal(chosen, units.dominant_strata(chosen, yields), units.n_strata, params.num_ranks,
+                     _rng(params, 0, RANKS))
         jets = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks).min()
     else:
         jets = params.scale * params.epoch_rounds * float(units.expected.sum()) / params.num_ranks
@@ -73,8 +76,9 @@ def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int,
     known exactly: its units (classes interleaved) are cut among its workers where each worker's batches
     end, a unit at a cut read by both, each keeping its side. No jet comes twice in an epoch."""
     chosen, probability, yields = sample_round(units, params, 0)
-    mine = np.nonzero(deal(chosen, yields, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
-    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]
+    dominant = units.dominant_strata(chosen, yields)
+    mine = np.nonzero(deal(chosen, dominant, units.n_strata, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
+    mine = mine[np.argsort(_positions(yields[mine].sum(axis=1), dominant[mine]), kind="stable")]
     rows = np.rint(yields[mine].sum(axis=1)).astype(np.int64)
     ends = np.cumsum(rows)
     starts = ends - rows
@@ -109,19 +113,20 @@ def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
     """The units of one slot in a round, in reading order (classes interleaved), with read probabilities
     and expected kept rows."""
     chosen, probability, yields = sample_round(units, params, round_)
-    mine = np.nonzero(deal(chosen, yields, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
-    mine = mine[deal(chosen[mine], yields[mine], params.num_workers, _rng(params, round_, WORKERS, rank)) == worker]
-    mine = mine[np.argsort(_positions(yields[mine]), kind="stable")]  # in the round's random order
+    dominant, strata = units.dominant_strata(chosen, yields), units.n_strata
+    mine = np.nonzero(deal(chosen, dominant, strata, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
+    mine = mine[deal(chosen[mine], dominant[mine], strata, params.num_workers,
+                     _rng(params, round_, WORKERS, rank)) == worker]
+    mine = mine[np.argsort(_positions(yields[mine].sum(axis=1), dominant[mine]), kind="stable")]  # round's order
     return chosen[mine], probability[mine], yields[mine].sum(axis=1)
 
 
-def deal(chosen: np.ndarray, yields: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
-    """Part of every unit: per dominant class, round robin in dataset order (sorted shards: pT order) from
-    a random offset, so every part gets every class spread over the whole pT spectrum."""
-    if parts == 1 or not len(yields):
-        return np.zeros(len(yields), np.int64)
-    offsets = rng.integers(parts, size=yields.shape[1])
-    dominant = yields.argmax(axis=1)
+def deal(chosen: np.ndarray, dominant: np.ndarray, strata: int, parts: int, rng: np.random.Generator) -> np.ndarray:
+    """Part of every unit: per dominant (sample, class) stratum, round robin in dataset order (sorted shards: pT
+    order) from a random offset, so every part gets every stratum spread over the whole pT spectrum."""
+    if parts == 1 or not len(dominant):
+        return np.zeros(len(dominant), np.int64)
+    offsets = rng.integers(parts, size=strata)
     order = np.argsort(chosen, kind="stable")
     out = np.empty(len(chosen), np.int64)
     for c in np.unique(dominant):
@@ -130,14 +135,12 @@ def deal(chosen: np.ndarray, yields: np.ndarray, parts: int, rng: np.random.Gene
     return out
 
 
-def _positions(yields: np.ndarray) -> np.ndarray:
-    """Every unit's place in (0, 1) along its dominant class: the midpoint of its run of the class's total
+def _positions(total: np.ndarray, dominant: np.ndarray) -> np.ndarray:
+    """Every unit's place in (0, 1) along its dominant stratum: the midpoint of its run of the stratum's total
     expected yield, in the given order."""
-    position = np.zeros(len(yields))
-    if not len(yields):
+    position = np.zeros(len(total))
+    if not len(total):
         return position
-    total = yields.sum(axis=1)
-    dominant = yields.argmax(axis=1)
     for c in np.unique(dominant):
         members = np.nonzero(dominant == c)[0]
         weight = total[members]
@@ -153,4 +156,23 @@ def _rng(params: EpochParams, round_: int, *tags: int) -> np.random.Generator:
     return np.random.default_rng([params.seed, params.epoch, round_, *tags])
 
 
-SCHEME = Scheme("weighted", plan, batches)
+def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
+    """``jets_per_epoch`` rescales the natural weighted epoch (Σw jets); a round gives no jet more than
+    ``max_repeats`` copies (bounding the pools), so larger epochs span several rounds, every jet scaled alike.
+    A natural epoch smaller than a batch per rank is replaced by one the size of the data, with a warning."""
+    total = float(units.expected.sum())
+    if total <= 0:
+        raise DatasetError("no jet has a non-zero sampling weight (check the selection, the reweighting classes "
+                           "and bins)")
+    jets = request.jets_per_epoch
+    if jets is None and total < request.batch_size * request.world_size:
+        jets = request.n_jets
+        LOG.warning("the natural weighted epoch holds %.0f jets, less than a batch per rank (%d × %d); epochs hold "
+                    "%d jets instead (the data's size): set jets_per_epoch to choose", total, request.world_size,
+                    request.batch_size, jets)
+    scale = jets / total if jets else 1.0
+    round_scale = min(scale, request.max_repeats / max(float(units.max_weight.max(initial=0.0)), 1e-12))
+    return EpochShape(round_scale, scale / round_scale)
+
+
+SCHEME = Scheme("weighted", plan, batches, epoch, weighted=True)

@@ -1,20 +1,18 @@
-"""Storage formats behind a registry: ``FORMATS[name]`` gives the shard writer/reader pair.
+"""Storage formats behind a registry: ``FORMATS.get(name)`` gives the shard writer/reader pair.
 
-Adding a format is one folder ``format/<name>/`` (a writer and a reader, see ``base.py``) and one line here.
+Adding a format is one folder ``format/<name>/`` (a writer and a reader, see ``base.py``) and one line here, or
+a third-party package's ``jetstore.formats`` entry point (:mod:`jetstore.registry`).
 """
 
-from jetstore.errors import JetstoreError
+from jetstore.registry import Registry
 from jetstore.store.format import parquet, zarr
 from jetstore.store.format.base import Format, ReadPlan, ShardReader, ShardWriter
 
-FORMATS: dict[str, Format] = {f.name: f for f in (zarr.FORMAT, parquet.FORMAT)}
+FORMATS: Registry[Format] = Registry("format", "jetstore.formats", (zarr.FORMAT, parquet.FORMAT))
 
 
 def get_format(name: str) -> Format:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise JetstoreError(f"unknown format '{name}' (choose from {', '.join(FORMATS)})") from None
+    return FORMATS.get(name)
 
 
 __all__ = ["FORMATS", "Format", "ReadPlan", "ShardReader", "ShardWriter", "get_format"]

@@ -138,15 +138,27 @@ class ZarrShardReader(ShardReader):
         begins = {key: begin for key, begin, _, _ in plan.parts.layout}
         for block, features in plan.selection.blocks.items():
             counts = arrays[f"{block}/{COUNTS}"]
-            v0 = int(self.index.unit_offsets[block][first]) + int(counts[:lo].sum())
-            v1 = v0 + int(counts[lo:hi].sum())
+            spans = self._value_spans(block, first, counts, lo, hi)
             values = {}
             for name in features:
                 key = f"{block}/{name}"
                 base = begins[key] * self.index.arrays[key].chunk
-                values[name] = arrays[key][v0 - base:v1 - base]
+                parts = [arrays[key][a - base:b - base] for a, b in spans]
+                values[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
             blocks[block] = BlockData(counts[lo:hi], values)
         return JetTable(jets, blocks)
+
+    def _value_spans(self, block: str, first: int, counts: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Value positions ``[a, b)`` of the jets ``[lo, hi)`` (counted from unit ``first``'s first jet), one span
+        per unit: every unit's values start at its ``unit_offsets`` entry (after the padding of the previous unit
+        in unit-aligned shards)."""
+        unit, starts = self.index.unit_jets, self.index.unit_offsets[block]
+        spans = []
+        for k in range(lo // unit, max(lo // unit + 1, -(-hi // unit))):
+            a, b = max(lo, k * unit), min(hi, (k + 1) * unit)
+            begin = int(starts[first + k]) + int(counts[k * unit:a].sum())
+            spans.append((begin, begin + int(counts[a:b].sum())))
+        return spans or [(0, 0)]
 
     def _failure(self, plan: ReadPlan, chunk: int, problem: int) -> None:
         """Name the chunk that failed to decode (the global chunk number within its array)."""

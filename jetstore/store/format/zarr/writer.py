@@ -38,6 +38,7 @@ JET_DIMENSION = "jet"
 MIN_VALUE_CHUNK = 1024
 BLOCK_BYTES = 1 << 18  # Blosc compresses a whole chunk (≤ 256 KiB) as one block: faster both ways, no bigger
 SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
+UNIT_ALIGNED = "unit_aligned"  # each unit's node values start at a chunk boundary
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # zip entry timestamps fixed so identical shards have identical bytes
 
 
@@ -63,65 +64,65 @@ class ZarrShardWriter(ShardWriter):
         unit = self.layout.chunk_jets
         n_units = -(-n_jets // unit)
         bounds = np.minimum(np.arange(n_units + 1, dtype=np.int64) * unit, n_jets)
-        heads: list[list[tuple[str, bytes]]] = [[] for _ in range(n_units)]
-        tails: list[list[tuple[str, bytes]]] = [[] for _ in range(n_units)]
+        groups: list[list[tuple[str, bytes]]] = [[] for _ in range(n_units)]
         metadata: dict[str, dict] = {}
         for name, dtype in self.columns.jets:
             key = f"{JETS}/{name}"
             values = table.jets[name] if table is not None else np.zeros(0, dtype)
-            metadata[key] = self._chunks(key, values, dtype, unit, JET_DIMENSION, bounds[:-1], heads, None)
+            metadata[key] = self._chunks(key, values, dtype, unit, JET_DIMENSION, np.arange(n_units), groups)
         unit_offsets = {}
         for block in self.columns.blocks:
             data = table.blocks[block.name] if table is not None else None
-            unit_offsets[block.name] = self._block(block, data, bounds, heads, tails, metadata)
+            unit_offsets[block.name] = self._block(block, data, bounds, groups, metadata)
         with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for head, tail in zip(heads, tails, strict=True):
-                for key, data in (*head, *tail):
+            for group in groups:
+                for key, data in group:
                     _put(archive, key, data)
             for key, document in metadata.items():
                 _put(archive, f"{key}/zarr.json", json.dumps(document))
-            for group in dict.fromkeys(key.split("/")[0] for key in metadata):
-                _put(archive, f"{group}/zarr.json", json.dumps(_group_metadata({})))
-            attributes = {"n_jets": n_jets, "unit_jets": unit,
+            for name in dict.fromkeys(key.split("/")[0] for key in metadata):
+                _put(archive, f"{name}/zarr.json", json.dumps(_group_metadata({})))
+            attributes = {"n_jets": n_jets, "unit_jets": unit, "value_layout": UNIT_ALIGNED,
                           "unit_offsets": {b: offsets.tolist() for b, offsets in unit_offsets.items()}}
             _put(archive, "zarr.json", json.dumps(_group_metadata(attributes)))
 
-    def _block(self, block: BlockColumns, data, bounds: np.ndarray, heads, tails, metadata) -> np.ndarray:
+    def _block(self, block: BlockColumns, data, bounds: np.ndarray, groups, metadata) -> np.ndarray:
+        """Counts, then every feature's values with each unit's values starting at a chunk boundary (the rest of
+        a unit's last chunk is zero padding), so a unit is whole chunks of its own. Returns where every unit's
+        values start (and, last, the padded length)."""
         counts = data.counts.astype(np.int32) if data is not None else np.zeros(0, np.int32)
-        offsets = offsets_of(counts)
-        unit_offsets = offsets[bounds]
+        n_units = len(bounds) - 1
         key = f"{block.name}/{COUNTS}"
-        metadata[key] = self._chunks(key, counts, "int32", self.layout.chunk_jets, JET_DIMENSION, bounds[:-1],
-                                     heads, None)
-        chunk = value_chunk(unit_offsets, self.layout.chunk_values)
-        starts = np.arange(0, int(offsets[-1]), chunk, dtype=np.int64)
-        owner = np.clip(np.searchsorted(unit_offsets, starts, side="right") - 1, 0, max(len(heads) - 1, 0))
-        straddles = starts + chunk > unit_offsets[np.minimum(owner + 1, len(unit_offsets) - 1)]
+        metadata[key] = self._chunks(key, counts, "int32", self.layout.chunk_jets, JET_DIMENSION, np.arange(n_units),
+                                     groups)
+        real = offsets_of(counts)[bounds]  # where every unit's values start without padding
+        chunk = value_chunk(real, self.layout.chunk_values)
+        per_unit = -(-np.diff(real) // chunk)
+        aligned = offsets_of(per_unit) * chunk
+        owner = np.repeat(np.arange(n_units), per_unit)
+        unit_of_value = np.repeat(np.arange(n_units), np.diff(real))
+        position = aligned[:-1][unit_of_value] + np.arange(int(real[-1])) - real[:-1][unit_of_value]
         for name, dtype in block.features:
             key = f"{block.name}/{name}"
-            values = data.features[name] if data is not None else np.zeros(0, dtype)
-            metadata[key] = self._chunks(key, values, dtype, chunk, node_dimension(block.name), starts, heads,
-                                         (owner, straddles, tails))
-        return unit_offsets
+            padded = np.zeros(int(aligned[-1]), np.dtype(dtype))
+            if data is not None:
+                padded[position] = data.features[name]
+            metadata[key] = self._chunks(key, padded, dtype, chunk, node_dimension(block.name), owner, groups)
+        return aligned
 
-    def _chunks(self, key: str, values: np.ndarray, dtype: str, chunk: int, dimension: str, starts: np.ndarray,
-                heads, placement) -> dict:
-        """Encode ``values`` in chunks of ``chunk`` (the last zero-padded, as Zarr stores edge chunks) into
-        unit groups: jet-level chunk i into group i, value chunks by ``placement`` (owner unit, straddles)."""
+    def _chunks(self, key: str, values: np.ndarray, dtype: str, chunk: int, dimension: str, owner: np.ndarray,
+                groups) -> dict:
+        """Encode ``values`` in chunks of ``chunk`` (the last zero-padded, as Zarr stores edge chunks), chunk i into
+        the zip group of unit ``owner[i]``."""
         dtype = np.dtype(dtype)
         values = np.ascontiguousarray(values, dtype=dtype)
         codec = Blosc(cname=self.layout.codec, clevel=self.layout.compression_level, shuffle=_shuffle(dtype),
                       blocksize=BLOCK_BYTES)
-        for index, start in enumerate(starts.tolist()):
-            piece = values[start:start + chunk]
+        for index, unit in enumerate(owner.tolist()):
+            piece = values[index * chunk:(index + 1) * chunk]
             if len(piece) < chunk:
                 piece = np.concatenate([piece, np.zeros(chunk - len(piece), dtype)])
-            encoded = codec.encode(piece)
-            if placement is None:
-                heads[index].append((f"{key}/c/{index}", encoded))
-            else:
-                owner, straddles, tails = placement
-                (tails if straddles[index] else heads)[int(owner[index])].append((f"{key}/c/{index}", encoded))
+            groups[unit].append((f"{key}/c/{index}", codec.encode(piece)))
         document = dict(_array_metadata(dtype.str, chunk, codec.cname, codec.clevel, codec.shuffle, codec.blocksize,
                                         dimension))
         document["shape"] = [len(values)]

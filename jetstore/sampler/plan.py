@@ -1,0 +1,141 @@
+"""Everything a sampler needs before it reads a jet, built once from the data, the config and the options:
+the datasets (a :class:`~jetstore.store.collection.Collection`), their stored stats, the batch builders, the
+cell rule and weights, the units with their expectations, the scheme and the epoch's shape.
+:class:`jetstore.sampler.dataset.JetDataset` is a thin torch face over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jetstore.config.variables import check_agreement
+from jetstore.config.weaver import TrainingConfig, load_training_config
+from jetstore.errors import DatasetError, SchemaError
+from jetstore.sampler.batch import BatchBuilder
+from jetstore.sampler.schemes import EpochRequest, EpochShape, Scheme, get_scheme
+from jetstore.sampler.split import Split
+from jetstore.sampler.stream import StreamSpec
+from jetstore.sampler.units import UnitTable, build_units
+from jetstore.stats.cells import CellRule
+from jetstore.stats.result import StatsResult, read_stats
+from jetstore.store import storage
+from jetstore.store.collection import Collection, DataSpec, ShardCatalog
+
+MAX_AHEAD = 512
+LOCAL_IO_THREADS = 2
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How batches are drawn and read.
+
+    seed: every random choice derives from it (with the epoch and the slot).
+    training: the default scheme: ``weighted`` (weaver's sampling) when True, else ``sequential``.
+    scheme: a registered scheme's name (:mod:`jetstore.sampler.schemes`), instead of the default.
+    jets_per_epoch: epoch size (weighted: rescales the natural Σw epoch; None: natural).
+    max_repeats: the most copies of one jet a sampling round gives (larger epochs span several rounds).
+    split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
+    proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
+    observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.
+    threads, io_threads: CPU threads decoding and preparing; requests kept in flight.
+    max_inflight_mb: stored bytes read ahead at most.
+    window_jets: rows held in the shuffle buffers before a batch is cut.
+    """
+
+    seed: int = 0
+    training: bool = True
+    scheme: str | None = None
+    jets_per_epoch: int | None = None
+    max_repeats: int = 128
+    split: str = "all"
+    holdout: float = 0.1
+    proportions: Mapping[str, float] | None = None
+    observers: bool = False
+    threads: int = 1
+    io_threads: int = 16
+    max_inflight_mb: float = 32
+    window_jets: int = 32768
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "io_threads", "max_repeats", "window_jets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SchemaError(f"{name} must be a positive integer, got {value!r}")
+        if self.jets_per_epoch is not None and (not isinstance(self.jets_per_epoch, int) or self.jets_per_epoch < 1):
+            raise SchemaError(f"jets_per_epoch must be a positive integer or None, got {self.jets_per_epoch!r}")
+
+    def with_overrides(self, **overrides: Any) -> SamplerOptions:
+        """These options with some fields replaced (an unknown name is a one-line error)."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown sampler option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class SamplerPlan:
+    """The built sampler: what it reads and how an epoch is drawn."""
+
+    collection: Collection
+    config: TrainingConfig
+    options: SamplerOptions
+    scheme: Scheme
+    stats: StatsResult | None
+    builders: tuple[BatchBuilder, ...]  # per dataset of the collection
+    spec: StreamSpec
+    shape: EpochShape
+
+    @property
+    def units(self) -> UnitTable:
+        return self.spec.units
+
+    @property
+    def stratify(self) -> bool:
+        """Every batch has the target's (sample, class) composition: with a ``weights`` block or proportions."""
+        return self.config.weights is not None or bool(self.options.proportions)
+
+
+def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: int, options: SamplerOptions,
+               storage_options: Mapping[str, Any] | None = None, world_size: int = 1) -> SamplerPlan:
+    """Open the data and make everything the sampler needs; no shard is read."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SchemaError(f"batch_size must be a positive integer, got {batch_size!r}")
+    config = config if isinstance(config, TrainingConfig) else load_training_config(config)
+    collection = Collection.open(data, storage_options)
+    check_agreement(collection, config)
+    scheme = get_scheme(options.scheme or ("weighted" if options.training else "sequential"))
+    stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
+                                                                               config.weights is not None))
+    centers = {n: (v.center, v.scale) for n, v in stats.variables.items()} if stats else {}
+    builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
+    rule = CellRule.from_config(config)
+    cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
+    split = Split(options.split, options.holdout)
+    units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
+                        options.proportions).scaled(split.share)
+    shape = scheme.epoch(units, EpochRequest(options.jets_per_epoch, options.max_repeats, batch_size, world_size,
+                                             collection.n_jets))
+    unit_bytes = collection.bytes / max(len(units), 1)
+    ahead = int(np.clip(options.max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * options.threads, MAX_AHEAD))
+    io_threads = options.io_threads
+    if all(storage.is_local(m.url) for m in collection):  # local reads take microseconds: a few threads suffice
+        io_threads = min(io_threads, LOCAL_IO_THREADS)
+    spec = StreamSpec(ShardCatalog.of(collection), units, rule, cell_weights, batch_size, options.seed, shape.scale,
+                      options.threads, io_threads, ahead, options.window_jets, split)
+    return SamplerPlan(collection, config, options, scheme, stats, builders, spec, shape)
+
+
+def _stats(collection: Collection, config: TrainingConfig, needed: bool) -> StatsResult | None:
+    """The stored stats of the config for these data; None when missing and not needed."""
+    try:
+        return read_stats(collection, config.hash)
+    except DatasetError:
+        if needed:
+            raise
+        return None

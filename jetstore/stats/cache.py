@@ -1,0 +1,65 @@
+"""Per-shard results of the stats passes, kept with the dataset so a rerun (after an append, or for a union of
+datasets that grew) only reads the shards it has not seen.
+
+Pass 1 of a shard (histograms, moments, per-unit cell counts) depends only on the shard, the config and the
+fractions (weaver's fraction is the first part of every input file: a shard's share does not change when
+inputs are added), so it is reused as it is. Pass 2 (exact order statistics) needs fine histograms inside the
+bins where the union's quantiles fall; a shard's fine histograms are kept per bin, and a rerun reads the shard
+again only when a quantile moved into a bin it has not counted.
+
+Files: ``<dataset>/_stats/<config>/<fractions>/<shard>.<checksum>.{pass1,pass2}.npz``, plain arrays (loaded
+without pickle). A missing, damaged or unwritable cache only costs a recomputation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from jetstore.stats.fraction import Fraction
+from jetstore.store import paths, storage
+from jetstore.store.manifest import ShardEntry
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ShardCache:
+    """Where the per-shard results of one config and fractions live in one dataset (small, picklable)."""
+
+    url: str
+    options: Mapping[str, Any]
+    folder: str  # relative to the dataset root
+
+    @classmethod
+    def of(cls, url: str, options: Mapping[str, Any], config_hash: str, standardization: Fraction,
+           weights: Fraction) -> ShardCache:
+        fractions = xxhash.xxh3_64_hexdigest(repr((standardization.value, standardization.mode, weights.value,
+                                                   weights.mode)).encode())
+        return cls(url, options, paths.join(paths.STATS, config_hash, fractions))
+
+    def load(self, shard: ShardEntry, kind: str) -> Arrays | None:
+        fs, root = storage.filesystem(self.url, self.options)
+        try:
+            data = fs.cat_file(self._path(root, shard, kind))
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            return None
+
+    def save(self, shard: ShardEntry, kind: str, arrays: Arrays) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        fs, root = storage.filesystem(self.url, self.options)
+        with contextlib.suppress(OSError):  # a read-only dataset (a colleague's): recompute next time
+            storage.write_bytes_atomic(fs, self._path(root, shard, kind), buffer.getvalue())
+
+    def _path(self, root: str, shard: ShardEntry, kind: str) -> str:
+        return paths.join(root, self.folder, f"{shard.name}.{shard.checksum[:16]}.{kind}.npz")
