@@ -9,8 +9,8 @@ import pytest
 import uproot
 import yaml
 
+from jetstore.conversion.infer import infer_schema
 from jetstore.schema import load_schema
-from jetstore.schema.infer import infer_schema
 from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
 from tests.helpers import REPO, run_convert
@@ -217,11 +217,14 @@ def test_schema_infer_recognises_nanoaod(tmp_path):
     ak4, skipped = infer_schema([str(PFNANO)])
     assert ak4["name"] == "nano_ak4" and ak4["collection"] == "Jet" and not skipped
     assert infer_schema([str(NANO_V15)], name="mine")[0]["name"] == "mine"
-    from jetstore.schema import infer_nano
+    from jetstore.conversion import infer_nano
+    from jetstore.conversion.inputs import root
     from jetstore.schema.load import schema_from_dict
 
     tree = uproot.open(PFNANO)["Events"]
-    generic = schema_from_dict(infer_nano._generic(tree, set(tree.keys(recursive=False)), None))
+    with root.KIND.open(str(PFNANO), "Events", {}) as handle:
+        generic = schema_from_dict(infer_nano._generic(handle.branches(), "Events", set(tree.keys(recursive=False)),
+                                                       None))
     assert generic.collection == "Jet" and {b.name for b in generic.blocks} == {"pfcands", "sv"}
     assert generic.branches <= set(tree.keys(recursive=False))
 
