@@ -35,7 +35,8 @@ def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
     labels = dataset.schema.label_names
     assert manifest.class_counts == {name: int(np.sum(reference[name])) for name in labels}
     assert [i.entries for i in manifest.inputs] == [1500, 1000]
-    assert manifest.inputs[0].kind == "root" and manifest.inputs[0].identity == str(uproot.open(sample_files[0]).file.uuid)
+    assert manifest.inputs[0].kind == "root"
+    assert manifest.inputs[0].identity == str(uproot.open(sample_files[0]).file.uuid)
     assert manifest.inputs[0].size == os.path.getsize(sample_files[0])
     for shard in manifest.shards:
         path = tmp_path / "ds" / shard.path
