@@ -48,7 +48,7 @@ class ParquetFile(InputFile):
         self._starts = np.cumsum([0] + [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)])
         paths = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
         self._leaves = _leaves(self._parquet.schema_arrow, paths)
-        self._cached: tuple[tuple, pa.Table] | None = None  # the last row groups read (a step is often less)
+        self._cached: tuple[tuple, ak.Array] | None = None  # the last row groups read (a step is often less)
 
     @property
     def entries(self) -> int:
@@ -70,9 +70,12 @@ class ParquetFile(InputFile):
         columns = tuple(sorted({leaf.column for leaf in leaves.values()}))
         key = (groups, columns)
         if self._cached is None or self._cached[0] != key:
-            self._cached = (key, self._parquet.read_row_groups(list(groups), columns=list(columns), use_threads=False))
+            table = self._parquet.read_row_groups(list(groups), columns=list(columns), use_threads=False)
+            # without the awkward form ak.to_parquet stores: it would hide the nulls of a column rewritten since;
+            # sliced in awkward, not in Arrow (awkward 2.14 drops the offset of a sliced Arrow validity bitmap)
+            self._cached = (key, ak.from_arrow(table.replace_schema_metadata(None)))
         first = int(self._starts[groups[0]]) if groups else start
-        table = ak.from_arrow(self._cached[1].slice(start - first, stop - start))
+        table = self._cached[1][start - first:stop - first]
         out = {}
         for name, leaf in leaves.items():
             values = table[leaf.fields[0]]
