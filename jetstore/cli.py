@@ -217,7 +217,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         storage_options=args.storage_options, input_storage_options=args.input_storage_options,
         overwrite=args.overwrite, append=args.append, skip_bad_inputs=args.skip_bad_inputs,
         break_lease=args.break_lease, scheduler=args.scheduler, workers=args.workers,
-        progress=not (args.no_progress or args.quiet), log=_log(args),
+        progress=not (args.no_progress or args.quiet), quiet=bool(args.quiet), log=_log(args),
     )
     print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
     if report.manifest is not None:

@@ -29,11 +29,13 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
             storage_options: Mapping[str, Any] | None = None, input_storage_options: Mapping[str, Any] | None = None,
             overwrite: bool = False, append: bool = False, skip_bad_inputs: bool = False, break_lease: bool = False,
             client: Client | None = None, scheduler: str | None = None, workers: int | None = None,
-            progress: bool = True, log: Callable[[str], None] | None = None) -> ConvertReport:
+            progress: bool = True, quiet: bool | None = None, log: Callable[[str], None] | None = None,
+            ) -> ConvertReport:
     """Convert jet libraries (ROOT, Parquet or HDF5 files: paths, globs or URLs) into a dataset at ``output``
     with ``schema`` (a Schema, a YAML path or a bundled name), on ``client``, else on the scheduler given (or
-    ``DASK_SCHEDULER_ADDRESS``), else on a LocalCluster of ``workers`` processes. Rerunning resumes;
-    ``append`` adds the inputs to the existing dataset at ``output``."""
+    ``DASK_SCHEDULER_ADDRESS``), else on a LocalCluster of ``workers`` processes (its address is printed
+    unless ``quiet``, by default when there is no ``progress`` bar). Rerunning resumes; ``append`` adds the
+    inputs to the existing dataset at ``output``."""
     from jetstore.conversion.cluster import dask_client
     from jetstore.conversion.run import session
 
@@ -48,7 +50,7 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
     with session(request, log) as ready:
         if client is not None:
             return ready.run(client, progress)
-        with dask_client(scheduler, workers, quiet=not progress) as own:
+        with dask_client(scheduler, workers, quiet=not progress if quiet is None else quiet) as own:
             return ready.run(own, progress)
 
 
