@@ -4,6 +4,7 @@ records) converts like the ROOT file it came from; kinds are told by content; id
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -25,7 +26,7 @@ from jetstore.schema import load_schema, schema_from_dict
 from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
 from tests.fixtures.rewrite_sample import to_hdf5, to_parquet
-from tests.helpers import cli, run_convert
+from tests.helpers import REPO, cli, run_convert
 
 KINDS = ("root", "parquet", "hdf5")
 
@@ -264,3 +265,15 @@ def test_pfnano_as_a_coffea_parquet_skim(dask_client, tmp_path):
         np.testing.assert_array_equal(parquet.blocks[block].counts, data.counts)
         for name, values in data.features.items():
             np.testing.assert_array_equal(parquet.blocks[block].features[name], values, err_msg=name)
+
+
+def test_hdf5_without_h5py_names_the_extra(libraries, tmp_path):
+    shim = tmp_path / "shim" / "h5py"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'h5py'\", name='h5py')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(shim.parent), str(REPO)])}  # the Dask workers inherit it
+    result = cli("convert", libraries["hdf5"][0], "--schema", "cms_ak4", "-o", str(tmp_path / "ds"), "--workers", "1",
+                 "-q", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "sample_cms_ak4_a.h5: reading HDF5 needs h5py, an optional dependency: pip install 'jetstore[hdf5]'" \
+        in result.stderr

@@ -36,8 +36,11 @@ class Hdf5File(InputFile):
     """One HDF5 file, local or remote (fsspec)."""
 
     def __init__(self, url: str, tree: str | None, options: Mapping[str, Any]):
-        import h5py
-
+        try:
+            import h5py
+        except ModuleNotFoundError:  # where it runs (a Dask worker's image may lack it): this input fails, named
+            raise InputError(url, "reading HDF5 needs h5py, an optional dependency: pip install 'jetstore[hdf5]'"
+                             ) from None
         super().__init__(KIND, url)
         self._raw = open_binary(url, options)
         try:
