@@ -149,3 +149,24 @@ def test_killed_mid_append_then_rerun_loses_and_doubles_nothing(dask_client, sam
     assert run_convert(dask_client, sample_files, clean, jets_per_shard=50).ok
     assert content(dataset) == content(Dataset.open(str(clean)))  # identical to an uninterrupted one-shot run
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
+
+
+def test_a_format_2_manifest_is_read_and_rerun(dask_client, sample_files, one_shot, tmp_path):
+    """Datasets written before input kinds and versions (format 2: a ROOT uuid per input) open as they are,
+    and a rerun reuses their shards (ROOT shard keys did not change), writing the manifest in format 3."""
+    from jetstore.store.manifest import FORMAT_VERSION, _checksum
+
+    out = tmp_path / "old"
+    shutil.copytree(one_shot.url, out)
+    shutil.rmtree(out / "_manifests")
+    data = json.loads((out / "_manifest.json").read_text())
+    data = {k: v for k, v in data.items() if k not in ("version", "checksum")}
+    data.update(format_version=2, inputs=[{"url": i["url"], "entries": i["entries"], "size": i["size"],
+                                           "uuid": i["identity"]} for i in data["inputs"]])
+    (out / "_manifest.json").write_text(json.dumps({**data, "checksum": _checksum(data)}))
+    old = Dataset.open(str(out)).manifest
+    assert old.format_version == 2 and old.version == 1 and [i.kind for i in old.inputs] == ["root", "root"]
+    assert old.inputs == one_shot.manifest.inputs
+    again = run_convert(dask_client, sample_files, out, jets_per_shard=500)
+    assert (again.written, again.reused) == (0, 5)
+    assert json.loads((out / "_manifest.json").read_text())["format_version"] == FORMAT_VERSION

@@ -13,6 +13,7 @@ from typing import Any
 from jetstore.conversion.inputs import hdf5, parquet, root
 from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, describe, open_binary
 from jetstore.errors import InputError, SchemaError
+from jetstore.store import storage
 
 KINDS: dict[str, InputKind] = {k.name: k for k in (root.KIND, parquet.KIND, hdf5.KIND)}
 MAGIC_BYTES = max(len(k.magic) for k in KINDS.values())
@@ -56,11 +57,17 @@ def stem(url: str) -> str:
 
 
 def _head(url: str, options: Mapping[str, Any]) -> bytes:
+    """The first bytes of a file (remote: one ranged read, not a read-ahead block)."""
     try:
-        with open_binary(url, options) as handle:
-            return handle.read(MAGIC_BYTES)
+        if storage.is_local(url):
+            with open_binary(url, options) as handle:
+                return handle.read(MAGIC_BYTES)
+        fs, path = storage.filesystem(url, options)
+        return fs.cat_file(path, start=0, end=MAGIC_BYTES)
     except InputError:
         raise
+    except FileNotFoundError:
+        raise InputError(url, "no such file") from None
     except Exception as exc:
         raise InputError(url, f"cannot read ({describe(exc)})") from None
 
