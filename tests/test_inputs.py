@@ -277,3 +277,22 @@ def test_hdf5_without_h5py_names_the_extra(libraries, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "sample_cms_ak4_a.h5: reading HDF5 needs h5py, an optional dependency: pip install 'jetstore[hdf5]'" \
         in result.stderr
+
+
+def test_hdf5_padded_2d_datasets_are_fixed_length_lists(tmp_path):
+    """weaver's padded arrays (entries, k): k values per jet; other-length and string datasets are left out."""
+    from jetstore.conversion.read import read_range
+
+    rng = np.random.default_rng(1)
+    pt, parts = rng.exponential(50, 30).astype(">f4"), rng.normal(size=(30, 4)).astype(np.float32)  # big-endian too
+    with h5py.File(tmp_path / "padded.h5", "w") as out:
+        out["jet_pt"], out["part_px"], out["label_a"] = pt, parts, np.ones(30, np.int8)
+        out["meta"], out["name"] = np.arange(3), np.array([b"x"] * 30)
+    data, skipped = infer_schema(str(tmp_path / "padded.h5"))
+    assert data["blocks"] == {"part": {"features": ["part_px"]}} and sorted(skipped) == ["meta", "name"]
+    schema = schema_from_dict(data)
+    info = inspect_input(str(tmp_path / "padded.h5"), schema, {})
+    table = next(read_range(info, schema, 0, 30, {}, 100))
+    np.testing.assert_array_equal(table.blocks["part"].counts, np.full(30, 4))
+    np.testing.assert_array_equal(table.blocks["part"].features["part_px"], parts.ravel())
+    np.testing.assert_array_equal(np.sort(table.jets["jet_pt"]), np.sort(pt.astype(np.float32)))

@@ -70,14 +70,14 @@ class Hdf5File(InputFile):
         for name in names:
             column, data = self._columns[name], self._file[name]
             if column.offsets is None and data.ndim == 1:
-                out[name] = ak.Array(data[start:stop])
+                out[name] = ak.Array(_native(data[start:stop]))
             elif column.offsets is None:
-                out[name] = ak.from_regular(ak.Array(data[start:stop]), axis=1)
+                out[name] = ak.from_regular(ak.Array(_native(data[start:stop])), axis=1)
             else:
                 if column.offsets not in offsets:
                     offsets[column.offsets] = self._offsets(column.offsets, start, stop)
                 bounds = offsets[column.offsets]
-                content = ak.contents.NumpyArray(data[bounds[0]:bounds[-1]])
+                content = ak.contents.NumpyArray(_native(data[bounds[0]:bounds[-1]]))
                 out[name] = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(bounds - bounds[0]), content))
         return out
 
@@ -105,18 +105,23 @@ def _columns(url: str, file, dataset_type) -> tuple[int, dict[str, _Column]]:
         if name in offsets.values():
             continue
         numeric = data.dtype.kind in "biuf"
-        typename = f"{data.dtype}{''.join(f'[{n}]' for n in data.shape[1:])}"
+        typename = f"{data.dtype.name if numeric else data.dtype}{''.join(f'[{n}]' for n in data.shape[1:])}"
         if name in offsets:
             _check_offsets(url, name, data, datasets.get(offsets[name]), entries)
             usable = numeric and data.ndim == 1
             columns[name] = _Column(BranchType(f"{typename} lists (offsets '{offsets[name]}')",
-                                               data.dtype if usable else None, 1), offsets[name])
+                                               data.dtype.newbyteorder("=") if usable else None, 1), offsets[name])
         elif data.ndim in (1, 2) and len(data) == entries and numeric:
-            columns[name] = _Column(BranchType(typename, data.dtype, data.ndim - 1))
+            columns[name] = _Column(BranchType(typename, data.dtype.newbyteorder("="), data.ndim - 1))
         else:
             note = "" if data.ndim == 0 or len(data) == entries else f", {len(data)} rows but the file has {entries}"
             columns[name] = _Column(BranchType(f"{typename}{note}"))
     return entries, columns
+
+
+def _native(values: np.ndarray) -> np.ndarray:
+    """In this machine's byte order (HDF5 keeps the writer's; awkward takes native arrays only)."""
+    return values.astype(values.dtype.newbyteorder("="), copy=False)
 
 
 def _text(value: Any) -> str:
