@@ -26,7 +26,7 @@ from jetstore.schema import load_schema, schema_from_dict
 from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
 from tests.fixtures.rewrite_sample import to_hdf5, to_parquet
-from tests.helpers import REPO, cli, run_convert
+from tests.helpers import REPO, cli, nano_collections, run_convert
 
 KINDS = ("root", "parquet", "hdf5")
 
@@ -244,14 +244,7 @@ def test_pfnano_as_a_coffea_parquet_skim(dask_client, tmp_path):
         pytest.skip("../shared/data/cms_nano is not present")
     schema = load_schema("nano_ak4")
     branches = uproot.open(pfnano)["Events"].arrays(sorted(schema.branches), library="ak")
-    collections: dict[str, dict] = {}
-    flat = {}
-    for name in branches.fields:
-        prefix, _, field = name.partition("_")
-        if branches[name].ndim == 2:
-            collections.setdefault(prefix, {})[field] = branches[name]
-        elif not (name.startswith("n") and name[1:] in {n.partition("_")[0] for n in branches.fields}):
-            flat[name] = branches[name]  # the counters: a skim has none, jetstore counts the lists
+    flat, collections = nano_collections(branches)
     skim = ak.zip({**flat, **{prefix: ak.zip(fields) for prefix, fields in collections.items()}}, depth_limit=1)
     ak.to_parquet(skim, tmp_path / "skim.parquet")
     assert infer_schema([str(tmp_path / "skim.parquet")])[0]["name"] == "nano_ak4"  # recognised as NanoAOD
