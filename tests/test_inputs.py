@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import awkward as ak
@@ -114,15 +116,13 @@ def test_schema_infer_reads_every_kind_alike(libraries):
         infer_schema([libraries["root"][0], libraries["parquet"][1]])
 
 
-def test_cli_infer_then_convert_a_parquet_library(libraries, tmp_path):
+def test_cli_infer_then_convert_a_parquet_library(dask_client, libraries, tmp_path):
     schema = tmp_path / "mine.yaml"
     assert cli("schema", "infer", *libraries["parquet"], "-o", str(schema)).returncode == 0
     assert "source: parquet" in schema.read_text()
-    assert cli("schema", "check", str(schema)).returncode == 0
-    result = cli("convert", *libraries["parquet"], "--schema", str(schema), "-o", str(tmp_path / "ds"), "--workers",
-                 "1", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    assert "from 2 input(s) (parquet)" in result.stdout
+    assert run_convert(dask_client, libraries["parquet"], tmp_path / "ds", schema=str(schema)).ok
+    summary = cli("inspect", str(tmp_path / "ds"))
+    assert summary.returncode == 0 and "from 2 input(s) (parquet)" in summary.stdout
 
 
 def test_the_content_tells_the_kind_and_the_schema_source_must_agree(libraries, tmp_path):
@@ -261,15 +261,15 @@ def test_pfnano_as_a_coffea_parquet_skim(dask_client, tmp_path):
 
 
 def test_hdf5_without_h5py_names_the_extra(libraries, tmp_path):
+    """Where h5py is missing (a Dask worker's image, say) the input fails, named, with the extra to install."""
     shim = tmp_path / "shim" / "h5py"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'h5py'\", name='h5py')\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(shim.parent), str(REPO)])}  # the Dask workers inherit it
-    result = cli("convert", libraries["hdf5"][0], "--schema", "cms_ak4", "-o", str(tmp_path / "ds"), "--workers", "1",
-                 "-q", env=env)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "sample_cms_ak4_a.h5: reading HDF5 needs h5py, an optional dependency: pip install 'jetstore[hdf5]'" \
-        in result.stderr
+    probe = ("import sys; from jetstore import load_schema; from jetstore.conversion.read import inspect_task; "
+             "print(inspect_task(sys.argv[1], load_schema('cms_ak4'), {}).reason)")
+    result = subprocess.run([sys.executable, "-c", probe, libraries["hdf5"][0]], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(shim.parent), str(REPO)])})
+    assert result.stdout.strip() == "reading HDF5 needs h5py, an optional dependency: pip install 'jetstore[hdf5]'"
 
 
 def test_hdf5_padded_2d_datasets_are_fixed_length_lists(tmp_path):
