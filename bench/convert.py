@@ -35,11 +35,11 @@ from common import best_of  # noqa: E402
 
 from jetstore import convert, load_schema  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
+from jetstore.conversion.infer import infer_schema  # noqa: E402
 from jetstore.conversion.plan import plan_shards  # noqa: E402
-from jetstore.conversion.root_input import inspect_input  # noqa: E402
+from jetstore.conversion.read import inspect_input  # noqa: E402
 from jetstore.conversion.shard import ShardJob, run_shard  # noqa: E402
 from jetstore.schema import Schema, schema_from_dict  # noqa: E402
-from jetstore.schema.infer import infer_schema  # noqa: E402
 from jetstore.store.layout import Layout, TableColumns  # noqa: E402
 from jetstore.store.storage import StorageOptions  # noqa: E402
 from jetstore.store.writer import DatasetWriter  # noqa: E402

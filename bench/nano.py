@@ -30,7 +30,7 @@ from common import best_of  # noqa: E402
 
 from jetstore import load_schema  # noqa: E402
 from jetstore.conversion.events import explode  # noqa: E402
-from jetstore.conversion.root_input import build_table, inspect_input  # noqa: E402
+from jetstore.conversion.read import build_table, inspect_input  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CASES = {"nano_ak4": SHARED / "data/cms_nano/pfnano.root", "nano_ak8": SHARED / "data/cms_nano/nano_tt_v15.root"}

@@ -1,9 +1,10 @@
-"""The ``jetstore`` command line: convert ROOT to a sharded dataset, inspect and verify it, infer and check
-schemas, compute and export statistics, train, run the demo.
+"""The ``jetstore`` command line: convert jet libraries (ROOT, Parquet, HDF5) to a sharded dataset or append to
+one, inspect and verify it, infer and check schemas, compute and export statistics, train, run the demo.
 
-Exit codes: 0 success; 1 some inputs failed (named on stderr); 2 a usage, schema, config or expression error;
-3 storage unusable (endpoint, credentials, permissions, bucket); 4 a dataset problem (missing, corrupt,
-locked by another writer). Errors are one line; -v adds the traceback."""
+Exit codes: 0 success; 1 some inputs failed (named on stderr), or `verify` found damaged shards (named); 2 a
+usage, schema, config or expression error; 3 storage unusable (endpoint, credentials, permissions, bucket); 4 a
+dataset problem (missing, unreadable manifest, locked by another writer, options that do not match it). Errors
+are one line; -v adds the traceback."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from jetstore.conversion.request import ConvertRequest
 from jetstore.errors import JetstoreError, SchemaError
 from jetstore.schema import load_schema
-from jetstore.store import storage
 from jetstore.store.format import FORMATS
 from jetstore.store.layout import CODECS, Layout
 
@@ -93,12 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      **kwargs)
 
 
-    convert = command("convert", help="convert ROOT jet libraries into a sharded dataset")
-    convert.add_argument("inputs", nargs="+", metavar="INPUT", help="ROOT files: paths, globs or fsspec URLs")
+    convert = command("convert", help="convert jet libraries (ROOT, Parquet, HDF5) into a sharded dataset")
+    convert.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="ROOT, Parquet or HDF5 files (told by their content): paths, globs or fsspec URLs")
     convert.add_argument("--schema", required=True, help="schema YAML, or the name of a bundled schema")
     convert.add_argument("--output", "-o", required=True, help="dataset URL: local path or s3://bucket/prefix")
-    convert.add_argument("--format", choices=sorted(FORMATS), default="zarr", help="dataset format")
-    convert.add_argument("--jets-per-shard", type=_positive, default=100_000, help="input entries per shard")
+    convert.add_argument("--format", choices=sorted(FORMATS), default=ConvertRequest.format, help="dataset format")
+    convert.add_argument("--jets-per-shard", type=_positive, default=ConvertRequest.jets_per_shard,
+                         help="input entries per shard")
     convert.add_argument("--chunk-jets", type=_positive, default=Layout.chunk_jets,
                          help="jets per Zarr chunk / Parquet row group")
     convert.add_argument("--chunk-values", type=_positive, default=Layout.chunk_values,
@@ -107,14 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="zstd: smallest (default); lz4: fastest, ~15%% larger")
     convert.add_argument("--compression-level", type=int, default=Layout.compression_level,
                          help="codec level: higher is smaller and slower")
-    convert.add_argument("--read-step", type=_positive, default=20_000, help="entries read from ROOT at once")
+    convert.add_argument("--read-step", type=_positive, default=ConvertRequest.read_step,
+                         help="input entries read at once")
     convert.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     convert.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
     convert.add_argument("--storage-options", type=_json_object, default={},
                          help="JSON fsspec options for the output (e.g. endpoint_url, key, secret)")
     convert.add_argument("--input-storage-options", type=_json_object, default={},
                          help="JSON fsspec options for remote inputs")
-    convert.add_argument("--overwrite", action="store_true", help="delete any existing dataset first")
+    replace = convert.add_mutually_exclusive_group()
+    replace.add_argument("--overwrite", action="store_true", help="delete any existing dataset first")
+    replace.add_argument("--append", action="store_true",
+                         help="add the inputs to the existing dataset at --output (same schema and options); inputs "
+                              "it already holds are skipped")
     convert.add_argument("--skip-bad-inputs", action="store_true",
                          help="commit the dataset without inputs that failed (still exits non-zero)")
     convert.add_argument("--break-lease", action="store_true",
@@ -136,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema = command("schema", help="work with schemas")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True)
     infer = schema_commands.add_parser("infer", parents=[common],
-                                       help="write a schema for unseen ROOT files (all must agree)")
+                                       help="write a schema for unseen ROOT, Parquet or HDF5 files (all must agree)")
     infer.add_argument("files", nargs="+", metavar="FILE")
-    infer.add_argument("--tree", help="tree name (default: the only TTree in the file)")
+    infer.add_argument("--tree", help="ROOT: tree name (default: the only TTree in the file, else Events)")
     infer.add_argument("--name", help="schema name (default: from the file names)")
     infer.add_argument("--output", "-o", help="write the YAML here (default: stdout)")
     infer.set_defaults(handler=cmd_schema_infer)
@@ -203,19 +211,16 @@ def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from jetstore.conversion import ConvertRequest, dask_client, session
+    from jetstore.conversion import convert
 
-    request = ConvertRequest(
-        inputs=tuple(args.inputs), schema=load_schema(args.schema), output=args.output, format=args.format,
-        jets_per_shard=args.jets_per_shard,
+    report = convert(
+        args.inputs, args.schema, args.output, format=args.format, jets_per_shard=args.jets_per_shard,
         layout=Layout(args.chunk_jets, args.chunk_values, args.compression_level, args.codec), read_step=args.read_step,
-        overwrite=args.overwrite, skip_bad_inputs=args.skip_bad_inputs, break_lease=args.break_lease,
-        input_options=storage.resolve_storage_options(args.inputs[0], args.input_storage_options),
-        output_options=storage.resolve_storage_options(args.output, args.storage_options),
+        storage_options=args.storage_options, input_storage_options=args.input_storage_options,
+        overwrite=args.overwrite, append=args.append, skip_bad_inputs=args.skip_bad_inputs,
+        break_lease=args.break_lease, scheduler=args.scheduler, workers=args.workers,
+        progress=not (args.no_progress or args.quiet), quiet=bool(args.quiet), log=_log(args),
     )
-    with session(request, _log(args)) as ready, \
-            dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
-        report = ready.run(client, progress=not (args.no_progress or args.quiet))
     print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
     if report.manifest is not None:
         print_summary(args.output, report.manifest)
@@ -256,7 +261,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _summary(url: str, manifest) -> dict:
     return {"url": url, "format": manifest.format, "jets": manifest.n_jets, "shards": len(manifest.shards),
             "bytes": manifest.bytes, "class_counts": manifest.class_counts, "node_counts": manifest.node_counts,
-            "inputs": len(manifest.inputs), "schema_hash": manifest.schema_hash}
+            "inputs": len(manifest.inputs), "version": manifest.version, "plan_hash": manifest.plan_hash,
+            "schema_hash": manifest.schema_hash}
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -318,7 +324,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
-    from jetstore.schema.infer import infer_schema
+    from jetstore.conversion.infer import infer_schema
     from jetstore.schema.load import schema_from_dict
 
     data, skipped = infer_schema(args.files, args.tree, args.name)
@@ -338,7 +344,11 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
+    from jetstore.conversion.inputs import get_kind
+
     schema = load_schema(args.schema)
+    if schema.source is not None:
+        get_kind(schema.source)
     features = sum(len(b.features) for b in schema.blocks)
     print(f"{args.schema}: ok ({len(schema.jets)} jet columns, {len(schema.labels)} labels, "
           f"{len(schema.blocks)} blocks with {features} features, hash {schema.hash})")
@@ -361,7 +371,9 @@ def print_summary(url: str, manifest, sample: str | None = None) -> None:
     print(f"dataset {url}" + (f" (sample {sample})" if sample else ""))
     print(f"  format   {manifest.format} (manifest v{manifest.format_version}, schema {manifest.schema['name']} "
           f"{manifest.schema_hash})")
-    print(f"  jets     {manifest.n_jets:,} in {len(manifest.shards)} shard(s) from {len(manifest.inputs)} input(s)")
+    kinds = ", ".join(sorted({i.kind for i in manifest.inputs}))
+    print(f"  jets     {manifest.n_jets:,} in {len(manifest.shards)} shard(s) from {len(manifest.inputs)} input(s)"
+          + (f" ({kinds})" if kinds else "") + (f"; version {manifest.version}" if manifest.version > 1 else ""))
     print(f"  bytes    {manifest.bytes:,} ({manifest.bytes / max(manifest.n_jets, 1):.0f} per jet)")
     counts = manifest.class_counts
     total = max(sum(counts.values()), 1)

@@ -24,3 +24,18 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "jetstore", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=REPO)
+
+
+def nano_collections(branches) -> tuple[dict, dict[str, dict]]:
+    """NanoAOD branches (an awkward record of ``X_field`` arrays) as the event-level ones and, per collection, its
+    fields; the ``nX`` counters are left out (uproot writes them for each collection; a Parquet skim has none)."""
+    collections: dict[str, dict] = {}
+    flat = {}
+    prefixes = {n.partition("_")[0] for n in branches.fields}
+    for name in branches.fields:
+        prefix, _, field = name.partition("_")
+        if branches[name].ndim == 2:
+            collections.setdefault(prefix, {})[field] = branches[name]
+        elif not (name.startswith("n") and name[1:] in prefixes):
+            flat[name] = branches[name]
+    return flat, collections

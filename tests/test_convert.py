@@ -35,13 +35,15 @@ def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
     labels = dataset.schema.label_names
     assert manifest.class_counts == {name: int(np.sum(reference[name])) for name in labels}
     assert [i.entries for i in manifest.inputs] == [1500, 1000]
-    assert manifest.inputs[0].uuid == str(uproot.open(sample_files[0]).file.uuid)
+    assert manifest.inputs[0].kind == "root"
+    assert manifest.inputs[0].identity == str(uproot.open(sample_files[0]).file.uuid)
     assert manifest.inputs[0].size == os.path.getsize(sample_files[0])
     for shard in manifest.shards:
         path = tmp_path / "ds" / shard.path
         assert shard.files == {"": (path.stat().st_size, file_checksum(dataset.fs, str(path)))}
         assert shard.bytes == path.stat().st_size
-    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "_manifest.json", "shards"]
+    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "_manifest.json", "_manifests", "shards"]
+    assert os.listdir(tmp_path / "ds" / "_manifests") == ["1.json"] and manifest.version == 1
 
 
 def test_zarr_shard_is_standard_zarr_v3(dask_client, sample_files, tmp_path):

@@ -9,11 +9,11 @@ import pytest
 import uproot
 import yaml
 
+from jetstore.conversion.infer import infer_schema
 from jetstore.schema import load_schema
-from jetstore.schema.infer import infer_schema
 from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
-from tests.helpers import REPO, run_convert
+from tests.helpers import REPO, nano_collections, run_convert
 
 NANO = SHARED / "data" / "cms_nano"
 PFNANO, NANO_V15 = NANO / "pfnano.root", NANO / "nano_tt_v15.root"
@@ -191,14 +191,7 @@ def test_a_jet_selection_keeps_the_selected_jets_with_their_particles(dask_clien
 def test_a_link_past_the_collection_names_file_event_and_branch(dask_client, tmp_path):
     schema = load_schema("nano_ak4")
     branches = uproot.open(PFNANO)["Events"].arrays(sorted(schema.branches), library="ak")
-    collections: dict[str, dict] = {}
-    flat = {}
-    for name in branches.fields:
-        prefix, _, field = name.partition("_")
-        if branches[name].ndim == 2:
-            collections.setdefault(prefix, {})[field] = branches[name]
-        elif not (name.startswith("n") and name[1:] in {n.partition("_")[0] for n in branches.fields}):
-            flat[name] = branches[name]  # uproot writes the collections' counters itself
+    flat, collections = nano_collections(branches)
     links = collections["JetPFCands"]
     index = ak.to_list(links["pFCandsIdx"])
     index[3][5] = int(branches["nPFCands"][3]) + 7  # event 3 points past its PF candidates
@@ -217,11 +210,14 @@ def test_schema_infer_recognises_nanoaod(tmp_path):
     ak4, skipped = infer_schema([str(PFNANO)])
     assert ak4["name"] == "nano_ak4" and ak4["collection"] == "Jet" and not skipped
     assert infer_schema([str(NANO_V15)], name="mine")[0]["name"] == "mine"
-    from jetstore.schema import infer_nano
+    from jetstore.conversion import infer_nano
+    from jetstore.conversion.inputs import root
     from jetstore.schema.load import schema_from_dict
 
     tree = uproot.open(PFNANO)["Events"]
-    generic = schema_from_dict(infer_nano._generic(tree, set(tree.keys(recursive=False)), None))
+    with root.KIND.open(str(PFNANO), "Events", {}) as handle:
+        generic = schema_from_dict(infer_nano._generic(handle.branches(), "Events", set(tree.keys(recursive=False)),
+                                                       None))
     assert generic.collection == "Jet" and {b.name for b in generic.blocks} == {"pfcands", "sv"}
     assert generic.branches <= set(tree.keys(recursive=False))
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import yaml
 
+from jetstore.conversion.infer import infer_schema
 from jetstore.errors import SchemaError
 from jetstore.schema import load_schema, schema_from_dict
-from jetstore.schema.infer import infer_schema
 
 MINIMAL = {"tree": "Events", "jets": ["jet_pt"], "labels": ["label_b"],
            "blocks": {"pfcand": {"features": ["jet_pfcand_dxy"]}}}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import xxhash
 
-from jetstore.conversion.root_input import InputInfo
+from jetstore.conversion.inputs import stem
+from jetstore.conversion.read import InputInfo
 from jetstore.store.layout import Layout
-from jetstore.store.manifest import FORMAT_VERSION
+from jetstore.store.manifest import SHARD_VERSION
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,20 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
     """Split every input into consecutive entry ranges of ``jets_per_shard`` entries."""
     tasks = []
     for info in inputs:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", PurePosixPath(info.url).name.removesuffix(".root")) or "input"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem(info.url)) or "input"
         for start in range(0, info.entries, jets_per_shard):
             stop = min(info.entries, start + jets_per_shard)
-            identity = {
-                "url": info.url, "size": info.size, "uuid": info.uuid, "start": start, "stop": stop,
+            identity = {  # "uuid": the content identity (a ROOT file's UUID: ROOT keys are those of format 2)
+                "url": info.url, "size": info.size, "uuid": info.identity, "start": start, "stop": stop,
                 "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": layout.to_dict(),
-                "format_version": FORMAT_VERSION,
+                "format_version": SHARD_VERSION,
             }
             key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
-            tasks.append(ShardTask(f"{stem}.{start:010d}.{key[:8]}", key, info, start, stop))
+            tasks.append(ShardTask(f"{name}.{start:010d}.{key[:8]}", key, info, start, stop))
     return tasks
 
 
-def plan_hash(tasks: list[ShardTask]) -> str:
-    """Identity of a whole conversion: the sorted task keys."""
-    return xxhash.xxh3_64_hexdigest("\n".join(sorted(t.key for t in tasks)).encode())
+def plan_hash(task_keys: Iterable[str]) -> str:
+    """Identity of a whole conversion (of a dataset's content): its sorted task keys. An append hashes the
+    keys of the shards it keeps and of its new tasks, so it equals a one-shot conversion of all the inputs."""
+    return xxhash.xxh3_64_hexdigest("\n".join(sorted(task_keys)).encode())

@@ -15,7 +15,9 @@ from jetstore.store.layout import Layout
 
 @dataclass(frozen=True)
 class ConvertRequest:
-    """What to convert, where to, and how the shards are cut."""
+    """What to convert, where to, and how the shards are cut. The defaults here are the defaults of
+    :func:`jetstore.convert` and of ``jetstore convert`` (one home). ``append``: add the inputs to the existing
+    dataset at ``output`` (same schema, format, layout and shard size)."""
 
     inputs: tuple[str, ...]
     schema: Schema
@@ -27,6 +29,7 @@ class ConvertRequest:
     overwrite: bool = False
     skip_bad_inputs: bool = False
     break_lease: bool = False
+    append: bool = False
     input_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
     output_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
 

@@ -1,6 +1,7 @@
 """Orchestrating a conversion: checks and the write lease before any cluster starts (:func:`session`), then
 on Dask validate the inputs, plan shards, run or reuse each shard, and commit the manifest (only when
-every input converted, unless bad inputs may be skipped; a storage failure is never blamed on an input)."""
+every input converted, unless bad inputs may be skipped; a storage failure is never blamed on an input).
+With ``append`` the inputs are added to the existing dataset (:mod:`jetstore.conversion.append`)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from pathlib import PurePosixPath
 from distributed import Client, as_completed
 from tqdm import tqdm
 
+from jetstore.conversion import append
+from jetstore.conversion.inputs import get_kind
 from jetstore.conversion.plan import ShardTask, plan_hash, plan_shards
+from jetstore.conversion.read import InputInfo, inspect_task
 from jetstore.conversion.request import ConvertRequest, expand_inputs
-from jetstore.conversion.root_input import InputInfo, inspect_task
 from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
-from jetstore.errors import DatasetError, InputError, StorageError, TaskFailure
+from jetstore.errors import DatasetError, InputError, JetstoreError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.format import get_format
 from jetstore.store.layout import TableColumns
-from jetstore.store.manifest import InputEntry, Manifest, jets_per_entry
+from jetstore.store.manifest import Manifest, jets_per_entry
 from jetstore.store.writer import DatasetWriter
 from jetstore.version import __version__
 
@@ -50,6 +53,10 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     ends). Failures are one-line errors: storage ones :class:`StorageError`, a held lease :class:`LeaseError`."""
     log = log or (lambda message: print(message, file=sys.stderr))
     get_format(request.format)
+    if request.schema.source is not None:
+        get_kind(request.schema.source)
+    if request.append and request.overwrite:
+        raise JetstoreError("--append adds to a dataset, --overwrite replaces it: give one of them")
     request = request.resolved()
     urls, failures = expand_inputs(request.inputs, request.input_options)
     if not urls:
@@ -63,6 +70,8 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
             if previous is not None:
                 log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
                 writer.remove_staging(previous.run_id)
+            if request.append:
+                append.check_appendable(request, writer.existing_manifest())
             yield Session(request, urls, failures, writer, log)
 
 
@@ -95,18 +104,25 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     if request.overwrite:
         writer.remove_dataset()
     previous = writer.existing_manifest()
+    base = append.check_appendable(request, previous) if request.append else None
     report = ConvertReport(manifest=None, failures=failures)
     infos = _inspect_all(client, urls, request, report.failures)
-    infos = _consistent_dtypes(infos, report.failures)
+    if base is not None:
+        infos = append.new_inputs(infos, base, report.failures, log)
+        if not infos and not report.failures:
+            log(f"nothing to append: {request.output} already holds every input")
+            report.manifest = base
+            return report
+    reference = {k: v.name for k, v in base.columns.dtypes.items()} if base is not None else None
+    infos = _consistent_dtypes(infos, report.failures, reference, request.output)
     tasks = plan_shards(infos, request.jets_per_shard, request.schema.hash, request.format, request.layout)
-    identity = plan_hash(tasks)
-    if previous is not None and previous.plan_hash != identity:
+    identity = plan_hash(t.key for t in tasks)
+    if base is None and previous is not None and previous.plan_hash != identity:
         raise DatasetError(f"{request.output}: a dataset with other inputs, schema or options exists here; "
-                           "pass --overwrite to replace it")
-    columns = TableColumns.build([c.name for c in request.schema.jet_columns],
-                                 {b.name: [f.name for f in b.features] for b in request.schema.blocks},
-                                 infos[0].dtypes if infos else _float_dtypes(request.schema))
-    log(f"converting {len(infos)} input(s) into {len(tasks)} shard(s) → {request.output} [{request.format}]")
+                           "pass --append to add inputs to it, or --overwrite to replace it")
+    columns = base.columns if base is not None else _columns(request.schema, infos)
+    log(f"{'appending' if base else 'converting'} {len(infos)} input(s) into {len(tasks)} shard(s) → "
+        f"{request.output} [{request.format}]")
     outcomes, storage_failures = _run_tasks(client, tasks, request, writer, columns, report.failures, progress)
     report.written = sum(not o.reused for o in outcomes.values())
     report.reused = sum(o.reused for o in outcomes.values())
@@ -121,12 +137,16 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         writer.remove_staging()
         return report
     failed = set(report.failures)
+    inputs = tuple(append.entry_of(i) for i in infos if i.url not in failed)
+    shards = tuple(outcomes[t.name].entry for t in tasks if t.source.url not in failed)
+    skipped, version = dict(report.failures), previous.version if previous is not None else 1
+    if base is not None:
+        inputs, shards, skipped = append.merged(base, inputs, shards, skipped)
+        identity, version = plan_hash(s.task_key for s in shards), base.version + 1
     manifest = Manifest(
         format=request.format, schema=request.schema.to_dict(), schema_hash=request.schema.hash,
         plan_hash=identity, layout=request.layout, columns=columns, jets_per_shard=request.jets_per_shard,
-        inputs=tuple(InputEntry(i.url, i.entries, i.size, i.uuid) for i in infos if i.url not in failed),
-        shards=tuple(outcomes[t.name].entry for t in tasks if t.source.url not in failed),
-        skipped_inputs=dict(report.failures),
+        inputs=inputs, shards=shards, skipped_inputs=skipped, version=version,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         jetstore_version=__version__,
     )
@@ -135,10 +155,13 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     return report
 
 
-def _float_dtypes(schema: Schema) -> dict[str, str]:
-    """Storage dtypes when no input could be inspected (the manifest of an empty dataset)."""
+def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:
+    """The stored columns: the dtypes of the inputs, or when none could be inspected (the manifest of an empty
+    dataset) the schema's, float32 where it names none."""
     features = [f for b in schema.blocks for f in b.features]
-    return {c.name: c.dtype or "float32" for c in (*schema.jet_columns, *features)}
+    dtypes = infos[0].dtypes if infos else {c.name: c.dtype or "float32" for c in (*schema.jet_columns, *features)}
+    return TableColumns.build([c.name for c in schema.jet_columns],
+                              {b.name: [f.name for f in b.features] for b in schema.blocks}, dtypes)
 
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
@@ -155,18 +178,20 @@ def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
     return infos
 
 
-def _consistent_dtypes(infos: list[InputInfo], failures: dict[str, str]) -> list[InputInfo]:
-    """All inputs must store every column with the same dtype; mismatching inputs are failures."""
+def _consistent_dtypes(infos: list[InputInfo], failures: dict[str, str], reference: dict[str, str] | None,
+                       output: str) -> list[InputInfo]:
+    """All inputs must store every column with the same dtype (as the first input, or as the dataset appended
+    to); mismatching inputs are failures."""
     if not infos:
         return infos
-    reference = infos[0]
-    kept = [reference]
-    for info in infos[1:]:
-        differing = [k for k, v in info.dtypes.items() if reference.dtypes.get(k) != v]
+    where = f"the dataset at {output}" if reference is not None else infos[0].url
+    reference = reference if reference is not None else infos[0].dtypes
+    kept = []
+    for info in infos:
+        differing = [k for k, v in info.dtypes.items() if reference.get(k) != v]
         if differing:
             name = differing[0]
-            failures[info.url] = (f"column '{name}' is {info.dtypes[name]} here but "
-                                  f"{reference.dtypes[name]} in {reference.url}")
+            failures[info.url] = f"column '{name}' is {info.dtypes[name]} here but {reference[name]} in {where}"
         else:
             kept.append(info)
     return kept

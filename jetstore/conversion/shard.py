@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jetstore.conversion.plan import ShardTask
-from jetstore.conversion.root_input import read_range
+from jetstore.conversion.read import read_range
 from jetstore.errors import InputError, JetstoreError, LeaseError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL
@@ -75,8 +75,7 @@ def _write_shard(job: ShardJob) -> ShardEntry:
     with job.writer.staging() as staging:
         local = staging / f"{task.name}{shard_format.suffix}"
         writer = shard_format.writer(local, job.columns, job.layout)
-        pieces = read_range(task.source.url, schema, task.source.dtypes, task.entry_start, task.entry_stop,
-                            job.input_options, job.read_step)
+        pieces = read_range(task.source, schema, task.entry_start, task.entry_stop, job.input_options, job.read_step)
         if schema.sort_by:  # sorting needs the whole shard in memory (bounded by --jets-per-shard)
             whole = JetTable.concat(list(pieces)) if task.entry_stop > task.entry_start else None
             pieces = [whole.take(sort_order(whole, schema))] if whole is not None and whole.n_jets else []

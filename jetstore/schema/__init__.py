@@ -1,4 +1,4 @@
-"""Schemas: what a ROOT jet library holds and how it is stored."""
+"""Schemas: what a jet library (ROOT, Parquet or HDF5 files) holds and how it is stored."""
 
 from jetstore.schema.expression import Expression
 from jetstore.schema.load import load_schema, schema_from_dict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -14,9 +15,10 @@ from jetstore.errors import SchemaError, echo
 from jetstore.schema.expression import Expression
 from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Link, Schema
 
-SCHEMA_KEYS = ("name", "tree", "collection", "selection", "jets", "labels", "blocks", "sort_by")
+SCHEMA_KEYS = ("name", "source", "tree", "collection", "selection", "jets", "labels", "blocks", "sort_by")
 COLUMN_KEYS = ("name", "branch", "expr", "dtype")
 BLOCK_KEYS = ("features", "link")
+ROOT_SOURCE = "root"  # the one input kind with a tree: ``tree`` is required when a schema names it
 LINK_KEYS = ("collection", "jet", "node", "indices", "order_by", "ascending")
 
 
@@ -72,7 +74,8 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
     """Build a :class:`Schema` from plain data, validating every key."""
     mapping = _mapping(data, where)
     check_keys(mapping, SCHEMA_KEYS, where)
-    for key in ("tree", "jets", "labels"):
+    source = _source(mapping["source"], f"{where}: source") if "source" in mapping else None
+    for key in ("jets", "labels", "tree") if source == ROOT_SOURCE else ("jets", "labels"):
         if key not in mapping:
             raise SchemaError(f"{where}: missing required key '{key}'")
     selection = mapping.get("selection")
@@ -100,12 +103,13 @@ def schema_from_dict(data: Any, where: str = "schema") -> Schema:
     schema = Schema(
         name=str(mapping.get("name", "dataset")),
         sort_by=tuple(sort_by),
-        tree=_string(mapping["tree"], f"{where}: tree"),
+        tree=_string(mapping["tree"], f"{where}: tree") if "tree" in mapping else None,
         jets=jets,
         labels=labels,
         blocks=tuple(blocks),
         selection=Expression.parse(selection, f"{where}: selection") if selection is not None else None,
         collection=collection,
+        source=source,
     )
     _check_unique(schema, where)
     if collection:
@@ -214,6 +218,14 @@ def _mapping(data: Any, where: str) -> Mapping[str, Any]:
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise SchemaError(f"{where}: expected a non-empty string, got {echo(value)}")
+    return value
+
+
+def _source(value: Any, where: str) -> str:
+    """An input kind's name (``root``, ``parquet``, ``hdf5``; the conversion checks it is a known one)."""
+    value = _string(value, where)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise SchemaError(f"{where}: {echo(value)} is not an input kind name (root, parquet, hdf5)")
     return value
 
 

@@ -110,17 +110,20 @@ class Block:
 
 @dataclass(frozen=True)
 class Schema:
-    """What to read from a ROOT tree and how to store it. ``collection`` set: per-event input (NanoAOD), each
-    element of that jagged collection (e.g. ``Jet``) is a jet; event-level branches repeat for its jets."""
+    """What to read from an input file (a ROOT tree, a Parquet file, an HDF5 file) and how to store it.
+    ``tree``: the ROOT tree (other inputs have none); ``source``: the input kind every file must be (None: each
+    file's kind is told by its content). ``collection`` set: per-event input (NanoAOD), each element of that
+    jagged collection (e.g. ``Jet``) is a jet; event-level branches repeat for its jets."""
 
     name: str
-    tree: str
+    tree: str | None
     jets: tuple[Column, ...]
     labels: tuple[Column, ...]
     blocks: tuple[Block, ...]
     selection: Expression | None = field(default=None, compare=False)
     sort_by: tuple[str, ...] = ()
     collection: str | None = None
+    source: str | None = None
 
     @property
     def jet_columns(self) -> tuple[Column, ...]:
@@ -154,7 +157,11 @@ class Schema:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        out: dict = {"name": self.name, "tree": self.tree}
+        out: dict = {"name": self.name}
+        if self.source:
+            out["source"] = self.source
+        if self.tree:
+            out["tree"] = self.tree
         if self.collection:
             out["collection"] = self.collection
         if self.selection is not None:

@@ -20,18 +20,24 @@ from jetstore.errors import DatasetError
 from jetstore.store import paths, storage
 from jetstore.store.layout import Layout, TableColumns
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
+SHARD_VERSION = 2  # what a shard's bytes follow (in every task key): format 3 changed only the manifest
 MAX_MESSAGE = 200
 
 
 @dataclass(frozen=True)
 class InputEntry:
-    """One converted input file and its identity (size + ROOT file UUID)."""
+    """One converted input file: its kind (root, parquet, hdf5) and what identifies its content wherever it lies
+    (the size, and a ROOT file's UUID, a hash of a Parquet file's footer or of an HDF5 file's bytes)."""
 
     url: str
     entries: int
     size: int
-    uuid: str
+    kind: str
+    identity: str
+
+    def same_content(self, other: InputEntry) -> bool:
+        return (self.kind, self.identity, self.size) == (other.kind, other.identity, other.size)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ MAX_JETS_PER_EVENT = 1000  # bounds a tampered n_jets of per-event (NanoAOD) dat
 
 @dataclass(frozen=True)
 class Manifest:
-    """Format, schema and hash, layout and stored columns, inputs, shards."""
+    """Format, schema and hash, layout and stored columns, inputs, shards; ``version``: 1 for a conversion, one
+    more for every append (each version is also kept as ``_manifests/<version>.json``)."""
 
     format: str
     schema: dict[str, Any]
@@ -93,7 +100,8 @@ class Manifest:
     skipped_inputs: dict[str, str] = field(default_factory=dict)
     created: str = ""
     jetstore_version: str = ""
-    format_version: int = FORMAT_VERSION
+    format_version: int = FORMAT_VERSION  # as read (written: always the current one)
+    version: int = 1
 
     @property
     def n_jets(self) -> int:
@@ -123,7 +131,7 @@ class Manifest:
 
     def _plain(self) -> dict[str, Any]:
         return {
-            "format_version": self.format_version, "format": self.format, "schema": self.schema,
+            "format_version": FORMAT_VERSION, "version": self.version, "format": self.format, "schema": self.schema,
             "schema_hash": self.schema_hash, "plan_hash": self.plan_hash, "layout": self.layout.to_dict(),
             "columns": self.columns.to_dict(), "jets_per_shard": self.jets_per_shard,
             "inputs": [dataclasses.asdict(i) for i in self.inputs], "shards": [s.to_dict() for s in self.shards],
@@ -147,6 +155,9 @@ class Manifest:
         validate(data, where)
         if _checksum({k: v for k, v in data.items() if k != "checksum"}) != data["checksum"]:
             raise DatasetError(f"{where}: checksum mismatch: the manifest was edited or damaged")
+        if data["format_version"] == 2:  # ROOT inputs only, one version
+            data = {**data, "version": 1, "inputs": [{"url": i["url"], "entries": i["entries"], "size": i["size"],
+                                                      "kind": "root", "identity": i["uuid"]} for i in data["inputs"]]}
         manifest = cls(
             format=data["format"], schema=data["schema"], schema_hash=data["schema_hash"],
             plan_hash=data["plan_hash"], layout=Layout.from_dict(data["layout"]),
@@ -155,7 +166,7 @@ class Manifest:
             shards=tuple(ShardEntry.from_dict(s, f"{where}: shards[{i}]", jets_per_entry(data["schema"]))
                          for i, s in enumerate(data["shards"])),
             skipped_inputs=data["skipped_inputs"], created=data["created"],
-            jetstore_version=data["jetstore_version"], format_version=data["format_version"],
+            jetstore_version=data["jetstore_version"], format_version=data["format_version"], version=data["version"],
         )
         if len({s.name for s in manifest.shards}) != len(manifest.shards):
             raise DatasetError(f"{where}: shard names are not unique")
@@ -180,6 +191,22 @@ def read_manifest(fs, root: str) -> Manifest:
 
 def write_manifest(fs, root: str, manifest: Manifest) -> None:
     storage.write_bytes_atomic(fs, paths.join(root, paths.MANIFEST), manifest.to_json().encode())
+
+
+def write_manifest_version(fs, root: str, manifest: Manifest) -> None:
+    """Keep ``manifest`` as ``_manifests/<version>.json`` (written before ``_manifest.json``, so every version
+    a reader ever saw stays readable; a rerun of an interrupted run writes the same version again)."""
+    storage.write_bytes_atomic(fs, paths.manifest_version_path(root, manifest.version), manifest.to_json().encode())
+
+
+def read_manifest_version(fs, root: str, version: int) -> Manifest:
+    """An earlier (or the current) version of a dataset's manifest."""
+    path = paths.manifest_version_path(root, version)
+    try:
+        text = fs.cat_file(path)
+    except FileNotFoundError:
+        raise DatasetError(f"{root}: no manifest version {version} ({path})") from None
+    return Manifest.from_json(text, where=path)
 
 
 def validate(data: Any, where: str, definition: str = "#") -> None:

@@ -4,6 +4,7 @@ Side files start with ``_`` (or ``.``) so ``pyarrow.dataset``, polars, dask and 
 the root of a Parquet dataset as a plain Parquet dataset.
 
     <root>/_manifest.json          the manifest: the object that makes a folder a dataset (written last)
+    <root>/_manifests/<n>.json     every version of the manifest (1: the conversion; one more per append)
     <root>/_lease.json             the write lease of the running `jetstore convert` (absent otherwise)
     <root>/_commits/<shard>.json   one record per finished shard (what a rerun reuses)
     <root>/_stats/<config>.json    statistics per training config (<config>.<union>.json: of a union)
@@ -14,6 +15,7 @@ the root of a Parquet dataset as a plain Parquet dataset.
 from __future__ import annotations
 
 MANIFEST = "_manifest.json"
+MANIFESTS = "_manifests"
 LEASE = "_lease.json"
 COMMITS = "_commits"
 STATS = "_stats"
@@ -28,6 +30,10 @@ def join(*parts: str) -> str:
 
 def commit_path(root: str, shard_name: str) -> str:
     return join(root, COMMITS, f"{shard_name}.json")
+
+
+def manifest_version_path(root: str, version: int) -> str:
+    return join(root, MANIFESTS, f"{version}.json")
 
 
 def stats_path(root: str, config_hash: str, union: str | None = None) -> str:

@@ -24,7 +24,7 @@ from jetstore.errors import DatasetError
 from jetstore.store import paths, storage
 from jetstore.store.checksum import combined_checksum, file_checksum, files_intact
 from jetstore.store.lease import Lease
-from jetstore.store.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from jetstore.store.manifest import Manifest, ShardEntry, read_manifest, write_manifest, write_manifest_version
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,13 @@ class DatasetWriter:
     # -- the end of the run (client) -------------------------------------------------------------------
 
     def finish(self, manifest: Manifest) -> None:
-        """Write the manifest (while holding the lease), then remove unreferenced shards and records and
-        all staging (no other run writes: this one holds the lease)."""
+        """Write the manifest (while holding the lease; its version first, as ``_manifests/<version>.json``),
+        then remove unreferenced shards and records and all staging (no other run writes: this one holds the
+        lease)."""
         fs, root = self.location
         if self.run_id:
             self.lease().check()
+        write_manifest_version(fs, root, manifest)
         write_manifest(fs, root, manifest)
         referenced = {PurePosixPath(s.path).name for s in manifest.shards}
         records = {f"{s.name}.json" for s in manifest.shards}

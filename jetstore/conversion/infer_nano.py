@@ -10,38 +10,39 @@ and Δη, Δφ to the jet."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-import uproot
-
+from jetstore.conversion.inputs import BranchType
 from jetstore.schema.load import schema_from_dict, yaml_load
 
 BUNDLED = ("nano_ak4", "nano_ak8")
 EVENT_IDENTITY = ("run", "luminosityBlock", "event")
 
 
-def is_nanoaod(tree: uproot.TTree) -> bool:
-    """NanoAOD-like: a jagged ``Jet`` or ``FatJet`` collection with its counter, and event identifiers."""
-    keys = set(tree.keys(recursive=False))
+def is_nanoaod(keys: set[str]) -> bool:
+    """NanoAOD-like branch names: a jagged ``Jet`` or ``FatJet`` collection with its counter, and event
+    identifiers."""
     return "event" in keys and any({f"n{c}", f"{c}_pt"} <= keys for c in ("Jet", "FatJet"))
 
 
-def propose(trees: list[uproot.TTree], name: str | None) -> dict[str, Any]:
-    """A per-event schema (plain data) for NanoAOD trees."""
-    common = set.intersection(*(set(t.keys(recursive=False)) for t in trees))
+def propose(files: list[Mapping[str, BranchType]], tree: str | None, name: str | None) -> dict[str, Any]:
+    """A per-event schema (plain data) for NanoAOD files (their branches; ``tree``: the ROOT tree, if any)."""
+    common = set.intersection(*(set(branches) for branches in files))
     for bundled in BUNDLED:
         data = yaml_load((resources.files("jetstore.schemas") / f"{bundled}.yaml").read_text(), bundled)
         if schema_from_dict(data, bundled).branches <= common:
             return {**data, "name": name or bundled}
-    return _generic(trees[0], common, name)
+    return _generic(files[0], tree, common, name)
 
 
-def _generic(tree: uproot.TTree, keys: set[str], name: str | None) -> dict[str, Any]:
+def _generic(branches: Mapping[str, BranchType], tree: str | None, keys: set[str], name: str | None
+             ) -> dict[str, Any]:
     tables = {k.removesuffix("_jetIdx") for k in keys if k.endswith("_jetIdx")}
     linked = "Jet_pt" in keys and any(t.startswith("Jet") for t in tables)
     collection = "Jet" if linked or "FatJet_pt" not in keys else "FatJet"
-    numeric = {k for k in keys if _is_numeric(tree[k])}
+    numeric = {k for k in keys if branches[k].numbers or branches[k].lists}
     jets: list[Any] = [n if n != "event" else {"name": "event", "dtype": "int64"} for n in EVENT_IDENTITY
                        if n in keys]
     jets.append({"name": "ijet", "expr": "jet_index", "dtype": "int16"})
@@ -63,7 +64,7 @@ def _generic(tree: uproot.TTree, keys: set[str], name: str | None) -> dict[str, 
         if f"{nodes}_pt" in keys:  # the default node order
             link = {"collection": nodes, "jet": f"{table}_jetIdx", "node": node_branch}
             blocks[nodes.lower()] = {"link": link, "features": features}
-    schema: dict[str, Any] = {"name": name or f"nano_{collection.lower()}", "tree": tree.name,
+    schema: dict[str, Any] = {"name": name or f"nano_{collection.lower()}", **({"tree": tree} if tree else {}),
                               "collection": collection, "jets": jets, "labels": labels, "blocks": blocks}
     schema["sort_by"] = (["label"] if labels else []) + [f"{collection}_pt"]
     return schema
@@ -88,10 +89,3 @@ def _node_collection(node_branch: str, table: str, keys: set[str]) -> str | None
     """``JetPFCands_pFCandsIdx`` → ``PFCands``: the collection whose counter matches the index's stem."""
     stem = node_branch.removeprefix(f"{table}_").removesuffix("Idx").lower()
     return next((k[1:] for k in sorted(keys) if k.startswith("n") and k[1:].lower() == stem), None)
-
-
-def _is_numeric(branch) -> bool:
-    interpretation = branch.interpretation
-    if isinstance(interpretation, uproot.AsJagged):
-        interpretation = interpretation.content
-    return isinstance(interpretation, uproot.AsDtype) and interpretation.to_dtype.shape == ()

@@ -1,65 +1,46 @@
-"""Reading ROOT jet libraries with uproot: identify and validate an input, then read entry ranges in
-bounded chunks into :class:`JetTable` pieces (selection applied, derived columns computed, dtypes checked)."""
+"""Reading jet libraries of any input kind (:mod:`jetstore.conversion.inputs`): validate an input against the
+schema, then read entry ranges in bounded chunks into :class:`JetTable` pieces (selection applied, derived
+columns computed, dtypes checked)."""
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import awkward as ak
 import numpy as np
-import uproot
 
+from jetstore.conversion import inputs
 from jetstore.conversion.events import branch_kind, explode
+from jetstore.conversion.inputs import BranchType, InputFile, InputKind
+from jetstore.conversion.inputs.base import describe, file_size
 from jetstore.errors import ExpressionError, InputError, TaskFailure
 from jetstore.schema import Column, Schema
 from jetstore.schema.model import JET_INDEX, feature_dtype
-from jetstore.store import storage
 from jetstore.store.layout import ENTRY
 from jetstore.store.table import BlockData, JetTable, offsets_of
 
 
 @dataclass(frozen=True)
 class InputInfo:
-    """An input file that passed validation: entry count, identity, and storage dtypes of every column."""
+    """An input file that passed validation: its kind, entry count, identity (size and content identity), and
+    the storage dtype of every column."""
 
     url: str
+    kind: str
     entries: int
     size: int
-    uuid: str
+    identity: str
     dtypes: dict[str, str]
 
 
-@contextlib.contextmanager
-def open_tree(url: str, tree_name: str, options: Mapping[str, Any]) -> Iterator[uproot.TTree]:
-    """Open ``tree_name`` in a local or remote ROOT file; any failure becomes an :class:`InputError`."""
-    try:
-        if storage.is_local(url):
-            path = url.removeprefix("file://")
-            if not os.path.exists(path):
-                raise InputError(url, "no such file")
-            handle = uproot.open(path)
-        else:
-            handle = uproot.open(url, handler=uproot.source.fsspec.FSSpecSource, **dict(options))
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(url, "no such file") from None
-    except Exception as exc:
-        raise InputError(url, f"cannot open as a ROOT file ({_describe(exc)})") from None
-    with handle:
-        try:
-            tree = handle[tree_name]
-        except Exception:
-            trees = sorted({k.split(";")[0] for k, c in handle.classnames().items() if c.startswith("TTree")})
-            raise InputError(url, f"no TTree '{tree_name}' (trees in file: {', '.join(trees) or 'none'})") from None
-        if not isinstance(tree, uproot.behaviors.TTree.TTree):
-            raise InputError(url, f"'{tree_name}' is a {handle.classname_of(tree_name)}, not a TTree")
-        yield tree
+def open_input(url: str, kind: InputKind, schema: Schema, options: Mapping[str, Any]) -> InputFile:
+    """Open ``url`` as ``kind`` for ``schema`` (a kind with trees needs the schema to name one)."""
+    if kind.needs_tree and schema.tree is None:
+        raise InputError(url, f"is {kind.noun}; the schema must name its 'tree'")
+    return kind.open(url, schema.tree, options)
 
 
 def inspect_task(url: str, schema: Schema, options: Mapping[str, Any]) -> InputInfo | TaskFailure:
@@ -71,50 +52,54 @@ def inspect_task(url: str, schema: Schema, options: Mapping[str, Any]) -> InputI
 
 
 def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> InputInfo:
-    """Validate that ``url`` holds the schema's tree and branches with usable types."""
-    with open_tree(url, schema.tree, options) as tree:
-        available = set(tree.keys(recursive=False))
+    """Validate that ``url`` holds the schema's branches with usable types (its kind told by its content)."""
+    kind = inputs.detect(url, options, schema.source)
+    with open_input(url, kind, schema, options) as handle:
+        types = dict(handle.branches())
+        available = set(types)
         if schema.collection:
-            _require_branches(url, tree, None, available, schema.branches)
+            _require_branches(handle, None, available, schema.branches)
             available.add(JET_INDEX)
         dtypes: dict[str, str] = {}
         for column in schema.jet_columns:
-            _require_branches(url, tree, column, available)
+            _require_branches(handle, column, available)
             if column.expr is None and column.branch == JET_INDEX and schema.collection:
                 dtypes[column.name] = column.dtype or "int64"
             elif column.expr is None:
-                source = _flat_dtype(url, tree[column.branch], column, schema)
+                source = _flat_dtype(handle, column.branch, types[column.branch], column, schema)
                 dtypes[column.name] = column.dtype or source.name
             else:
                 dtypes[column.name] = column.dtype or "float32"
         for block in schema.blocks:
             for feature in block.features:
-                _require_branches(url, tree, feature, available)
+                _require_branches(handle, feature, available)
                 if feature.expr is None:
-                    _vector_dtype(url, tree[feature.branch], block.name)
+                    _vector_dtype(handle, feature.branch, types[feature.branch], block.name)
                 dtypes[feature.name] = feature_dtype(feature).name
         if schema.selection is not None:
-            _require_branches(url, tree, None, available, schema.selection.names)
-        size = _file_size(url, options)
-        return InputInfo(url=url, entries=int(tree.num_entries), size=size, uuid=str(tree.file.uuid), dtypes=dtypes)
+            _require_branches(handle, None, available, schema.selection.names)
+        return InputInfo(url=url, kind=kind.name, entries=handle.entries, size=file_size(url, options),
+                         identity=handle.identity(), dtypes=dtypes)
 
 
-def read_range(url: str, schema: Schema, dtypes: Mapping[str, str], entry_start: int, entry_stop: int,
-               options: Mapping[str, Any], step: int) -> Iterator[JetTable]:
+def read_range(info: InputInfo, schema: Schema, entry_start: int, entry_stop: int, options: Mapping[str, Any],
+               step: int) -> Iterator[JetTable]:
     """Yield the selected jets of entries [entry_start, entry_stop) in pieces of at most ``step`` entries."""
-    branches = sorted(schema.branches)
-    with open_tree(url, schema.tree, options) as tree:
+    url, branches = info.url, sorted(schema.branches)
+    with open_input(url, inputs.get_kind(info.kind), schema, options) as handle:
         for begin in range(entry_start, entry_stop, step):
             end = min(entry_stop, begin + step)
             try:
-                arrays = tree.arrays(branches, entry_start=begin, entry_stop=end, library="ak", how=dict)
+                arrays = handle.read(branches, begin, end)
+            except InputError:
+                raise
             except Exception as exc:
-                raise InputError(url, f"cannot read entries {begin}-{end} ({_describe(exc)})") from None
+                raise InputError(url, f"cannot read entries {begin}-{end} ({describe(exc)})") from None
             if schema.collection:
                 per_jet, entries = explode(url, schema, arrays, begin)
             else:
                 per_jet, entries = arrays, np.arange(begin, end, dtype=np.int64)
-            yield build_table(url, schema, dtypes, per_jet, entries)
+            yield build_table(url, schema, info.dtypes, per_jet, entries)
 
 
 def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Mapping[str, Any],
@@ -209,44 +194,28 @@ def _evaluate(url: str, expression, arrays: Mapping[str, ak.Array], what: str) -
         raise InputError(url, f"{what}: {exc}") from None
 
 
-def _require_branches(url: str, tree, column: Column | None, available: set[str],
+def _require_branches(handle: InputFile, column: Column | None, available: set[str],
                       names: frozenset[str] | None = None) -> None:
     for name in sorted(names if names is not None else column.inputs):
         if name not in available:
             close = difflib.get_close_matches(name, sorted(available), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             needed = f" (needed by '{column.name}')" if column is not None and column.name != name else ""
-            raise InputError(url, f"tree '{tree.name}' has no branch '{name}'{needed}{hint}")
+            raise InputError(handle.url, f"{handle.where} has no {handle.kind.member} '{name}'{needed}{hint}")
 
 
-def _flat_dtype(url: str, branch, column: Column, schema: Schema) -> np.dtype:
-    interpretation = branch.interpretation
-    if schema.collection and branch_kind(schema, branch.name).kind == "jet":  # one list per event, one per jet
-        if isinstance(interpretation, uproot.interpretation.jagged.AsJagged):
-            interpretation = interpretation.content
-        else:
-            raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; jet column '{column.name}' "
-                                  f"needs one number per {schema.collection} entry")
-    if isinstance(interpretation, uproot.interpretation.numerical.AsDtype) and interpretation.to_dtype.shape == ():
-        return interpretation.to_dtype.newbyteorder("=")
-    raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; jet column '{column.name}' "
-                          "needs one number per jet")
+def _flat_dtype(handle: InputFile, name: str, kind: BranchType, column: Column, schema: Schema) -> np.dtype:
+    what = f"{handle.kind.member} '{name}' has type {kind.typename}; jet column '{column.name}' needs one number per"
+    if schema.collection and branch_kind(schema, name).kind == "jet":  # one list per event, one per jet
+        if kind.lists:
+            return kind.dtype
+        raise InputError(handle.url, f"{what} {schema.collection} entry")
+    if kind.numbers:
+        return kind.dtype
+    raise InputError(handle.url, f"{what} jet")
 
 
-def _vector_dtype(url: str, branch, block: str) -> None:
-    interpretation = branch.interpretation
-    if isinstance(interpretation, uproot.interpretation.jagged.AsJagged) and isinstance(
-            interpretation.content, uproot.interpretation.numerical.AsDtype):
-        return
-    raise InputError(url, f"branch '{branch.name}' has type {branch.typename}; block '{block}' needs "
-                          "a std::vector of numbers per jet")
-
-
-def _file_size(url: str, options: Mapping[str, Any]) -> int:
-    fs, path = storage.filesystem(url, options)
-    return int(fs.size(path))
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+def _vector_dtype(handle: InputFile, name: str, kind: BranchType, block: str) -> None:
+    if not kind.lists:
+        raise InputError(handle.url, f"{handle.kind.member} '{name}' has type {kind.typename}; block '{block}' needs "
+                                     f"{handle.kind.lists} of numbers per jet")

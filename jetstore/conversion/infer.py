@@ -1,12 +1,13 @@
-"""``jetstore schema infer``: propose a schema for unseen ROOT files.
+"""``jetstore schema infer``: propose a schema for unseen ROOT, Parquet or HDF5 files.
 
-Scalar branches become jet columns, one-hot ``label_*`` branches become labels, and ``std::vector`` branches
-are grouped into node blocks: branches of one block have the same multiplicity per jet, and the block is
-named after the group's common prefix (``jet_pfcand_*`` → ``pfcand``, ``part_*`` → ``part``). Every file
-given is read and must agree (same tree, branches, types and blocks); the schema sorts shards by
-(class, jet pT), which the sampler relies on to read only the jets it keeps. Floating-point branches whose
-sampled values are all small integers (charges, particle ids, counts) are proposed as ``int8`` / ``int16``:
-a quarter or half of the bytes, and the conversion refuses any value that would not fit exactly.
+Scalar branches become jet columns, one-hot ``label_*`` branches become labels, and list branches
+(``std::vector``, Parquet lists, HDF5 list datasets) are grouped into node blocks: branches of one block have
+the same multiplicity per jet, and the block is named after the group's common prefix (``jet_pfcand_*`` →
+``pfcand``, ``part_*`` → ``part``). Every file given is read and must agree (same kind, tree, branches, types
+and blocks); the schema sorts shards by (class, jet pT), which the sampler relies on to read only the jets it
+keeps. Floating-point branches whose sampled values are all small integers (charges, particle ids, counts) are
+proposed as ``int8`` / ``int16``: a quarter or half of the bytes, and the conversion refuses any value that
+would not fit exactly.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import awkward as ak
 import numpy as np
-import uproot
 
+from jetstore.conversion import infer_nano, inputs
+from jetstore.conversion.inputs import BranchType
+from jetstore.conversion.inputs.base import describe
 from jetstore.errors import InputError, SchemaError
+from jetstore.store import storage
 
 SAMPLE_ENTRIES = 5000
 PT_NAMES = ("jet_pt", "fj_pt", "pt")
@@ -30,9 +34,11 @@ PT_NAMES = ("jet_pt", "fj_pt", "pt")
 
 @dataclass(frozen=True)
 class FileLayout:
-    """What one file holds: its tree, each branch's kind (scalar / label / vector) with its type, blocks."""
+    """What one file holds: its kind and tree, each branch's kind (scalar / label / vector) with its type,
+    blocks."""
 
-    tree: str
+    kind: str
+    tree: str | None
     branches: dict[str, str]
     blocks: tuple[tuple[str, ...], ...]
     skipped: tuple[str, ...]
@@ -40,14 +46,16 @@ class FileLayout:
 
 
 def infer_schema(urls: str | Sequence[str], tree_name: str | None = None, name: str | None = None,
-                 sample_entries: int = SAMPLE_ENTRIES) -> tuple[dict[str, Any], list[str]]:
-    """Schema data (ready for YAML) describing the tree of every file in ``urls``, and the branches left
-    out; files that disagree raise a :class:`SchemaError` naming the file and branch."""
+                 sample_entries: int = SAMPLE_ENTRIES, options: Mapping[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """Schema data (ready for YAML) describing every file in ``urls`` (``tree_name``: the ROOT tree), and the
+    branches left out; files that disagree raise a :class:`SchemaError` naming the file and branch."""
     urls = [urls] if isinstance(urls, str) else list(urls)
-    nano = _nanoaod(urls, tree_name, name)
+    options = storage.resolve_storage_options(urls[0], options)
+    nano = _nanoaod(urls, tree_name, name, options)
     if nano is not None:
         return nano, []
-    layouts = [_read_layout(url, tree_name, sample_entries) for url in urls]
+    layouts = [_read_layout(url, tree_name, sample_entries, options) for url in urls]
     reference = layouts[0]
     for url, layout in zip(urls[1:], layouts[1:], strict=True):
         _check_agreement(urls[0], reference, url, layout)
@@ -61,73 +69,71 @@ def infer_schema(urls: str | Sequence[str], tree_name: str | None = None, name: 
     blocks: dict[str, Any] = {}
     for index, names in enumerate(reference.blocks):
         blocks[_block_name(list(names), index, blocks)] = {"features": [_column(b, small) for b in names]}
-    schema: dict[str, Any] = {"name": name or _default_name(urls), "tree": reference.tree, "jets": jets,
-                              "labels": labels, "blocks": blocks}
+    schema: dict[str, Any] = {"name": name or _default_name(urls), "source": reference.kind}
+    if reference.tree is not None:
+        schema["tree"] = reference.tree
+    schema.update(jets=jets, labels=labels, blocks=blocks)
     sort_by = (["label"] if labels else []) + [c for c in (_pt_column([_name(j) for j in jets]),) if c]
     if sort_by:
         schema["sort_by"] = sort_by
     return schema, list(reference.skipped)
 
 
-def _nanoaod(urls: list[str], tree_name: str | None, name: str | None) -> dict[str, Any] | None:
+def _open(url: str, tree_name: str | None, options: Mapping[str, Any]) -> inputs.InputFile:
+    return inputs.detect(url, options).open(url, tree_name, options)
+
+
+def _nanoaod(urls: list[str], tree_name: str | None, name: str | None,
+             options: Mapping[str, Any]) -> dict[str, Any] | None:
     """A per-event schema when every file is NanoAOD-like (:mod:`infer_nano`), else None."""
-    from jetstore.schema import infer_nano
-
-    handles = []
-    try:
-        for url in urls:
-            try:
-                handles.append(uproot.open(url))
-            except Exception as exc:
-                raise InputError(url, f"cannot open as a ROOT file ({type(exc).__name__}: {exc})") from None
-        trees = [h.get(tree_name or "Events", None) for h in handles]
-        if not all(t is not None and infer_nano.is_nanoaod(t) for t in trees):
+    described: list[dict[str, BranchType]] = []
+    for url in urls:
+        with _open(url, tree_name, options) as handle:
+            described.append(dict(handle.branches()))
+            tree = handle.tree
+        if not infer_nano.is_nanoaod(set(described[-1])):
             return None
-        return infer_nano.propose(trees, name)
-    finally:
-        for handle in handles:
-            handle.close()
+    return infer_nano.propose(described, tree, name)
 
 
-def _read_layout(url: str, tree_name: str | None, sample_entries: int) -> FileLayout:
-    try:
-        handle = uproot.open(url)
-    except Exception as exc:
-        raise InputError(url, f"cannot open as a ROOT file ({type(exc).__name__}: {exc})") from None
-    with handle:
-        tree_name = tree_name or _only_tree(url, handle)
+def _read_layout(url: str, tree_name: str | None, sample_entries: int, options: Mapping[str, Any]) -> FileLayout:
+    with _open(url, tree_name, options) as handle:
+        types = handle.branches()
+        usable = [branch for branch, kind in types.items() if kind.numbers or kind.lists]
+        stop = min(handle.entries, sample_entries)
         try:
-            tree = handle[tree_name]
-        except Exception:
-            raise InputError(url, f"no TTree '{tree_name}'") from None
-        stop = min(tree.num_entries, sample_entries)
+            arrays = handle.read(usable, 0, stop)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(url, f"cannot read entries 0-{stop} ({describe(exc)})") from None
         branches, skipped, integers = {}, [], {}
         groups: dict[bytes, list[str]] = defaultdict(list)
-        for branch in tree.branches:
-            interpretation = branch.interpretation
-            if isinstance(interpretation, uproot.AsDtype) and interpretation.to_dtype.shape == ():
-                dtype = interpretation.to_dtype.newbyteorder("=")
-                values = branch.array(entry_stop=stop, library="np")
-                is_label = branch.name.startswith("label_") and _is_binary(values)
-                branches[branch.name] = f"{'label' if is_label else 'scalar'} {dtype.name}"
-            elif isinstance(interpretation, uproot.AsJagged) and isinstance(interpretation.content, uproot.AsDtype):
-                dtype = interpretation.content.to_dtype.newbyteorder("=")
-                branches[branch.name] = f"vector {dtype.name}"
-                array = branch.array(entry_stop=stop)
-                counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
-                groups[counts.tobytes()].append(branch.name)
-                values, is_label = ak.to_numpy(ak.flatten(array)), False
+        for branch, kind in types.items():
+            if kind.numbers:
+                values = ak.to_numpy(arrays[branch])
+                is_label = branch.startswith("label_") and _is_binary(values)
+                branches[branch] = f"{'label' if is_label else 'scalar'} {kind.dtype.name}"
+            elif kind.lists:
+                branches[branch] = f"vector {kind.dtype.name}"
+                counts = ak.to_numpy(ak.num(arrays[branch], axis=1)).astype(np.int64)
+                groups[counts.tobytes()].append(branch)
+                values, is_label = ak.to_numpy(ak.flatten(arrays[branch])), False
             else:
-                skipped.append(branch.name)
+                skipped.append(branch)
                 continue
-            small = _small_integers(values) if dtype.kind == "f" and not is_label else None
+            small = _small_integers(values) if kind.dtype.kind == "f" and not is_label else None
             if small:
-                integers[branch.name] = small
-    return FileLayout(tree_name, branches, tuple(tuple(g) for g in groups.values()), tuple(skipped), integers)
+                integers[branch] = small
+        return FileLayout(handle.kind.name, handle.tree, branches, tuple(tuple(g) for g in groups.values()),
+                          tuple(skipped), integers)
 
 
 def _check_agreement(first_url: str, first: FileLayout, url: str, layout: FileLayout) -> None:
-    """Files of one dataset must hold the same tree, branches, types and blocks."""
+    """Files of one dataset must be of one kind and hold the same tree, branches, types and blocks."""
+    if layout.kind != first.kind:
+        raise SchemaError(f"{url}: is {inputs.get_kind(layout.kind).noun}, but {first_url} is "
+                          f"{inputs.get_kind(first.kind).noun}")
     if layout.tree != first.tree:
         raise SchemaError(f"{url}: tree '{layout.tree}' differs from '{first.tree}' in {first_url}")
     for branch in first.branches:
@@ -176,16 +182,9 @@ def _pt_column(jets: list[str]) -> str | None:
 
 
 def _default_name(urls: list[str]) -> str:
-    stems = [os.path.basename(u).removesuffix(".root") for u in urls]
+    stems = [inputs.stem(u) for u in urls]
     common = os.path.commonprefix(stems).rstrip("_-.0123456789")  # noqa: RUF071 - a prefix of names, not paths
     return re.sub(r"[^A-Za-z0-9_]", "_", common) or "dataset"
-
-
-def _only_tree(url: str, handle) -> str:
-    trees = sorted({k.split(";")[0] for k, c in handle.classnames().items() if c.startswith("TTree")})
-    if len(trees) != 1:
-        raise InputError(url, f"{len(trees)} trees found ({', '.join(trees)}); choose one with --tree")
-    return trees[0]
 
 
 def _is_binary(values: np.ndarray) -> bool:
