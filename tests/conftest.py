@@ -169,9 +169,12 @@ def reference_for(dataset, skim=cms_ak4_skim, local=lambda url: url):
     pieces = []
     schema = dataset.schema
     for shard in dataset.manifest.shards:
-        with uproot.open(local(shard.source)) as handle:
-            arrays = handle[schema.tree].arrays(library="ak", entry_start=shard.entry_start,
-                                                entry_stop=shard.entry_stop)
+        parts = []
+        for piece in shard.pieces:  # small inputs are packed into one shard, in piece order
+            with uproot.open(local(piece.source)) as handle:
+                parts.append(handle[schema.tree].arrays(library="ak", entry_start=piece.entry_start,
+                                                        entry_stop=piece.entry_stop))
+        arrays = ak.concatenate(parts) if len(parts) > 1 else parts[0]
         if skim is not None:
             arrays = arrays[skim(arrays)]
         if schema.sort_by:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from jetstore import convert
@@ -34,7 +35,7 @@ def shard_files(root) -> dict[str, tuple[int, bytes]]:
 
 
 def content(dataset: Dataset) -> list[tuple]:
-    return [(s.name, s.checksum, s.n_jets, s.class_counts, s.node_counts, s.source, s.entry_start)
+    return [(s.name, s.checksum, s.n_jets, s.class_counts, s.node_counts, s.pieces)
             for s in dataset.manifest.shards]
 
 
@@ -50,8 +51,10 @@ def test_append_equals_a_one_shot_conversion(dask_client, sample_files, one_shot
     first = run_convert(dask_client, sample_files[:1], out, jets_per_shard=500).manifest
     before = shard_files(out)
     config = load_training_config(CONFIG)
-    write_stats(Dataset.open(str(out)).fs, str(out), compute_stats(Dataset.open(str(out)), config, dask_client,
-                                                                   log=lambda _: None))
+    write_stats(Dataset.open(str(out)), compute_stats(Dataset.open(str(out)), config, dask_client,
+                                                      log=lambda _: None))
+    cached = {p.name: p.stat().st_mtime_ns for p in (out / "_stats").rglob("*.pass1.npz")}
+    assert len(cached) == 3  # one pass-1 result per shard, kept with the dataset
     report = run_convert(dask_client, sample_files[1:], out, jets_per_shard=500, append=True)
     assert report.ok and (report.written, report.reused) == (2, 0)
     dataset = Dataset.open(str(out))
@@ -70,10 +73,18 @@ def test_append_equals_a_one_shot_conversion(dask_client, sample_files, one_shot
     assert (inspected["jets"], inspected["shards"], inspected["bytes"], inspected["class_counts"]) == \
         (one_shot.manifest.n_jets, 5, one_shot.manifest.bytes, one_shot.manifest.class_counts)
 
-    with pytest.raises(DatasetError, match=r"computed on another version of the dataset; rerun `jetstore stats`"):
-        read_stats(dataset.fs, str(out), config.hash, manifest.plan_hash)  # the stats before the append are stale
+    with pytest.raises(DatasetError, match=r"computed on another version of the data .*rerun `jetstore stats`"):
+        read_stats(dataset, config.hash)  # the stats before the append are stale
     exported = cli("export-weaver", str(out), "--config", str(CONFIG), "-o", str(tmp_path / "w.yaml"))
     assert exported.returncode == 4 and "rerun `jetstore stats`" in exported.stderr
+    grown = compute_stats(dataset, config, dask_client, log=lambda _: None)  # reuses the old shards' pass 1
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "_stats").rglob("*.pass1.npz")}
+    assert len(after) == 5 and all(after[name] == mtime for name, mtime in cached.items())
+    fresh = compute_stats(one_shot, config, dask_client, log=lambda _: None, reuse=False)
+    assert grown.variables == fresh.variables and grown.jets_selected == fresh.jets_selected
+    for label, table in fresh.weight_tables.items():
+        np.testing.assert_array_equal(grown.weight_tables[label], table)
+        np.testing.assert_array_equal(grown.class_hists[label], fresh.class_hists[label])
 
     again = run_convert(dask_client, sample_files, out, jets_per_shard=500)  # the plain command of all inputs
     assert (again.written, again.reused) == (0, 5) and again.manifest.version == 2

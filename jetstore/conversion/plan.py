@@ -1,6 +1,11 @@
-"""Cutting validated inputs into shard tasks: one task per (file, entry range), named and keyed stably.
+"""Cutting validated inputs into shard tasks, named and keyed stably.
 
-A task's key hashes everything that determines the shard's bytes (input identity, entry range, schema,
+Every input is cut into pieces of at most ``jets_per_shard`` entries; consecutive pieces are packed into one
+task while they add up to at most ``jets_per_shard`` entries, so many small input files (a common way to keep
+simulation) make shards of the size asked for, not one small shard each: a shard sorted by (class, pT) over
+many jets keeps every reweighting cell in few units, so the sampler reads what it keeps.
+
+A task's key hashes everything that determines the shard's bytes (input identities, entry ranges, schema,
 dtypes, format, layout). Reruns reuse a committed shard only when its key matches, so changing any of
 these redoes exactly the affected shards.
 """
@@ -17,36 +22,67 @@ import xxhash
 from jetstore.conversion.inputs import stem
 from jetstore.conversion.read import InputInfo
 from jetstore.store.layout import Layout
-from jetstore.store.manifest import SHARD_VERSION
+from jetstore.store.manifest import SHARD_VERSION, Piece
+
+
+@dataclass(frozen=True)
+class TaskPiece:
+    """Entries [entry_start, entry_stop) of one input."""
+
+    info: InputInfo
+    entry_start: int
+    entry_stop: int
+
+    @property
+    def entries(self) -> int:
+        return self.entry_stop - self.entry_start
+
+    @property
+    def record(self) -> Piece:
+        return Piece(self.info.url, self.entry_start, self.entry_stop)
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Entries [entry_start, entry_stop) of one input, converted into the shard ``name``."""
+    """The pieces converted into the shard ``name`` (in piece order: a jet's ``_input`` is its piece)."""
 
     name: str
     key: str
-    source: InputInfo
-    entry_start: int
-    entry_stop: int
+    pieces: tuple[TaskPiece, ...]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(piece.info.url for piece in self.pieces))
 
 
 def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, format_name: str,
                 layout: Layout) -> list[ShardTask]:
-    """Split every input into consecutive entry ranges of ``jets_per_shard`` entries."""
-    tasks = []
+    """Cut every input into pieces of at most ``jets_per_shard`` entries and pack consecutive pieces into tasks
+    of at most ``jets_per_shard`` entries."""
+    groups: list[list[TaskPiece]] = []
+    size = 0
     for info in inputs:
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem(info.url)) or "input"
         for start in range(0, info.entries, jets_per_shard):
-            stop = min(info.entries, start + jets_per_shard)
-            identity = {  # "uuid": the content identity (a ROOT file's UUID: ROOT keys are those of format 2)
-                "url": info.url, "size": info.size, "uuid": info.identity, "start": start, "stop": stop,
-                "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": layout.to_dict(),
-                "format_version": SHARD_VERSION,
-            }
-            key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
-            tasks.append(ShardTask(f"{name}.{start:010d}.{key[:8]}", key, info, start, stop))
-    return tasks
+            piece = TaskPiece(info, start, min(info.entries, start + jets_per_shard))
+            if not groups or size + piece.entries > jets_per_shard:
+                groups.append([])
+                size = 0
+            groups[-1].append(piece)
+            size += piece.entries
+    return [_task(tuple(group), schema_hash, format_name, layout) for group in groups]
+
+
+def _task(pieces: tuple[TaskPiece, ...], schema_hash: str, format_name: str, layout: Layout) -> ShardTask:
+    """A task named after its first piece and keyed by all of them."""
+    identity = {
+        "pieces": [{"url": p.info.url, "size": p.info.size, "identity": p.info.identity, "start": p.entry_start,
+                    "stop": p.entry_stop} for p in pieces],
+        "schema": schema_hash, "dtypes": pieces[0].info.dtypes, "format": format_name, "layout": layout.to_dict(),
+        "format_version": SHARD_VERSION,
+    }
+    key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem(pieces[0].info.url)) or "input"
+    return ShardTask(f"{name}.{pieces[0].entry_start:010d}.{key[:8]}", key, pieces)
 
 
 def plan_hash(task_keys: Iterable[str]) -> str:

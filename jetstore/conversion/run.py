@@ -136,9 +136,9 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
         return report
-    failed = set(report.failures)
+    failed = _with_packed_partners(tasks, report.failures)
     inputs = tuple(append.entry_of(i) for i in infos if i.url not in failed)
-    shards = tuple(outcomes[t.name].entry for t in tasks if t.source.url not in failed)
+    shards = tuple(outcomes[t.name].entry for t in tasks if not set(t.urls) & failed)
     skipped, version = dict(report.failures), previous.version if previous is not None else 1
     if base is not None:
         inputs, shards, skipped = append.merged(base, inputs, shards, skipped)
@@ -153,6 +153,23 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     writer.finish(manifest)
     report.manifest = manifest
     return report
+
+
+def _with_packed_partners(tasks: list[ShardTask], failures: dict[str, str]) -> set[str]:
+    """The failed inputs, plus those packed into a shard with one (their shard is left out, so are they: named
+    in ``failures``, saying why)."""
+    failed = set(failures)
+    changed = True
+    while changed:
+        changed = False
+        for task in tasks:
+            bad = [url for url in task.urls if url in failed]
+            for url in task.urls:
+                if bad and url not in failed:
+                    failures[url] = f"packed into shard {task.name} with {bad[0]}, which failed; fix or remove it"
+                    failed.add(url)
+                    changed = True
+    return failed
 
 
 def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:

@@ -1,4 +1,5 @@
-"""The Dask task that converts one (file, entry range) into one committed shard, or reuses it.
+"""The Dask task that converts the pieces of one task (entry ranges of one or several inputs) into one committed
+shard, or reuses it.
 
 What goes into the shard is decided here (the jets of the entry range, sorted by the schema's ``sort_by``);
 how it is staged, published and committed belongs to :class:`jetstore.store.writer.DatasetWriter`.
@@ -6,6 +7,7 @@ how it is staged, published and committed belongs to :class:`jetstore.store.writ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +19,7 @@ from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL
 from jetstore.store import storage
 from jetstore.store.format import get_format
-from jetstore.store.layout import Layout, TableColumns
+from jetstore.store.layout import INPUT, Layout, TableColumns
 from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable, class_index, content_counts
 from jetstore.store.writer import DatasetWriter
@@ -49,14 +51,14 @@ def run_shard(job: ShardJob) -> ShardOutcome | TaskFailure:
     Input failures come back as a :class:`TaskFailure` naming the input; failures of the output storage
     (or a lost write lease) as one marked ``storage``; secrets are scrubbed from both. Only bugs raise.
     """
-    url = job.task.source.url
+    url = job.task.urls[0]
     try:
         existing = job.writer.committed(job.task.name, job.task.key)
         if existing is not None:
             return ShardOutcome(existing, reused=True)
         return ShardOutcome(_write_shard(job), reused=False)
     except InputError as exc:
-        return TaskFailure(url, _scrub(job, exc.reason))
+        return TaskFailure(exc.url, _scrub(job, exc.reason))
     except (LeaseError, StorageError) as exc:
         return TaskFailure(url, _scrub(job, str(exc)), storage=True)
     except (JetstoreError, OSError) as exc:
@@ -75,10 +77,11 @@ def _write_shard(job: ShardJob) -> ShardEntry:
     with job.writer.staging() as staging:
         local = staging / f"{task.name}{shard_format.suffix}"
         writer = shard_format.writer(local, job.columns, job.layout)
-        pieces = read_range(task.source, schema, task.entry_start, task.entry_stop, job.input_options, job.read_step)
+        pieces = _read_pieces(job)
         if schema.sort_by:  # sorting needs the whole shard in memory (bounded by --jets-per-shard)
-            whole = JetTable.concat(list(pieces)) if task.entry_stop > task.entry_start else None
-            pieces = [whole.take(sort_order(whole, schema))] if whole is not None and whole.n_jets else []
+            whole = [table for table in pieces if table.n_jets]
+            whole = JetTable.concat(whole) if whole else None
+            pieces = [whole.take(sort_order(whole, schema))] if whole is not None else []
         totals = {"n_jets": 0, "class_counts": dict.fromkeys(schema.label_names, 0),
                   "node_counts": {b.name: 0 for b in schema.blocks}}
         for table in pieces:
@@ -89,8 +92,16 @@ def _write_shard(job: ShardJob) -> ShardEntry:
                 for name, value in counts[key].items():
                     totals[key][name] += value
         writer.close()
-        return job.writer.commit(task.name, local, shard_format.suffix, task.key, source=task.source.url,
-                                 entry_start=task.entry_start, entry_stop=task.entry_stop, **totals)
+        return job.writer.commit(task.name, local, shard_format.suffix, task.key,
+                                 pieces=tuple(p.record for p in task.pieces), **totals)
+
+
+def _read_pieces(job: ShardJob) -> Iterator[JetTable]:
+    """The jets of every piece of the task, each marked with its piece (``_input``)."""
+    for index, piece in enumerate(job.task.pieces):
+        for table in read_range(piece.info, job.schema, piece.entry_start, piece.entry_stop, job.input_options,
+                                job.read_step):
+            yield JetTable({**table.jets, INPUT: np.full(table.n_jets, index, np.int32)}, table.blocks)
 
 
 def sort_order(table: JetTable, schema: Schema) -> np.ndarray:

@@ -37,20 +37,22 @@ class Split:
             return 1.0
         return self.fraction if self.part == "holdout" else 1.0 - self.fraction
 
-    def mask(self, source: str, entries: np.ndarray) -> np.ndarray:
-        """Which jets of input file ``source`` (path or URL; only its name counts) by their entry numbers are in
-        this part."""
+    def mask(self, sources: str | tuple[str, ...], entries: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+        """Which jets are in this part, by their input file (path or URL; only its name counts) and entry number:
+        ``sources[inputs[i]]`` and ``entries[i]`` (``inputs`` None: every jet of ``sources[0]``)."""
         if not self.active:
             return np.ones(len(entries), bool)
-        name = source.rstrip("/").rsplit("/", 1)[-1]
-        held = _uniform(xxhash.xxh64_intdigest(name.encode()), entries) < self.fraction
+        sources = (sources,) if isinstance(sources, str) else sources
+        salts = np.array([xxhash.xxh64_intdigest(s.rstrip("/").rsplit("/", 1)[-1].encode()) for s in sources],
+                         np.uint64)
+        held = _uniform(salts[inputs] if inputs is not None else salts[0], entries) < self.fraction
         return held if self.part == "holdout" else ~held
 
 
-def _uniform(salt: int, entries: np.ndarray) -> np.ndarray:
+def _uniform(salt: np.uint64 | np.ndarray, entries: np.ndarray) -> np.ndarray:
     """A uniform number in [0, 1) per entry: splitmix64's finaliser of (salt + entry)."""
-    x = np.asarray(entries, np.uint64) + np.uint64(salt)
     with np.errstate(over="ignore"):
+        x = np.asarray(entries, np.uint64) + np.asarray(salt, np.uint64)
         x = (x ^ (x >> np.uint64(30))) * _MIX1
         x = (x ^ (x >> np.uint64(27))) * _MIX2
         x = x ^ (x >> np.uint64(31))

@@ -28,7 +28,7 @@ from jetstore.sampler.split import Split
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
 from jetstore.store.collection import ShardCatalog
-from jetstore.store.layout import ENTRY, Selection
+from jetstore.store.layout import ENTRY, INPUT, Selection
 from jetstore.store.table import JetTable
 
 MOSTLY_KEPT = 0.25
@@ -71,9 +71,11 @@ class SlotStream:
         self.spec, self.builders, self.plan, self.epoch, self.slot = spec, builders, plan, epoch, slot
         self.skip, self.empty = skip, empty
         self.arena = arena or Arena()
-        self.light = tuple(_with_entries(b.resolver.needs(spec.rule.variables), spec.split) for b in builders)
-        self.full = tuple(_with_entries(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split)
-                          for b in builders)
+        stored = [source.columns.provenance() for source in spec.catalog.sources]
+        self.light = tuple(_with_provenance(b.resolver.needs(spec.rule.variables), spec.split, p)
+                           for b, p in zip(builders, stored, strict=True))
+        self.full = tuple(_with_provenance(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split, p)
+                          for b, p in zip(builders, stored, strict=True))
         self.pipelines: list[UnitPipeline] = []
 
     @property
@@ -97,8 +99,8 @@ class SlotStream:
         resolver = self._builder(read).resolver
         selected = resolver.selection_mask(table)
         if self.spec.split.active:
-            source = self.spec.catalog.shards[int(units.shard[read.unit])].source
-            selected = selected & self.spec.split.mask(source, table.jets[ENTRY])
+            sources = self.spec.catalog.shards[int(units.shard[read.unit])].sources
+            selected = selected & self.spec.split.mask(sources, table.jets[ENTRY], table.jets.get(INPUT))
         if not self.plan.weighted:
             return selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
         values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
@@ -299,8 +301,8 @@ def _seed(seed: int, epoch: int, slot: int) -> np.uint64:
     return np.uint64(np.random.default_rng([seed, epoch, slot, 0xB0B]).integers(1 << 63))
 
 
-def _with_entries(selection: Selection, split: Split) -> Selection:
-    """``selection`` plus the jets' entry numbers when a split decides per jet."""
-    if not split.active or ENTRY in selection.jets:
+def _with_provenance(selection: Selection, split: Split, stored: tuple[str, ...]) -> Selection:
+    """``selection`` plus the jets' provenance (entry number, piece) when a split decides per jet."""
+    if not split.active:
         return selection
-    return Selection((*selection.jets, ENTRY), selection.blocks)
+    return Selection(tuple(dict.fromkeys((*selection.jets, *stored))), selection.blocks)

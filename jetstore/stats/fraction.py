@@ -4,7 +4,8 @@ the weights (``--fraction``).
 ``weaver`` (the default): weaver-core's rule, the first ``max(1, trunc(f × entries))`` entries of every input
 file, in input order. Every stored jet records its input entry (``_entry``), so this is exact on sorted
 shards too: shards wholly inside the fraction are read as they are, shards wholly outside are not read, and
-only the one shard per input that straddles the cut filters by ``_entry``. The statistics then equal
+only the shards that straddle the cut of one of their inputs filter by ``_entry`` (and ``_input``,
+a jet's piece). The statistics then equal
 weaver-core's on the same files, and reading costs only the fraction.
 
 ``random``: a fixed pseudo-random subset of every shard (seeded by its checksum), for inputs whose first
@@ -46,19 +47,25 @@ class Fraction:
             return ALL
         if self.mode == "random":
             return SOME
-        cut = self._cut(shard)
-        if shard.entry_stop <= cut:
+        cuts = self._cuts(shard)
+        if all(p.entry_stop <= cut for p, cut in zip(shard.pieces, cuts, strict=True)):
             return ALL
-        return NONE if shard.entry_start >= cut else SOME
+        return NONE if all(p.entry_start >= cut for p, cut in zip(shard.pieces, cuts, strict=True)) else SOME
 
-    def mask(self, shard: ShardEntry, entries: np.ndarray) -> np.ndarray:
-        """Per stored jet of a shard (``entries``: its ``_entry`` column): is it in the fraction."""
+    def mask(self, shard: ShardEntry, entries: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+        """Per stored jet of a shard (``entries``: its ``_entry`` column, ``inputs`` its ``_input``: the piece; None
+        for one piece): is it in the fraction."""
         if self.mode == "random":
             return np.random.default_rng(int(shard.checksum[:15], 16)).random(len(entries)) < self.value
-        return np.asarray(entries) < self._cut(shard)
+        cuts = np.asarray(self._cuts(shard), np.int64)
+        return np.asarray(entries) < (cuts[inputs] if inputs is not None else cuts[0])
 
-    def _cut(self, shard: ShardEntry) -> int:
-        total = (self.entries or {}).get(shard.source)
-        if total is None:
-            raise SchemaError(f"input {shard.source} of shard {shard.name} is not in the manifest's inputs")
-        return max(1, math.trunc(self.value * total))
+    def _cuts(self, shard: ShardEntry) -> list[int]:
+        """The fraction's cut in every piece's input file."""
+        cuts = []
+        for source in shard.sources:
+            total = (self.entries or {}).get(source)
+            if total is None:
+                raise SchemaError(f"input {source} of shard {shard.name} is not in the manifest's inputs")
+            cuts.append(max(1, math.trunc(self.value * total)))
+        return cuts

@@ -24,7 +24,7 @@ from jetstore.stats.cells import CellRule
 from jetstore.stats.fraction import ALL, NONE, SOME, Fraction
 from jetstore.stats.weights import class_histograms
 from jetstore.store.dataset import ShardSource
-from jetstore.store.layout import ENTRY, Selection
+from jetstore.store.layout import ENTRY, INPUT, Selection
 from jetstore.store.manifest import ShardEntry
 from jetstore.store.table import JetTable
 
@@ -168,8 +168,9 @@ def _read(work: ShardWork, shard: ShardEntry, needs: Selection, fraction: Fracti
     if cover != SOME:
         table = work.source.read(shard, needs.jets, needs.blocks)
         return table, np.full(table.n_jets, cover == ALL)
-    table = work.source.read(shard, (*needs.jets, ENTRY), needs.blocks)
-    return table, fraction.mask(shard, table.jets[ENTRY])
+    provenance = work.source.columns.provenance()
+    table = work.source.read(shard, (*needs.jets, *provenance), needs.blocks)
+    return table, fraction.mask(shard, table.jets[ENTRY], table.jets.get(INPUT))
 
 
 def _standardization_values(work: ShardWork, shard: ShardEntry, resolver: VariableResolver,

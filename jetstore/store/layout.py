@@ -14,6 +14,9 @@ from jetstore.errors import DatasetError
 CODECS = ("zstd", "lz4")
 ENTRY = "_entry"  # provenance column of every dataset: the jet's entry number in its input file
 ENTRY_DTYPE = "int64"
+INPUT = "_input"  # provenance (format 3): the jet's piece of its shard (shards pack several small inputs)
+INPUT_DTYPE = "int32"
+PROVENANCE = (ENTRY, INPUT)
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,10 @@ class TableColumns:
 
     @classmethod
     def build(cls, jets: Iterable[str], blocks: Mapping[str, Iterable[str]], dtypes: Mapping[str, str]) -> TableColumns:
-        """From column names (jet columns, then features per block) and the dtype of each; ``_entry`` is
-        appended to the jet columns."""
-        dtypes = {ENTRY: ENTRY_DTYPE, **dtypes}
-        names = dict.fromkeys([*jets, ENTRY])
+        """From column names (jet columns, then features per block) and the dtype of each; ``_entry`` and
+        ``_input`` are appended to the jet columns."""
+        dtypes = {ENTRY: ENTRY_DTYPE, INPUT: INPUT_DTYPE, **dtypes}
+        names = dict.fromkeys([*jets, *PROVENANCE])
         return cls(tuple((name, dtypes[name]) for name in names),
                    tuple(BlockColumns(b, tuple((f, dtypes[f]) for f in features)) for b, features in blocks.items()))
 
@@ -84,6 +87,10 @@ class TableColumns:
         for block in self.blocks:
             out.update((name, np.dtype(dtype)) for name, dtype in block.features)
         return out
+
+    def provenance(self) -> tuple[str, ...]:
+        """The provenance columns stored (datasets of format 2 have no ``_input``: one piece per shard)."""
+        return tuple(name for name in PROVENANCE if name in self.jet_names)
 
     def block(self, name: str) -> BlockColumns:
         for block in self.blocks:

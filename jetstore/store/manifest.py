@@ -21,7 +21,7 @@ from jetstore.store import paths, storage
 from jetstore.store.layout import Layout, TableColumns
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
-SHARD_VERSION = 2  # what a shard's bytes follow (in every task key): format 3 changed only the manifest
+SHARD_VERSION = 3  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column)
 MAX_MESSAGE = 200
 
 
@@ -41,8 +41,22 @@ class InputEntry:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """Entries ``[entry_start, entry_stop)`` of one input file, converted into a shard."""
+
+    source: str
+    entry_start: int
+    entry_stop: int
+
+    @property
+    def entries(self) -> int:
+        return self.entry_stop - self.entry_start
+
+
+@dataclass(frozen=True)
 class ShardEntry:
-    """One committed shard: where it is, what it holds, and checksums of its files."""
+    """One committed shard: where it is, what it holds (jets of one or several input pieces: small inputs are
+    packed together; a jet's ``_input`` column is its piece), and checksums of its files."""
 
     name: str
     path: str
@@ -52,29 +66,44 @@ class ShardEntry:
     bytes: int
     checksum: str
     files: dict[str, tuple[int, str]]
-    source: str
-    entry_start: int
-    entry_stop: int
+    pieces: tuple[Piece, ...]
     task_key: str
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The input files of the shard's pieces, by piece."""
+        return tuple(piece.source for piece in self.pieces)
+
+    @property
+    def entries(self) -> int:
+        return sum(piece.entries for piece in self.pieces)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["files"] = {k: list(v) for k, v in self.files.items()}
+        out["pieces"] = [dataclasses.asdict(p) for p in self.pieces]
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str, jets_per_entry: int = 1) -> ShardEntry:
-        """A validated shard record (as in the manifest and the ``_commits/`` records); a shard holds at most
-        ``jets_per_entry`` jets per input entry (1 for per-jet trees)."""
+        """A validated shard record (as in the manifest and the ``_commits/`` records; format 2's one
+        ``source``/``entry_start``/``entry_stop`` is one piece); a shard holds at most ``jets_per_entry`` jets per
+        input entry (1 for per-jet trees)."""
         validate(data, where, "#/$defs/shard")
         entry = dict(data)
         entry["files"] = {k: (int(v[0]), str(v[1])) for k, v in data["files"].items()}
+        if "pieces" in entry:
+            entry["pieces"] = tuple(Piece(**p) for p in entry["pieces"])
+        else:
+            entry["pieces"] = (Piece(entry.pop("source"), entry.pop("entry_start"), entry.pop("entry_stop")),)
         shard = cls(**entry)
-        if shard.entry_stop < shard.entry_start:
-            raise DatasetError(f"{where}: entry_stop {shard.entry_stop} is before entry_start {shard.entry_start}")
-        if shard.n_jets > jets_per_entry * (shard.entry_stop - shard.entry_start):
-            raise DatasetError(f"{where}: n_jets {shard.n_jets} is more than the shard's "
-                               f"{shard.entry_stop - shard.entry_start} input entries allow")
+        for index, piece in enumerate(shard.pieces):
+            if piece.entry_stop < piece.entry_start:
+                raise DatasetError(f"{where}: pieces[{index}]: entry_stop {piece.entry_stop} is before entry_start "
+                                   f"{piece.entry_start}")
+        if shard.n_jets > jets_per_entry * shard.entries:
+            raise DatasetError(f"{where}: n_jets {shard.n_jets} is more than the shard's {shard.entries} input "
+                               "entries allow")
         if sum(shard.class_counts.values()) > shard.n_jets:
             raise DatasetError(f"{where}: class_counts add up to more than n_jets ({shard.n_jets})")
         return shard

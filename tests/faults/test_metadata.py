@@ -95,7 +95,7 @@ def test_impossible_counts_are_refused_on_open(copy):
 
 def test_more_jets_than_input_entries_are_refused_on_open(copy):
     shard = Dataset.open(str(copy)).manifest.shards[0]
-    reseal(copy, n_jets=shard.entry_stop - shard.entry_start + 5)
+    reseal(copy, n_jets=shard.entries + 5)
     with pytest.raises(DatasetError, match=r"shards\[0\]: n_jets \d+ is more than the shard's \d+ input entries"):
         Dataset.open(str(copy))
 

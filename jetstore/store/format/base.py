@@ -10,6 +10,7 @@ once per process and cached.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -96,11 +97,13 @@ class ShardReader(ABC):
 
 
 class MetadataCache:
-    """Per-process LRU of parsed shard metadata, keyed by (path, checksum)."""
+    """Per-process LRU of parsed shard metadata, keyed by (path, checksum). Threads asking for the same shard at
+    once wait for one load (the I/O threads start on a new shard together: one tail read, not one each)."""
 
     def __init__(self, capacity: int = 256):
         self.capacity = capacity
         self.items: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+        self.loading: dict[tuple[str, str], concurrent.futures.Future] = {}
         self.lock = threading.Lock()
 
     def get(self, key: tuple[str, str], load: Callable[[], Any]) -> Any:
@@ -108,11 +111,25 @@ class MetadataCache:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        value = load()
+            pending = self.loading.get(key)
+            owner = pending is None
+            if owner:
+                pending = self.loading[key] = concurrent.futures.Future()
+        if not owner:
+            return pending.result()
+        try:
+            value = load()
+        except BaseException as exc:
+            with self.lock:
+                del self.loading[key]
+            pending.set_exception(exc)
+            raise
         with self.lock:
             self.items[key] = value
+            del self.loading[key]
             while len(self.items) > self.capacity:
                 self.items.popitem(last=False)
+        pending.set_result(value)
         return value
 
 
