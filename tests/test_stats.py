@@ -24,6 +24,7 @@ from jetstore.stats.export import export_weaver_yaml
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
+from jetstore.store.layout import Layout
 from tests.helpers import REPO, cli, run_convert
 
 CONFIG = REPO / "tests" / "fixtures" / "weaver_cms_ak4.yaml"
@@ -132,11 +133,11 @@ def test_random_fraction_on_sorted_shards_is_unbiased(dask_client, sample_files,
 def test_unit_counts_add_up_to_the_class_histograms(dask_client, unskimmed):
     config = load_training_config(CONFIG)
     result = compute_stats(unskimmed, config, dask_client, log=lambda _: None)
-    assert result.unit_jets == 2048
+    assert result.unit_jets == Layout().chunk_jets
     totals = np.zeros(6 * 11 * 5)
     for shard in unskimmed.manifest.shards:
         rows = result.unit_counts[shard.name]
-        assert rows[:, 0].max() < -(-shard.n_jets // 2048)
+        assert rows[:, 0].max() < -(-shard.n_jets // Layout().chunk_jets)
         np.add.at(totals, rows[:, 1], rows[:, 2])
     expected = np.stack([result.class_hists[c] for c in config.weights.classes]).ravel()
     np.testing.assert_array_equal(totals, expected)
