@@ -77,6 +77,12 @@ class S3Server:
             env["AWS_CA_BUNDLE"] = self.ca_bundle
         return env
 
+    @property
+    def options(self) -> dict[str, str]:
+        """jetstore storage options for this server (instead of the environment)."""
+        out = {"endpoint_url": self.endpoint, "key": self.key, "secret": self.secret}
+        return out | ({"client_kwargs": {"verify": self.ca_bundle}} if self.ca_bundle else {})
+
     def make_bucket(self, name: str) -> None:
         import boto3
 

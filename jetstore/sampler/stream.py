@@ -77,6 +77,7 @@ class SlotStream:
         self.full = tuple(_with_provenance(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split, p)
                           for b, p in zip(builders, stored, strict=True))
         self.pipelines: list[UnitPipeline] = []
+        self.units_per_batch: list[int] = []  # how many distinct units fed each batch (a measure of mixing)
 
     @property
     def bytes_read(self) -> int:
@@ -191,6 +192,7 @@ class SlotStream:
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
+            self.units_per_batch.append(len(np.unique(split(drawn)[0])))
             assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.empty,
                                                   state.copies_of(drawn)))
             state.release(drawn)
