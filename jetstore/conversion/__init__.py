@@ -33,7 +33,9 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
             ) -> ConvertReport:
     """Convert jet libraries into a sharded, checksummed dataset at ``output``.
 
-    Rerunning the same call resumes: shards already committed and intact are reused, the rest are redone.
+    Rerunning the same call resumes: shards already committed and intact are reused, the rest are redone. An
+    input that fails to convert is not raised but listed in the report; every error raised is a
+    :class:`~jetstore.errors.JetstoreError` with a one-line message.
 
     Parameters
     ----------
@@ -54,9 +56,10 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
         (default: :class:`~jetstore.store.layout.Layout`).
     read_step
         Input entries read at once by a task.
-    storage_options, input_storage_options
-        fsspec options (endpoint, credentials) for the output and for remote inputs; default: the ``AWS_*``
-        environment variables.
+    storage_options
+        fsspec options (endpoint, credentials) for the output; default: the ``AWS_*`` environment variables.
+    input_storage_options
+        fsspec options for remote inputs; default: the ``AWS_*`` environment variables.
     overwrite
         Delete an existing dataset at ``output`` first.
     append
@@ -66,9 +69,12 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
         Commit the dataset without the inputs that failed (the report still lists them).
     break_lease
         Take over the write lease of a conversion that crashed.
-    client, scheduler, workers
-        Where to run: ``client`` if given, else the Dask scheduler at ``scheduler`` (or
-        ``DASK_SCHEDULER_ADDRESS``), else a LocalCluster of ``workers`` processes (default: one per core).
+    client
+        The Dask ``distributed`` client to run on; default: one for ``scheduler``, else for a LocalCluster.
+    scheduler
+        The address of a running Dask scheduler (default: ``DASK_SCHEDULER_ADDRESS``; neither: a LocalCluster).
+    workers
+        The LocalCluster's worker processes (default: one per core).
     progress
         Show a progress bar.
     quiet
@@ -96,9 +102,6 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
         not be written.
     JetstoreError
         An unknown ``format``, or both ``overwrite`` and ``append``.
-
-    All are :class:`~jetstore.errors.JetstoreError` with a one-line message; an input that fails to convert
-    is not raised but listed in the report.
     """
     from jetstore.conversion.cluster import dask_client
     from jetstore.conversion.run import session

@@ -53,8 +53,10 @@ class Dataset:
         layout and stored columns.
     schema
         The :class:`~jetstore.schema.Schema` it was converted with.
-    fs, root
-        The fsspec filesystem and the dataset's root path on it.
+    fs
+        The fsspec filesystem it is on.
+    root
+        Its root path on ``fs``.
     options
         The storage options it was opened with (credentials included: never log them).
     """
@@ -69,6 +71,9 @@ class Dataset:
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
         """Open the dataset at ``url``: read and validate its manifest.
+
+        Storage failures (an unreachable endpoint, refused credentials) are raised as fsspec raises them; within
+        :func:`jetstore.store.storage.access` they become one-line :class:`~jetstore.errors.StorageError` errors.
 
         Parameters
         ----------
@@ -88,9 +93,6 @@ class Dataset:
         DatasetError
             No manifest at ``url`` (not a dataset, or its conversion has not committed), or a manifest that is
             malformed, fails its checksum or names an unknown format; the message names the file and the key.
-
-        Storage failures (an unreachable endpoint, refused credentials) are raised as fsspec raises them; within
-        :func:`jetstore.store.storage.access` they become one-line :class:`~jetstore.errors.StorageError` s.
         """
         url = storage.absolute(url)
         opts = storage.resolve_storage_options(url, options)
