@@ -1,16 +1,20 @@
 # Two commands on a fresh machine (Python 3.11):
 #   make demo   convert the bundled sample to Zarr and Parquet on a local Dask cluster
 #   make test   lint and run the test suite (what CI runs)
+#   make docs   build the docs site (docs/, the README, the API from the docstrings) into site/, offline
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install bench
+.PHONY: demo test install bench docs
 demo: install
 	$(VENV)/bin/jetstore demo --output demo-output
 
 test: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: install
 	$(PY) bench/convert.py

@@ -3,14 +3,17 @@
 The package folders follow the pipeline: ``schema`` → ``conversion`` → ``store`` → ``stats`` → ``sampler``.
 The public API::
 
-    from jetstore import convert, load_schema, Dataset, compute_stats, JetDataset
+    from jetstore import convert, load_schema, Dataset, Collection, compute_stats, JetDataset, SamplerOptions
 
-Names are imported on first use, so ``import jetstore`` (and conversion) never loads torch.
+Names are imported on first use, so ``import jetstore`` (and conversion) never loads torch or Dask's
+``distributed``; type checkers see them through the ``TYPE_CHECKING`` imports below (the package ships
+``py.typed``).
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 from jetstore.errors import DatasetError, InputError, JetstoreError, SchemaError, StorageError
 from jetstore.version import __version__
@@ -19,14 +22,24 @@ _PUBLIC = {
     "convert": "jetstore.conversion",
     "compute_stats": "jetstore.stats.run",
     "Dataset": "jetstore.store.dataset",
-    "JetDataset": "jetstore.sampler",  # needs torch: pip install jetstore[torch]
+    "Collection": "jetstore.store.collection",
+    "JetDataset": "jetstore.sampler.dataset",  # needs torch: pip install jetstore[torch]
+    "SamplerOptions": "jetstore.sampler.plan",  # jetstore.sampler loads torch
     "load_schema": "jetstore.schema",
 }
 
 __all__ = ["DatasetError", "InputError", "JetstoreError", "SchemaError", "StorageError", "__version__", *_PUBLIC]
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'jetstore' has no attribute {name!r}")
+if TYPE_CHECKING:  # what type checkers see instead of __getattr__: the names of _PUBLIC (``X as X``: re-exported)
+    from jetstore.conversion import convert as convert
+    from jetstore.sampler.dataset import JetDataset as JetDataset
+    from jetstore.sampler.plan import SamplerOptions as SamplerOptions
+    from jetstore.schema import load_schema as load_schema
+    from jetstore.stats.run import compute_stats as compute_stats
+    from jetstore.store.collection import Collection as Collection
+    from jetstore.store.dataset import Dataset as Dataset
+else:
+    def __getattr__(name: str) -> Any:
+        if name in _PUBLIC:
+            return getattr(importlib.import_module(_PUBLIC[name]), name)
+        raise AttributeError(f"module 'jetstore' has no attribute {name!r}")

@@ -1,13 +1,16 @@
-"""Packaging: the installed package list is complete, and the core (convert, inspect, verify, stats,
-export-weaver) installs and runs without the optional torch / plotting / training dependencies."""
+"""Packaging: the installed package list is complete, the core (convert, inspect, verify, stats, export-weaver)
+installs and runs without the optional torch / plotting / training dependencies, and the installed package is
+typed (``py.typed``): a type checker sees the real types of the lazily imported public names."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -67,7 +70,8 @@ def test_the_core_converts_and_computes_stats_without_optional_dependencies(with
         assert result.returncode == 0, f"{step[0]}: {result.stderr[-2000:]}"
     assert json.loads(results[2].stdout)["jets"] == 1264
     assert (tmp_path / "weaver.yaml").exists()
-    probe = ("import sys, jetstore; jetstore.convert, jetstore.compute_stats, jetstore.Dataset, jetstore.load_schema;"
+    probe = ("import sys, jetstore; jetstore.convert, jetstore.compute_stats, jetstore.Dataset, jetstore.Collection,"
+             " jetstore.load_schema;"
              f"assert not {{m.partition('.')[0] for m in sys.modules}} & set({OPTIONAL!r}); print('clean')")
     imported = subprocess.run([sys.executable, "-c", probe], env=without_optional, capture_output=True, text=True)
     assert imported.stdout.strip() == "clean", imported.stderr
@@ -79,3 +83,58 @@ def test_a_missing_extra_is_one_line_naming_it(without_optional, tmp_path, args,
     result = jetstore(without_optional, tmp_path, *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].endswith(f"pip install 'jetstore[{extra}]'")
+
+
+def test_importing_jetstore_loads_neither_torch_nor_distributed():
+    probe = "import sys, jetstore; print(sorted({'torch', 'distributed'} & {m.partition('.')[0] for m in sys.modules}))"
+    imported = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert imported.stdout.strip() == "[]", imported.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A folder holding the package as its wheel installs it, built from a clean copy of this checkout's package
+    folders (an in-place build would reuse files left in build/)."""
+    source, folder = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for path in {"jetstore", *PYPROJECT["tool"]["setuptools"]["package-dir"].values()}:
+        shutil.copytree(REPO / path, source / path, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(folder),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = folder.glob("jetstore-*.whl")
+    zipfile.ZipFile(wheel).extractall(folder / "site")
+    return folder / "site"
+
+
+# a user's script: each reveal_type line → what the type checker must show for it
+REVEALED = {
+    "jetstore.convert": "-> jetstore.conversion.run.ConvertReport",
+    "compute_stats": "-> jetstore.stats.result.StatsResult",
+    "Dataset.open": "def (url: str, options: typing.Mapping[str, Any] | None =) -> jetstore.store.dataset.Dataset",
+    "Collection.open": "-> jetstore.store.collection.Collection",
+    "JetDataset": "batch_size: int,",
+    "SamplerOptions": "-> jetstore.sampler.plan.SamplerOptions",
+    "load_schema": "def (name_or_path: str | pathlib.Path) -> jetstore.schema.model.Schema",
+}
+USER_SCRIPT = "\n".join([
+    "import jetstore",
+    "from jetstore import Collection, Dataset, JetDataset, SamplerOptions, compute_stats, load_schema",
+    *(f"reveal_type({name})" for name in REVEALED),
+    "jetstore.not_a_public_name",
+])
+
+
+def test_a_type_checker_sees_the_public_api_with_its_types(installed, tmp_path):
+    assert (installed / "jetstore/py.typed").is_file()
+    (tmp_path / "user.py").write_text(USER_SCRIPT + "\n")
+    # the third-party libraries as Any (seconds instead of a minute); jetstore itself followed as installed
+    (tmp_path / "mypy.ini").write_text("[mypy]\nfollow_imports = skip\n[mypy-jetstore.*]\nfollow_imports = normal\n")
+    result = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "user.py"], cwd=tmp_path, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    revealed = {int(line.split(":")[1]): line.partition("Revealed type is ")[2] for line in lines if "Revealed" in line}
+    for number, (name, shown) in enumerate(REVEALED.items(), start=3):
+        assert shown in revealed.get(number, ""), f"{name}: {revealed.get(number)}\n{result.stdout}{result.stderr}"
+    errors = [line for line in lines if ": error:" in line]
+    assert len(errors) == 1 and 'Module has no attribute "not_a_public_name"' in errors[0], result.stdout

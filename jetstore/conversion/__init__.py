@@ -31,11 +31,78 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
             client: Client | None = None, scheduler: str | None = None, workers: int | None = None,
             progress: bool = True, quiet: bool | None = None, log: Callable[[str], None] | None = None,
             ) -> ConvertReport:
-    """Convert jet libraries (ROOT, Parquet or HDF5 files: paths, globs or URLs) into a dataset at ``output``
-    with ``schema`` (a Schema, a YAML path or a bundled name), on ``client``, else on the scheduler given (or
-    ``DASK_SCHEDULER_ADDRESS``), else on a LocalCluster of ``workers`` processes (its address is printed
-    unless ``quiet``, by default when there is no ``progress`` bar). Rerunning resumes; ``append`` adds the
-    inputs to the existing dataset at ``output``."""
+    """Convert jet libraries into a sharded, checksummed dataset at ``output``.
+
+    Rerunning the same call resumes: shards already committed and intact are reused, the rest are redone. An
+    input that fails to convert is not raised but listed in the report; every error raised is a
+    :class:`~jetstore.errors.JetstoreError` with a one-line message.
+
+    Parameters
+    ----------
+    inputs
+        ROOT, Parquet or HDF5 files (told apart by their content): paths, globs or fsspec URLs (``s3://``,
+        ``root://``).
+    schema
+        What the inputs hold and how it is stored: a :class:`~jetstore.schema.Schema`, a YAML path or the name
+        of a bundled schema (``cms_ak4``, ``jetclass``, ``nano_ak4``...).
+    output
+        The dataset: a local path or an ``s3://bucket/prefix`` URL.
+    format
+        ``zarr`` or ``parquet`` (:mod:`jetstore.store.format`).
+    jets_per_shard
+        Input entries per shard; small inputs are packed together into shards of about this size.
+    layout
+        Jets per unit (Zarr chunk / Parquet row group), node values per Zarr chunk and the codec
+        (default: :class:`~jetstore.store.layout.Layout`).
+    read_step
+        Input entries read at once by a task.
+    storage_options
+        fsspec options (endpoint, credentials) for the output; default: the ``AWS_*`` environment variables.
+    input_storage_options
+        fsspec options for remote inputs; default: the ``AWS_*`` environment variables.
+    overwrite
+        Delete an existing dataset at ``output`` first.
+    append
+        Add the inputs to the existing dataset at ``output`` (same schema, format and layout); inputs it
+        already holds are skipped.
+    skip_bad_inputs
+        Commit the dataset without the inputs that failed (the report still lists them).
+    break_lease
+        Take over the write lease of a conversion that crashed.
+    client
+        The Dask ``distributed`` client to run on; default: one for ``scheduler``, else for a LocalCluster.
+    scheduler
+        The address of a running Dask scheduler (default: ``DASK_SCHEDULER_ADDRESS``; neither: a LocalCluster).
+    workers
+        The LocalCluster's worker processes (default: one per core).
+    progress
+        Show a progress bar.
+    quiet
+        Do not print the cluster's address and dashboard link (default: when there is no progress bar).
+    log
+        Where notices go (default: standard error).
+
+    Returns
+    -------
+    ConvertReport
+        The committed manifest (``None`` when bad inputs left the dataset uncommitted), the failed inputs
+        with their reasons, and how many shards were written and reused; ``report.ok`` when nothing failed.
+
+    Raises
+    ------
+    SchemaError
+        The schema is invalid (the message names the key), or its ``source`` is no known input kind.
+    InputError
+        No input was found (every pattern matched nothing or named a missing file).
+    DatasetError
+        A different dataset exists at ``output`` (give ``overwrite`` or ``append``), the dataset to append to is
+        missing or incompatible, or another conversion holds its write lease (:class:`~jetstore.errors.LeaseError`).
+    StorageError
+        The output (or the Dask scheduler) cannot be reached, credentials are missing or wrong, or shards could
+        not be written.
+    JetstoreError
+        An unknown ``format``, or both ``overwrite`` and ``append``.
+    """
     from jetstore.conversion.cluster import dask_client
     from jetstore.conversion.run import session
 

@@ -48,6 +48,8 @@ class JetDataset(torch.utils.data.IterableDataset):
     storage_options
         fsspec options for the data (S3 endpoint, credentials; default: the ``AWS_*`` environment).
 
+    Notes
+    -----
     Use as ``DataLoader(ds, batch_size=None)``: one process reads with ``threads`` CPU threads, no DataLoader
     workers needed (workers work too). Each item is a dict: one float32 tensor per ``inputs`` group of the
     config (``[B, C, L]``, or ``[B, C]`` without ``length``), ``_label_`` (int64 class index) for simple labels or

@@ -23,8 +23,25 @@ LINK_KEYS = ("collection", "jet", "node", "indices", "order_by", "ascending")
 
 
 def load_schema(name_or_path: str | Path) -> Schema:
-    """A schema from a YAML file, or the name of a bundled schema (``cms_ak4``, ``jetclass``, ...); a
-    missing file or bad content is a :class:`SchemaError` naming the key."""
+    """Load and validate a schema: what a jet library holds and how it is stored.
+
+    Parameters
+    ----------
+    name_or_path
+        A YAML file, or the name of a bundled schema (``cms_ak4``, ``jetclass``, ``nano_ak4``, ``nano_ak8``;
+        the files in ``schemas/``).
+
+    Returns
+    -------
+    Schema
+        The validated, frozen schema (:class:`~jetstore.schema.model.Schema`).
+
+    Raises
+    ------
+    SchemaError
+        No such file and no bundled schema of that name (the message lists the bundled ones), a file that is not
+        readable text or not valid YAML, or content that breaks a rule; the message names the file and the key.
+    """
     path = Path(name_or_path)
     if not path.exists() and not path.suffix and path.name == str(name_or_path):
         bundled = resources.files("jetstore.schemas") / f"{path.name}.yaml"

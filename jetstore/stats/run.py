@@ -35,14 +35,50 @@ FAN_IN = 8
 def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Client, fraction: float | None = None,
                   fraction_mode: str = "weaver", progress: bool = False,
                   log: Callable[[str], None] | None = None, reuse: bool = True) -> StatsResult:
-    """Run both passes on ``client`` and return the merged result (not yet stored).
+    """Compute a config's standardisation and weight tables over a dataset, weaver-core exact, on ``client``.
 
-    ``data``: a dataset or a union of datasets (:class:`Collection`); a union's statistics equal weaver-core's
-    on all the input files as one list. ``fraction`` (default: ``preprocess.data_fraction`` for the
-    standardisation and all jets for the weights, as weaver-core) and ``fraction_mode`` (``weaver``: the first
-    part of every input file; ``random``) choose the jets, see :mod:`jetstore.stats.fraction`. ``reuse``: keep
-    per-shard results with each dataset and reuse them (:mod:`jetstore.stats.cache`), so a rerun after an
-    append reads only what it must."""
+    Two passes over the shards, each a map and a tree reduction on the cluster, so the client receives one
+    merged result whatever the number of shards. The result is not stored: see
+    :func:`jetstore.stats.result.write_stats`.
+
+    Parameters
+    ----------
+    data
+        A dataset, or a union of datasets (:class:`~jetstore.store.collection.Collection`), whose statistics
+        equal weaver-core's on all their input files as one list.
+    config
+        The weaver-core data-config (:class:`~jetstore.config.weaver.TrainingConfig`): which variables are
+        standardised automatically, and the ``weights`` block.
+    client
+        A Dask ``distributed`` client.
+    fraction
+        The part of the jets to read (default: ``preprocess.data_fraction`` for the standardisation and all jets
+        for the weights, as weaver-core).
+    fraction_mode
+        ``weaver`` (the first part of every input file) or ``random`` (:mod:`jetstore.stats.fraction`).
+    progress
+        Show a progress bar per pass.
+    log
+        Where notices go (default: standard error).
+    reuse
+        Keep per-shard results with each dataset and reuse them (:mod:`jetstore.stats.cache`), so a rerun
+        after an append reads only what it must.
+
+    Returns
+    -------
+    StatsResult
+        Per-variable median and 16/84% percentiles, class histograms, weight tables and per-unit cell counts,
+        keyed by the config's and the data's hashes.
+
+    Raises
+    ------
+    SchemaError
+        A dataset does not store a column the config reads (or stores it with another dtype than the other
+        datasets), or ``fraction`` / ``fraction_mode`` is invalid.
+    DatasetError
+        The data has no shards, a variable has no entries after the selection, a shard cannot be read, or
+        the weights cannot be made.
+    """
     log = log or (lambda message: print(message, file=sys.stderr))
     collection = Collection.open(data)
     check_agreement(collection, config)

@@ -60,7 +60,29 @@ class Collection:
 
     @classmethod
     def open(cls, data: DataSpec, storage_options: Mapping[str, Any] | None = None) -> Collection:
-        """Open ``data``: a URL, ``NAME:URL``, a list of them, a mapping name → URL, or opened datasets."""
+        """Open several datasets as one.
+
+        Parameters
+        ----------
+        data
+            A dataset URL, ``NAME:URL``, a list of them, a mapping sample name → URL, opened
+            :class:`~jetstore.store.dataset.Dataset` objects, or a collection (returned as it is). A dataset
+            given without a name is named after its folder (``/data/hbb.zarr`` → ``hbb``); datasets given the
+            same name are one sample.
+        storage_options
+            fsspec storage options for the URLs (default: the ``AWS_*`` environment variables).
+
+        Returns
+        -------
+        Collection
+            The members in the order given, their shards numbered member after member.
+
+        Raises
+        ------
+        DatasetError
+            No dataset given, a sample name that is not 1-64 letters, digits or ``_.+-``, the same dataset listed
+            twice, or a dataset that cannot be opened (see :meth:`Dataset.open`).
+        """
         if isinstance(data, Collection):
             return data
         if isinstance(data, str | Dataset):

@@ -42,7 +42,24 @@ class ShardSource:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset at ``url``: read-only access through its manifest."""
+    """A committed dataset: read-only access through its manifest. Open one with :meth:`open`.
+
+    Attributes
+    ----------
+    url
+        Where it is: an absolute local path or an fsspec URL (``s3://bucket/prefix``).
+    manifest
+        Its :class:`~jetstore.store.manifest.Manifest`: inputs, shards with their counts and checksums, format,
+        layout and stored columns.
+    schema
+        The :class:`~jetstore.schema.Schema` it was converted with.
+    fs
+        The fsspec filesystem it is on.
+    root
+        Its root path on ``fs``.
+    options
+        The storage options it was opened with (credentials included: never log them).
+    """
 
     url: str
     manifest: Manifest
@@ -53,7 +70,30 @@ class Dataset:
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
-        """The dataset at ``url`` (a local path, made absolute so Dask workers find it, or an fsspec URL)."""
+        """Open the dataset at ``url``: read and validate its manifest.
+
+        Storage failures (an unreachable endpoint, refused credentials) are raised as fsspec raises them; within
+        :func:`jetstore.store.storage.access` they become one-line :class:`~jetstore.errors.StorageError` errors.
+
+        Parameters
+        ----------
+        url
+            A local path (made absolute, so Dask workers in other directories find it) or an fsspec URL
+            (``s3://bucket/prefix``).
+        options
+            fsspec storage options (endpoint, credentials); default: the ``AWS_*`` environment variables.
+
+        Returns
+        -------
+        Dataset
+            The dataset; its shards are read only when asked (:meth:`read_shard`, :meth:`verify`).
+
+        Raises
+        ------
+        DatasetError
+            No manifest at ``url`` (not a dataset, or its conversion has not committed), or a manifest that is
+            malformed, fails its checksum or names an unknown format; the message names the file and the key.
+        """
         url = storage.absolute(url)
         opts = storage.resolve_storage_options(url, options)
         fs, root = storage.filesystem(url, opts)
