@@ -24,7 +24,7 @@ _PUBLIC = {
     "Dataset": "jetstore.store.dataset",
     "Collection": "jetstore.store.collection",
     "JetDataset": "jetstore.sampler.dataset",  # needs torch: pip install jetstore[torch]
-    "SamplerOptions": "jetstore.sampler.plan",  # jetstore.sampler loads torch
+    "SamplerOptions": "jetstore.sampler.plan",
     "load_schema": "jetstore.schema",
 }
 

@@ -1,7 +1,23 @@
-"""The streaming sampler: a torch IterableDataset of ready, weighted, shuffled batches."""
+"""The streaming sampler: a torch IterableDataset of ready, weighted, shuffled batches.
 
-from jetstore.sampler.dataset import JetDataset
-from jetstore.sampler.plan import SamplerOptions
-from jetstore.sampler.world import World
+``JetDataset`` needs torch; the rest of the sampler (plans, options, kernels) does not, so names are imported
+on first use."""
 
-__all__ = ["JetDataset", "SamplerOptions", "World"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC = {"JetDataset": "jetstore.sampler.dataset", "SamplerOptions": "jetstore.sampler.plan",
+           "World": "jetstore.sampler.world"}
+__all__ = list(_PUBLIC)
+
+if TYPE_CHECKING:
+    from jetstore.sampler.dataset import JetDataset as JetDataset
+    from jetstore.sampler.plan import SamplerOptions as SamplerOptions
+    from jetstore.sampler.world import World as World
+else:
+    def __getattr__(name: str) -> Any:
+        if name in _PUBLIC:
+            return getattr(importlib.import_module(_PUBLIC[name]), name)
+        raise AttributeError(f"module 'jetstore.sampler' has no attribute {name!r}")
