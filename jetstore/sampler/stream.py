@@ -78,6 +78,7 @@ class SlotStream:
                           for b, p in zip(builders, stored, strict=True))
         self.pipelines: list[UnitPipeline] = []
         self.units_per_batch: list[int] = []  # how many distinct units fed each batch (a measure of mixing)
+        self.units_read = 0  # units that gave rows this epoch
 
     @property
     def bytes_read(self) -> int:
@@ -193,6 +194,7 @@ class SlotStream:
                 break
             rows = state.arena.rows(drawn)
             self.units_per_batch.append(len(np.unique(split(drawn)[0])))
+            self.units_read = state.read
             assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.empty,
                                                   state.copies_of(drawn)))
             state.release(drawn)
@@ -227,6 +229,7 @@ class _State:
         self.emitted = 0
         self.units: dict[int, int] = {}  # unit sequence → rows still pooled
         self.next_sequence = 0
+        self.read = 0  # units that gave rows
         self.exhausted = False
 
     def next_batch(self, source: Iterator[PreparedUnit], size: int, wanted: int) -> np.ndarray | None:
@@ -240,6 +243,7 @@ class _State:
                 self.exhausted = True
                 break
             if unit.remaining:
+                self.read += 1
                 self.units[self.next_sequence] = unit.remaining
                 pool.add(self.next_sequence, unit.classes)
                 if unit.compact is not None:

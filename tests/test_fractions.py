@@ -1,0 +1,126 @@
+"""The users' recipe: weighted epochs that are a fraction of the data (weaver's ParT recipe reads 1/10 of its jets
+per epoch) read in proportion to what they deliver, follow the (class, pT, eta) target, and mix as well as an
+i.i.d. draw. Data: jittered copies of the bundled sample (distinct jets, many small input files packed into
+shards), on the moto S3 server behind the byte-counting proxy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import s3fs
+
+from jetstore import JetDataset
+from jetstore.config import load_training_config
+from jetstore.config.variables import VariableResolver
+from jetstore.stats.cells import CellRule
+from jetstore.stats.result import read_stats, write_stats
+from jetstore.stats.run import compute_stats
+from jetstore.store.dataset import Dataset
+from tests.fixtures.jittered import jittered_copies
+from tests.helpers import REPO, run_convert
+from tests.proxy import LatencyProxy
+from tests.test_streaming import histogram
+
+CONFIG = REPO / "tests" / "fixtures" / "weaver_cms_ak4.yaml"
+BATCH = 256
+
+
+@pytest.fixture(scope="module")
+def jittered_ak4(dask_client, sample_files, moto_server, tmp_path_factory):
+    """12 jittered copies of the bundled sample (30k jets in 24 small files, packed into 10k-jet shards) with
+    weighted stats, on local disk and copied to a moto bucket."""
+    directory = tmp_path_factory.mktemp("jittered")
+    inputs = jittered_copies(sample_files, directory / "inputs", copies=12)
+    out = directory / "ds.zarr"
+    assert run_convert(dask_client, inputs, out, jets_per_shard=10_000).ok
+    dataset = Dataset.open(str(out))
+    config = load_training_config(CONFIG)
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    moto_server.make_bucket("fractions")
+    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
+    fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
+    return dataset, config
+
+
+def expected_multiplicities(dataset: Dataset, config) -> np.ndarray:
+    """weaver's weight of every stored jet (0: never sampled), by an independent pass over all of them."""
+    stats = read_stats(dataset, config.hash)
+    rule = CellRule.from_config(config)
+    weights = rule.cell_weights(stats.weight_tables)
+    resolver = VariableResolver(dataset.schema, config)
+    table = dataset.read_all(*_needs(resolver, rule))
+    values = {n: flat for n, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
+    cells = rule.cells(values, resolver.selection_mask(table))
+    return np.where(cells >= 0, weights[np.maximum(cells, 0)], 0.0)
+
+
+def _needs(resolver, rule):
+    needs = resolver.needs(rule.variables)
+    return needs.jets, needs.blocks
+
+
+def repeats(keys: list[np.ndarray], window: int) -> float:
+    """Share of the delivered jets that were already delivered in the same or the ``window - 1`` previous
+    batches."""
+    repeated = total = 0
+    for index, batch in enumerate(keys):
+        recent = np.concatenate(keys[max(0, index - window + 1):index] or [np.zeros(0, batch.dtype)])
+        _, first = np.unique(batch, return_index=True)
+        repeated += len(batch) - len(first) + int(np.isin(batch[first], recent).sum())
+        total += len(batch)
+    return repeated / total
+
+
+def jet_keys(batch) -> np.ndarray:
+    return (batch["event"].numpy().astype(np.int64) * 8 + batch["ijet"].numpy()) * 2**24 + \
+        np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24
+
+
+def test_a_tenth_weighted_epoch_fetches_what_it_delivers(jittered_ak4, moto_server):
+    dataset, config = jittered_ak4
+    n = dataset.manifest.n_jets
+    stored = dataset.manifest.bytes / n
+    host, port = moto_server.endpoint.removeprefix("http://").split(":")
+    target = np.stack([read_stats(dataset, config.hash).class_hists[c] *
+                       read_stats(dataset, config.hash).weight_tables[c] for c in config.weights.classes])
+    with LatencyProxy((host, int(port)), latency=0.002) as proxy:
+        ds = JetDataset("s3://fractions/ds.zarr", config, batch_size=BATCH, seed=7, jets_per_epoch=n // 10,
+                        observers=True, storage_options={**moto_server.options, "endpoint_url": proxy.url})
+        ds.set_epoch(0)
+        before = proxy.bytes_down
+        first = list(ds)
+        fetched = proxy.bytes_down - before
+        delivered = sum(len(b["_label_"]) for b in first)
+        assert delivered == len(ds) * BATCH
+        # this toy sample is small (a natural weighted epoch of ~600 jets: the tenth is 4× up-sampled) and its
+        # 2,048-jet units gave 16× the stored bytes per delivered jet; 256-jet units in packed shards ~3.5×
+        assert fetched / delivered < 6 * stored, (fetched / delivered / stored)
+        batches = first
+        for epoch in range(1, 6):
+            ds.set_epoch(epoch)
+            batches += list(ds)
+    mix = histogram(batches, config)
+    variation = 0.5 * np.abs(mix / mix.sum() - target / target.sum()).sum()
+    assert variation < 0.15, variation  # ~8k jets over 330 (class, pT, eta) cells: sampling noise ~0.1
+
+
+def test_a_fraction_mixes_like_an_iid_draw(jittered_ak4):
+    """Repeats within a few batches and the units feeding each batch, against an i.i.d. draw (with replacement,
+    in proportion to the weights) of the same number of jets."""
+    dataset, config = jittered_ak4
+    n = dataset.manifest.n_jets
+    ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=11, jets_per_epoch=n // 10, observers=True)
+    keys = [jet_keys(b) for b in ds]
+    units, read = ds.last_stream.units_per_batch, ds.last_stream.units_read
+    weights = expected_multiplicities(dataset, config)
+    rng = np.random.default_rng(1)
+    draws = rng.choice(len(weights), size=len(keys) * BATCH, p=weights / weights.sum())
+    iid = [draws[i * BATCH:(i + 1) * BATCH] for i in range(len(keys))]
+    unit_jets = dataset.unit_jets
+    iid_units = np.mean([len(np.unique(d // unit_jets)) for d in iid])
+    for window in (1, 4):
+        assert repeats(keys, window) <= 1.5 * repeats(iid, window) + 0.01, window
+    # a fraction reads few units (that is the point), and every batch draws from all of them: as many distinct
+    # units as a draw from the units read would give, not as one from the whole dataset
+    from_read = read * (1 - (1 - 1 / read) ** BATCH)
+    assert np.mean(units) >= 0.7 * from_read, (np.mean(units), from_read, read, iid_units)
