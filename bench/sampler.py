@@ -48,6 +48,8 @@ from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
+from jetstore.store.layout import Layout  # noqa: E402
+from tests.fixtures.jittered import jittered_copies  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -380,8 +382,174 @@ def section_memory(datasets, configs, args, files) -> None:
             print(f"| {size} | {float(out[0]):,.0f} | {float(out[1]):,.0f} | {stored:,.0f} MiB |", flush=True)
 
 
-SECTIONS = {"local": section_local, "weaver": section_weaver, "s3": section_s3, "jetclass": section_jetclass,
-            "natural": section_natural, "memory": section_memory}
+def epoch_stats(url, config, jets_per_epoch, epochs=2, options=None, threads=1) -> dict:
+    """Warm epoch 0, then ``epochs`` measured epochs: per-core rate, bytes fetched per delivered jet, the (class, pT,
+    eta) mix, the most copies of one jet in an epoch, repeats within 1 / 4 batches and units per batch."""
+    ds = JetDataset(url, config, batch_size=BATCH, seed=1, jets_per_epoch=jets_per_epoch, threads=threads,
+                    observers=True, storage_options=options)
+    for _ in ds:
+        pass
+    spec = config.weights
+    mix = np.zeros((len(spec.classes), len(spec.x_bins) - 1, len(spec.y_bins) - 1))
+    jets = fetched = 0
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    keys, copies, units = [], 0, []
+    for epoch in range(1, epochs + 1):
+        ds.set_epoch(epoch)
+        epoch_keys = []
+        for batch in ds:
+            labels = batch["_label_"].numpy()
+            jets += len(labels)
+            pt, eta = batch["jet_pt"].numpy(), batch["jet_eta"].numpy()
+            for c in range(len(spec.classes)):
+                mine = labels == c
+                mix[c] += np.histogram2d(pt[mine], eta[mine], bins=[spec.x_bins, spec.y_bins])[0]
+            epoch_keys.append(jet_keys(batch))
+        fetched += ds.last_stream.bytes_read
+        units += ds.last_stream.units_per_batch
+        flat = np.concatenate(epoch_keys)
+        copies = max(copies, int(np.unique(flat, return_counts=True)[1].max()))
+        keys += epoch_keys
+    result = {"jets": jets, "wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu}
+    stats = read_stats(ds.plan.collection, config.hash)
+    target = np.stack([stats.class_hists[c] * stats.weight_tables[c] for c in spec.classes])
+    result.update(bytes=fetched / jets, variation=0.5 * np.abs(mix / mix.sum() - target / target.sum()).sum(),
+                  copies=copies, repeats=(repeats(keys, 1), repeats(keys, 4)), units=float(np.mean(units)),
+                  units_read=ds.last_stream.units_read, batches=len(keys) // epochs)
+    return result
+
+
+def jet_keys(batch) -> np.ndarray:
+    """A jet's identity in a batch: its sample, event, jet index and pT (copies of a file differ in pT)."""
+    return (((batch["_sample_"].numpy().astype(np.int64) * 2**20 + batch["event"].numpy()) * 8 + batch["ijet"].numpy())
+            * 2**24 + np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24)
+
+
+def repeats(keys: list[np.ndarray], window: int) -> float:
+    """Share of delivered jets already delivered in the same or the ``window - 1`` previous batches."""
+    repeated = total = 0
+    for index, batch in enumerate(keys):
+        recent = np.concatenate(keys[max(0, index - window + 1):index] or [np.zeros(0, batch.dtype)])
+        _, first = np.unique(batch, return_index=True)
+        repeated += len(batch) - len(first) + int(np.isin(batch[first], recent).sum())
+        total += len(batch)
+    return repeated / total
+
+
+def iid_reference(dataset: Dataset, config, jets: int) -> dict:
+    """The same measures for two epochs of an i.i.d. draw (with replacement, in proportion to weaver's weights)
+    of ``jets`` jets in batches: repeats within 1 / 4 batches, distinct units per batch, and the (class, pT, eta)
+    mix's total variation from the target (the noise floor of a sample that size)."""
+    from jetstore.config.variables import VariableResolver
+    from jetstore.stats.cells import CellRule
+
+    stats = read_stats(dataset, config.hash)
+    rule = CellRule.from_config(config)
+    resolver = VariableResolver(dataset.schema, config)
+    needs = resolver.needs(rule.variables)
+    weights, unit, cells_of = [], [], []
+    for index, shard in enumerate(dataset.manifest.shards):
+        table = dataset.read_shard(shard, needs.jets, needs.blocks)
+        values = {n: flat for n, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
+        cells = rule.cells(values, resolver.selection_mask(table))
+        weights.append(np.where(cells >= 0, rule.cell_weights(stats.weight_tables)[np.maximum(cells, 0)], 0.0))
+        cells_of.append(cells)
+        unit.append(index * 10**6 + np.arange(table.n_jets) // dataset.unit_jets)
+    weights, unit = np.concatenate(weights), np.concatenate(unit)
+    cells = np.concatenate(cells_of)
+    draws = np.random.default_rng(1).choice(len(weights), size=2 * (jets - jets % BATCH), p=weights / weights.sum())
+    batches = list(draws.reshape(-1, BATCH))
+    target = np.bincount(cells[cells >= 0], weights=weights[cells >= 0], minlength=rule.n_cells)
+    drawn = np.bincount(cells[draws], minlength=rule.n_cells)
+    return {"repeats": (repeats(batches, 1), repeats(batches, 4)),
+            "units": float(np.mean([len(np.unique(unit[b])) for b in batches])),
+            "variation": 0.5 * np.abs(drawn / drawn.sum() - target / target.sum()).sum()}
+
+
+def first_batch_seconds(url: str, config_path: str, jets_per_epoch: int) -> tuple[float, float]:
+    """A fresh process: seconds from ``JetDataset(...)`` to its construction, and to the first batch."""
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); from jetstore import JetDataset;"
+              "t = time.perf_counter(); ds = JetDataset(sys.argv[2], sys.argv[3], batch_size=512, seed=1,"
+              " jets_per_epoch=int(sys.argv[4])); built = time.perf_counter() - t; next(iter(ds));"
+              "print(built, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", script, str(REPO), url, config_path, str(jets_per_epoch)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def build_jittered(client, files: list[str], copies: int, scratch: Path, name: str, config, fmt: str = "zarr",
+                   **convert_options) -> Dataset:
+    """``copies`` jittered copies of ``files`` (distinct jets, one small Parquet file per copy and input) converted
+    with the defaults (small files packed into 100k-jet shards, 256-jet units) or ``convert_options``."""
+    inputs = jittered_copies(files, scratch / f"jittered{copies}", copies)
+    url = str(scratch / f"{name}.{fmt}")
+    if not Path(url, "_manifest.json").exists():
+        report = convert(inputs, load_schema("cms_ak4"), url, format=fmt, client=client, progress=False,
+                         **convert_options)
+        assert report.ok, report.failures
+    return build(client, inputs, url, fmt, "cms_ak4", [config])
+
+
+def section_fractions(datasets, configs, args, files) -> None:
+    """Issue #18: weighted epochs that are 1/10 and 1/40 of the data, at three sizes, against a full epoch."""
+    config = configs["weights"]
+    scratch = Path(args.scratch)
+    sizes = [int(c) for c in args.fraction_copies.split(",")]
+    header("weighted epochs, a fraction of the data (weights on, batch 512, 1 thread, local Zarr, jittered copies of "
+           "cms_ak4 in small files packed into 100k-jet shards of 256-jet units)",
+           "jets/s per core | jets/s wall | fetched per delivered jet | mix TV | copies | repeats 1 / 4 batches | "
+           "units per batch (read)")
+    with dask_client(workers=2, quiet=True) as client:
+        built = {c: build_jittered(client, files, c, scratch, f"frac{c}x", config) for c in sizes}
+        layouts = {
+            "2,048-jet units, a shard per input file (before)":
+                build_jittered(client, files, sizes[0], scratch, "before", config, jets_per_shard=7000,
+                               layout=Layout(2048)),
+            "Parquet": build_jittered(client, files, sizes[0], scratch, "frac_parquet", config, fmt="parquet"),
+            "a shard per small input file (jets_per_shard 7,000)":
+                build_jittered(client, files, sizes[0], scratch, "small_shards", config, jets_per_shard=7000),
+        }
+
+    def rows(dataset: Dataset, label: str, fractions=(1.0, 0.1, 0.025)) -> None:
+        n = dataset.manifest.n_jets
+        stored = dataset.manifest.bytes / n
+        full = None
+        for fraction in fractions:
+            result = epoch_stats(dataset.url, config, int(fraction * n) if fraction else 2048)
+            rate = result["jets"] / result["cpu"]
+            full = full or rate
+            name = {1.0: "full epoch", 0.1: "1/10", 0.025: "1/40", None: "2,048 jets"}.get(fraction, str(fraction))
+            line(f"{label}: {name}", result,
+                 f"{result['bytes']:.0f} B = {result['bytes'] / stored:.2f}× stored ({rate / full:.2f}× full rate) | "
+                 f"{result['variation']:.3f} | {result['copies']} | {result['repeats'][0]:.3f} / "
+                 f"{result['repeats'][1]:.3f} | {result['units']:.0f} ({result['units_read']})")
+
+    for dataset in built.values():
+        rows(dataset, f"{dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards")
+    for label, dataset in layouts.items():
+        rows(dataset, f"{dataset.manifest.n_jets:,} jets, {label}")
+    base = built[sizes[0]]
+    n = base.manifest.n_jets
+    print("\ni.i.d. draws of the same sizes (with replacement, in proportion to the weights) on the smallest dataset:")
+    for fraction in (0.1, 0.025):
+        reference = iid_reference(base, config, int(fraction * n))
+        print(f"  {fraction}: repeats {reference['repeats'][0]:.3f} / {reference['repeats'][1]:.3f}, "
+              f"{reference['units']:.0f} units per batch, mix TV {reference['variation']:.3f}", flush=True)
+    print("\nfrom JetDataset(...) to the first batch, fresh process (1/10 epoch):")
+    for dataset in built.values():
+        construct, first = first_batch_seconds(dataset.url, args.config, dataset.manifest.n_jets // 10)
+        print(f"  {dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards: built {construct:.2f} s, "
+              f"first batch {first:.2f} s", flush=True)
+    print("\n2,048-jet weighted epoch, fetched share of the dataset:")
+    for dataset in built.values():
+        ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=7, jets_per_epoch=2048)
+        jets = sum(len(b["_label_"]) for b in ds)
+        print(f"  {dataset.manifest.n_jets:,} jets: {jets} jets, {ds.last_stream.bytes_read:,} bytes = "
+              f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
+
+
+SECTIONS = {"fractions": section_fractions, "local": section_local, "weaver": section_weaver, "s3": section_s3,
+            "jetclass": section_jetclass, "natural": section_natural, "memory": section_memory}
 
 
 def main() -> None:
@@ -393,6 +561,8 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--weaver-batches", type=int, default=10)
     parser.add_argument("--natural-epochs", type=int, default=20)
+    parser.add_argument("--fraction-copies", default="8,80,296",
+                        help="dataset sizes of the fractions section, in jittered copies of the inputs (34k jets each)")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
@@ -405,7 +575,7 @@ def main() -> None:
     unweighted.pop("weights")
     configs = {"weights": training_config_from_dict(options), "no weights": training_config_from_dict(unweighted)}
     scratch = Path(args.scratch)
-    inputs = copies_of(files, args.copies, scratch / "inputs")
+    inputs = jittered_copies(files, scratch / f"jittered{args.copies}", args.copies)
     datasets = {}
     with dask_client(workers=2, quiet=True) as client:
         for fmt in ("zarr", "parquet"):
@@ -413,7 +583,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        SECTIONS[name](datasets, configs, args, inputs if name != "natural" else files)
+        SECTIONS[name](datasets, configs, args, inputs if name not in ("natural", "fractions") else files)
 
 
 if __name__ == "__main__":

@@ -122,13 +122,27 @@ def composition(fractions, deficits, batch):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def mix64(z):
+    """splitmix64's finaliser: a well-mixed 64-bit number from any 64-bit number."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _next(state):
     """splitmix64: the next state and a 64-bit random number."""
     state = state + GOLDEN
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return state, z ^ (z >> np.uint64(31))
+    return state, mix64(state)
+
+
+@numba.njit(cache=True, nogil=True)
+def uniforms(keys):
+    """A uniform number in [0, 1) per 64-bit key (its top 53 mixed bits)."""
+    out = np.empty(len(keys), np.float64)
+    for i in range(len(keys)):
+        out[i] = (mix64(keys[i]) >> np.uint64(11)) / 9007199254740992.0
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

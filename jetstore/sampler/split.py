@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
+from jetstore.sampler import kernels
+
 PARTS = ("all", "train", "holdout")
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,5 @@ class Split:
 def _uniform(salt: np.uint64 | np.ndarray, entries: np.ndarray) -> np.ndarray:
     """A uniform number in [0, 1) per entry: splitmix64's finaliser of (salt + entry)."""
     with np.errstate(over="ignore"):
-        x = np.asarray(entries, np.uint64) + np.asarray(salt, np.uint64)
-        x = (x ^ (x >> np.uint64(30))) * _MIX1
-        x = (x ^ (x >> np.uint64(27))) * _MIX2
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+        keys = np.asarray(entries, np.uint64) + np.asarray(salt, np.uint64)
+    return kernels.uniforms(np.ascontiguousarray(np.broadcast_to(keys, np.shape(keys)), np.uint64))

@@ -68,7 +68,7 @@ def batches(units: UnitTable, params: EpochParams) -> int:
         jets = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks).min()
     else:
         jets = params.scale * params.epoch_rounds * float(units.expected.sum()) / params.num_ranks
-    return max(1, int(jets // params.batch_size))
+    return max(1, int(jets / params.batch_size + 1e-9))  # jets_per_epoch / Σw · Σw is not always exact
 
 
 def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int, worker: int) -> Iterator[UnitRead]:
