@@ -22,6 +22,7 @@ from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
 from jetstore.errors import DatasetError, InputError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
+from jetstore.store.backend import open_backend
 from jetstore.store.format import get_format
 from jetstore.store.layout import TableColumns
 from jetstore.store.manifest import InputEntry, Manifest, jets_per_entry
@@ -56,22 +57,15 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
         raise InputError(", ".join(request.inputs), "no input to convert: " + "; ".join(
             f"{url}: {reason}" for url, reason in failures.items()))
     writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex,
-                           jets_per_entry(request.schema.to_dict()))
+                           jets_per_entry(request.schema.to_dict()), reuse=not request.overwrite)
     with storage.access(request.output, request.output_options):
-        _check_output(request)
-        with writer.lease().held(request.break_lease) as previous:
+        open_backend(request.output, storage.probe_options(request.output_options)).check()  # few retries
+        if request.overwrite:
+            writer.check_owned()
+        with writer.hold(request.break_lease) as (writer, previous):
             if previous is not None:
                 log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
-                writer.remove_staging(previous.run_id)
             yield Session(request, urls, failures, writer, log)
-
-
-def _check_output(request: ConvertRequest) -> None:
-    """Fail fast on an object store: the bucket must exist (checked with few retries)."""
-    if storage.is_local(request.output):
-        return
-    fs, root = storage.filesystem(request.output, storage.probe_options(request.output_options))
-    storage.check_bucket(fs, request.output, root.split("/", 1)[0], request.output_options)
 
 
 @dataclass
@@ -92,9 +86,7 @@ class Session:
 
 def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, urls: list[str],
              failures: dict[str, str], progress: bool, log: Callable[[str], None]) -> ConvertReport:
-    if request.overwrite:
-        writer.remove_dataset()
-    previous = writer.existing_manifest()
+    previous = None if request.overwrite else writer.existing_manifest()  # replaced when the new one commits
     report = ConvertReport(manifest=None, failures=failures)
     infos = _inspect_all(client, urls, request, report.failures)
     infos = _consistent_dtypes(infos, report.failures)
@@ -130,8 +122,7 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         jetstore_version=__version__,
     )
-    writer.finish(manifest)
-    report.manifest = manifest
+    report.manifest = writer.finish(manifest)
     return report
 
 

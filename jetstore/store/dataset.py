@@ -9,6 +9,7 @@ from typing import Any
 from jetstore.errors import DatasetError
 from jetstore.schema import Schema, schema_from_dict
 from jetstore.store import paths, storage
+from jetstore.store.backend import open_backend
 from jetstore.store.checksum import files_intact
 from jetstore.store.format import ShardReader, get_format
 from jetstore.store.layout import TableColumns
@@ -28,9 +29,8 @@ class ShardSource:
 
     def reader(self, shard: ShardEntry) -> ShardReader:
         """A reader of one shard (its metadata read once per process, then cached)."""
-        fs, root = storage.filesystem(self.url, self.options)
         size = shard.files.get("", (shard.bytes, ""))[0]
-        source = ByteSource(fs, paths.join(root, shard.path), size)
+        source = ByteSource(open_backend(self.url, self.options), shard.path, size)
         return get_format(self.format).reader(source, self.columns, shard.n_jets, f"{self.url}: shard {shard.path}",
                                               cache_key=(paths.join(self.url, shard.path), shard.checksum))
 

@@ -13,10 +13,7 @@ import copy
 import errno
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -35,7 +32,6 @@ S3_CONFIG = {
     "read_timeout": 120,
 }
 PROBE_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 3}  # checks before a run
-MULTIPART_PART_SIZE = 64 << 20  # uploads above this go multipart (still atomic: visible on completion)
 
 
 class StorageOptions(dict):
@@ -106,95 +102,12 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write a small object so that readers see the old or the new content, never a part.
+    """Write a small object so that readers see the old or the new content, never a part (through the
+    storage backend of its folder: ``jetstore.store.backend``)."""
+    from jetstore.store.backend import backend_of
 
-    Local: temporary file, fsync, rename. Object stores: a single PUT is atomic.
-    """
-    if is_local_fs(fs):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    else:
-        fs.pipe_file(path, data)
-
-
-def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
-    """Move a finished local file or directory to ``target``, replacing what was there.
-
-    Local: one atomic rename. S3: each file uploaded with a single PUT (multipart above the part size,
-    which is atomic too); the shard becomes part of the dataset only when its commit record is written.
-    """
-    if is_local_fs(fs):
-        destination = Path(target)
-        remove(fs, target)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, destination)
-        return
-    remove(fs, target)
-    if local.is_dir():
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        for path in files:
-            fs.put_file(str(path), f"{target}/{path.relative_to(local).as_posix()}", chunksize=MULTIPART_PART_SIZE)
-    else:
-        fs.put_file(str(local), target, chunksize=MULTIPART_PART_SIZE)
-
-
-def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
-    """Write a small object only if nothing is there yet; False if something is. Local: ``O_EXCL``;
-    S3: a PUT with ``If-None-Match: *`` (honoured by AWS, Ceph RGW and moto)."""
-    try:
-        if is_local_fs(fs):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            fs.pipe_file(path, data, mode="create")
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if _http_status(exc) == 412:  # Ceph RGW answers 412 without naming the condition
-            return False
-        raise
-    return True
-
-
-def check_bucket(fs: fsspec.AbstractFileSystem, url: str, bucket: str, options: Mapping[str, Any] | None) -> None:
-    """Raise a :class:`StorageError` unless ``bucket`` exists and these credentials may use it: one HEAD
-    request, whose failure says why (unreachable, no credentials, denied, missing) instead of "not found"."""
-    try:
-        fsspec.asyn.sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
-    except FileNotFoundError:
-        raise missing_bucket(url, bucket, endpoint(url, options)) from None
-    except Exception as exc:
-        error = failure(exc, url, options)
-        raise (error or exc) from None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status behind an s3fs error (botocore keeps it on the cause), if any."""
-    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Delete a file or directory tree if it exists."""
-    if is_local_fs(fs):
-        target = Path(path)
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        return
-    with contextlib.suppress(FileNotFoundError):
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+    folder, _, name = path.rstrip("/").rpartition("/")
+    backend_of(fs, folder).put(name, data)
 
 
 def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
@@ -204,11 +117,6 @@ def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
     found = fs.find(path, detail=True)
     prefix = path.rstrip("/") + "/"
     return {name[len(prefix):]: int(info["size"]) for name, info in found.items()}
-
-
-def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
-    """True for the local filesystem (atomic renames, no requests)."""
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
