@@ -76,7 +76,8 @@ def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> 
 
 def s3_options_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """s3fs options from ``AWS_*`` variables: endpoint, credentials, CA bundle, RGW-safe client config."""
-    options: dict[str, Any] = {"config_kwargs": copy.deepcopy(S3_CONFIG)}
+    # no cached listings: other processes write the same prefixes (a cached listing hides their objects)
+    options: dict[str, Any] = {"config_kwargs": copy.deepcopy(S3_CONFIG), "use_listings_cache": False}
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint

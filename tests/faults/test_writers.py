@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -20,18 +19,6 @@ from jetstore.store.backend import open_backend
 from jetstore.store.dataset import Dataset
 from jetstore.store.lease import Lease, LeaseRecord
 from tests.helpers import REPO, cli, run_convert
-
-
-@pytest.fixture(params=["local", "moto", "ceph"])
-def target(request, tmp_path, moto_server, s3_env):
-    """(dataset URL, storage options, environment for CLI runs) on each backend."""
-    if request.param == "local":
-        return str(tmp_path / "ds.zarr"), {}, {}
-    server = moto_server if request.param == "moto" else request.getfixturevalue("ceph_rgw")["http"]
-    bucket = f"lease-{uuid.uuid4().hex[:10]}"
-    server.make_bucket(bucket)
-    s3_env(server)
-    return f"s3://{bucket}/ds.zarr", storage.resolve_storage_options(f"s3://{bucket}/ds.zarr"), server.environ()
 
 
 def lease_at(url: str, options: dict, run_id: str) -> Lease:
