@@ -12,7 +12,8 @@ from jetstore.store import paths, storage
 from jetstore.store.backend import open_backend
 from jetstore.store.checksum import files_intact
 from jetstore.store.format import ShardReader, get_format
-from jetstore.store.layout import TableColumns
+from jetstore.store.format.base import ShardBounds
+from jetstore.store.layout import Layout, TableColumns
 from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
 from jetstore.store.ranges import ByteSource
 from jetstore.store.table import JetTable, content_counts
@@ -26,13 +27,18 @@ class ShardSource:
     options: Mapping[str, Any]
     format: str
     columns: TableColumns
+    layout: Layout | None = None
 
     def reader(self, shard: ShardEntry) -> ShardReader:
-        """A reader of one shard (its metadata read once per process, then cached)."""
+        """A reader of one shard (its metadata read once per process, then cached), bounded by what the
+        manifest says of it."""
         size = shard.files.get("", (shard.bytes, ""))[0]
         source = ByteSource(open_backend(self.url, self.options), shard.path, size)
+        bounds = ShardBounds(shard.n_jets, shard.node_counts, self.layout and self.layout.chunk_jets,
+                             self.layout and self.layout.chunk_values)
         return get_format(self.format).reader(source, self.columns, shard.n_jets, f"{self.url}: shard {shard.path}",
-                                              cache_key=(paths.join(self.url, shard.path), shard.checksum))
+                                              cache_key=(paths.join(self.url, shard.path), shard.checksum),
+                                              bounds=bounds)
 
     def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
              features: Mapping[str, Iterable[str]] | None = None, start: int = 0, stop: int | None = None) -> JetTable:
@@ -61,7 +67,7 @@ class Dataset:
 
     @property
     def source(self) -> ShardSource:
-        return ShardSource(self.url, self.options, self.manifest.format, self.manifest.columns)
+        return ShardSource(self.url, self.options, self.manifest.format, self.manifest.columns, self.manifest.layout)
 
     @property
     def unit_jets(self) -> int:
