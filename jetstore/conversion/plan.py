@@ -17,6 +17,7 @@ import xxhash
 from jetstore.conversion.root_input import InputInfo
 from jetstore.store.layout import Layout
 from jetstore.store.manifest import FORMAT_VERSION
+from jetstore.store.storage import public_url
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,12 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
     """Split every input into consecutive entry ranges of ``jets_per_shard`` entries."""
     tasks = []
     for info in inputs:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", PurePosixPath(info.url).name.removesuffix(".root")) or "input"
+        url = public_url(info.url)  # names and keys never carry credentials, and stay stable across presigned URLs
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", PurePosixPath(url).name.removesuffix(".root")) or "input"
         for start in range(0, info.entries, jets_per_shard):
             stop = min(info.entries, start + jets_per_shard)
             identity = {
-                "url": info.url, "size": info.size, "uuid": info.uuid, "start": start, "stop": stop,
+                "url": url, "size": info.size, "uuid": info.uuid, "start": start, "stop": stop,
                 "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": layout.to_dict(),
                 "format_version": FORMAT_VERSION,
             }

@@ -54,7 +54,7 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     request = request.resolved()
     urls, failures = expand_inputs(request.inputs, request.input_options)
     if not urls:
-        raise InputError(", ".join(request.inputs), "no input to convert: " + "; ".join(
+        raise InputError(", ".join(map(storage.public_url, request.inputs)), "no input to convert: " + "; ".join(
             f"{url}: {reason}" for url, reason in failures.items()))
     writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex,
                            jets_per_entry(request.schema.to_dict()), reuse=not request.overwrite)
@@ -109,14 +109,17 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
                            f"({report.written} written, {report.reused} reused; rerun to resume)")
 
+    failed = set(report.failures)
+    report.failures = {storage.public_url(url): storage.scrub_urls(reason, urls)
+                       for url, reason in report.failures.items()}
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
         return report
-    failed = set(report.failures)
     manifest = Manifest(
         format=request.format, schema=request.schema.to_dict(), schema_hash=request.schema.hash,
         plan_hash=identity, layout=request.layout, columns=columns, jets_per_shard=request.jets_per_shard,
-        inputs=tuple(InputEntry(i.url, i.entries, i.size, i.uuid) for i in infos if i.url not in failed),
+        inputs=tuple(InputEntry(storage.public_url(i.url), i.entries, i.size, i.uuid) for i in infos
+                     if i.url not in failed),
         shards=tuple(outcomes[t.name].entry for t in tasks if t.source.url not in failed),
         skipped_inputs=dict(report.failures),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -134,13 +137,13 @@ def _float_dtypes(schema: Schema) -> dict[str, str]:
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
                  failures: dict[str, str]) -> list[InputInfo]:
-    keys = [f"inspect-{PurePosixPath(u).name}-{i}" for i, u in enumerate(urls)]
+    keys = [f"inspect-{PurePosixPath(storage.public_url(u)).name}-{i}" for i, u in enumerate(urls)]
     futures = client.map(inspect_task, urls, schema=request.schema, options=request.input_options,
                          key=keys, pure=False)
     infos: list[InputInfo] = []
     for result in client.gather(futures):
         if isinstance(result, TaskFailure):
-            failures[result.url] = request.input_options.scrub(result.reason)
+            failures[result.url] = storage.scrub_urls(request.input_options.scrub(result.reason), urls)
         else:
             infos.append(result)
     return infos

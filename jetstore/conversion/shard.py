@@ -17,9 +17,9 @@ from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL
 from jetstore.store import storage
 from jetstore.store.format import get_format
-from jetstore.store.layout import Layout, TableColumns
+from jetstore.store.layout import ENTRY, Layout, TableColumns
 from jetstore.store.manifest import ShardEntry
-from jetstore.store.table import JetTable, class_index, content_counts
+from jetstore.store.table import JetTable, class_index, content_counts, overlaps
 from jetstore.store.writer import DatasetWriter
 
 
@@ -83,6 +83,7 @@ def _write_shard(job: ShardJob) -> ShardEntry:
         totals = {"n_jets": 0, "class_counts": dict.fromkeys(schema.label_names, 0),
                   "node_counts": {b.name: 0 for b in schema.blocks}}
         for table in pieces:
+            _check_labels(task.source.url, schema, table)
             writer.write(table)
             counts = content_counts(table, schema.label_names)
             totals["n_jets"] += counts["n_jets"]
@@ -90,7 +91,8 @@ def _write_shard(job: ShardJob) -> ShardEntry:
                 for name, value in counts[key].items():
                     totals[key][name] += value
         writer.close()
-        return job.writer.commit(task.name, local, shard_format.suffix, task.key, source=task.source.url,
+        return job.writer.commit(task.name, local, shard_format.suffix, task.key,
+                                 source=storage.public_url(task.source.url),
                                  entry_start=task.entry_start, entry_stop=task.entry_stop, **totals)
 
 
@@ -109,5 +111,17 @@ def sort_order(table: JetTable, schema: Schema) -> np.ndarray:
     return np.lexsort(keys[::-1])
 
 
+def _check_labels(url: str, schema: Schema, table: JetTable) -> None:
+    """One-hot labels must not overlap: a jet in two classes is refused, naming the first such entry and its
+    labels."""
+    one_hot = [table.jets[name] for name in schema.label_names]
+    jets = overlaps(one_hot)
+    if len(jets):
+        jet = int(jets[np.argmin(table.jets[ENTRY][jets])])
+        labels = [name for name, column in zip(schema.label_names, one_hot, strict=True) if column[jet] != 0]
+        raise InputError(url, f"entry {int(table.jets[ENTRY][jet])}: the one-hot labels {', '.join(labels)} are all "
+                              "set; a jet may have one label at most")
+
+
 def _scrub(job: ShardJob, text: str) -> str:
-    return job.writer.options.scrub(job.input_options.scrub(text))
+    return storage.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), [job.task.source.url])

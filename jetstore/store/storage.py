@@ -13,6 +13,7 @@ import copy
 import errno
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -63,6 +64,46 @@ def protocol(url: str) -> str:
 
 def is_local(url: str) -> bool:
     return protocol(url) in ("file", "local")
+
+
+def public_url(url: str) -> str:
+    """``url`` as it may be stored and shown: without user-info (``user:token@``), query string (a presigned
+    URL's signature) or fragment. Local paths as they are."""
+    if is_local(url):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urllib.parse.urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, "", ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that :func:`public_url` removes (to scrub them from messages)."""
+    if is_local(url):
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = [url] if public_url(url) != url else []
+    values = [value for _, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    candidates = (parts.password, parts.query, urllib.parse.unquote(parts.query), *values,
+                  *(urllib.parse.quote(v, safe="") for v in values))
+    found += sorted({p for p in candidates if p and len(p) >= 4}, key=len, reverse=True)
+    return found
+
+
+def scrub_urls(text: str, urls) -> str:
+    """``text`` with every URL of ``urls`` in its public form and their secrets masked."""
+    for url in urls:
+        for secret in url_secrets(url):
+            text = text.replace(secret, public_url(url) if secret == url else "***")
+    return text
+
+
+def is_pattern(url: str) -> bool:
+    """Whether ``url`` is a glob: ``*``, ``?`` or ``[`` in a path or in an object-store URL; never for HTTP(S),
+    whose ``?`` starts a query (a presigned URL's signature)."""
+    return protocol(url) not in ("http", "https") and any(ch in url for ch in "*?[")
 
 
 def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> StorageOptions:

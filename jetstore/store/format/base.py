@@ -25,6 +25,7 @@ from jetstore.store.table import JetTable
 TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
 MAX_METADATA_BYTES = 64 << 20  # the most a shard's metadata (zip directory + zarr.json / Parquet footer) may take
+MAX_MESSAGE = 240  # characters of a damage description
 MAX_CHUNK_BYTES = 256 << 20  # the most one decoded chunk or column chunk may take
 
 
@@ -118,6 +119,9 @@ class ShardReader(ABC):
             raise DatasetError(f"{self.name}: cannot be read ({type(exc).__name__}: {exc})") from None
 
     def damaged(self, what: str) -> DatasetError:
+        what = " ".join(what.split())  # one line, also for a library's multi-line message
+        if len(what) > MAX_MESSAGE:
+            what = what[:MAX_MESSAGE] + "…"
         return DatasetError(f"{self.name} is damaged ({what}); a `jetstore convert` rerun redoes it")
 
     @property

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from jetstore.errors import echo
 from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
+from jetstore.store.format.parquet.footer import FooterError, RowGroup, row_groups
 from jetstore.store.layout import Selection
 from jetstore.store.ranges import SparseFile, coalesce
 from jetstore.store.table import BlockData, JetTable
@@ -48,7 +49,8 @@ class ParquetShardReader(ShardReader):
         try:
             parquet = pq.ParquetFile(sparse, metadata=self.index.metadata, pre_buffer=False,
                                      page_checksum_verification=True)
-            arrow = (parquet.read_row_groups(groups, columns=names) if groups
+            # one thread: pyarrow's worker threads turn some errors in a hostile file into std::terminate
+            arrow = (parquet.read_row_groups(groups, columns=names, use_threads=False) if groups
                      else parquet.schema_arrow.empty_table().select(names))
         except (OSError, pa.ArrowException) as exc:
             raise self.damaged(f"{type(exc).__name__}: {exc}") from None
@@ -81,6 +83,12 @@ class ParquetShardReader(ShardReader):
     def _parse_footer(self) -> FooterIndex:
         """The footer, with its schema, row counts and every column chunk's byte range and sizes checked
         against the manifest and the shard's bytes before any page is read."""
+        try:
+            return self._checked_footer()
+        except (UnicodeDecodeError, KeyError, IndexError, OverflowError) as exc:  # a hostile footer's names, numbers
+            raise self.damaged(f"malformed Parquet footer ({type(exc).__name__})") from None
+
+    def _checked_footer(self) -> FooterIndex:
         sparse = self.metadata_file()
         try:
             metadata = pq.read_metadata(sparse)
@@ -92,25 +100,40 @@ class ParquetShardReader(ShardReader):
         expected = self._arrow_types()
         found = {field.name: field.type for field in schema}
         if found != expected:
-            name = next((n for n in expected if found.get(n) != expected[n]), next(iter(set(found) - set(expected))))
+            name = next(n for n in [*expected, *found] if found.get(n) != expected.get(n))
             raise self.damaged(f"column {echo(name)} is {found.get(name)}, the manifest says {expected.get(name)}")
-        rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-        if any(r < 0 for r in rows) or sum(rows) != self.n_jets:
+        groups = self._row_groups(sparse)
+        rows = [group.rows for group in groups]
+        if len(groups) != metadata.num_row_groups or any(r < 0 for r in rows) or sum(rows) != self.n_jets:
             raise self.damaged("its row groups do not add up to its jets")
         chunks = {}
-        for g in range(metadata.num_row_groups):
-            group = metadata.row_group(g)
-            for c in range(group.num_columns):
-                column = group.column(c)
-                name = column.path_in_schema.split(".")[0]
-                begin = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
-                end = begin + column.total_compressed_size
-                if begin < 0 or column.total_compressed_size < 0 or end > self.source.size \
-                        or column.total_uncompressed_size > self._decoded_bound(name, rows[g]):
-                    raise self.damaged(f"column chunk {echo(name)} of row group {g} claims sizes the shard cannot "
-                                       "hold")
-                chunks[g, name] = (begin, end)
+        for g, group in enumerate(groups):
+            for column in group.columns:
+                end = column.begin + column.compressed
+                if column.begin < 0 or column.compressed < 0 or end > self.source.size \
+                        or column.uncompressed > self._decoded_bound(column.name, rows[g]):
+                    raise self.damaged(f"column chunk {echo(column.name)} of row group {g} claims sizes the shard "
+                                       "cannot hold")
+                chunks[g, column.name] = (column.begin, end)
+            missing = [name for name in expected if (g, name) not in chunks]
+            if missing:
+                raise self.damaged(f"row group {g} has no column {echo(missing[0])}")
         return FooterIndex(metadata, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64), chunks)
+
+    def _row_groups(self, sparse) -> list[RowGroup]:
+        """Row counts and column chunk ranges from the footer's bytes (see ``footer.py``: never through
+        pyarrow's metadata objects, which abort the process on some hostile footers)."""
+        size = self.source.size
+        sparse.seek(size - 8)
+        tail = sparse.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != b"PAR1" or length + 8 > size:
+            raise self.damaged("no Parquet footer")
+        sparse.seek(size - 8 - length)
+        try:
+            return row_groups(sparse.read(length))
+        except FooterError as exc:
+            raise self.damaged(f"malformed Parquet footer ({exc})") from None
 
     def _arrow_types(self) -> dict[str, pa.DataType]:
         """The Arrow type of every stored column, as the manifest's columns say."""
