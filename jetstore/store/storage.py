@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import logging
 import os
 import re
 import urllib.parse
@@ -54,6 +55,33 @@ class StorageOptions(dict):
         for secret in self.secrets():
             text = text.replace(secret, "***")
         return text
+
+
+SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature=)[0-9a-fA-F]{16,}"
+                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")  # parts of signed requests
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in every log record (debug logs of botocore print request headers): the given
+    secrets, those of the ``AWS_*`` environment, and the access key id, signature and session token of
+    signed requests."""
+
+    def __init__(self, secrets: list[str] | None = None, environ: Mapping[str, str] = os.environ):
+        super().__init__()
+        found = [environ.get(name, "") for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+        self.secrets = sorted({s for s in [*found, *(secrets or [])] if len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return SIGNED.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 def protocol(url: str) -> str:
