@@ -9,7 +9,8 @@ credentials the workers hold). Its dashboard is on 127.0.0.1 too, on a free port
 (never credentials) and accepts no work.
 
 The workers of a LocalCluster leave the terminal to the client: Ctrl-C reaches the client alone (one line,
-see ``cli.py``), and a heartbeat that fails because the cluster is closing is not reported.
+see ``cli.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
+reported (the 30-line "Failed to communicate with scheduler during heartbeat" traceback at shutdown).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from distributed.security import Security
 from jetstore.errors import StorageError
 
 CONNECT_TIMEOUT = "10s"
-HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+CLOSING_NOISE = ("Failed to communicate with scheduler during heartbeat", "Async instruction for")  # while closing
 
 
 def scheduler_address(scheduler: str | None = None) -> str | None:
@@ -68,16 +69,17 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
 
 
 class QuietWorkers(WorkerPlugin):
-    """In each worker process of a LocalCluster: ignore Ctrl-C (the client stops the cluster) and drop the
-    heartbeat failures of a worker that is closing."""
+    """In each worker process of a LocalCluster: ignore Ctrl-C (the client stops the cluster) and drop what a
+    closing worker reports of its last heartbeat and its cancelled tasks."""
 
     def setup(self, worker) -> None:
         with contextlib.suppress(ValueError):  # not the main thread: nothing to change
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        logging.getLogger("distributed.worker").addFilter(_ClosingHeartbeat(worker))
+        for name in ("distributed.worker", "distributed.worker.state_machine"):
+            logging.getLogger(name).addFilter(_ClosingNoise(worker))
 
 
-class _ClosingHeartbeat(logging.Filter):
+class _ClosingNoise(logging.Filter):
     def __init__(self, worker):
         super().__init__()
         self.worker = worker
@@ -85,4 +87,4 @@ class _ClosingHeartbeat(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         closing = str(getattr(self.worker, "status", "")).split(".")[-1] in ("closing", "closed",
                                                                               "closing_gracefully", "failed")
-        return not (closing and record.getMessage().startswith(HEARTBEAT_FAILED))
+        return not (closing and record.getMessage().startswith(CLOSING_NOISE))
