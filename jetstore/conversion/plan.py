@@ -16,7 +16,7 @@ import xxhash
 
 from jetstore.conversion.root_input import InputInfo
 from jetstore.store.layout import Layout
-from jetstore.store.manifest import FORMAT_VERSION
+from jetstore.store.manifest import SHARD_FORMAT_VERSION
 from jetstore.store.storage import public_url
 
 
@@ -43,7 +43,7 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
             identity = {
                 "url": url, "size": info.size, "uuid": info.uuid, "start": start, "stop": stop,
                 "schema": schema_hash, "dtypes": info.dtypes, "format": format_name, "layout": layout.to_dict(),
-                "format_version": FORMAT_VERSION,
+                "format_version": SHARD_FORMAT_VERSION,
             }
             key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
             tasks.append(ShardTask(f"{stem}.{start:010d}.{key[:8]}", key, info, start, stop))

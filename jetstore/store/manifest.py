@@ -21,7 +21,8 @@ from jetstore.store import paths
 from jetstore.store.backend import Backend
 from jetstore.store.layout import Layout, TableColumns
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the lease generation it was committed under (2 is read as generation 0)
+SHARD_FORMAT_VERSION = 2  # the shards' bytes (part of every task key: changing it redoes every shard)
 MAX_MESSAGE = 200
 
 

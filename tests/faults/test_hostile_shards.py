@@ -220,30 +220,34 @@ def apply(items, mutation) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def original_shard(root) -> bytes:
+    """The shard as converted (kept beside the copy the examples rewrite)."""
+    kept = root.parent / f"{root.name}.original"
+    if not kept.exists():
+        kept.write_bytes((root / Dataset.open(str(root)).manifest.shards[0].path).read_bytes())
+    return kept.read_bytes()
+
+
+@FUZZ
 @given(data=st.data())
 def test_hostile_zarr_shards_give_one_clear_error(workspace, data):
     root = workspace("zarr")
-    original = (root.parent / "zarr-original.zip")
-    if not original.exists():
-        original.write_bytes((root / Dataset.open(str(root)).manifest.shards[0].path).read_bytes())
-    items = members(original.read_bytes())
+    items = members(original_shard(root))
     read_every_way(reseal(root, apply(items, data.draw(zarr_mutations(items)))))
 
 
 # ---------------------------------------------------------------- Parquet: footers rewritten byte by byte
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@FUZZ
 @given(data=st.data())
 def test_hostile_parquet_footers_give_one_clear_error(workspace, data):
     root = workspace("parquet")
-    original = (root.parent / "parquet-original.bin")
-    if not original.exists():
-        original.write_bytes((root / Dataset.open(str(root)).manifest.shards[0].path).read_bytes())
-    shard = bytearray(original.read_bytes())
+    shard = bytearray(original_shard(root))
     footer = struct.unpack("<I", shard[-8:-4])[0]
     kind = data.draw(st.sampled_from(["bytes", "length"]))
     if kind == "bytes":  # thrift fields of the footer: row counts, offsets, sizes, types

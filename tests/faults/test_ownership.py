@@ -108,3 +108,33 @@ def test_a_symbolic_link_out_of_the_dataset_is_never_followed(dask_client, sampl
     with pytest.raises(StorageError, match="leads outside the dataset"):
         run_convert(dask_client, sample_files, out, jets_per_shard=700, overwrite=True)
     assert keep.read_text() == "{}"
+
+
+def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sample_files, tmp_path):
+    """Written before generations (format_version 2, untagged names, no lease left): read as it is; a rerun
+    reuses every shard, and its commit keeps them."""
+    from jetstore.store.manifest import _checksum
+
+    out = tmp_path / "ds"
+    first = run_convert(dask_client, sample_files, out, jets_per_shard=1000).manifest
+    data = json.loads((out / paths.MANIFEST).read_text())
+    for shard in data["shards"]:
+        old = shard["path"]
+        shard["path"] = old.replace(".g1.", ".")
+        (out / old).rename(out / shard["path"])
+        record = out / paths.COMMITS / f"{shard['name']}.g1.json"
+        record.unlink()
+        (out / paths.COMMITS / f"{shard['name']}.json").write_text(json.dumps(shard))
+    del data["generation"], data["checksum"]
+    data["format_version"] = 2
+    data["checksum"] = _checksum(data)
+    (out / paths.MANIFEST).write_text(json.dumps(data))
+    (out / paths.LEASE).unlink()
+    legacy = Dataset.open(str(out))
+    assert legacy.manifest.format_version == 2 and legacy.manifest.generation == 0
+    assert all(legacy.verify(s) == [] for s in legacy.manifest.shards)
+    report = run_convert(dask_client, sample_files, out, jets_per_shard=1000)
+    assert report.ok and report.reused == len(first.shards) and report.written == 0
+    assert report.manifest.format_version == 3 and report.manifest.generation == 1
+    assert {s.path for s in report.manifest.shards} == {s["path"] for s in data["shards"]}
+    assert all(Dataset.open(str(out)).verify(s) == [] for s in report.manifest.shards)
