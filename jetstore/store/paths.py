@@ -10,6 +10,7 @@ the root of a Parquet dataset as a plain Parquet dataset.
     <root>/_stats/<config>.json           statistics per training config
     <root>/shards/<shard>.g<G><suffix>    the shards
     <root>/.staging/g<G>-<run>/           local staging of a running conversion (local datasets only)
+    <root>/.jetstore.lock                 what conditional writes lock (local datasets only; empty)
 
 ``G`` is the generation of the write lease under which a name was written: a writer never writes a name of
 another generation, so a writer that lost its lease cannot replace what a newer one wrote, and clean-up
@@ -28,6 +29,7 @@ PENDING = "_pending"
 STATS = "_stats"
 SHARDS = "shards"
 STAGING = ".staging"
+MANIFESTS = "_manifests"  # earlier manifests (the history of appends), jetstore's, never cleaned up
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 TASK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.\d{10}\.[0-9a-f]{8}"  # see conversion.plan: <stem>.<start>.<key>
@@ -36,10 +38,12 @@ OWNED = {
     SHARDS: re.compile(rf"^(?P<name>{TASK_NAME}){_TAG}(?:\.zarr\.zip|\.parquet)$"),
     COMMITS: re.compile(rf"^(?P<name>{TASK_NAME}){_TAG}\.json$"),
     PENDING: re.compile(r"^manifest\.g(?P<generation>\d{1,12})\.json$"),
-    STATS: re.compile(r"^(?P<name>[0-9a-f]{16})\.json$"),
+    STATS: re.compile(r"^(?P<name>[0-9a-f]{16}(?:\.[0-9a-f]{16})?)\.json$"),  # <config>[.<union>].json
     STAGING: re.compile(r"^(?:g(?P<generation>\d{1,12})-)?(?P<name>[0-9a-f]{32})$"),
+    MANIFESTS: re.compile(r"^(?P<name>\d{1,12})\.json$"),
 }
-TOP_LEVEL = (MANIFEST, LEASE, COMMITS, PENDING, STATS, SHARDS, STAGING)
+LOCK = ".jetstore.lock"  # local disk: what conditional writes lock (store/backend/local.py)
+TOP_LEVEL = (MANIFEST, LEASE, COMMITS, PENDING, STATS, SHARDS, STAGING, MANIFESTS, LOCK)
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # an atomic write's temporary file (local disk)
 
 

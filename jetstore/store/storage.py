@@ -3,7 +3,9 @@
 S3 settings come from the standard ``AWS_*`` environment variables or explicit storage options. Two
 settings make CEPH RGW work where botocore's defaults fail: path-style addressing and
 ``request_checksum_calculation = when_required`` (RGW rejects aws-chunked uploads with CRC trailers
-with HTTP 411). Secrets never leave :class:`StorageOptions` in printable form.
+with HTTP 411). Secrets never leave :class:`StorageOptions` in printable form, URLs are stored and shown
+without their credentials (:func:`public_url`), and log records are redacted (:class:`RedactingFilter`).
+What a writer does to a dataset goes through ``jetstore.store.backend``.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class DatasetWriter:
         backend = self.backend
         foreign = [name for name in backend.entries() if name not in paths.TOP_LEVEL
                    and not paths.TEMPORARY.match(name)]
-        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, paths.STATS, paths.STAGING):
+        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, paths.STATS, paths.STAGING, paths.MANIFESTS):
             foreign += [f"{folder}/{name}" for name in backend.entries(folder)
                         if paths.owned(f"{folder}/{name}") is None and not paths.TEMPORARY.match(name)]
         if backend.exists(paths.MANIFEST):

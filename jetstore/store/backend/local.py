@@ -1,9 +1,9 @@
 """Datasets on local (or network-mounted POSIX) disk.
 
 Atomic writes are a temporary file, fsync and rename; an exclusive create links the finished temporary file
-to its name (``link`` fails where a name exists); a conditional replace holds an exclusive ``flock`` on the
-dataset root while it compares the file's digest with the token and renames, so two writers' conditional
-writes never interleave. A token is the xxh3-64 digest of a file's bytes.
+to its name (``link`` fails where a name exists); a conditional replace holds an exclusive ``flock`` of the
+dataset while it compares the file's digest with the token and renames, so two writers' conditional
+writes never interleave (``.jetstore.lock``, an empty file). A token is the xxh3-64 digest of a file's bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import xxhash
 
 from jetstore.errors import StorageError
+from jetstore.store import paths
 from jetstore.store.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
 
 
@@ -151,8 +152,9 @@ class LocalBackend(Backend):
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """An exclusive lock on the root folder, between processes and between threads."""
-        descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        """An exclusive lock of the dataset, between processes and between threads: ``flock`` on its lock
+        file (a file opened for writing, which NFS's emulation of ``flock`` by POSIX locks needs)."""
+        descriptor = os.open(os.path.join(self.root, paths.LOCK), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
