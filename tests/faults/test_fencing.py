@@ -58,8 +58,15 @@ def intact(url: str, options: dict) -> bytes:
     return open_backend(url, options).read(paths.MANIFEST)
 
 
-@pytest.mark.parametrize("point", ["publish", "seal"])
-def test_a_stalled_writer_never_commits(dask_client, sample_files, target, point):
+def test_a_writer_stalled_before_its_commit_point_never_commits(dask_client, sample_files, target):
+    stalled_writer_never_commits(dask_client, sample_files, target, "seal")
+
+
+def test_a_writer_stalled_before_a_shard_publish_never_commits(dask_client, sample_files, target_local_ceph):
+    stalled_writer_never_commits(dask_client, sample_files, target_local_ceph, "publish")
+
+
+def stalled_writer_never_commits(dask_client, sample_files, target, point: str) -> None:
     url, options, env = target
     writer_a = start_frozen(point, url, env, sample_files[:1], "--jets-per-shard", "500")
     try:
@@ -74,10 +81,10 @@ def test_a_stalled_writer_never_commits(dask_client, sample_files, target, point
     assert Dataset.open(url, options or None).manifest.generation == report.manifest.generation
 
 
-def test_a_stalled_clean_up_deletes_nothing_newer(dask_client, sample_files, target):
+def test_a_stalled_clean_up_deletes_nothing_newer(dask_client, sample_files, target_local_ceph):
     """A sealed and installed its manifest, then stalled before its clean-up: B completes A's commit
     (A's manifest stays committed), commits its own over it, and A's late deletes touch only older names."""
-    url, options, env = target
+    url, options, env = target_local_ceph
     assert run_convert(dask_client, sample_files[:1], url, options=options or None, jets_per_shard=1500).ok
     writer_a = start_frozen("clean-up", url, env, sample_files[:1], "--jets-per-shard", "500", "--overwrite")
     try:
