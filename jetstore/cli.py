@@ -22,6 +22,7 @@ import yaml
 from jetstore.conversion.request import ConvertRequest
 from jetstore.errors import JetstoreError, SchemaError
 from jetstore.schema import load_schema
+from jetstore.store import storage
 from jetstore.store.format import FORMATS
 from jetstore.store.layout import CODECS, Layout
 
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = VERBOSITY_LEVELS[max(-1, min(2, verbosity))]
         handler = logging.StreamHandler()
         handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
+        given = storage.StorageOptions({**getattr(args, "storage_options", {}),
+                                        **getattr(args, "input_storage_options", {})}).secrets()
+        handler.addFilter(storage.RedactingFilter(given))  # botocore's debug logs print request headers
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
         logging.getLogger("jetstore").setLevel(level)
     return _guarded(args.handler, args, verbosity=verbosity)

@@ -3,6 +3,7 @@ another directory, the command line run with relative paths from a third."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,4 +74,4 @@ def test_checks_come_before_the_cluster(sample_files, tmp_path, moto_server):
     no_scheduler = jetstore("convert", *sample_files, "--schema", "cms_ak4", "-o", "ds.zarr", "--scheduler",
                             unreachable, cwd=tmp_path)
     assert no_scheduler.returncode == 3 and "cannot reach the Dask scheduler" in no_scheduler.stderr
-    assert not (tmp_path / "ds.zarr" / "_lease.json").exists()
+    assert json.loads((tmp_path / "ds.zarr" / "_lease.json").read_text())["state"] == "released"  # not held

@@ -42,7 +42,8 @@ def test_every_value_round_trips(dask_client, sample_files, tmp_path, fmt):
         path = tmp_path / "ds" / shard.path
         assert shard.files == {"": (path.stat().st_size, file_checksum(dataset.fs, str(path)))}
         assert shard.bytes == path.stat().st_size
-    assert sorted(os.listdir(tmp_path / "ds")) == ["_commits", "_manifest.json", "_manifests", "shards"]
+    assert sorted(os.listdir(tmp_path / "ds")) == [".jetstore.lock", "_commits", "_lease.json", "_manifest.json",
+                                                   "_manifests", "shards"]
     assert os.listdir(tmp_path / "ds" / "_manifests") == ["1.json"] and manifest.version == 1
 
 

@@ -353,3 +353,60 @@ def test_hadolint(path):
     for number, line in enumerate(lines):
         if line.startswith("# hadolint ignore="):  # every ignore comes with its reason just above it
             assert lines[number - 1].startswith("#") and "hadolint" not in lines[number - 1], line
+
+
+# ---------------------------------------------------------------- who may reach the Dask scheduler
+
+OPERATOR_PODS = {component: {"dask.org/cluster-name": "jetstore-dask", "dask.org/component": component}
+                 for component in ("scheduler", "worker")}  # the labels the operator gives its pods
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and In / NotIn / Exists / DoesNotExist)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for rule in selector.get("matchExpressions", []):
+        key, operator, values = rule["key"], rule["operator"], rule.get("values", [])
+        present = key in labels
+        if not {"In": present and labels[key] in values, "NotIn": not present or labels[key] not in values,
+                "Exists": present, "DoesNotExist": not present}[operator]:
+            return False
+    return True
+
+
+def may_connect(source: dict, target: dict, port: int) -> bool:
+    """Whether a pod labelled ``source`` may open ``port`` on a pod labelled ``target`` (same namespace)."""
+    policies = [d for _, d in documents() if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], target)
+                and "Ingress" in d["spec"]["policyTypes"]]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            peers = rule.get("from")
+            if (not ports or port in ports) and (peers is None or any(selects(p["podSelector"], source)
+                                                                      for p in peers if "podSelector" in p)):
+                return True
+    return False
+
+
+def template_labels(name: str) -> dict:
+    return document("Job", name)["spec"]["template"]["metadata"]["labels"]
+
+
+def test_only_the_jobs_pods_reach_the_dask_scheduler():
+    """Any pod could otherwise connect to the scheduler (8786) and run code as the workers, which hold the S3
+    credentials: the NetworkPolicies admit only the Dask pods and the convert Job's (both layouts)."""
+    clients = template_labels("jetstore-convert-ak4")
+    strangers = [{}, {"app": "someone-else"}, template_labels("jetstore-train-part"),
+                 {"app.kubernetes.io/name": "jetstore"}]
+    layouts = {"fallback": (template_labels("jetstore-dask-scheduler"), template_labels("jetstore-dask-worker")),
+               "operator": (OPERATOR_PODS["scheduler"], OPERATOR_PODS["worker"])}
+    for layout, (scheduler, worker) in layouts.items():
+        for port in (8786, 40123):  # the scheduler's comm port; a worker's (random) port
+            for target in (scheduler, worker):
+                assert may_connect(clients, target, port) and may_connect(worker, target, port), layout
+                assert may_connect(scheduler, target, port), layout
+                for stranger in strangers:
+                    assert not may_connect(stranger, target, port), (layout, stranger, port)
+    assert may_connect({}, OPERATOR_PODS["scheduler"], 8787)  # the operator polls the HTTP API for idleness

@@ -16,6 +16,7 @@ from jetstore.conversion.read import InputInfo
 from jetstore.conversion.request import ConvertRequest
 from jetstore.errors import DatasetError
 from jetstore.store.manifest import InputEntry, Manifest, ShardEntry
+from jetstore.store.storage import public_url
 
 
 def check_appendable(request: ConvertRequest, manifest: Manifest | None) -> Manifest:
@@ -46,12 +47,12 @@ def new_inputs(infos: list[InputInfo], manifest: Manifest, failures: dict[str, s
     by_url = {entry.url: entry for entry in manifest.inputs}
     fresh = []
     for info in infos:
-        entry = entry_of(info)
+        entry = entry_of(info)  # its URL as stored: without credentials
         same = next((held for held in manifest.inputs if held.same_content(entry)), None)
         if same is not None:
             elsewhere = "" if same.url == info.url else f" as {same.url} (the same content)"
             log(f"{info.url}: already in the dataset{elsewhere}; skipped")
-        elif info.url in by_url:
+        elif entry.url in by_url:
             failures[info.url] = ("already in the dataset with other content (size or identity changed); convert "
                                   "everything again with --overwrite to replace it")
         else:
@@ -70,4 +71,4 @@ def merged(manifest: Manifest, inputs: tuple[InputEntry, ...], shards: tuple[Sha
 
 def entry_of(info: InputInfo) -> InputEntry:
     """The manifest's record of a validated input."""
-    return InputEntry(info.url, info.entries, info.size, info.kind, info.identity)
+    return InputEntry(public_url(info.url), info.entries, info.size, info.kind, info.identity)

@@ -23,6 +23,7 @@ from jetstore.conversion.inputs import stem
 from jetstore.conversion.read import InputInfo
 from jetstore.store.layout import Layout
 from jetstore.store.manifest import SHARD_VERSION, Piece
+from jetstore.store.storage import public_url
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TaskPiece:
 
     @property
     def record(self) -> Piece:
-        return Piece(self.info.url, self.entry_start, self.entry_stop)
+        return Piece(public_url(self.info.url), self.entry_start, self.entry_stop)
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,13 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
 def _task(pieces: tuple[TaskPiece, ...], schema_hash: str, format_name: str, layout: Layout) -> ShardTask:
     """A task named after its first piece and keyed by all of them."""
     identity = {
-        "pieces": [{"url": p.info.url, "size": p.info.size, "identity": p.info.identity, "start": p.entry_start,
-                    "stop": p.entry_stop} for p in pieces],
+        "pieces": [{"url": public_url(p.info.url), "size": p.info.size, "identity": p.info.identity,
+                    "start": p.entry_start, "stop": p.entry_stop} for p in pieces],
         "schema": schema_hash, "dtypes": pieces[0].info.dtypes, "format": format_name, "layout": layout.to_dict(),
         "format_version": SHARD_VERSION,
     }
     key = xxhash.xxh3_128_hexdigest(json.dumps(identity, sort_keys=True).encode())
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem(pieces[0].info.url)) or "input"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem(public_url(pieces[0].info.url))) or "input"
     return ShardTask(f"{name}.{pieces[0].entry_start:010d}.{key[:8]}", key, pieces)
 
 

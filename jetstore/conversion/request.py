@@ -40,14 +40,15 @@ class ConvertRequest:
 
 
 def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
-    """Expand globs (local or remote) and find missing local files; a pattern that matches nothing or a
-    file that does not exist is a failure named by itself."""
+    """Expand globs (local or remote; never HTTP(S) URLs, whose ``?`` starts a query) and find missing local
+    files; a pattern that matches nothing or a file that does not exist is a failure named by itself (in
+    its public form: no credentials)."""
     urls: list[str] = []
     failures: dict[str, str] = {}
     for pattern in patterns:
-        if not any(ch in pattern for ch in "*?["):
+        if not storage.is_pattern(pattern):
             if storage.is_local(pattern) and not os.path.exists(pattern):
-                failures[pattern] = "no such file"
+                failures[storage.public_url(pattern)] = "no such file"
             else:
                 urls.append(pattern)
             continue
@@ -59,6 +60,6 @@ def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) ->
                 prefix = f"{storage.protocol(pattern)}://"
                 matches = [prefix + m for m in sorted(fs.glob(pattern.split("://", 1)[1]))]
         if not matches:
-            failures[pattern] = "no file matches this pattern"
+            failures[storage.public_url(pattern)] = "no file matches this pattern"
         urls.extend(matches)
     return list(dict.fromkeys(urls)), failures

@@ -25,6 +25,7 @@ from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
 from jetstore.errors import DatasetError, InputError, JetstoreError, StorageError, TaskFailure
 from jetstore.schema import Schema
 from jetstore.store import storage
+from jetstore.store.backend import open_backend
 from jetstore.store.format import get_format
 from jetstore.store.layout import TableColumns
 from jetstore.store.manifest import Manifest, jets_per_entry
@@ -60,27 +61,20 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     request = request.resolved()
     urls, failures = expand_inputs(request.inputs, request.input_options)
     if not urls:
-        raise InputError(", ".join(request.inputs), "no input to convert: " + "; ".join(
+        raise InputError(", ".join(map(storage.public_url, request.inputs)), "no input to convert: " + "; ".join(
             f"{url}: {reason}" for url, reason in failures.items()))
     writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex,
-                           jets_per_entry(request.schema.to_dict()))
+                           jets_per_entry(request.schema.to_dict()), reuse=not request.overwrite)
     with storage.access(request.output, request.output_options):
-        _check_output(request)
-        with writer.lease().held(request.break_lease) as previous:
+        open_backend(request.output, storage.probe_options(request.output_options)).check()  # few retries
+        if request.overwrite:
+            writer.check_owned()
+        with writer.hold(request.break_lease) as (writer, previous):
             if previous is not None:
                 log(f"took over the write lease of run {previous.run_id[:12]} (pid {previous.pid} on {previous.host})")
-                writer.remove_staging(previous.run_id)
             if request.append:
                 append.check_appendable(request, writer.existing_manifest())
             yield Session(request, urls, failures, writer, log)
-
-
-def _check_output(request: ConvertRequest) -> None:
-    """Fail fast on an object store: the bucket must exist (checked with few retries)."""
-    if storage.is_local(request.output):
-        return
-    fs, root = storage.filesystem(request.output, storage.probe_options(request.output_options))
-    storage.check_bucket(fs, request.output, root.split("/", 1)[0], request.output_options)
 
 
 @dataclass
@@ -101,9 +95,7 @@ class Session:
 
 def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, urls: list[str],
              failures: dict[str, str], progress: bool, log: Callable[[str], None]) -> ConvertReport:
-    if request.overwrite:
-        writer.remove_dataset()
-    previous = writer.existing_manifest()
+    previous = None if request.overwrite else writer.existing_manifest()  # replaced when the new one commits
     base = append.check_appendable(request, previous) if request.append else None
     report = ConvertReport(manifest=None, failures=failures)
     infos = _inspect_all(client, urls, request, report.failures)
@@ -133,10 +125,12 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
                            f"({report.written} written, {report.reused} reused; rerun to resume)")
 
+    failed = _with_packed_partners(tasks, report.failures)  # the inputs left out, as given
+    report.failures = {storage.public_url(url): storage.scrub_urls(reason, urls)
+                       for url, reason in report.failures.items()}
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
         return report
-    failed = _with_packed_partners(tasks, report.failures)
     inputs = tuple(append.entry_of(i) for i in infos if i.url not in failed)
     shards = tuple(outcomes[t.name].entry for t in tasks if not set(t.urls) & failed)
     skipped, version = dict(report.failures), previous.version if previous is not None else 1
@@ -150,8 +144,7 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         jetstore_version=__version__,
     )
-    writer.finish(manifest)
-    report.manifest = manifest
+    report.manifest = writer.finish(manifest)
     return report
 
 
@@ -183,13 +176,13 @@ def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
                  failures: dict[str, str]) -> list[InputInfo]:
-    keys = [f"inspect-{PurePosixPath(u).name}-{i}" for i, u in enumerate(urls)]
+    keys = [f"inspect-{PurePosixPath(storage.public_url(u)).name}-{i}" for i, u in enumerate(urls)]
     futures = client.map(inspect_task, urls, schema=request.schema, options=request.input_options,
                          key=keys, pure=False)
     infos: list[InputInfo] = []
     for result in client.gather(futures):
         if isinstance(result, TaskFailure):
-            failures[result.url] = request.input_options.scrub(result.reason)
+            failures[result.url] = storage.scrub_urls(request.input_options.scrub(result.reason), urls)
         else:
             infos.append(result)
     return infos

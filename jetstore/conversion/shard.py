@@ -19,9 +19,9 @@ from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL
 from jetstore.store import storage
 from jetstore.store.format import get_format
-from jetstore.store.layout import INPUT, Layout, TableColumns
+from jetstore.store.layout import ENTRY, INPUT, Layout, TableColumns
 from jetstore.store.manifest import ShardEntry
-from jetstore.store.table import JetTable, class_index, content_counts
+from jetstore.store.table import JetTable, class_index, content_counts, is_member, overlaps
 from jetstore.store.writer import DatasetWriter
 
 
@@ -101,6 +101,7 @@ def _read_pieces(job: ShardJob) -> Iterator[JetTable]:
     for index, piece in enumerate(job.task.pieces):
         for table in read_range(piece.info, job.schema, piece.entry_start, piece.entry_stop, job.input_options,
                                 job.read_step):
+            _check_labels(piece.info.url, job.schema, table)
             yield JetTable({**table.jets, INPUT: np.full(table.n_jets, index, np.int32)}, table.blocks)
 
 
@@ -119,5 +120,17 @@ def sort_order(table: JetTable, schema: Schema) -> np.ndarray:
     return np.lexsort(keys[::-1])
 
 
+def _check_labels(url: str, schema: Schema, table: JetTable) -> None:
+    """One-hot labels must not overlap: a jet in two classes is refused, naming the first such entry and its
+    labels."""
+    one_hot = [table.jets[name] for name in schema.label_names]
+    jets = overlaps(one_hot)
+    if len(jets):
+        jet = int(jets[np.argmin(table.jets[ENTRY][jets])])
+        labels = [name for name, column in zip(schema.label_names, one_hot, strict=True) if is_member(column[jet])]
+        raise InputError(url, f"entry {int(table.jets[ENTRY][jet])}: the one-hot labels {', '.join(labels)} are all "
+                              "set; a jet may have one label at most")
+
+
 def _scrub(job: ShardJob, text: str) -> str:
-    return job.writer.options.scrub(job.input_options.scrub(text))
+    return storage.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), [job.task.source.url])

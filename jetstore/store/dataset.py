@@ -9,9 +9,11 @@ from typing import Any
 from jetstore.errors import DatasetError
 from jetstore.schema import Schema, schema_from_dict
 from jetstore.store import paths, storage
+from jetstore.store.backend import open_backend
 from jetstore.store.checksum import files_intact
 from jetstore.store.format import ShardReader, get_format
-from jetstore.store.layout import TableColumns
+from jetstore.store.format.base import ShardBounds
+from jetstore.store.layout import Layout, TableColumns
 from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
 from jetstore.store.ranges import ByteSource
 from jetstore.store.table import JetTable, content_counts
@@ -25,14 +27,18 @@ class ShardSource:
     options: Mapping[str, Any]
     format: str
     columns: TableColumns
+    layout: Layout | None = None
 
     def reader(self, shard: ShardEntry) -> ShardReader:
-        """A reader of one shard (its metadata read once per process, then cached)."""
-        fs, root = storage.filesystem(self.url, self.options)
+        """A reader of one shard (its metadata read once per process, then cached), bounded by what the
+        manifest says of it."""
         size = shard.files.get("", (shard.bytes, ""))[0]
-        source = ByteSource(fs, paths.join(root, shard.path), size)
+        source = ByteSource(open_backend(self.url, self.options), shard.path, size)
+        bounds = ShardBounds(shard.n_jets, shard.node_counts, self.layout and self.layout.chunk_jets,
+                             self.layout and self.layout.chunk_values)
         return get_format(self.format).reader(source, self.columns, shard.n_jets, f"{self.url}: shard {shard.path}",
-                                              cache_key=(paths.join(self.url, shard.path), shard.checksum))
+                                              cache_key=(paths.join(self.url, shard.path), shard.checksum),
+                                              bounds=bounds)
 
     def read(self, shard: ShardEntry, jet_columns: Iterable[str] | None = None,
              features: Mapping[str, Iterable[str]] | None = None, start: int = 0, stop: int | None = None) -> JetTable:
@@ -103,7 +109,7 @@ class Dataset:
 
     @property
     def source(self) -> ShardSource:
-        return ShardSource(self.url, self.options, self.manifest.format, self.manifest.columns)
+        return ShardSource(self.url, self.options, self.manifest.format, self.manifest.columns, self.manifest.layout)
 
     @property
     def unit_jets(self) -> int:
@@ -121,11 +127,12 @@ class Dataset:
 
     def verify(self, shard: ShardEntry) -> list[str]:
         """What is wrong with a shard (nothing: ``[]``): its files against their sizes and checksums, then
-        its jet, per-class and per-block node counts against the manifest."""
+        every chunk of every column decoded, and its jet, per-class and per-block node counts against the
+        manifest."""
         if not files_intact(self.fs, paths.join(self.root, shard.path), shard.files):
             return ["missing, or its bytes do not match the checksum"]
         try:
-            table = self.read_shard(shard, self.schema.label_names, {b.name: () for b in self.schema.blocks})
+            table = self.read_shard(shard)
         except DatasetError as exc:
             return [str(exc)]
         observed = content_counts(table, self.schema.label_names)

@@ -16,8 +16,9 @@ from typing import Any
 import jsonschema
 import xxhash
 
-from jetstore.errors import DatasetError
-from jetstore.store import paths, storage
+from jetstore.errors import DatasetError, LeaseError, StorageError
+from jetstore.store import paths
+from jetstore.store.backend import Backend
 from jetstore.store.layout import Layout, TableColumns
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
@@ -131,6 +132,7 @@ class Manifest:
     jetstore_version: str = ""
     format_version: int = FORMAT_VERSION  # as read (written: always the current one)
     version: int = 1
+    generation: int = 0  # of the write lease it was committed under (store/lease.py)
 
     @property
     def n_jets(self) -> int:
@@ -165,6 +167,7 @@ class Manifest:
             "columns": self.columns.to_dict(), "jets_per_shard": self.jets_per_shard,
             "inputs": [dataclasses.asdict(i) for i in self.inputs], "shards": [s.to_dict() for s in self.shards],
             "skipped_inputs": self.skipped_inputs, "created": self.created, "jetstore_version": self.jetstore_version,
+            "generation": self.generation,
             "totals": {"jets": self.n_jets, "bytes": self.bytes, "class_counts": self.class_counts,
                        "node_counts": self.node_counts},
         }
@@ -196,6 +199,7 @@ class Manifest:
                          for i, s in enumerate(data["shards"])),
             skipped_inputs=data["skipped_inputs"], created=data["created"],
             jetstore_version=data["jetstore_version"], format_version=data["format_version"], version=data["version"],
+            generation=data.get("generation", 0),
         )
         if len({s.name for s in manifest.shards}) != len(manifest.shards):
             raise DatasetError(f"{where}: shard names are not unique")
@@ -218,14 +222,40 @@ def read_manifest(fs, root: str) -> Manifest:
     return Manifest.from_json(text, where=path)
 
 
-def write_manifest(fs, root: str, manifest: Manifest) -> None:
-    storage.write_bytes_atomic(fs, paths.join(root, paths.MANIFEST), manifest.to_json().encode())
+def install_manifest(backend: Backend, text: bytes, generation: int, url: str) -> bool:
+    """Install the manifest ``text`` of lease ``generation`` as ``_manifest.json`` by a conditional write
+    that never replaces the manifest of the same or a newer generation: True when this call wrote it,
+    False when it was there already (installed by a run completing this one's commit); a
+    :class:`LeaseError` when a newer generation's manifest is there."""
+    for _ in range(8):
+        current = backend.read_versioned(paths.MANIFEST)
+        if current is not None and current.data == text:
+            return False
+        if current is not None and manifest_generation(current.data) >= generation:
+            raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
+                             "manifest is not installed")
+        if current is None:
+            written = backend.put_if_absent(paths.MANIFEST, text)
+        else:
+            written = backend.put_if_match(paths.MANIFEST, text, current.token)
+        if written is not None:
+            return True
+    raise StorageError(f"{url}: {paths.MANIFEST} keeps changing under this conversion")
 
 
-def write_manifest_version(fs, root: str, manifest: Manifest) -> None:
-    """Keep ``manifest`` as ``_manifests/<version>.json`` (written before ``_manifest.json``, so every version
-    a reader ever saw stays readable; a rerun of an interrupted run writes the same version again)."""
-    storage.write_bytes_atomic(fs, paths.manifest_version_path(root, manifest.version), manifest.to_json().encode())
+def manifest_generation(text: bytes) -> int:
+    """The lease generation a stored manifest was committed under (0: before generations, or unreadable)."""
+    try:
+        value = json.loads(text).get("generation", 0)
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def version_key(version: int) -> str:
+    """Where every version of a manifest is kept (``_manifests/<version>.json``: written when its commit is
+    sealed, before ``_manifest.json``, so every version a reader ever saw stays readable)."""
+    return f"{paths.MANIFESTS}/{version}.json"
 
 
 def read_manifest_version(fs, root: str, version: int) -> Manifest:

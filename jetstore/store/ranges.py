@@ -1,7 +1,8 @@
 """Exact byte-range reads of one stored object, local or remote.
 
-A :class:`ByteSource` fetches lists of ``[start, end)`` ranges: ``os.pread`` on local files, one concurrent
-``cat_ranges`` call (one GET with a ``Range`` header per range) on object stores. :func:`coalesce` merges
+A :class:`ByteSource` fetches lists of ``[start, end)`` ranges through its storage backend's range reader
+(``os.pread`` on local files, one concurrent ``cat_ranges`` call, a GET with a ``Range`` header per range,
+on object stores). :func:`coalesce` merges
 nearby ranges so a unit of jets costs one request where the layout allows, and :class:`SparseFile` lets
 libraries that want a file object (``zipfile``, pyarrow) parse fetched pieces without further reads.
 """
@@ -9,12 +10,11 @@ libraries that want a file object (``zipfile``, pyarrow) parse fetched pieces wi
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jetstore.store import storage
+from jetstore.store.backend import Backend
 
 Range = tuple[int, int]
 
@@ -43,12 +43,11 @@ def coalesce(ranges: Sequence[Range], max_gap: int) -> Coalesced:
 
 
 class ByteSource:
-    """Range reads of one file; counts bytes and requests. Thread-safe."""
+    """Range reads of the object ``key`` of a backend; counts bytes and requests. Thread-safe."""
 
-    def __init__(self, fs, path: str, size: int):
-        self.fs, self.path, self.size = fs, path, size
-        self.local = storage.is_local_fs(fs)
-        self._fd: int | None = None
+    def __init__(self, backend: Backend, key: str, size: int):
+        self.path, self.size = backend.path(key), size
+        self._reader = backend.ranges(key, size)
         self._lock = threading.Lock()
         self.bytes_fetched = 0
         self.requests = 0
@@ -56,12 +55,7 @@ class ByteSource:
     def fetch(self, ranges: Sequence[Range]) -> list[bytes]:
         """The bytes of every range (clipped to the file size), in order."""
         ranges = [(max(0, a), min(b, self.size)) for a, b in ranges]
-        if self.local:
-            fd = self._descriptor()
-            out = [os.pread(fd, b - a, a) if b > a else b"" for a, b in ranges]
-        else:
-            out = self.fs.cat_ranges([self.path] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges],
-                                     on_error="raise")
+        out = self._reader.fetch(ranges)
         with self._lock:
             self.bytes_fetched += sum(len(piece) for piece in out)
             self.requests += len(ranges)
@@ -72,21 +66,8 @@ class ByteSource:
         start = max(0, self.size - length)
         return start, self.fetch([(start, self.size)])[0]
 
-    def _descriptor(self) -> int:
-        with self._lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            return self._fd
-
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        self._reader.close()
 
 
 class SparseFile(io.RawIOBase):

@@ -3,7 +3,9 @@
 S3 settings come from the standard ``AWS_*`` environment variables or explicit storage options. Two
 settings make CEPH RGW work where botocore's defaults fail: path-style addressing and
 ``request_checksum_calculation = when_required`` (RGW rejects aws-chunked uploads with CRC trailers
-with HTTP 411). Secrets never leave :class:`StorageOptions` in printable form.
+with HTTP 411). Secrets never leave :class:`StorageOptions` in printable form, URLs are stored and shown
+without their credentials (:func:`public_url`), and log records are redacted (:class:`RedactingFilter`).
+What a writer does to a dataset goes through ``jetstore.store.backend``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import logging
 import os
 import re
-import shutil
-import uuid
+import urllib.parse
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -35,7 +36,6 @@ S3_CONFIG = {
     "read_timeout": 120,
 }
 PROBE_CONFIG = {"retries": {"max_attempts": 2, "mode": "standard"}, "connect_timeout": 3}  # checks before a run
-MULTIPART_PART_SIZE = 64 << 20  # uploads above this go multipart (still atomic: visible on completion)
 
 
 class StorageOptions(dict):
@@ -59,6 +59,33 @@ class StorageOptions(dict):
         return text
 
 
+SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature=)[0-9a-fA-F]{16,}"
+                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")  # parts of signed requests
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in every log record (debug logs of botocore print request headers): the given
+    secrets, those of the ``AWS_*`` environment, and the access key id, signature and session token of
+    signed requests."""
+
+    def __init__(self, secrets: list[str] | None = None, environ: Mapping[str, str] = os.environ):
+        super().__init__()
+        found = [environ.get(name, "") for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+        self.secrets = sorted({s for s in [*found, *(secrets or [])] if len(s) >= 4}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return SIGNED.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
 def protocol(url: str) -> str:
     """The fsspec protocol of ``url`` ('file' for plain paths)."""
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
@@ -75,6 +102,44 @@ def absolute(url: str) -> str:
     if not is_local(url):
         return url
     return os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+def public_url(url: str) -> str:
+    """``url`` as it may be stored and shown: without user-info (``user:token@``), query string (a presigned
+    URL's signature) or fragment. Local paths as they are."""
+    if is_local(url):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urllib.parse.urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, "", ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that :func:`public_url` removes (to scrub them from messages)."""
+    if is_local(url):
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = [url] if public_url(url) != url else []
+    values = [value for _, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    candidates = (parts.password, parts.query, urllib.parse.unquote(parts.query), *values,
+                  *(urllib.parse.quote(v, safe="") for v in values))
+    found += sorted({p for p in candidates if p and len(p) >= 4}, key=len, reverse=True)
+    return found
+
+
+def scrub_urls(text: str, urls) -> str:
+    """``text`` with every URL of ``urls`` in its public form and their secrets masked."""
+    for url in urls:
+        for secret in url_secrets(url):
+            text = text.replace(secret, public_url(url) if secret == url else "***")
+    return text
+
+
+def is_pattern(url: str) -> bool:
+    """Whether ``url`` is a glob: ``*``, ``?`` or ``[`` in a path or in an object-store URL; never for HTTP(S),
+    whose ``?`` starts a query (a presigned URL's signature)."""
+    return protocol(url) not in ("http", "https") and any(ch in url for ch in "*?[")
 
 
 def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> StorageOptions:
@@ -88,7 +153,8 @@ def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> 
 
 def s3_options_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """s3fs options from ``AWS_*`` variables: endpoint, credentials, CA bundle, RGW-safe client config."""
-    options: dict[str, Any] = {"config_kwargs": copy.deepcopy(S3_CONFIG)}
+    # no cached listings: other processes write the same prefixes (a cached listing hides their objects)
+    options: dict[str, Any] = {"config_kwargs": copy.deepcopy(S3_CONFIG), "use_listings_cache": False}
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint
@@ -114,95 +180,12 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
 
 
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write a small object so that readers see the old or the new content, never a part.
+    """Write a small object so that readers see the old or the new content, never a part (through the
+    storage backend of its folder: ``jetstore.store.backend``)."""
+    from jetstore.store.backend import backend_of
 
-    Local: temporary file, fsync, rename. Object stores: a single PUT is atomic.
-    """
-    if is_local_fs(fs):
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    else:
-        fs.pipe_file(path, data)
-
-
-def publish(fs: fsspec.AbstractFileSystem, local: Path, target: str) -> None:
-    """Move a finished local file or directory to ``target``, replacing what was there.
-
-    Local: one atomic rename. S3: each file uploaded with a single PUT (multipart above the part size,
-    which is atomic too); the shard becomes part of the dataset only when its commit record is written.
-    """
-    if is_local_fs(fs):
-        destination = Path(target)
-        remove(fs, target)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, destination)
-        return
-    remove(fs, target)
-    if local.is_dir():
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        for path in files:
-            fs.put_file(str(path), f"{target}/{path.relative_to(local).as_posix()}", chunksize=MULTIPART_PART_SIZE)
-    else:
-        fs.put_file(str(local), target, chunksize=MULTIPART_PART_SIZE)
-
-
-def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
-    """Write a small object only if nothing is there yet; False if something is. Local: ``O_EXCL``;
-    S3: a PUT with ``If-None-Match: *`` (honoured by AWS, Ceph RGW and moto)."""
-    try:
-        if is_local_fs(fs):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            fs.pipe_file(path, data, mode="create")
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if _http_status(exc) == 412:  # Ceph RGW answers 412 without naming the condition
-            return False
-        raise
-    return True
-
-
-def check_bucket(fs: fsspec.AbstractFileSystem, url: str, bucket: str, options: Mapping[str, Any] | None) -> None:
-    """Raise a :class:`StorageError` unless ``bucket`` exists and these credentials may use it: one HEAD
-    request, whose failure says why (unreachable, no credentials, denied, missing) instead of "not found"."""
-    try:
-        fsspec.asyn.sync(fs.loop, fs._call_s3, "head_bucket", Bucket=bucket)
-    except FileNotFoundError:
-        raise missing_bucket(url, bucket, endpoint(url, options)) from None
-    except Exception as exc:
-        error = failure(exc, url, options)
-        raise (error or exc) from None
-
-
-def _http_status(exc: BaseException) -> int | None:
-    """The HTTP status behind an s3fs error (botocore keeps it on the cause), if any."""
-    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Delete a file or directory tree if it exists."""
-    if is_local_fs(fs):
-        target = Path(path)
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        return
-    with contextlib.suppress(FileNotFoundError):
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+    folder, _, name = path.rstrip("/").rpartition("/")
+    backend_of(fs, folder).put(name, data)
 
 
 def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
@@ -212,11 +195,6 @@ def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
     found = fs.find(path, detail=True)
     prefix = path.rstrip("/") + "/"
     return {name[len(prefix):]: int(info["size"]) for name, info in found.items()}
-
-
-def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
-    """True for the local filesystem (atomic renames, no requests)."""
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,14 @@ def class_index(one_hot: list[np.ndarray]) -> np.ndarray:
     return np.where(stacked.any(axis=1), stacked.argmax(axis=1), -1).astype(np.int64)
 
 
+def overlaps(one_hot: list[np.ndarray]) -> np.ndarray:
+    """The jets with more than one one-hot label set: such a jet would count in several classes, so a
+    dataset holding one is refused by its own reader (class counts above n_jets)."""
+    if not one_hot:
+        return np.zeros(0, np.int64)
+    return np.nonzero(np.sum([is_member(column) for column in one_hot], axis=0) > 1)[0]
+
+
 def content_counts(table: JetTable, labels: tuple[str, ...]) -> dict[str, object]:
     """What a shard record states about its content: jets, jets per set one-hot label, nodes per block
     (``table`` needs the label columns and each block's counts)."""

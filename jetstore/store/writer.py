@@ -1,148 +1,232 @@
-"""Writing a dataset: staging, publishing and committing shards, then the manifest.
+"""Writing a dataset: staging, publishing and committing shards, then the manifest, fenced by the lease.
 
-A shard is built in a staging directory of its run, published (one atomic rename locally, one PUT on S3),
-and only then committed by writing its record under ``_commits/``. A rerun reuses a shard only if its
-record has the same task key and its files still have the recorded sizes and checksums. ``finish``
-writes the manifest and removes what it does not reference, and only this run's staging. Every commit
-and the manifest are written only while this run holds the dataset's write lease.
+A shard is built in a staging folder of its run, published under a name carrying the run's lease
+generation (``shards/<name>.g<G><suffix>``: one rename locally, one PUT on S3), and only then committed by
+its record ``_commits/<name>.g<G>.json``; both after checking that the run still holds generation ``G``.
+A rerun reuses a shard only if its newest record has the same task key and its files still have the
+recorded sizes and checksums.
+
+The manifest is committed in three steps: written to ``_pending/manifest.g<G>.json``; the lease sealed
+(``writing`` → ``committing``, a conditional write that fails once another run took the lease: the commit
+point); then installed as ``_manifest.json`` by a conditional write that never replaces the manifest of a
+newer generation. A run that takes over a sealed lease completes the install and the clean-up itself.
+Clean-up removes only jetstore's names (``paths.owned``) of generation ``G`` or older that the manifest
+does not reference: never another tool's file, never what a newer writer wrote.
+
+``--overwrite`` replaces a dataset the same way: nothing is deleted before the new manifest is installed
+(until then the old dataset stays readable), and only a folder holding nothing but jetstore's names
+may be overwritten (:meth:`DatasetWriter.check_owned`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from jetstore.errors import DatasetError
+from jetstore.errors import DatasetError, LeaseError
 from jetstore.store import paths, storage
+from jetstore.store.backend import Backend, open_backend
 from jetstore.store.checksum import combined_checksum, file_checksum, files_intact
-from jetstore.store.lease import Lease
-from jetstore.store.manifest import Manifest, ShardEntry, read_manifest, write_manifest, write_manifest_version
+from jetstore.store.lease import Lease, LeaseRecord
+from jetstore.store.manifest import Manifest, ShardEntry, install_manifest, manifest_generation, read_manifest
+from jetstore.store.manifest import version_key as manifest_version_key
+
+MAX_FOREIGN_SHOWN = 3
 
 
 @dataclass(frozen=True)
 class DatasetWriter:
-    """Writes the dataset at ``url`` for run ``run_id`` (small and picklable: sent to Dask workers)."""
+    """Writes the dataset at ``url`` for run ``run_id`` holding lease ``generation`` (small and picklable:
+    sent to Dask workers). ``reuse``: whether committed shards of earlier runs may be reused."""
 
     url: str
     options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
     run_id: str = ""
     jets_per_entry: int = 1  # the most jets an input entry gives (per-event inputs: many)
+    generation: int = 0
+    reuse: bool = True
 
     @property
-    def location(self) -> tuple[Any, str]:
-        return storage.filesystem(self.url, self.options)
+    def backend(self) -> Backend:
+        return open_backend(self.url, self.options)
 
     def lease(self) -> Lease:
-        fs, root = self.location
-        return Lease(fs, root, self.url, self.run_id)
+        return Lease(self.backend, self.url, self.run_id, self.generation or None)
 
     # -- before the run (client) -----------------------------------------------------------------------
 
-    def existing_manifest(self) -> Manifest | None:
-        fs, root = self.location
-        if not fs.exists(paths.join(root, paths.MANIFEST)):
-            return None
-        return read_manifest(fs, root)
+    @contextlib.contextmanager
+    def hold(self, break_lease: bool = False) -> Iterator[tuple[DatasetWriter, LeaseRecord | None]]:
+        """Take the write lease for the block: this writer at its generation, and the lease taken over
+        (whose run's staging is removed), if any."""
+        self.backend.require_writes()
+        lease = Lease(self.backend, self.url, self.run_id)
+        with lease.held(break_lease, complete=self._complete, first_generation=self._first_generation) as previous:
+            writer = dataclasses.replace(self, generation=lease.generation)
+            if previous is not None:
+                writer.remove_staging(previous)
+            yield writer, previous
 
-    def remove_dataset(self) -> None:
-        """Delete everything of an existing dataset but the lease (``--overwrite``)."""
-        fs, root = self.location
-        if not fs.exists(root):
-            return
-        for item in fs.ls(root, detail=False):
-            if PurePosixPath(item).name != paths.LEASE:
-                storage.remove(fs, item)
+    def existing_manifest(self) -> Manifest | None:
+        backend = self.backend
+        if not backend.exists(paths.MANIFEST):
+            return None
+        return read_manifest(backend.fs, backend.root)
+
+    def check_owned(self) -> None:
+        """Raise a :class:`DatasetError` unless everything at the output is jetstore's (``--overwrite``):
+        a valid manifest, the lease, and only jetstore's names in its folders. Nothing is touched."""
+        backend = self.backend
+        foreign = [name for name in backend.entries() if name not in paths.TOP_LEVEL
+                   and not paths.TEMPORARY.match(name)]
+        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, paths.STATS, paths.STAGING, paths.MANIFESTS):
+            foreign += [f"{folder}/{name}" for name in backend.entries(folder)
+                        if paths.owned(f"{folder}/{name}") is None and not paths.TEMPORARY.match(name)]
+        if backend.exists(paths.MANIFEST):
+            try:
+                read_manifest(backend.fs, backend.root)
+            except DatasetError as exc:
+                raise DatasetError(f"{self.url}: --overwrite refused: its {paths.MANIFEST} is not a valid jetstore "
+                                   f"manifest ({exc}); nothing was deleted") from None
+        if foreign:
+            shown = ", ".join(foreign[:MAX_FOREIGN_SHOWN]) + (f" and {len(foreign) - MAX_FOREIGN_SHOWN} more"
+                                                               if len(foreign) > MAX_FOREIGN_SHOWN else "")
+            raise DatasetError(f"{self.url}: --overwrite refused: it holds files that are not jetstore's ({shown}); "
+                               "nothing was deleted: write the dataset to an empty or a jetstore folder")
 
     # -- one shard (workers) ---------------------------------------------------------------------------
 
     def committed(self, name: str, task_key: str) -> ShardEntry | None:
-        """The committed shard ``name`` if its record has ``task_key`` and its files verify, else None."""
-        fs, root = self.location
-        path = paths.commit_path(root, name)
-        try:
-            record = json.loads(fs.cat_file(path))
-            entry = ShardEntry.from_dict(record, path, self.jets_per_entry)
-        except (FileNotFoundError, ValueError, DatasetError):
+        """The newest committed shard ``name`` if its record has ``task_key`` and its files verify, else None."""
+        if not self.reuse:
             return None
-        if entry.task_key != task_key or not files_intact(fs, paths.join(root, entry.path), entry.files):
-            return None
-        return entry
+        backend = self.backend
+        records = []
+        for key in backend.list(f"{paths.COMMITS}/{name}."):
+            found = paths.owned(key)
+            if found is not None and found[0] == name and found[1] <= self.generation:
+                records.append((found[1], key))
+        for _, key in sorted(records, reverse=True):
+            try:
+                entry = ShardEntry.from_dict(json.loads(backend.read(key)), key, self.jets_per_entry)
+            except (FileNotFoundError, ValueError, DatasetError):
+                continue
+            if paths.record_of(entry.path) != key:
+                continue
+            if entry.task_key == task_key and files_intact(backend.fs, backend.path(entry.path), entry.files):
+                return entry
+        return None
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """A scratch directory of this run for one shard: under ``<root>/.staging/<run>/`` when local (so
-        publishing is a rename), in the system temp dir otherwise. Removed afterwards."""
-        fs, root = self.location
-        if storage.is_local_fs(fs):
-            base = Path(root) / paths.STAGING / (self.run_id or "run")
-            base.mkdir(parents=True, exist_ok=True)
-            directory = Path(tempfile.mkdtemp(dir=base))
-        else:
-            directory = Path(tempfile.mkdtemp(prefix=f"jetstore-{self.run_id[:8]}-"))
-        try:
+        """A scratch folder of this run for one shard (beside the data where publishing is a rename)."""
+        with self.backend.staging(paths.staging_folder(self.generation, self.run_id)) as directory:
             yield directory
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
 
     def commit(self, name: str, local: Path, suffix: str, task_key: str, **content: Any) -> ShardEntry:
-        """Publish the finished shard at ``local`` as ``shards/<name><suffix>`` and write its record.
+        """Publish the finished shard at ``local`` as ``shards/<name>.g<G><suffix>`` and write its record.
 
         ``content``: ``n_jets``, ``class_counts``, ``node_counts``, ``source``, ``entry_start``, ``entry_stop``."""
-        fs, root = self.location
-        relative = f"{paths.SHARDS}/{name}{suffix}"
+        backend = self.backend
+        key = paths.shard_key(name, suffix, self.generation)
         files = _local_checksums(local)
-        if self.run_id:
-            self.lease().check()
-        storage.publish(fs, local, paths.join(root, relative))
-        entry = ShardEntry(name=name, path=relative, bytes=sum(size for size, _ in files.values()),
+        self.lease().check()
+        backend.publish(local, key)
+        entry = ShardEntry(name=name, path=key, bytes=sum(size for size, _ in files.values()),
                            checksum=combined_checksum(files), files=files, task_key=task_key, **content)
-        storage.write_bytes_atomic(fs, paths.commit_path(root, name), json.dumps(entry.to_dict()).encode())
+        backend.put(paths.record_key(name, self.generation), json.dumps(entry.to_dict()).encode())
         return entry
 
     # -- the end of the run (client) -------------------------------------------------------------------
 
-    def finish(self, manifest: Manifest) -> None:
-        """Write the manifest (while holding the lease; its version first, as ``_manifests/<version>.json``),
-        then remove unreferenced shards and records and all staging (no other run writes: this one holds the
-        lease)."""
-        fs, root = self.location
-        if self.run_id:
-            self.lease().check()
-        write_manifest_version(fs, root, manifest)
-        write_manifest(fs, root, manifest)
-        referenced = {PurePosixPath(s.path).name for s in manifest.shards}
-        records = {f"{s.name}.json" for s in manifest.shards}
-        for directory, keep in ((paths.SHARDS, referenced), (paths.COMMITS, records)):
-            folder = paths.join(root, directory)
-            if fs.exists(folder):
-                for item in fs.ls(folder, detail=False):
-                    if PurePosixPath(item).name not in keep:
-                        storage.remove(fs, item)
-        if storage.is_local_fs(fs):
-            shutil.rmtree(Path(root) / paths.STAGING, ignore_errors=True)
+    def finish(self, manifest: Manifest) -> Manifest:
+        """Commit ``manifest`` (stage, seal the lease, install), then clean up (see the module docstring);
+        returns it as committed. Raises :class:`LeaseError` when the lease was lost before the seal: then
+        nothing is committed."""
+        backend, lease = self.backend, self.lease()
+        manifest = dataclasses.replace(manifest, generation=self.generation)
+        text = manifest.to_json().encode()
+        pending = paths.pending_manifest_key(self.generation)
+        lease.check()
+        backend.put(pending, text)
+        lease.seal()
+        backend.put(manifest_version_key(manifest.version), text)  # sealed: no other run commits this generation
+        installed = install_manifest(backend, text, self.generation, self.url)
+        with contextlib.suppress(LeaseError):
+            lease.check()  # still ours: nobody completed the commit for this run
+            if installed:
+                self._clean_up(manifest, self.generation, stats=not self.reuse)
+        lease.release()
+        backend.delete([pending])
+        backend.prune(paths.PENDING)
+        return manifest
 
-    def remove_staging(self, run_id: str | None = None) -> None:
-        """Remove the staging of this run (or of ``run_id``: a crashed run whose lease this one took over),
-        and the staging folder once empty."""
-        fs, root = self.location
-        if not storage.is_local_fs(fs):
+    def remove_staging(self, previous: LeaseRecord | None = None) -> None:
+        """Remove the staging of this run (or of the run whose lease this one took over)."""
+        record = previous or LeaseRecord(self.run_id, "", 0, 0, 0, self.generation)
+        backend = self.backend
+        for folder in (paths.staging_folder(record.generation, record.run_id), f"{paths.STAGING}/{record.run_id}"):
+            backend.delete_prefix(folder)
+        backend.prune(paths.STAGING)
+
+    # -- the protocol ----------------------------------------------------------------------------------
+
+    def _complete(self, holder: LeaseRecord) -> None:
+        """Complete the commit of a run found with a sealed lease: install its manifest, clean up."""
+        backend = self.backend
+        try:
+            text = backend.read(paths.pending_manifest_key(holder.generation))
+        except FileNotFoundError:
             return
-        staging = Path(root) / paths.STAGING
-        shutil.rmtree(staging / (run_id or self.run_id or "run"), ignore_errors=True)
-        with contextlib.suppress(OSError):
-            staging.rmdir()
+        manifest = Manifest.from_json(text, where=paths.pending_manifest_key(holder.generation))
+        backend.put(manifest_version_key(manifest.version), text)
+        install_manifest(backend, text, holder.generation, self.url)
+        self._clean_up(manifest, holder.generation, stats=False)
+
+    def _clean_up(self, manifest: Manifest, generation: int, stats: bool) -> None:
+        """Remove jetstore's names of ``generation`` or older that ``manifest`` does not reference (and, for
+        ``--overwrite``, the old dataset's stats), and the staging of those generations."""
+        backend = self.backend
+        keep = {s.path for s in manifest.shards} | {paths.record_of(s.path) for s in manifest.shards}
+        keep.add(paths.pending_manifest_key(generation))
+        doomed = []
+        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, *((paths.STATS,) if stats else ())):
+            for key in backend.list(f"{folder}/"):
+                found = paths.owned(key)
+                if found is not None and found[1] <= generation and key not in keep:
+                    doomed.append(key)
+        backend.delete(doomed)
+        if stats:  # the old dataset's per-shard partial stats (stats/cache.py), one folder per config
+            for name in backend.entries(paths.STATS):
+                if paths.owned(f"{paths.STATS}/{name}") is not None and not name.endswith(".json"):
+                    backend.delete_prefix(f"{paths.STATS}/{name}")
+        for name in backend.entries(paths.STAGING):
+            found = paths.owned(f"{paths.STAGING}/{name}")
+            if found is not None and found[1] <= generation:
+                backend.delete_prefix(f"{paths.STAGING}/{name}")
+        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, paths.STAGING):
+            backend.prune(folder)
+
+    def _first_generation(self) -> int:
+        """The generation of a dataset's first lease: above every generation its names and manifest carry."""
+        backend = self.backend
+        seen = [0]
+        for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING):
+            seen += [found[1] for key in backend.list(f"{folder}/") if (found := paths.owned(key)) is not None]
+        current = backend.read_versioned(paths.MANIFEST)
+        if current is not None:
+            seen.append(manifest_generation(current.data))
+        return max(seen) + 1
 
 
 def _local_checksums(local: Path) -> dict[str, tuple[int, str]]:
     fs = LocalFileSystem()
     sizes = storage.list_files(fs, str(local))
     return {name: (size, file_checksum(fs, paths.join(str(local), name))) for name, size in sizes.items()}
-

@@ -144,8 +144,9 @@ def test_input_error_pickles_with_its_fields():
 
 def test_staging_leftovers_are_never_listed(dask_client, sample_files, tmp_path):
     out = tmp_path / "ds"
-    (out / ".staging" / "crashed").mkdir(parents=True)
-    (out / ".staging" / "crashed" / "half.zarr.zip").write_bytes(b"partial")
+    crashed = out / ".staging" / f"g1-{'c' * 32}" / "tmp1234"  # what a run killed mid-shard leaves
+    crashed.mkdir(parents=True)
+    (crashed / "half.zarr.zip").write_bytes(b"partial")
     report = run_convert(dask_client, sample_files, out)
     assert report.ok and not (out / ".staging").exists()
     assert all(not s.path.startswith(".staging") for s in report.manifest.shards)

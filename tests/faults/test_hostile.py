@@ -1,5 +1,5 @@
 """Safe by construction: hostile checkpoints, expressions and YAML are refused before they run, errors never
-print a file's contents, and the LocalCluster listens on 127.0.0.1 only."""
+print a file's contents, and the LocalCluster is private (127.0.0.1, mutual TLS with this run's credentials)."""
 
 from __future__ import annotations
 
@@ -112,11 +112,32 @@ def test_errors_never_print_file_contents(tmp_path):
         assert result.returncode in (2, 4) and "SeCrEtHaSh" not in result.stderr + result.stdout, result.stderr
 
 
-def test_local_cluster_listens_on_loopback_only():
+def test_local_cluster_is_private():
+    """Loopback only, and mutual TLS with this run's credentials: another local process (a plain client, or
+    one with credentials of its own) cannot connect, so it cannot run code as the converting user."""
     from jetstore.conversion.cluster import dask_client
 
     with dask_client(workers=1, quiet=True) as client:
-        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
         assert client.dashboard_link.startswith("http://127.0.0.1:")
         workers = client.scheduler_info()["workers"]
-        assert workers and all(address.startswith("tcp://127.0.0.1:") for address in workers)
+        assert workers and all(w.startswith("tls://127.0.0.1:") for w in workers)
+        assert client.submit(sum, [1, 2]).result() == 3  # the run's own client works
+        code = ("import sys; from distributed import Client; from distributed.security import Security\n"
+                "for security in (None, Security.temporary()):\n"
+                "    try:\n"
+                "        Client(sys.argv[1], timeout=4, security=security).submit(sum, [1]).result()\n"
+                "    except Exception as exc:\n"
+                "        print('refused', type(exc).__name__)\n"
+                "    else:\n"
+                "        print('CONNECTED')\n"
+                "try:\n"
+                "    Client(sys.argv[1].replace('tls://', 'tcp://'), timeout=4).submit(sum, [1]).result()\n"
+                "except Exception as exc:\n"
+                "    print('refused', type(exc).__name__)\n"
+                "else:\n"
+                "    print('CONNECTED')\n")
+        for target in (address, *workers):
+            result = subprocess.run([sys.executable, "-c", code, target], capture_output=True, text=True, timeout=90)
+            assert result.stdout.split().count("refused") == 3 and "CONNECTED" not in result.stdout, result

@@ -81,8 +81,14 @@ def test_verify_checks_counts_against_the_shard_content(copy, field):
     path = reseal(copy, **changes)
     result = cli("verify", str(copy))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    expected = (f"{path} is damaged (it holds {shards[0].n_jets} jets, the manifest says {shards[0].n_jets - 100})"
-                if field == "n_jets" else f"shard {path}: {field} is")
+    if field == "n_jets":
+        expected = f"{path} is damaged (it holds {shard.n_jets} jets, the manifest says {shard.n_jets - 100})"
+    elif field == "node_counts":  # the reader checks node counts against the shard's metadata before reading
+        block = next(iter(shard.node_counts))
+        expected = (f"{path} is damaged (it holds {shard.node_counts[block]} nodes of block '{block}', the manifest "
+                    f"says {shard.node_counts[block] + 7})")
+    else:
+        expected = f"shard {path}: {field} is"
     assert expected in result.stderr, result.stderr
     assert result.stdout.strip() == f"{len(shards) - 1} of {len(shards)} shard(s) verified"
 

@@ -13,18 +13,32 @@ import collections
 import concurrent.futures
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jetstore.errors import DatasetError
 from jetstore.store.layout import Layout, Selection, TableColumns
-from jetstore.store.ranges import ByteSource, Coalesced
+from jetstore.store.ranges import ByteSource, Coalesced, SparseFile
 from jetstore.store.table import JetTable
 
 TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
+MAX_METADATA_BYTES = 64 << 20  # the most a shard's metadata (zip directory + zarr.json / Parquet footer) may take
+MAX_MESSAGE = 240  # characters of a damage description
+MAX_CHUNK_BYTES = 256 << 20  # the most one decoded chunk or column chunk may take
+
+
+@dataclass(frozen=True)
+class ShardBounds:
+    """What the manifest says of one shard: every size in the shard's own metadata must agree with it (or
+    fit in the shard's bytes) before anything is allocated or decompressed. ``None``: not known."""
+
+    n_jets: int
+    node_counts: Mapping[str, int] | None = None
+    unit_jets: int | None = None
+    chunk_values: int | None = None
 
 
 class ShardWriter(ABC):
@@ -58,8 +72,25 @@ class ReadPlan:
 class ShardReader(ABC):
     """Reads jets of one shard: ``read`` = ``decode(plan, source.fetch(plan.fetch.ranges))``."""
 
-    def __init__(self, source: ByteSource, columns: TableColumns, n_jets: int, name: str):
+    def __init__(self, source: ByteSource, columns: TableColumns, n_jets: int, name: str,
+                 bounds: ShardBounds | None = None):
         self.source, self.columns, self.n_jets, self.name = source, columns, n_jets, name
+        self.bounds = bounds or ShardBounds(n_jets)
+
+    def metadata_file(self) -> SparseFile:
+        """The shard as a file object for parsing its metadata: its tail, and further reads up to
+        ``MAX_METADATA_BYTES`` in all (a directory or footer claiming more is damage)."""
+        source = self.source
+        start, tail = source.tail(TAIL_BYTES)
+        budget = {"left": MAX_METADATA_BYTES - len(tail)}
+
+        def fetch(a: int, b: int) -> bytes:
+            budget["left"] -= max(0, b - a)
+            if budget["left"] < 0:
+                raise self.damaged(f"its metadata claims more than {MAX_METADATA_BYTES >> 20} MiB")
+            return source.fetch([(a, b)])[0]
+
+        return SparseFile(source.size, {start: tail}, fetch)
 
     @abstractmethod
     def plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
@@ -89,6 +120,9 @@ class ShardReader(ABC):
             raise DatasetError(f"{self.name}: cannot be read ({type(exc).__name__}: {exc})") from None
 
     def damaged(self, what: str) -> DatasetError:
+        what = " ".join(what.split())  # one line, also for a library's multi-line message
+        if len(what) > MAX_MESSAGE:
+            what = what[:MAX_MESSAGE] + "…"
         return DatasetError(f"{self.name} is damaged ({what}); a `jetstore convert` rerun redoes it")
 
     @property

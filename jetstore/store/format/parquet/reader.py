@@ -10,7 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jetstore.store.format.base import MIN_GAP, TAIL_BYTES, MetadataCache, ReadPlan, ShardReader
+from jetstore.errors import echo
+from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
+from jetstore.store.format.parquet.footer import FooterError, RowGroup, row_groups
 from jetstore.store.layout import Selection
 from jetstore.store.ranges import SparseFile, coalesce
 from jetstore.store.table import BlockData, JetTable
@@ -47,12 +49,15 @@ class ParquetShardReader(ShardReader):
         try:
             parquet = pq.ParquetFile(sparse, metadata=self.index.metadata, pre_buffer=False,
                                      page_checksum_verification=True)
-            arrow = (parquet.read_row_groups(groups, columns=names) if groups
+            # one thread: pyarrow's worker threads turn some errors in a hostile file into std::terminate
+            arrow = (parquet.read_row_groups(groups, columns=names, use_threads=False) if groups
                      else parquet.schema_arrow.empty_table().select(names))
         except (OSError, pa.ArrowException) as exc:
             raise self.damaged(f"{type(exc).__name__}: {exc}") from None
         base = int(self.index.group_starts[groups[0]]) if groups else 0
         arrow = arrow.slice(plan.start - base, plan.stop - plan.start)
+        if arrow.num_rows != plan.stop - plan.start:
+            raise self.damaged(f"its row groups hold {arrow.num_rows} of jets {plan.start}-{plan.stop}")
         jets = {name: arrow.column(name).to_numpy() for name in selection.jets}
         blocks = {}
         for block, features in selection.blocks.items():
@@ -60,6 +65,8 @@ class ParquetShardReader(ShardReader):
                      for name in features or self.columns.block(block).names[:1]}
             first = next(iter(lists.values())) if lists else None
             counts = first.value_lengths().to_numpy().astype(np.int32) if first is not None else np.zeros(0, np.int32)
+            if any(not np.array_equal(a.value_lengths().to_numpy(), counts) for a in lists.values()):
+                raise self.damaged(f"the features of block '{block}' have different numbers of nodes per jet")
             blocks[block] = BlockData(counts, {name: lists[name].flatten().to_numpy() for name in features})
         return JetTable(jets, blocks)
 
@@ -74,21 +81,73 @@ class ParquetShardReader(ShardReader):
         return self.guard(self._parse_footer)
 
     def _parse_footer(self) -> FooterIndex:
-        source = self.source
-        start, tail = source.tail(TAIL_BYTES)
-        sparse = SparseFile(source.size, {start: tail}, lambda a, b: source.fetch([(a, b)])[0])
+        """The footer, with its schema, row counts and every column chunk's byte range and sizes checked
+        against the manifest and the shard's bytes before any page is read."""
+        try:
+            return self._checked_footer()
+        except (UnicodeDecodeError, KeyError, IndexError, OverflowError) as exc:  # a hostile footer's names, numbers
+            raise self.damaged(f"malformed Parquet footer ({type(exc).__name__})") from None
+
+    def _checked_footer(self) -> FooterIndex:
+        sparse = self.metadata_file()
         try:
             metadata = pq.read_metadata(sparse)
-        except (OSError, pa.ArrowException) as exc:
-            raise self.damaged(f"unreadable Parquet footer ({exc})") from None
+            schema = metadata.schema.to_arrow_schema()
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise self.damaged(f"unreadable Parquet footer ({type(exc).__name__}: {str(exc)[:120]})") from None
         if metadata.num_rows != self.n_jets:
             raise self.damaged(f"it holds {metadata.num_rows} jets, the manifest says {self.n_jets}")
-        rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        expected = self._arrow_types()
+        found = {field.name: field.type for field in schema}
+        if found != expected:
+            name = next(n for n in [*expected, *found] if found.get(n) != expected.get(n))
+            raise self.damaged(f"column {echo(name)} is {found.get(name)}, the manifest says {expected.get(name)}")
+        groups = self._row_groups(sparse)
+        rows = [group.rows for group in groups]
+        if len(groups) != metadata.num_row_groups or any(r < 0 for r in rows) or sum(rows) != self.n_jets:
+            raise self.damaged("its row groups do not add up to its jets")
         chunks = {}
-        for g in range(metadata.num_row_groups):
-            group = metadata.row_group(g)
-            for c in range(group.num_columns):
-                column = group.column(c)
-                begin = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
-                chunks[g, column.path_in_schema.split(".")[0]] = (begin, begin + column.total_compressed_size)
+        for g, group in enumerate(groups):
+            for column in group.columns:
+                end = column.begin + column.compressed
+                if column.begin < 0 or column.compressed < 0 or end > self.source.size \
+                        or column.uncompressed > self._decoded_bound(column.name, rows[g]):
+                    raise self.damaged(f"column chunk {echo(column.name)} of row group {g} claims sizes the shard "
+                                       "cannot hold")
+                chunks[g, column.name] = (column.begin, end)
+            missing = [name for name in expected if (g, name) not in chunks]
+            if missing:
+                raise self.damaged(f"row group {g} has no column {echo(missing[0])}")
         return FooterIndex(metadata, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64), chunks)
+
+    def _row_groups(self, sparse) -> list[RowGroup]:
+        """Row counts and column chunk ranges from the footer's bytes (see ``footer.py``: never through
+        pyarrow's metadata objects, which abort the process on some hostile footers)."""
+        size = self.source.size
+        sparse.seek(size - 8)
+        tail = sparse.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        if tail[4:] != b"PAR1" or length + 8 > size:
+            raise self.damaged("no Parquet footer")
+        sparse.seek(size - 8 - length)
+        try:
+            return row_groups(sparse.read(length))
+        except FooterError as exc:
+            raise self.damaged(f"malformed Parquet footer ({exc})") from None
+
+    def _arrow_types(self) -> dict[str, pa.DataType]:
+        """The Arrow type of every stored column, as the manifest's columns say."""
+        types = {name: pa.from_numpy_dtype(np.dtype(dtype)) for name, dtype in self.columns.jets}
+        for block in self.columns.blocks:
+            for name, dtype in block.features:
+                types[name] = pa.list_(pa.field("element", pa.from_numpy_dtype(np.dtype(dtype)), nullable=False))
+        return types
+
+    def _decoded_bound(self, name: str, rows: int) -> int:
+        """The most a column chunk of ``rows`` jets may decode to: its values (a block's nodes at most the
+        manifest's node count) at 8 bytes, with room for levels and page headers."""
+        nodes = 0
+        for block in self.columns.blocks:
+            if name in block.names:
+                nodes = (self.bounds.node_counts or {}).get(block.name, MAX_CHUNK_BYTES // 8)
+        return min(MAX_CHUNK_BYTES, 4 * 8 * (rows + nodes) + (1 << 20))

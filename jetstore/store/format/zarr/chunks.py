@@ -4,12 +4,19 @@ A numba kernel walks the chunks of a fetched byte range: it checks each zip loca
 CRC-32 (zlib's ``crc32``) and Blosc-decompresses it (``blosc_decompress_ctx`` from the c-blosc that
 numcodecs ships) straight into the output. Reader threads then decode in parallel. Where either C
 function cannot be found, a Python loop over ``zlib.crc32`` and ``numcodecs.blosc.decompress`` does the same.
+
+Nothing in a chunk is trusted: before decompressing, ``blosc_cbuffer_validate`` checks the Blosc header
+against the chunk's stored size (the compressed size it claims must be exactly what the zip holds) and the
+size it would decompress to must be exactly the chunk's place in the output (its array's chunk shape times
+the item size); decompression is given that size as its limit and must fill it exactly. A chunk crafted to
+make c-blosc read past its bytes or write past its place is refused before c-blosc runs.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import struct
 import zlib
 
 import numba
@@ -17,32 +24,37 @@ import numpy as np
 from numcodecs import blosc
 
 LOCAL_HEADER_SIZE = 30
-OK, BAD_HEADER, BAD_CRC, BAD_DATA, SHORT = 0, 1, 2, 3, 4
+BLOSC_HEADER_SIZE = 16
+OK, BAD_HEADER, BAD_CRC, BAD_DATA, SHORT, BAD_SIZE = 0, 1, 2, 3, 4, 5
 PROBLEMS = {BAD_HEADER: "bad zip entry header", BAD_CRC: "fails its CRC check", BAD_DATA: "does not decode",
-            SHORT: "is cut short"}
+            SHORT: "is cut short", BAD_SIZE: "has a Blosc header whose sizes do not fit the chunk"}
 
 
 def _c_functions():
-    """(blosc_decompress_ctx, crc32) as ctypes functions, or None."""
+    """(blosc_decompress_ctx, blosc_cbuffer_validate, crc32) as ctypes functions, or None."""
     try:
-        decompress = ctypes.CDLL(blosc.__file__).blosc_decompress_ctx
+        library = ctypes.CDLL(blosc.__file__)
+        decompress, validate = library.blosc_decompress_ctx, library.blosc_cbuffer_validate
         crc32 = ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1").crc32
     except (OSError, AttributeError):
         return None
     decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     decompress.restype = ctypes.c_int
+    validate.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    validate.restype = ctypes.c_int
     crc32.argtypes = [ctypes.c_ulong, ctypes.c_void_p, ctypes.c_uint]
     crc32.restype = ctypes.c_ulong
-    return decompress, crc32
+    return decompress, validate, crc32
 
 
 FUNCTIONS = _c_functions()
 
 if FUNCTIONS is not None:
-    _decompress, _crc32 = FUNCTIONS
+    _decompress, _validate, _crc32 = FUNCTIONS
 
     @numba.njit(nogil=True)  # not cached: it calls C functions through ctypes pointers
     def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes):  # pragma: no cover
+        claimed = np.zeros(1, np.uint64)
         for i in range(len(headers)):
             h = headers[i]
             if h + LOCAL_HEADER_SIZE > len(buffer):
@@ -58,7 +70,12 @@ if FUNCTIONS is not None:
                 return i, SHORT
             if _crc32(0, buffer[start:].ctypes.data, sizes[i]) != crcs[i]:
                 return i, BAD_CRC
-            if _decompress(buffer[start:].ctypes.data, out[out_starts[i]:].ctypes.data, out_sizes[i], 1) < 0:
+            if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < BLOSC_HEADER_SIZE:
+                return i, BAD_SIZE
+            if _validate(buffer[start:].ctypes.data, sizes[i], claimed.ctypes.data) != 0 or claimed[0] != out_sizes[i]:
+                return i, BAD_SIZE
+            if _decompress(buffer[start:].ctypes.data, out[out_starts[i]:].ctypes.data, out_sizes[i], 1) \
+                    != out_sizes[i]:
                 return i, BAD_DATA
         return -1, OK
 
@@ -84,8 +101,20 @@ def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndar
             return i, SHORT
         if zlib.crc32(data) != crcs[i]:
             return i, BAD_CRC
+        if not _sizes_fit(bytes(data[:BLOSC_HEADER_SIZE]), len(data), int(out_sizes[i])) \
+                or out_starts[i] + out_sizes[i] > len(out):
+            return i, BAD_SIZE
         try:
             blosc.decompress(data, out[out_starts[i]:out_starts[i] + out_sizes[i]])
         except Exception:
             return i, BAD_DATA
     return -1, OK
+
+
+def _sizes_fit(header: bytes, stored: int, expected: int) -> bool:
+    """What ``blosc_cbuffer_validate`` checks, plus the decoded size: the header claims exactly ``stored``
+    compressed bytes and ``expected`` decoded ones."""
+    if len(header) < BLOSC_HEADER_SIZE:
+        return False
+    nbytes, _, cbytes = struct.unpack("<III", header[4:16])
+    return cbytes == stored and nbytes == expected

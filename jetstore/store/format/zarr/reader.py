@@ -14,15 +14,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jetstore.store.format.base import MIN_GAP, TAIL_BYTES, MetadataCache, ReadPlan, ShardReader
+from jetstore.errors import echo
+from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
 from jetstore.store.format.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
-from jetstore.store.format.zarr.writer import COUNTS, JETS
+from jetstore.store.format.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.store.layout import Selection
-from jetstore.store.ranges import SparseFile, coalesce
+from jetstore.store.ranges import coalesce
 from jetstore.store.table import BlockData, JetTable
 
 CACHE = MetadataCache()
 MAX_PLANS = 1024  # per shard
+MAX_DOCUMENT_BYTES = 4 << 20  # one zarr.json (the root's lists every unit's block offsets)
+MAX_UNIT_JETS = 1 << 24  # as the manifest schema bounds layout.chunk_jets
+BLOSC_OVERHEAD = 16  # Blosc never stores more than the data plus its 16-byte header
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class ZarrShardReader(ShardReader):
         begins = {key: begin for key, begin, _, _ in plan.parts.layout}
         for block, features in plan.selection.blocks.items():
             counts = arrays[f"{block}/{COUNTS}"]
+            self._check_counts(block, counts, first, -(-plan.stop // unit))
             spans = self._value_spans(block, first, counts, lo, hi)
             values = {}
             for name in features:
@@ -160,6 +165,19 @@ class ZarrShardReader(ShardReader):
             spans.append((begin, begin + int(counts[a:b].sum())))
         return spans or [(0, 0)]
 
+    def _check_counts(self, block: str, counts: np.ndarray, first: int, last: int) -> None:
+        """The decoded node counts of units ``[first, last)`` must fit the values the unit offsets give each unit
+        (all of them, or less in unit-aligned shards, whose units end in padding): else slices of the values
+        would run past what was decoded."""
+        unit = self.index.unit_jets
+        jets = min(last * unit, self.index.n_jets) - first * unit
+        expected = np.diff(self.index.unit_offsets[block][first:last + 1])
+        if jets <= 0:
+            return
+        held = counts[:jets]
+        if held.min() < 0 or (np.add.reduceat(held.astype(np.int64), np.arange(0, jets, unit)) > expected).any():
+            raise self.damaged(f"the node counts of block '{block}' do not match its unit offsets")
+
     def _failure(self, plan: ReadPlan, chunk: int, problem: int) -> None:
         """Name the chunk that failed to decode (the global chunk number within its array)."""
         number = chunk
@@ -181,52 +199,124 @@ class ZarrShardReader(ShardReader):
         return self.guard(self._parse_index)
 
     def _parse_index(self) -> ShardIndex:
-        source = self.source
-        start, tail = source.tail(TAIL_BYTES)
-        sparse = SparseFile(source.size, {start: tail}, lambda a, b: source.fetch([(a, b)])[0])
+        """The chunk index, every size in it checked against the manifest and the shard's bytes first."""
+        sparse = self.metadata_file()
         try:
             archive = zipfile.ZipFile(sparse)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise self.damaged(f"not a zip file: {exc}") from None
         infos = archive.infolist()
         documents = [info for info in infos if info.filename.endswith("zarr.json")]
+        for info in infos:
+            self._check_entry(info, MAX_DOCUMENT_BYTES if info in documents else MAX_CHUNK_BYTES + BLOSC_OVERHEAD)
         if documents:  # fetch every metadata document at once if the tail did not hold them
-            begin = min(info.header_offset for info in documents)
-            if begin < start:
-                sparse.pieces.append((begin, source.fetch([(begin, start)])[0]))
+            begin, tail_start = min(info.header_offset for info in documents), sparse.pieces[0][0]
+            if begin < tail_start:
+                sparse.pieces.append((begin, sparse.fetch_missing(begin, tail_start)))
         try:
             metadata = {info.filename.removesuffix("zarr.json").rstrip("/"): json.loads(archive.read(info))
                         for info in documents}
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise self.damaged(f"unreadable metadata: {exc}") from None
+        except (zipfile.BadZipFile, OSError, ValueError, RecursionError, EOFError) as exc:
+            raise self.damaged(f"unreadable metadata: {type(exc).__name__}") from None
         chunk_entries: dict[str, list[tuple[int, int, int, int]]] = {}
         for info in infos:
             key, separator, number = info.filename.rpartition("/c/")
-            if separator and number.isdigit():
+            if separator and number.isdigit() and len(number) < 12:
                 chunk_entries.setdefault(key, []).append((int(number), info.header_offset, info.compress_size,
                                                           info.CRC))
         try:
-            attributes = metadata[""]["attributes"]
-            arrays = {key: _array_index(key, document, chunk_entries.get(key, []))
-                      for key, document in metadata.items() if document.get("node_type") == "array"}
-            index = ShardIndex(arrays, int(attributes["n_jets"]), int(attributes["unit_jets"]),
-                               {b: np.asarray(o, np.int64) for b, o in attributes["unit_offsets"].items()})
-        except (KeyError, TypeError, ValueError) as exc:
+            root = metadata[""]["attributes"]
+            n_jets, unit_jets = self._jets(root)
+            aligned = root.get("value_layout") == UNIT_ALIGNED
+            unit_offsets = {block.name: self._unit_offsets(root, block.name, n_jets, unit_jets, aligned)
+                            for block in self.columns.blocks}
+            arrays = {}
+            for key, dtype in self._expected_arrays():
+                if key in metadata:
+                    block, _, name = key.partition("/")
+                    size, chunk = ((n_jets, unit_jets) if block == JETS or name == COUNTS
+                                   else (int(unit_offsets[block][-1]), None))
+                    arrays[key] = self._array_index(key, metadata[key], dtype, size, chunk,
+                                                    chunk_entries.get(key, []))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise self.damaged(f"malformed metadata ({type(exc).__name__}: {exc})") from None
-        if index.n_jets != self.n_jets:
-            raise self.damaged(f"it holds {index.n_jets} jets, the manifest says {self.n_jets}")
-        return index
+        return ShardIndex(arrays, n_jets, unit_jets, unit_offsets)
 
+    def _check_entry(self, info: zipfile.ZipInfo, limit: int) -> None:
+        """A zip entry must be stored uncompressed, within the shard's bytes and at most ``limit`` bytes."""
+        end = info.header_offset + LOCAL_HEADER_SIZE + len(info.filename.encode()) + info.compress_size
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise self.damaged(f"zip entry {_shown(info.filename)} is compressed (jetstore stores entries as they are)")
+        if info.compress_size > limit or end > self.source.size:
+            raise self.damaged(f"zip entry {_shown(info.filename)} claims {info.compress_size} bytes, more than "
+                               "the shard holds or an entry may take")
 
-def _array_index(key: str, document: dict, entries: list[tuple[int, int, int, int]]) -> ArrayIndex:
-    (size,), (chunk,) = document["shape"], document["chunk_grid"]["configuration"]["chunk_shape"]
-    n_chunks = -(-size // chunk)
-    offsets = np.full(n_chunks, -1, np.int64)
-    data_offsets = np.zeros(n_chunks, np.int64)
-    sizes = np.zeros(n_chunks, np.int64)
-    crcs = np.zeros(n_chunks, np.uint32)
-    for number, offset, stored, crc in entries:
-        if number < n_chunks:
+    def _jets(self, root: dict) -> tuple[int, int]:
+        n_jets, unit_jets = root["n_jets"], root["unit_jets"]
+        if not _integer(n_jets) or n_jets != self.n_jets:
+            raise self.damaged(f"it holds {echo(n_jets)} jets, the manifest says {self.n_jets}")
+        expected = self.bounds.unit_jets
+        if not _integer(unit_jets) or not 0 < unit_jets <= MAX_UNIT_JETS or (expected and unit_jets != expected):
+            raise self.damaged(f"its unit_jets {echo(unit_jets)} is not the manifest's {expected or 'layout'}")
+        return n_jets, unit_jets
+
+    def _unit_offsets(self, root: dict, block: str, n_jets: int, unit_jets: int, aligned: bool) -> np.ndarray:
+        """The block's value offsets at every unit boundary: one per unit and one more, from 0, never
+        decreasing, ending at the manifest's node count (unit-aligned shards: plus at most a chunk of padding per
+        unit)."""
+        offsets = root["unit_offsets"][block]
+        n_units = -(-n_jets // unit_jets)
+        if not isinstance(offsets, list) or len(offsets) != n_units + 1 or not all(map(_integer, offsets)):
+            raise self.damaged(f"unit_offsets of block '{block}' are not {n_units + 1} integers")
+        values = np.asarray(offsets, np.int64)
+        expected = (self.bounds.node_counts or {}).get(block)
+        if values[0] != 0 or (np.diff(values) < 0).any():
+            raise self.damaged(f"unit_offsets of block '{block}' are not increasing from 0")
+        padding = n_units * (self.bounds.chunk_values or MAX_CHUNK_BYTES) if aligned else 0
+        if expected is not None and not expected <= values[-1] <= expected + padding:
+            raise self.damaged(f"it holds {values[-1]} nodes of block '{block}', the manifest says {expected}")
+        return values
+
+    def _expected_arrays(self) -> list[tuple[str, np.dtype]]:
+        """The arrays the manifest's columns say a shard holds, with their dtypes."""
+        out = [(f"{JETS}/{name}", np.dtype(dtype)) for name, dtype in self.columns.jets]
+        for block in self.columns.blocks:
+            out.append((f"{block.name}/{COUNTS}", np.dtype("int32")))
+            out += [(f"{block.name}/{name}", np.dtype(dtype)) for name, dtype in block.features]
+        return out
+
+    def _array_index(self, key: str, document: dict, dtype: np.dtype, size: int, chunk: int | None,
+                     entries: list[tuple[int, int, int, int]]) -> ArrayIndex:
+        """One array's chunk index: its shape, chunk shape and dtype as the manifest implies, and a stored
+        chunk for every chunk (as jetstore writes them) within the shard's bytes."""
+        (shape,), (stored_chunk,) = document["shape"], document["chunk_grid"]["configuration"]["chunk_shape"]
+        limit = self.bounds.chunk_values if chunk is None else chunk
+        if document.get("node_type") != "array" or np.dtype(document["data_type"]) != dtype:
+            raise self.damaged(f"array {key} is not {dtype} (its zarr.json says {echo(document.get('data_type'))})")
+        if not _integer(shape) or shape != size:
+            raise self.damaged(f"array {key} has shape {echo(shape)}; the shard holds {size}")
+        if not _integer(stored_chunk) or stored_chunk <= 0 or (chunk is not None and stored_chunk != chunk) \
+                or (limit is not None and stored_chunk > limit) or stored_chunk * dtype.itemsize > MAX_CHUNK_BYTES:
+            raise self.damaged(f"array {key} has chunk shape {echo(stored_chunk)}, which the layout does not allow")
+        n_chunks = -(-size // stored_chunk)
+        if n_chunks > len(entries):
+            raise self.damaged(f"array {key} claims {n_chunks} chunks; the zip holds {len(entries)}")
+        width = stored_chunk * dtype.itemsize
+        offsets = np.full(n_chunks, -1, np.int64)
+        data_offsets = np.zeros(n_chunks, np.int64)
+        sizes = np.zeros(n_chunks, np.int64)
+        crcs = np.zeros(n_chunks, np.uint32)
+        for number, offset, stored, crc in entries:
+            if number >= n_chunks or offsets[number] >= 0 or stored > width + BLOSC_OVERHEAD:
+                raise self.damaged(f"chunk {key}/c/{number} does not fit the array ({stored} bytes stored)")
             offsets[number], sizes[number], crcs[number] = offset, stored, crc
             data_offsets[number] = offset + LOCAL_HEADER_SIZE + len(f"{key}/c/{number}")
-    return ArrayIndex(np.dtype(document["data_type"]), int(chunk), int(size), offsets, data_offsets, sizes, crcs)
+        return ArrayIndex(dtype, int(stored_chunk), int(size), offsets, data_offsets, sizes, crcs)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shown(name: str) -> str:
+    return echo(name) if len(name) <= 64 else f"<a name of {len(name)} characters>"

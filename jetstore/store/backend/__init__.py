@@ -1,0 +1,33 @@
+"""Storage backends: one interface (``base.py``), local disk (``local.py``), S3 and read-only fsspec
+(``objects.py``). :func:`open_backend` picks one by the URL's protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jetstore.store.backend.base import Backend, Capabilities, RangeReader, Token, Versioned, check_key
+from jetstore.store.backend.local import LocalBackend
+from jetstore.store.backend.objects import FsspecBackend, S3Backend
+
+BACKENDS: dict[str, type[Backend]] = {"file": LocalBackend, "local": LocalBackend, "s3": S3Backend,
+                                      "s3a": S3Backend}
+
+
+def open_backend(url: str, options: Mapping[str, Any] | None = None) -> Backend:
+    """The backend of the dataset root ``url`` (storage options as for fsspec)."""
+    from jetstore.store import storage
+
+    fs, root = storage.filesystem(url, options)
+    return backend_of(fs, root, url, options)
+
+
+def backend_of(fs: Any, root: str, url: str | None = None, options: Mapping[str, Any] | None = None) -> Backend:
+    """The backend for an fsspec filesystem already open at ``root``."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    kind = next((BACKENDS[p] for p in protocols if p in BACKENDS), FsspecBackend)
+    return kind(url or root, fs, root, options)
+
+
+__all__ = ["BACKENDS", "Backend", "Capabilities", "FsspecBackend", "LocalBackend", "RangeReader", "S3Backend",
+           "Token", "Versioned", "backend_of", "check_key", "open_backend"]

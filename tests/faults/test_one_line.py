@@ -1,0 +1,56 @@
+"""The documented one line, also when things go sideways: a malformed lease field, Ctrl-C in the middle of a
+conversion (no worker tracebacks), and ``-vv`` debug logs that never show the access key id or secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from jetstore.store import paths
+from tests.helpers import REPO, cli
+
+
+def test_a_malformed_lease_field_is_one_line(sample_files, tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / paths.LEASE).write_text(json.dumps({"run_id": "a" * 32, "host": "h", "pid": 1, "created": 0,
+                                               "renewed": "yesterday"}))
+    result = cli("convert", *sample_files, "--schema", "cms_ak4", "-o", str(out), "--workers", "1")
+    assert result.returncode == 4 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"jetstore: error: {out}: _lease.json is malformed ('renewed' must be a number (seconds since 1970), "
+        "not 'yesterday'); remove it or pass --break-lease")
+
+
+def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: the workers ignore it, the client stops
+    the cluster and says how to resume."""
+    out = tmp_path / "ds"
+    environ = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
+    process = subprocess.Popen([sys.executable, "-m", "jetstore", "convert", *sample_files, "--schema", "cms_ak4",
+                                "-o", str(out), "--workers", "2", "--jets-per-shard", "10", "--no-progress"],
+                               cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / paths.COMMITS).glob("*.json"))
+                                         if (out / paths.COMMITS).exists() else []) < 3:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("dask local cluster tls://127.0.0.1:") and lines[1].startswith("converting ")
+    assert lines[2:] == ["jetstore: interrupted; rerun the same command to resume"], err
+
+
+def test_debug_logs_never_show_the_keys(moto_server):
+    moto_server.make_bucket("debuglogs")
+    env = moto_server.environ()
+    result = cli("-vv", "inspect", "s3://debuglogs/none", env=env, timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert "Credential=***" in result.stderr  # botocore's debug log of the signed request, redacted
+    assert moto_server.key not in result.stderr and moto_server.secret not in result.stderr
