@@ -60,16 +60,22 @@ def plan_shards(inputs: list[InputInfo], jets_per_shard: int, schema_hash: str, 
                 layout: Layout) -> list[ShardTask]:
     """Cut every input into pieces of at most ``jets_per_shard`` entries and pack consecutive pieces into tasks
     of at most ``jets_per_shard`` entries."""
+    pieces = [TaskPiece(info, start, min(info.entries, start + jets_per_shard))
+              for info in inputs for start in range(0, info.entries, jets_per_shard)]
+    return pack(pieces, jets_per_shard, schema_hash, format_name, layout)
+
+
+def pack(pieces: list[TaskPiece], jets_per_shard: int, schema_hash: str, format_name: str,
+         layout: Layout) -> list[ShardTask]:
+    """Consecutive pieces packed into tasks of at most ``jets_per_shard`` entries."""
     groups: list[list[TaskPiece]] = []
     size = 0
-    for info in inputs:
-        for start in range(0, info.entries, jets_per_shard):
-            piece = TaskPiece(info, start, min(info.entries, start + jets_per_shard))
-            if not groups or size + piece.entries > jets_per_shard:
-                groups.append([])
-                size = 0
-            groups[-1].append(piece)
-            size += piece.entries
+    for piece in pieces:
+        if not groups or size + piece.entries > jets_per_shard:
+            groups.append([])
+            size = 0
+        groups[-1].append(piece)
+        size += piece.entries
     return [_task(tuple(group), schema_hash, format_name, layout) for group in groups]
 
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from jetstore.conversion import append
 from jetstore.conversion.inputs import get_kind
-from jetstore.conversion.plan import ShardTask, plan_hash, plan_shards
+from jetstore.conversion.plan import ShardTask, pack, plan_hash, plan_shards
 from jetstore.conversion.read import InputInfo, inspect_task
 from jetstore.conversion.request import ConvertRequest, expand_inputs
 from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
@@ -115,7 +115,8 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     columns = base.columns if base is not None else _columns(request.schema, infos)
     log(f"{'appending' if base else 'converting'} {len(infos)} input(s) into {len(tasks)} shard(s) → "
         f"{request.output} [{request.format}]")
-    outcomes, storage_failures = _run_tasks(client, tasks, request, writer, columns, report.failures, progress)
+    tasks, outcomes, storage_failures = _run_settled(client, tasks, request, writer, columns, report.failures,
+                                                     progress)
     report.written = sum(not o.reused for o in outcomes.values())
     report.reused = sum(o.reused for o in outcomes.values())
     if storage_failures:
@@ -125,14 +126,14 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
         raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
                            f"({report.written} written, {report.reused} reused; rerun to resume)")
 
-    failed = _with_packed_partners(tasks, report.failures)  # the inputs left out, as given
+    failed = set(report.failures)  # the inputs left out, as given
     report.failures = {storage.public_url(url): storage.scrub_urls(reason, urls)
                        for url, reason in report.failures.items()}
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
         return report
     inputs = tuple(append.entry_of(i) for i in infos if i.url not in failed)
-    shards = tuple(outcomes[t.name].entry for t in tasks if not set(t.urls) & failed)
+    shards = tuple(outcomes[t.name].entry for t in tasks)
     skipped, version = dict(report.failures), previous.version if previous is not None else 1
     if base is not None:
         inputs, shards, skipped = append.merged(base, inputs, shards, skipped)
@@ -148,21 +149,25 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     return report
 
 
-def _with_packed_partners(tasks: list[ShardTask], failures: dict[str, str]) -> set[str]:
-    """The failed inputs, plus those packed into a shard with one (their shard is left out, so are they: named
-    in ``failures``, saying why)."""
-    failed = set(failures)
-    changed = True
-    while changed:
-        changed = False
-        for task in tasks:
-            bad = [url for url in task.urls if url in failed]
-            for url in task.urls:
-                if bad and url not in failed:
-                    failures[url] = f"packed into shard {task.name} with {bad[0]}, which failed; fix or remove it"
-                    failed.add(url)
-                    changed = True
-    return failed
+def _run_settled(client: Client, tasks: list[ShardTask], request: ConvertRequest, writer: DatasetWriter,
+                 columns: TableColumns, failures: dict[str, str],
+                 progress: bool) -> tuple[list[ShardTask], dict[str, ShardOutcome], dict[str, str]]:
+    """Run the shard tasks. An input found bad while its shard is written fails as a whole: the tasks holding a
+    piece of it are left out and the other inputs' pieces they held are packed again and converted, until no
+    task holds a bad input. Returns the tasks that make the dataset, their outcomes and the storage failures."""
+    outcomes, storage_failures = _run_tasks(client, tasks, request, writer, columns, failures, progress)
+    while not storage_failures:
+        bad = set(failures)
+        broken = [task for task in tasks if set(task.urls) & bad]
+        partners = [piece for task in broken for piece in task.pieces if piece.info.url not in bad]
+        tasks = [task for task in tasks if not set(task.urls) & bad]
+        if not partners:
+            break
+        retry = pack(partners, request.jets_per_shard, request.schema.hash, request.format, request.layout)
+        more, storage_failures = _run_tasks(client, retry, request, writer, columns, failures, progress)
+        outcomes.update(more)
+        tasks += retry
+    return tasks, outcomes, storage_failures
 
 
 def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:

@@ -133,4 +133,4 @@ def _check_labels(url: str, schema: Schema, table: JetTable) -> None:
 
 
 def _scrub(job: ShardJob, text: str) -> str:
-    return storage.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), [job.task.source.url])
+    return storage.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), list(job.task.urls))

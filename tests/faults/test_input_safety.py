@@ -76,7 +76,7 @@ def test_presigned_inputs_convert_and_leave_no_credentials(dask_client, sample_f
     assert f"{moto_server.endpoint}/presigned/lib/missing.root:" in result.stderr
     dataset = Dataset.open(str(out))
     assert [i.url for i in dataset.manifest.inputs] == [public] and dataset.manifest.n_jets > 0
-    assert all(s.source == public for s in dataset.manifest.shards)
+    assert all(source == public for s in dataset.manifest.shards for source in s.sources)
     stored = b"".join(p.read_bytes() for p in out.rglob("*.json"))
     for secret in (signature, "X-Amz-Credential", "pa55word", moto_server.key):
         assert secret.encode() not in stored

@@ -119,13 +119,17 @@ def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sampl
     first = run_convert(dask_client, sample_files, out, jets_per_shard=1000).manifest
     data = json.loads((out / paths.MANIFEST).read_text())
     for shard in data["shards"]:
+        (piece,) = shard.pop("pieces")  # format 2: one input per shard, ROOT uuids, no versions
+        shard.update(piece)
         old = shard["path"]
         shard["path"] = old.replace(".g1.", ".")
         (out / old).rename(out / shard["path"])
         record = out / paths.COMMITS / f"{shard['name']}.g1.json"
         record.unlink()
         (out / paths.COMMITS / f"{shard['name']}.json").write_text(json.dumps(shard))
-    del data["generation"], data["checksum"]
+    del data["generation"], data["checksum"], data["version"]
+    data["inputs"] = [{"url": i["url"], "entries": i["entries"], "size": i["size"], "uuid": i["identity"]}
+                      for i in data["inputs"]]
     data["format_version"] = 2
     data["checksum"] = _checksum(data)
     (out / paths.MANIFEST).write_text(json.dumps(data))

@@ -272,9 +272,14 @@ class ZarrShardReader(ShardReader):
         expected = (self.bounds.node_counts or {}).get(block)
         if values[0] != 0 or (np.diff(values) < 0).any():
             raise self.damaged(f"unit_offsets of block '{block}' are not increasing from 0")
-        padding = n_units * (self.bounds.chunk_values or MAX_CHUNK_BYTES) if aligned else 0
-        if expected is not None and not expected <= values[-1] <= expected + padding:
-            raise self.damaged(f"it holds {values[-1]} nodes of block '{block}', the manifest says {expected}")
+        held = values[-1]
+        if aligned:  # the values end in padding: the shard states its node count beside them
+            held = root["node_counts"][block]
+            padding = n_units * (self.bounds.chunk_values or MAX_CHUNK_BYTES)
+            if not _integer(held) or not held <= values[-1] <= held + padding:
+                raise self.damaged(f"unit_offsets of block '{block}' do not fit its {echo(held)} nodes")
+        if expected is not None and held != expected:
+            raise self.damaged(f"it holds {held} nodes of block '{block}', the manifest says {expected}")
         return values
 
     def _expected_arrays(self) -> list[tuple[str, np.dtype]]:

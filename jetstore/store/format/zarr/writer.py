@@ -82,7 +82,9 @@ class ZarrShardWriter(ShardWriter):
                 _put(archive, f"{key}/zarr.json", json.dumps(document))
             for name in dict.fromkeys(key.split("/")[0] for key in metadata):
                 _put(archive, f"{name}/zarr.json", json.dumps(_group_metadata({})))
-            attributes = {"n_jets": n_jets, "unit_jets": unit, "value_layout": UNIT_ALIGNED,
+            nodes = {b.name: int(table.blocks[b.name].counts.sum()) if table is not None else 0
+                     for b in self.columns.blocks}
+            attributes = {"n_jets": n_jets, "unit_jets": unit, "value_layout": UNIT_ALIGNED, "node_counts": nodes,
                           "unit_offsets": {b: offsets.tolist() for b, offsets in unit_offsets.items()}}
             _put(archive, "zarr.json", json.dumps(_group_metadata(attributes)))
 
