@@ -27,7 +27,7 @@ from jetstore.store.layout import CODECS, Layout
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m jetstore.train --help
+    if argv[:1] == ["train"]:  # the trainer has its own options: jetstore train --help
         return _guarded(_train, argv[1:], verbosity=0, extra="train")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -48,10 +48,20 @@ EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "p
 
 
 def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:
-    """Run a command; expected failures become one line on stderr and their exit code. ``extra``: the extra that
-    the command needs as a whole (else the one that installs the missing module)."""
+    """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
+    caught on the way (``storage.failure`` recognises it) is named after the command's dataset URL. ``extra``:
+    the extra that the command needs as a whole (else the one that installs the missing module)."""
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except (JetstoreError, ModuleNotFoundError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            url = getattr(args, "url", None) or getattr(args, "output", None)
+            error = storage.failure(exc, url) if isinstance(url, str) else None
+            if error is None:
+                raise
+            raise error from exc
     except JetstoreError as exc:
         if verbosity > 0:
             traceback.print_exc()
@@ -169,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--storage-options", type=_json_object, default={})
     export.set_defaults(handler=cmd_export_weaver)
 
-    subparsers.add_parser("train", help="train ParT on a dataset (same as python -m jetstore.train; see its --help)",
-                          add_help=False)
+    subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
+                                        "with it, export it (see jetstore train --help)", add_help=False)
 
     demo = command("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")

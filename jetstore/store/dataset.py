@@ -54,8 +54,10 @@ class Dataset:
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
         opts = storage.resolve_storage_options(url, options)
+        with storage.access(url, opts):
+            # the manifest with few retries and short timeouts: a wrong endpoint, TLS or credentials fail in seconds
+            manifest = read_manifest(*storage.filesystem(url, storage.probe_options(opts)))
         fs, root = storage.filesystem(url, opts)
-        manifest = read_manifest(fs, root)
         get_format(manifest.format)
         return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root, opts)
 
