@@ -122,7 +122,7 @@ def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path):
     data["labels"]["value"] = ["label_b", "label_uds"]
     data["weights"].update(reweight_classes=["label_b", "label_uds"], class_weights=[1, 1])
     config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     dataset = Dataset.open(train_dataset)
     from distributed import Client, LocalCluster
 
@@ -146,7 +146,7 @@ def test_pure_regression_on_custom_labels(train_dataset, tmp_path, dask_client):
     data = yaml.safe_load(open(CONFIG))
     data["labels"] = {"type": "custom", "value": {"response": "jet_mass / jet_pt"}}
     config = tmp_path / "regression.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     dataset = Dataset.open(train_dataset)
     write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), dask_client,
                                                         log=lambda _: None))
@@ -175,7 +175,7 @@ def test_regression_targets_beside_the_classes(dask_client, train_dataset, tmp_p
     data = yaml.safe_load(open(CONFIG))
     data["labels"]["targets"] = {"response": "jet_mass / jet_pt"}
     config_path = tmp_path / "regression.yaml"
-    config_path.write_text(yaml.safe_dump(data))
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     dataset = Dataset.open(train_dataset)
     write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), dask_client,
                                                         log=lambda _: None))
