@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", required=True)
     export.add_argument("--output", "-o", required=True)
     export.add_argument("--storage-options", type=_json_object, default={})
+    export.add_argument("--files", metavar="DIR", help="also write the jets as weaver-ready Parquet files here "
+                        "(DIR/train, DIR/val: the held-out split; rows shuffled) and print the weaver command")
+    export.add_argument("--holdout", type=float, help="held-out fraction for DIR/val (default: the trainer's, 0.1)")
+    export.add_argument("--network-config", metavar="FILE", help="network file named in the printed command")
     export.set_defaults(handler=cmd_export_weaver)
 
     subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
@@ -287,16 +291,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
-    from jetstore.stats.export import export_weaver_yaml, weaver_reading
+    from jetstore.stats.export import export_weaver_yaml, weaver_command, weaver_hint, write_weaver_files
     from jetstore.stats.result import read_stats
     from jetstore.store.dataset import Dataset
 
     config = load_training_config(args.config)
     dataset = Dataset.open(args.url, args.storage_options)
     result = read_stats(dataset.fs, dataset.root, config.hash, dataset.manifest.plan_hash)
-    reading = weaver_reading(dataset.manifest, args.url)
-    Path(args.output).write_text(export_weaver_yaml(config, result, reading))
-    print(f"wrote {args.output}\n{reading}", file=sys.stderr)
+    if not args.files:
+        Path(args.output).write_text(export_weaver_yaml(config, result))
+        print(f"wrote {args.output}\n{weaver_hint(args.url)}", file=sys.stderr)
+        return 0
+    print(f"writing weaver-ready Parquet files to {args.files}", file=sys.stderr)
+    folders = write_weaver_files(dataset, args.files, args.holdout, log=_log(args))
+    command = weaver_command(args.output, folders, weights=config.weights is not None, network=args.network_config)
+    Path(args.output).write_text(export_weaver_yaml(config, result, f"weaver-core: {command}"))
+    print(f"wrote {args.output}; train weaver-core on the files with (stdout):", file=sys.stderr)
+    print(command)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -118,7 +119,7 @@ def test_a_checkpoint_of_another_run_is_refused(train_dataset, tmp_path):
 def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path):
     """--load-model-weights: a model with fewer classes keeps the backbone, starts its head afresh."""
     train(options(train_dataset, tmp_path / "pre", steps=1))
-    data = yaml.safe_load(open(CONFIG))
+    data = yaml.safe_load(Path(CONFIG).read_text())
     data["labels"]["value"] = ["label_b", "label_uds"]
     data["weights"].update(reweight_classes=["label_b", "label_uds"], class_weights=[1, 1])
     config = tmp_path / "two.yaml"
@@ -143,7 +144,7 @@ def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path):
 def test_pure_regression_on_custom_labels(train_dataset, tmp_path, dask_client):
     """weaver's labels.type: custom (its regression mode): loss, bias and resolution per epoch; predictions with
     the truth beside."""
-    data = yaml.safe_load(open(CONFIG))
+    data = yaml.safe_load(Path(CONFIG).read_text())
     data["labels"] = {"type": "custom", "value": {"response": "jet_mass / jet_pt"}}
     config = tmp_path / "regression.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -172,7 +173,7 @@ def test_pure_regression_on_custom_labels(train_dataset, tmp_path, dask_client):
 
 def test_regression_targets_beside_the_classes(dask_client, train_dataset, tmp_path):
     """labels.targets adds float targets (here a stand-in 'response', jet_mass / jet_pt) trained in one loss."""
-    data = yaml.safe_load(open(CONFIG))
+    data = yaml.safe_load(Path(CONFIG).read_text())
     data["labels"]["targets"] = {"response": "jet_mass / jet_pt"}
     config_path = tmp_path / "regression.yaml"
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))

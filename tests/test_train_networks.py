@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -143,7 +144,7 @@ def test_particlenet_network_file(train_dataset, tmp_path, capsys):
 
 def test_regression_network_file(train_dataset, dask_client, tmp_path, capsys):
     """A weaver regression file (get_loss: MSE) on labels.type custom, and the built-in ParT in regression."""
-    data = yaml.safe_load(open(CONFIG))
+    data = yaml.safe_load(Path(CONFIG).read_text())
     data["labels"] = {"type": "custom", "value": {"response": "jet_mass / jet_pt"}}
     config = tmp_path / "regression.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
