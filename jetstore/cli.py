@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 # optional modules → the extra that installs them (the core needs none of them)
 EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
-          "tensorboard": "train", "sklearn": "train"}
+          "tensorboard": "train", "sklearn": "train", "onnx": "train"}
 
 
 def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:

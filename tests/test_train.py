@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 import uproot
-import yaml
 from jetstore.train.checkpoint import BEST_MODEL, LAST_MODEL, load_checkpoint
 from jetstore.train.cli import build_parser, parse_options
 from jetstore.train.evaluate import auc, class_pairs, performance, regression_metrics, rejection
@@ -20,11 +18,8 @@ from jetstore.train.loop import TrainOptions, set_torch_threads, train
 from jetstore.train.optim import schedule
 from jetstore.train.predict import predict
 
-from jetstore.config.weaver import training_config_from_dict
-from jetstore.stats.result import write_stats
-from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
-from tests.helpers import REPO
+from tests.helpers import REPO, config_with_stats
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
 CLASSES = ("label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g")
@@ -116,22 +111,17 @@ def test_a_checkpoint_of_another_run_is_refused(train_dataset, tmp_path):
         train(options(train_dataset, tmp_path, steps=2, size="small"))
 
 
-def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path):
+def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path, dask_client):
     """--load-model-weights: a model with fewer classes keeps the backbone, starts its head afresh."""
     train(options(train_dataset, tmp_path / "pre", steps=1))
-    data = yaml.safe_load(Path(CONFIG).read_text())
-    data["labels"]["value"] = ["label_b", "label_uds"]
-    data["weights"].update(reweight_classes=["label_b", "label_uds"], class_weights=[1, 1])
-    config = tmp_path / "two.yaml"
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    dataset = Dataset.open(train_dataset)
-    from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as client:
-        write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), client,
-                                                            log=lambda _: None))
+    def two_classes(data):
+        data["labels"]["value"] = ["label_b", "label_uds"]
+        data["weights"].update(reweight_classes=["label_b", "label_uds"], class_weights=[1, 1])
+
+    config = config_with_stats(train_dataset, tmp_path / "two.yaml", dask_client, two_classes)
     pre = torch.load(tmp_path / "pre/checkpoints" / BEST_MODEL, weights_only=True)
-    run = TrainOptions(data=train_dataset, config=str(config), output=str(tmp_path / "tuned"), steps=1,
+    run = TrainOptions(data=train_dataset, config=config, output=str(tmp_path / "tuned"), steps=1,
                        batch_size=32, size="tiny", jets_per_epoch=64, progress=False, lr=1e-12, holdout=0,
                        load_model_weights=str(tmp_path / "pre/checkpoints" / BEST_MODEL))
     train(run)
@@ -144,14 +134,9 @@ def test_fine_tuning_keeps_the_fitting_tensors(train_dataset, tmp_path):
 def test_pure_regression_on_custom_labels(train_dataset, tmp_path, dask_client):
     """weaver's labels.type: custom (its regression mode): loss, bias and resolution per epoch; predictions with
     the truth beside."""
-    data = yaml.safe_load(Path(CONFIG).read_text())
-    data["labels"] = {"type": "custom", "value": {"response": "jet_mass / jet_pt"}}
-    config = tmp_path / "regression.yaml"
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    dataset = Dataset.open(train_dataset)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), dask_client,
-                                                        log=lambda _: None))
-    run = TrainOptions(data=train_dataset, config=str(config), output=str(tmp_path / "run"), steps=4,
+    config = config_with_stats(train_dataset, tmp_path / "regression.yaml", dask_client, lambda data: data.update(
+        labels={"type": "custom", "value": {"response": "jet_mass / jet_pt"}}))
+    run = TrainOptions(data=train_dataset, config=config, output=str(tmp_path / "run"), steps=4,
                        batch_size=32, size="tiny", jets_per_epoch=64, progress=False, regression_mode=True)
     summary = train(run)
     assert summary["epochs"] == 2 and np.isfinite(summary["val_loss"])
@@ -166,21 +151,16 @@ def test_pure_regression_on_custom_labels(train_dataset, tmp_path, dask_client):
     residual = table.column("pred_response").to_numpy() - table.column("response").to_numpy()
     assert result["response_bias"] == pytest.approx(residual.mean(), rel=1e-4)
     assert result["response_resolution"] == pytest.approx(residual.std(), rel=1e-4)
-    reference = dataset.read_all().jets
+    reference = Dataset.open(train_dataset).read_all().jets
     assert set(np.round(table.column("response").to_numpy(), 5)) <= set(
         np.round((reference["jet_mass"] / reference["jet_pt"]).astype(np.float32), 5))
 
 
 def test_regression_targets_beside_the_classes(dask_client, train_dataset, tmp_path):
     """labels.targets adds float targets (here a stand-in 'response', jet_mass / jet_pt) trained in one loss."""
-    data = yaml.safe_load(Path(CONFIG).read_text())
-    data["labels"]["targets"] = {"response": "jet_mass / jet_pt"}
-    config_path = tmp_path / "regression.yaml"
-    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    dataset = Dataset.open(train_dataset)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), dask_client,
-                                                        log=lambda _: None))
-    run = TrainOptions(data=train_dataset, config=str(config_path), output=str(tmp_path / "run"), steps=3,
+    config_path = config_with_stats(train_dataset, tmp_path / "regression.yaml", dask_client,
+                                    lambda data: data["labels"].update(targets={"response": "jet_mass / jet_pt"}))
+    run = TrainOptions(data=train_dataset, config=config_path, output=str(tmp_path / "run"), steps=3,
                        batch_size=32, size="tiny", jets_per_epoch=300, progress=False)
     summary = train(run)
     assert np.isfinite(summary["loss"]) and {"val_accuracy", "val_response_resolution"} <= set(summary)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 from jetstore.train.checkpoint import BEST_MODEL
 from jetstore.train.network import DataConfig, load_network_file
 from jetstore.train.options import read_run
@@ -21,11 +19,7 @@ from jetstore.train.predict import load_trained
 from jetstore import JetDataset
 from jetstore.cli import main
 from jetstore.config import load_training_config
-from jetstore.config.weaver import training_config_from_dict
-from jetstore.stats.result import write_stats
-from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
-from tests.helpers import REPO
+from tests.helpers import REPO, config_with_stats
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
 NETWORKS = REPO / "tests/fixtures/networks"
@@ -143,15 +137,10 @@ def test_particlenet_network_file(train_dataset, tmp_path, capsys):
 
 
 def test_regression_network_file(train_dataset, dask_client, tmp_path, capsys):
-    """A weaver regression file (get_loss: MSE) on labels.type custom, and the built-in ParT in regression."""
-    data = yaml.safe_load(Path(CONFIG).read_text())
-    data["labels"] = {"type": "custom", "value": {"response": "jet_mass / jet_pt"}}
-    config = tmp_path / "regression.yaml"
-    config.write_text(yaml.safe_dump(data, sort_keys=False))
-    dataset = Dataset.open(train_dataset)
-    write_stats(dataset.fs, dataset.root, compute_stats(dataset, training_config_from_dict(data), dask_client,
-                                                        log=lambda _: None))
-    summary = jetstore_train(capsys, "--data", train_dataset, "--config", str(config), "--output",
+    """A weaver regression file (get_loss: MSE) on labels.type custom."""
+    config = config_with_stats(train_dataset, tmp_path / "regression.yaml", dask_client, lambda data: data.update(
+        labels={"type": "custom", "value": {"response": "jet_mass / jet_pt"}}))
+    summary = jetstore_train(capsys, "--data", train_dataset, "--config", config, "--output",
                              str(tmp_path / "file"), "-n", str(NETWORKS / "example_regression.py"), "--steps", "6",
                              "--regression-mode", "--lr", "0.01", "--optimizer", "sgd")
     assert summary["epochs"] == 2 and {"val_response_bias", "val_response_resolution"} <= set(summary)

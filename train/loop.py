@@ -256,7 +256,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         write_run(options)
         if run.dataset.stats is not None:  # the standardisation to evaluate held-out data with
             (Path(options.output) / EXPORTED_CONFIG).write_text(export_weaver_yaml(run.config, run.dataset.stats))
-        LOG.info("%s, %d steps of %d batches (%d per epoch); torch threads %d on %s",
+        LOG.info("%s, %d steps of %d jets (%d per epoch); torch threads %d on %s",
                  "built-in ParT" if run.network.builtin else options.network_config, run.total_steps,
                  options.batch_size * options.grad_accum, run.steps_per_epoch, torch_threads, device)
     module = torch.nn.parallel.DistributedDataParallel(run.model) if world > 1 else run.model

@@ -1,6 +1,6 @@
 """Exporting a weaver-core data-config with ``preprocess.params`` and ``reweight_hists`` filled in, so
-weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path), and the weaver
-options that read jetstore's Parquet shards correctly.
+weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path), and the jets as
+files weaver-core reads correctly, with the command that reads them.
 
 Shards are sorted by (class, pT) for the sampler, so weaver-core does not read them directly: its
 ``--fetch-step`` slices of a sorted shard are one class, and its ``--train-val-split`` validates on the top-pT
