@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,6 +15,7 @@ import yaml
 
 from jetstore.cli import main
 from jetstore.sampler.split import Split
+from jetstore.stats.export import weaver_file_name
 from jetstore.store.dataset import Dataset
 from tests.helpers import REPO
 
@@ -40,7 +40,8 @@ def test_weaver_trains_on_the_exported_files(train_dataset, tmp_path, capsys):
     dataset = Dataset.open(train_dataset)
     held_out = 0
     for shard in dataset.manifest.shards:
-        name = Path(shard.path).name.rsplit(".", 1)[0] + ".parquet"
+        name = weaver_file_name(shard.path, dataset.manifest.format)
+        assert name.endswith(".parquet") and ".zarr" not in name
         train, val = (pq.read_table(files / part / name) for part in ("train", "val"))
         entries = dataset.read_shard(shard, ["_entry"]).jets["_entry"]
         held = Split("holdout").mask(shard.source, entries)

@@ -31,9 +31,9 @@ class Scores(nn.Module):
 
 
 def export_onnx(options: TrainOptions, path: str, opset: int = 15) -> dict[str, Any]:
-    from .predict import load_trained, run_config
-
     import onnx  # noqa: F401 (torch's exporter needs it: a missing one is named by the CLI)
+
+    from .predict import load_trained, run_config
 
     if not path.endswith(".onnx"):
         raise JetstoreError(f"{path}: the ONNX file's name must end in .onnx")

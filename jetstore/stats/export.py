@@ -90,7 +90,7 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
         table = dataset.read_shard(shard)
         held = split.mask(shard.source, table.jets[ENTRY])
         rng = np.random.default_rng([seed, index])
-        name = Path(shard.path).name.rsplit(".", 1)[0] + ".parquet"
+        name = weaver_file_name(shard.path, manifest.format)
         for folder, rows in zip(folders, (np.flatnonzero(~held), np.flatnonzero(held)), strict=True):
             final = folder / name
             partial = final.with_name(f".{name}.partial")
@@ -100,6 +100,11 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
             partial.replace(final)  # complete files only: a rerun overwrites
         log(f"  {shard.path}: {int((~held).sum()):,} training and {int(held.sum()):,} held-out jets")
     return folders
+
+
+def weaver_file_name(shard_path: str, format_name: str) -> str:
+    """The weaver-ready file of a shard: its name with ``.parquet`` for the format's suffix."""
+    return Path(shard_path).name.removesuffix(get_format(format_name).suffix) + ".parquet"
 
 
 def weaver_command(config_path: str | Path, folders: tuple[Path, Path], weights: bool,
