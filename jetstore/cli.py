@@ -57,7 +57,8 @@ def _guarded(handler: Callable[[object], int], args: object, verbosity: int, ext
         except (JetstoreError, ModuleNotFoundError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            url = getattr(args, "url", None) or getattr(args, "output", None)
+            url = getattr(args, "url", None) or next(iter(getattr(args, "urls", None) or ()), None) \
+                or getattr(args, "output", None)  # the command's (first) dataset
             error = storage.failure(exc, url) if isinstance(url, str) else None
             if error is None:
                 raise
