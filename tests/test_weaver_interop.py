@@ -54,7 +54,11 @@ def test_weaver_trains_on_the_exported_files(train_dataset, tmp_path, capsys):
 
     # weaver-core's train.py, as printed, with a small network, a few steps and the CPU
     arguments = shlex.split(command)[1:] + SMALL + [
-        "--num-epochs", "1", "--steps-per-epoch", "3", "--steps-per-epoch-val", "-1", "--batch-size", "32",
+        # validation: 320 jets drawn by weaver's reweighting from the ~250 held-out jets (one pass keeps ~40),
+        # whole (shuffled) files per fetch: 1% of these small files would be one jet per read
+        "--num-epochs", "1", "--steps-per-epoch", "3", "--steps-per-epoch-val", "40", "--batch-size-val", "8",
+        "--fetch-step-val", "1",
+        "--batch-size", "32",
         "--gpus", "", "--num-workers", "0", "--model-prefix", str(tmp_path / "model/net"),
         "--log-file", str(tmp_path / "weaver.log")]
     result = subprocess.run([sys.executable, "-m", "weaver.train", *arguments], capture_output=True, text=True,
