@@ -15,18 +15,18 @@ import json
 import time
 
 import torch
-from jetstore.train.loop import TrainOptions, build
-from torch.nn import functional
+from jetstore.train.loop import Run, TrainOptions, build
 
 
-def steps_per_second(model, optimizer, batches, device, seconds: float, amp: bool) -> float:
+def steps_per_second(run: Run, batches, device, seconds: float, amp: bool) -> float:
+    model, optimizer = run.model, run.optimizer
     model.train()
     steps, start = 0, None
     for batch in batches:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, _ = model(batch["pf_features"], batch["pf_vectors"], batch["pf_mask"])
-            loss = functional.cross_entropy(logits.float(), batch["_label_"])
+            logits, regression = run.network(model, batch)
+            loss = run.objective.loss(logits, regression, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -52,13 +52,14 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     options = TrainOptions(data=args.data, config=args.config, batch_size=args.batch_size, size=args.size,
                            workers=args.workers, jets_per_epoch=10**7)
-    _, dataset, model, optimizer, _, _ = build(options, device)
+    run = build(options, device)
+    dataset = run.dataset
     amp = device.type == "cuda"
     one = {k: v.to(device) for k, v in next(iter(dataset)).items()}
-    synthetic = steps_per_second(model, optimizer, itertools.repeat(one), device, args.seconds, amp)
+    synthetic = steps_per_second(run, itertools.repeat(one), device, args.seconds, amp)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=args.workers,
                                          pin_memory=device.type == "cuda")
-    fed = steps_per_second(model, optimizer, iter(loader), device, args.seconds, amp)
+    fed = steps_per_second(run, iter(loader), device, args.seconds, amp)
     print(json.dumps({"device": torch.cuda.get_device_name() if amp else "cpu", "workers": args.workers,
                       "batch_size": args.batch_size, "size": args.size, "jetstore_steps_per_s": fed,
                       "synthetic_steps_per_s": synthetic, "ratio": fed / synthetic,

@@ -29,7 +29,7 @@ from jetstore.store.layout import CODECS, Layout
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # the ParT trainer has its own options: python -m jetstore.train --help
+    if argv[:1] == ["train"]:  # the trainer has its own options: jetstore train --help
         return _guarded(_train, argv[1:], verbosity=0, extra="train")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,14 +50,25 @@ DATASETS_HELP = "dataset URL, or NAME:URL to name its sample (several: read as o
 VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 # optional modules → the extra that installs them (the core needs none of them)
 EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
-          "tensorboard": "train", "sklearn": "train"}
+          "tensorboard": "train", "sklearn": "train", "onnx": "train"}
 
 
 def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:
-    """Run a command; expected failures become one line on stderr and their exit code. ``extra``: the extra that
-    the command needs as a whole (else the one that installs the missing module)."""
+    """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
+    caught on the way (``storage.failure`` recognises it) is named after the command's dataset URL. ``extra``:
+    the extra that the command needs as a whole (else the one that installs the missing module)."""
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except (JetstoreError, ModuleNotFoundError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            url = getattr(args, "url", None) or next(iter(getattr(args, "urls", None) or ()), None) \
+                or getattr(args, "output", None)  # the command's (first) dataset
+            error = storage.failure(exc, url) if isinstance(url, str) else None
+            if error is None:
+                raise
+            raise error from exc
     except JetstoreError as exc:
         if verbosity > 0:
             traceback.print_exc()
@@ -181,10 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", required=True)
     export.add_argument("--output", "-o", required=True)
     export.add_argument("--storage-options", type=_json_object, default={})
+    export.add_argument("--files", metavar="DIR", help="also write the jets as weaver-ready Parquet files here "
+                        "(DIR/train, DIR/val: the held-out split; rows shuffled) and print the weaver command")
+    export.add_argument("--holdout", type=float, help="held-out fraction for DIR/val (default: the trainer's, 0.1)")
+    export.add_argument("--network-config", metavar="FILE", help="network file named in the printed command")
     export.set_defaults(handler=cmd_export_weaver)
 
-    subparsers.add_parser("train", help="train ParT on a dataset (same as python -m jetstore.train; see its --help)",
-                          add_help=False)
+    subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
+                                        "with it, export it (see jetstore train --help)", add_help=False)
 
     demo = command("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
@@ -300,15 +315,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
-    from jetstore.stats.export import export_weaver_yaml, weaver_reading
+    from jetstore.stats.export import export_weaver_yaml, weaver_command, weaver_hint, write_weaver_files
     from jetstore.stats.result import read_stats
 
     config = load_training_config(args.config)
     collection = _open(args)
     result = read_stats(collection, config.hash)
-    reading = "\n".join(weaver_reading(m.dataset.manifest, m.url) for m in collection)
-    Path(args.output).write_text(export_weaver_yaml(config, result, reading))
-    print(f"wrote {args.output}\n{reading}", file=sys.stderr)
+    if not args.files:
+        Path(args.output).write_text(export_weaver_yaml(config, result))
+        print(f"wrote {args.output}\n" + "\n".join(weaver_hint(m.url) for m in collection), file=sys.stderr)
+        return 0
+    print(f"writing weaver-ready Parquet files to {args.files}", file=sys.stderr)
+    folders = {}  # weaver's named groups: a folder per sample (datasets of one sample share it)
+    for member in collection:
+        target = Path(args.files) if collection.single else Path(args.files) / member.name
+        folders[None if collection.single else member.name] = write_weaver_files(member.dataset, target,
+                                                                                 args.holdout, log=_log(args))
+    command = weaver_command(args.output, folders, weights=config.weights is not None, network=args.network_config)
+    Path(args.output).write_text(export_weaver_yaml(config, result, f"weaver-core: {command}"))
+    print(f"wrote {args.output}; train weaver-core on the files with (stdout):", file=sys.stderr)
+    print(command)
     return 0
 
 

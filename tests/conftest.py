@@ -210,3 +210,24 @@ def assert_table_matches(table, reference, schema) -> None:
             np.testing.assert_array_equal(data.counts, ak.to_numpy(ak.num(values, axis=1)), err_msg=feature.name)
             np.testing.assert_array_equal(data.features[feature.name], ak.to_numpy(ak.flatten(values)),
                                           err_msg=feature.name)
+
+
+# ---------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="session")
+def train_dataset(dask_client, tmp_path_factory) -> str:
+    """The bundled sample converted (Zarr) with stats for tests/fixtures/weaver_cms_ak4.yaml: the trainer tests'
+    dataset."""
+    from jetstore import convert
+    from jetstore.config import load_training_config
+    from jetstore.stats.result import write_stats
+    from jetstore.stats.run import compute_stats
+    from jetstore.store.dataset import Dataset
+
+    out = tmp_path_factory.mktemp("train") / "sample.zarr"
+    assert convert(SAMPLE_FILES, "cms_ak4", str(out), client=dask_client, progress=False, log=lambda _: None).ok
+    dataset = Dataset.open(str(out))
+    config = load_training_config(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
+    return str(out)

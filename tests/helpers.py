@@ -26,6 +26,25 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           timeout=timeout, env=full_env, cwd=REPO)
 
 
+def config_with_stats(dataset_url: str, path: Path, client, edit) -> str:
+    """tests/fixtures/weaver_cms_ak4.yaml changed by ``edit(data)``, written to ``path``, its stats computed on
+    ``client`` and stored in the dataset; returns the path."""
+    import yaml
+
+    from jetstore.config.weaver import training_config_from_dict
+    from jetstore.stats.result import write_stats
+    from jetstore.stats.run import compute_stats
+    from jetstore.store.dataset import Dataset
+
+    data = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # in order: network files take the inputs by position
+    dataset = Dataset.open(dataset_url)
+    write_stats(dataset, compute_stats(dataset, training_config_from_dict(data), client,
+                                                        log=lambda _: None))
+    return str(path)
+
+
 def nano_collections(branches) -> tuple[dict, dict[str, dict]]:
     """NanoAOD branches (an awkward record of ``X_field`` arrays) as the event-level ones and, per collection, its
     fields; the ``nX`` counters are left out (uproot writes them for each collection; a Parquet skim has none)."""

@@ -1,22 +1,19 @@
 """Standard readers open jetstore datasets as they are: pyarrow.dataset, dask and awkward on the Parquet
 root, polars on its shards/ prefix, xarray on a Zarr shard; the manifest validates against the published
-JSON Schema; weaver-core reads the Parquet shards with the options export-weaver prints, and its first
-batches hold every class."""
+JSON Schema. (weaver-core on jetstore data: tests/test_weaver_interop.py.)"""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from jetstore.store.dataset import Dataset
-from tests.helpers import REPO, cli, run_convert
+from tests.helpers import REPO, run_convert
 
 LABELS = ["label_b", "label_bb", "label_c", "label_cc", "label_uds", "label_g", "label_undef"]
 
@@ -98,32 +95,3 @@ def test_manifest_validates_against_the_published_schema(parquet_root):
     broken = {**manifest, "shards": [{**manifest["shards"][0], "n_jets": "many"}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
-
-
-def test_weaver_reads_the_shards_with_the_advised_options(parquet_root, tmp_path):
-    """With export-weaver's options (whole shards per fetch) weaver-core's first batch holds every class;
-    with its default --fetch-step 0.01 the sorted shards give it fewer (why the advice exists)."""
-    from weaver.utils.dataset import SimpleIterDataset
-
-    config = tmp_path / "config.yaml"
-    data = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
-    data.pop("weights")  # the natural mix: each class present in proportion
-    config.write_text(yaml.safe_dump(data))
-    assert cli("stats", str(parquet_root), "--config", str(config), "--workers", "1").returncode == 0
-    exported = tmp_path / "weaver.yaml"
-    result = cli("export-weaver", str(parquet_root), "--config", str(config), "-o", str(exported))
-    assert result.returncode == 0, result.stderr
-    advice = re.search(r"--fetch-by-files --fetch-step (\d+)", result.stderr)
-    assert advice and "shards/*.parquet" in result.stderr
-    files = sorted(str(p) for p in (parquet_root / "shards").glob("*.parquet"))
-
-    def first_labels(**options) -> set[int]:
-        dataset = SimpleIterDataset({"_": files}, str(exported), for_training=True, name="interop",
-                                    load_range_and_fraction=((0, 1), 1, 1), **options)
-        labels = [int(y["_label_"]) for _, (_, y, _) in zip(range(256), dataset, strict=False)]
-        return set(labels)
-
-    present = {i for i, name in enumerate(LABELS[:-1])
-               if Dataset.open(str(parquet_root)).manifest.class_counts.get(name)}
-    assert first_labels(fetch_by_files=True, fetch_step=int(advice.group(1))) == present
-    assert len(first_labels(fetch_by_files=False, fetch_step=0.01)) < len(present)

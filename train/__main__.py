@@ -1,3 +1,6 @@
-from .cli import main
+"""``python -m jetstore.train``: the same as ``jetstore train`` (one-line errors and exit codes included)."""
+import sys
 
-raise SystemExit(main())
+from jetstore.cli import main
+
+raise SystemExit(main(["train", *sys.argv[1:]]))

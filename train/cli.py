@@ -1,67 +1,103 @@
-"""``python -m jetstore.train`` / ``jetstore train``: train ParT on a jetstore dataset, or predict with it."""
+"""``jetstore train`` / ``python -m jetstore.train``: train a network on jetstore datasets, validate it every
+epoch, predict with it or export it. Every option is a field of :class:`TrainOptions` (its defaults and help).
+
+--predict and --export-onnx read the run's own options back from <output>/run.json: only what differs needs
+to be given. A network file (--network-config) is Python code that is imported and run, as weaver does."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import math
 import sys
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
-from .model import SIZES, Inputs
+from jetstore.store import storage
+
+from .options import TrainOptions, read_run
+
+LOG = logging.getLogger("jetstore.train")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jetstore train", description=__doc__)
-    parser.add_argument("--data", required=True, help="jetstore dataset URL (local or s3://)")
-    parser.add_argument("--config", required=True, help="weaver-core data-config (stats computed for it)")
-    parser.add_argument("--output", default="runs/part", help="metrics, TensorBoard logs, predictions")
-    parser.add_argument("--checkpoints", help="checkpoint directory or s3:// URL (default <output>/checkpoints)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader worker processes (0: the sampler's threads feed the loop in-process)")
-    parser.add_argument("--threads", type=int, default=2, help="sampler CPU threads per loading process")
-    parser.add_argument("--jets-per-epoch", type=int)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast (default: on with a GPU)")
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    parser.add_argument("--log-every", type=int, default=20)
-    parser.add_argument("--regression-weight", type=float, default=1.0)
-    parser.add_argument("--stop-at", type=int, help="end this run at this step (time-boxed jobs); resume later")
-    parser.add_argument("--features", default="pf_features")
-    parser.add_argument("--vectors", default="pf_vectors")
-    parser.add_argument("--mask", default="pf_mask")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--predict", metavar="OUT.parquet", help="predict with the latest checkpoint instead")
-    parser.add_argument("--predict-data", help="dataset to predict on (default: the held-out part of --data)")
-    parser.add_argument("--holdout", type=float, default=0.1,
-                        help="fraction of --data kept out of training and scored by --predict (0: none)")
+def _argument(name: str, hint: Any, metadata: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The argparse flags and keywords of one field, from its type and metadata."""
+    flags = metadata.get("flags", (f"--{name.replace('_', '-')}",))
+    kwargs: dict[str, Any] = {"dest": name, "help": metadata.get("help")}
+    kwargs.update({k: metadata[k] for k in ("choices", "metavar", "nargs") if k in metadata})
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(kind) is tuple:
+        kwargs["action"] = "append"
+    else:
+        kwargs["type"] = kind
+    return flags, kwargs
+
+
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The parser of every :class:`TrainOptions` field; without ``defaults`` only given options are set (the
+    ones that override a stored run)."""
+    from jetstore.cli import _HelpWithDefaults
+
+    parser = argparse.ArgumentParser(prog="jetstore train", description=__doc__, formatter_class=_HelpWithDefaults,
+                                     argument_default=None if defaults else argparse.SUPPRESS)
+    hints = typing.get_type_hints(TrainOptions)
+    for item in dataclasses.fields(TrainOptions):
+        flags, kwargs = _argument(item.name, hints[item.name], dict(item.metadata))
+        if defaults and kwargs.get("action") != "append":  # an appended option starts empty, not at its default
+            kwargs["default"] = item.default
+        parser.add_argument(*flags, **kwargs)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .loop import TrainOptions, predict, train
+def parse_options(argv: Sequence[str]) -> TrainOptions:
+    """The options of this command: for --predict / --export-onnx, the stored run's options overridden by the
+    given ones; for training, the given ones over the defaults."""
+    build_parser().parse_args(argv)  # usage errors and --help, with the defaults shown
+    given = {k: v for k, v in vars(build_parser(defaults=False).parse_args(argv)).items()}
+    base = TrainOptions()
+    if given.get("predict") or given.get("export_onnx"):
+        base = read_run(given.get("output", base.output)) or base
+    return dataclasses.replace(base, **given)
 
-    args = build_parser().parse_args(argv)
-    options = TrainOptions(
-        data=args.predict_data or args.data if args.predict else args.data, config=args.config, output=args.output,
-        checkpoints=args.checkpoints, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=args.lr, weight_decay=args.weight_decay, size=args.size, workers=args.workers, threads=args.threads,
-        jets_per_epoch=args.jets_per_epoch, seed=args.seed, amp=args.amp, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, regression_weight=args.regression_weight, stop_at=args.stop_at,
-        progress=not args.no_progress, holdout=args.holdout, predict_split="all" if args.predict_data else "holdout",
-        inputs=Inputs(args.features, args.vectors, args.mask),
-    )
-    summary = predict(options, args.predict) if args.predict else train(options)
-    # strict JSON: a rejection no background jet allows to measure (infinite) or an AUC without jets of both
-    # kinds (NaN) is null
-    json.dump({k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in summary.items()},
-              sys.stdout, indent=1, allow_nan=False)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .export import export_onnx
+    from .loop import train
+    from .predict import predict
+
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    if not logging.getLogger().handlers and not LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("jetstore train: %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+    # storage failures not named on the way (checkpoints name theirs) are named after the data
+    with storage.access(options.data[0] if options.data else options.output):
+        if options.export_onnx:
+            summary = export_onnx(options, options.export_onnx)
+        elif options.predict:
+            summary = predict(options, options.predict)
+        else:
+            summary = train(options)
+    json.dump(strict(summary), sys.stdout, indent=1, allow_nan=False)
     print()
     return 0
+
+
+def strict(value: Any) -> Any:
+    """JSON-ready: a rejection no background jet allows to measure (infinite) or an AUC without jets of both kinds
+    (NaN) is null."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,5 +1,5 @@
-"""Evaluation: per-jet scores with observers (Parquet), ROC curves (scikit-learn), AUCs and background
-rejections for class pairs derived from the config's labels.
+"""Evaluation: ROC curves (scikit-learn), AUCs and background rejections for class pairs derived from the
+config's labels; bias and resolution of regression targets.
 
 Pairs: the classes named like a background (QCD, light quarks, gluons) are the backgrounds; every other class
 (but ``undef``) is a signal, scored with ``p(s) / (p(s) + Σ p(b))`` against each background and, when there
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 EFFICIENCIES = (0.3, 0.5, 0.7)
 BACKGROUND_NAMES = ("qcd", "uds", "udsg", "light", "g", "gluon", "ud", "s")
@@ -103,12 +101,16 @@ def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str]) -> d
     return out
 
 
-def write_predictions(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes: list[str],
-                      extras: dict[str, np.ndarray]) -> None:
-    columns = {f"score_{c}": scores[:, i] for i, c in enumerate(classes)}
-    columns["label"] = labels
-    columns.update(extras)
-    pq.write_table(pa.table(columns), str(path), compression="zstd")
+def regression_metrics(residuals: np.ndarray, targets: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """Per target, from the residuals (prediction − truth, ``[N, T]``): the bias (their mean), the resolution
+    (their standard deviation) and the robust resolution (half their 16–84% interval)."""
+    out: dict[str, float] = {}
+    for i, name in enumerate(targets[:residuals.shape[1]]):
+        low, high = np.percentile(residuals[:, i], [16, 84]) if len(residuals) else (np.nan, np.nan)
+        out[f"{name}_bias"] = float(residuals[:, i].mean()) if len(residuals) else float("nan")
+        out[f"{name}_resolution"] = float(residuals[:, i].std()) if len(residuals) else float("nan")
+        out[f"{name}_resolution_68"] = float((high - low) / 2)
+    return out
 
 
 def plot_rocs(path: str | Path, scores: np.ndarray, labels: np.ndarray, classes: list[str],

@@ -1,4 +1,5 @@
-"""Training metrics as JSON lines and TensorBoard scalars."""
+"""Training metrics as JSON lines and TensorBoard scalars: ``metrics.jsonl`` per logging window (x: step) and
+``epochs.jsonl`` per epoch (training and validation, x: epoch; TensorBoard tags ``epoch/<name>``)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,30 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(self.directory / "tensorboard"))
             self.lines = open(self.directory / "metrics.jsonl", "a")  # noqa: SIM115 (kept open for the run)
+            self.epochs = open(self.directory / "epochs.jsonl", "a")  # noqa: SIM115
 
-    def log(self, step: int, values: dict[str, Any]) -> None:
+    def _write(self, handle, x_name: str, x: int, values: dict[str, Any], prefix: str = "") -> None:
         if not self.enabled:
             return
-        record = {"step": step, "time": time.time(), **values}
-        self.lines.write(json.dumps(record) + "\n")
-        self.lines.flush()
+        record = {x_name: x, "time": time.time(), **values}
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
         for key, value in values.items():
-            if isinstance(value, int | float):
-                self.writer.add_scalar(key, value, step)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(prefix + key, value, x)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        """One logging window's training metrics."""
+        if self.enabled:
+            self._write(self.lines, "step", step, values)
+
+    def log_epoch(self, epoch: int, values: dict[str, Any]) -> None:
+        """One epoch's training and validation metrics."""
+        if self.enabled:
+            self._write(self.epochs, "epoch", epoch, values, prefix="epoch/")
 
     def close(self) -> None:
         if self.enabled:
             self.lines.close()
+            self.epochs.close()
             self.writer.close()

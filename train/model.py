@@ -1,9 +1,7 @@
-"""weaver-core's Particle Transformer as the backbone, with a classification head and an optional
-regression head (e.g. the jet pT response from custom labels), as the seed's AK4 tagger."""
+"""The built-in network: weaver-core's Particle Transformer as the backbone, with a classification head and an
+optional regression head (e.g. the jet pT response from custom labels), as the seed's AK4 tagger."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,17 +15,8 @@ SIZES = {
 }
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """Which batch groups feed the network."""
-
-    features: str = "pf_features"
-    vectors: str = "pf_vectors"
-    mask: str = "pf_mask"
-
-
 class Tagger(nn.Module):
-    """ParT encoder + class-attention pooling → class logits (and regression outputs)."""
+    """ParT encoder + class-attention pooling → (class logits or None, regression outputs or None)."""
 
     def __init__(self, input_dim: int, num_classes: int, num_targets: int = 0, size: str = "small",
                  use_amp: bool = False):
@@ -39,12 +28,12 @@ class Tagger(nn.Module):
             trim=True,
         )
         width = embed[-1]
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = nn.Linear(width, num_classes) if num_classes else None
         self.regressor = nn.Linear(width, num_targets) if num_targets else None
 
-    def forward(self, features, vectors, mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, features, vectors, mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         embedding = self.backbone(features, v=vectors, mask=mask)
-        logits = self.classifier(embedding)
+        logits = self.classifier(embedding) if self.classifier is not None else None
         return logits, (self.regressor(embedding) if self.regressor is not None else None)
 
     def no_weight_decay(self) -> set[str]:

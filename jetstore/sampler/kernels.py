@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+from jetstore.stats.split import GOLDEN, MIX1, MIX2  # splitmix64: one home of the constants
 
 
 @numba.njit(cache=True, nogil=True)
@@ -124,8 +124,8 @@ def composition(fractions, deficits, batch):
 @numba.njit(cache=True, nogil=True, inline="always")
 def mix64(z):
     """splitmix64's finaliser: a well-mixed 64-bit number from any 64-bit number."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
     return z ^ (z >> np.uint64(31))
 
 
@@ -134,15 +134,6 @@ def _next(state):
     """splitmix64: the next state and a 64-bit random number."""
     state = state + GOLDEN
     return state, mix64(state)
-
-
-@numba.njit(cache=True, nogil=True)
-def uniforms(keys):
-    """A uniform number in [0, 1) per 64-bit key (its top 53 mixed bits)."""
-    out = np.empty(len(keys), np.float64)
-    for i in range(len(keys)):
-        out[i] = (mix64(keys[i]) >> np.uint64(11)) / 9007199254740992.0
-    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -19,11 +19,11 @@ from jetstore.config.weaver import TrainingConfig, load_training_config
 from jetstore.errors import DatasetError, SchemaError
 from jetstore.sampler.batch import BatchBuilder
 from jetstore.sampler.schemes import EpochRequest, EpochShape, Scheme, get_scheme
-from jetstore.sampler.split import Split
 from jetstore.sampler.stream import StreamSpec
 from jetstore.sampler.units import UnitTable, build_units
 from jetstore.stats.cells import CellRule
 from jetstore.stats.result import StatsResult, read_stats
+from jetstore.stats.split import Split
 from jetstore.store import storage
 from jetstore.store.collection import Collection, DataSpec, ShardCatalog
 

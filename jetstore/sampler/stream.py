@@ -24,9 +24,9 @@ from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
-from jetstore.sampler.split import Split
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
+from jetstore.stats.split import Split
 from jetstore.store.collection import ShardCatalog
 from jetstore.store.layout import ENTRY, INPUT, Selection
 from jetstore.store.table import JetTable

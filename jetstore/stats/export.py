@@ -1,24 +1,31 @@
 """Exporting a weaver-core data-config with ``preprocess.params`` and ``reweight_hists`` filled in, so
-weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path), and the weaver
-options that read jetstore's Parquet shards correctly.
+weaver-core trains on it without recomputing either (its ``--no-remake-weights`` path), and the jets as
+files weaver-core reads correctly, with the command that reads them.
 
-Shards are sorted by (class, pT) for the sampler. weaver-core's default ``--fetch-step 0.01`` loads the same
-1% slice of every file at a time, which in a sorted shard is a single class: its first batches would hold
-one class only. Whole shards per fetch (``--fetch-by-files --fetch-step K``) hold every class, and weaver
-shuffles them in memory."""
+Shards are sorted by (class, pT) for the sampler, so weaver-core does not read them directly: its
+``--fetch-step`` slices of a sorted shard are one class, and its ``--train-val-split`` validates on the top-pT
+part of every file. :func:`write_weaver_files` writes the jets for weaver, shuffled, split into training and
+held-out files (jetstore's held-out split), and :func:`weaver_command` prints the command that reads them."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from jetstore.config.weaver import TrainingConfig
+from jetstore.errors import SchemaError
 from jetstore.stats.result import StatsResult
-from jetstore.store.manifest import Manifest
+from jetstore.store.format import get_format
+from jetstore.store.layout import ENTRY, INPUT
 
-JETS_PER_FETCH = 200_000  # what weaver holds in memory per DataLoader worker with the advised options
+if TYPE_CHECKING:
+    from jetstore.store.dataset import Dataset
 
 
 def weaver_options(config: TrainingConfig, stats: StatsResult) -> dict[str, Any]:
@@ -58,13 +65,67 @@ def export_weaver_yaml(config: TrainingConfig, stats: StatsResult, reading: str 
     return header + yaml.safe_dump(weaver_options(config, stats), sort_keys=False)
 
 
-def weaver_reading(manifest: Manifest, url: str) -> str:
-    """How to point weaver-core at the dataset's shards: the files and the fetch options, as text."""
-    if manifest.format != "parquet":
-        return (f"weaver-core reads Parquet, not {manifest.format}: convert again with --format parquet to "
-                "train weaver-core on the shards (jetstore's own sampler reads either)")
-    mean = max(1, manifest.n_jets // max(1, len(manifest.shards)))
-    files = max(1, min(len(manifest.shards), round(JETS_PER_FETCH / mean)))
-    return (f"weaver-core on these shards (sorted by class and pT): --data-train '{url.rstrip('/')}/shards/*.parquet' "
-            f"--fetch-by-files --fetch-step {files} (whole shards per fetch, ~{files * mean:,} jets in memory per "
-            "worker); the default --fetch-step 0.01 would give batches of one class")
+def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float | None = None, seed: int = 0,
+                       log: Callable[[str], None] = lambda _: None) -> tuple[Path, Path]:
+    """The dataset's jets as weaver-ready Parquet files: ``DIR/train/<shard>.parquet`` (the jets jetstore's
+    trainer trains on) and ``DIR/val/<shard>.parquet`` (its held-out split, ``holdout`` of the jets), each file's
+    rows in a fixed random order. Returns the two folders.
+
+    Why: weaver-core reads local files and takes ranges of each (``--fetch-step`` slices, ``--train-val-split``
+    the last 20%); in jetstore's shards, sorted by class and pT, those ranges are one class or the highest-pT
+    jets. Shuffled rows make every range a fair sample, and the held-out files are the jets jetstore validates
+    and predicts on, so both trainers are scored on the same jets."""
+    from jetstore.stats.split import Split  # the one held-out rule
+
+    split = Split("holdout") if holdout is None else Split("holdout", holdout)
+    target = Path(directory)
+    if "://" in str(directory):
+        raise SchemaError(f"{directory}: weaver-core reads local files; give a local folder for --files")
+    manifest = dataset.manifest
+    writer_type = get_format("parquet").writer
+    folders = (target / "train", target / "val")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    for index, shard in enumerate(manifest.shards):
+        table = dataset.read_shard(shard)
+        held = split.mask(shard.sources, table.jets[ENTRY], table.jets.get(INPUT))
+        rng = np.random.default_rng([seed, index])
+        name = weaver_file_name(shard.path, manifest.format)
+        for folder, rows in zip(folders, (np.flatnonzero(~held), np.flatnonzero(held)), strict=True):
+            final = folder / name
+            partial = final.with_name(f".{name}.partial")
+            writer = writer_type(partial, manifest.columns, manifest.layout)
+            writer.write(table.take(rng.permutation(rows)))
+            writer.close()
+            partial.replace(final)  # complete files only: a rerun overwrites
+        log(f"  {shard.path}: {int((~held).sum()):,} training and {int(held.sum()):,} held-out jets")
+    return folders
+
+
+def weaver_file_name(shard_path: str, format_name: str) -> str:
+    """The weaver-ready file of a shard: its name with ``.parquet`` for the format's suffix."""
+    return Path(shard_path).name.removesuffix(get_format(format_name).suffix) + ".parquet"
+
+
+def weaver_command(config_path: str | Path, folders: dict[str | None, tuple[Path, Path]], weights: bool,
+                   network: str | None = None) -> str:
+    """The weaver-core command that trains on the written files with the exported config; ``folders``: the
+    (training, held-out) folders of every sample (None: one unnamed group), as weaver's named groups."""
+    def files(name: str | None, folder: Path) -> str:
+        return shlex.quote(f"{name + ':' if name else ''}{Path(folder).resolve()}/*.parquet")
+
+    train = [files(name, pair[0]) for name, pair in folders.items()]
+    val = [files(name, pair[1]) for name, pair in folders.items()]
+    parts = ["weaver", "--data-train", *train, "--data-val", *val, "--data-config",
+             shlex.quote(str(Path(config_path).resolve()))]
+    if weights:
+        parts.append("--no-remake-weights")  # the exported reweight_hists are the weights: not recomputed
+    parts += ["--network-config", shlex.quote(str(Path(network).resolve())) if network else "NETWORK.py"]
+    return " ".join(parts)
+
+
+def weaver_hint(url: str) -> str:
+    """What to do when no files were written."""
+    return (f"weaver-core cannot train on {url.rstrip('/')}/shards as they are (it reads local files, and "
+            "ranges of shards sorted by class and pT give it one class at a time and only high-pT jets to "
+            "validate on): add --files DIR to write weaver-ready Parquet files and print the weaver command")

@@ -76,10 +76,8 @@ class Dataset:
 
     @classmethod
     def open(cls, url: str, options: Mapping[str, Any] | None = None) -> Dataset:
-        """Open the dataset at ``url``: read and validate its manifest.
-
-        Storage failures (an unreachable endpoint, refused credentials) are raised as fsspec raises them; within
-        :func:`jetstore.store.storage.access` they become one-line :class:`~jetstore.errors.StorageError` errors.
+        """Open the dataset at ``url``: read and validate its manifest (with few retries and short timeouts, so a
+        wrong endpoint, TLS mismatch or credentials fail in seconds).
 
         Parameters
         ----------
@@ -99,11 +97,16 @@ class Dataset:
         DatasetError
             No manifest at ``url`` (not a dataset, or its conversion has not committed), or a manifest that is
             malformed, fails its checksum or names an unknown format; the message names the file and the key.
+        StorageError
+            The storage cannot be used (unreachable endpoint, no or refused credentials, TLS mismatch, no bucket):
+            one line naming the URL and the cause.
         """
         url = storage.absolute(url)
         opts = storage.resolve_storage_options(url, options)
+        with storage.access(url, opts):
+            # the manifest with few retries and short timeouts: a wrong endpoint, TLS or credentials fail in seconds
+            manifest = read_manifest(*storage.filesystem(url, storage.probe_options(opts)))
         fs, root = storage.filesystem(url, opts)
-        manifest = read_manifest(fs, root)
         get_format(manifest.format)
         return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root, opts)
 

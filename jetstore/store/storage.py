@@ -227,6 +227,7 @@ def _collect_secrets(value: Any, found: list[str]) -> None:
 DENIED = {"AccessDenied", "403", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AllAccessDisabled"}
 UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
                "gaierror", "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError"}
+TLS = {"SSLError", "SSLCertVerificationError", "ClientConnectorSSLError", "ClientConnectorCertificateError"}
 
 
 def missing_bucket(url: str, bucket: str, where: str) -> StorageError:
@@ -258,6 +259,9 @@ def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = No
     if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
         return StorageError(f"{url}: no credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                             "(or mount the Kubernetes secret), or pass --storage-options")
+    if names & TLS:
+        return StorageError(f"{url}: the TLS handshake with {where} failed: an http:// endpoint given as https://, "
+                            "or a certificate the CA bundle (AWS_CA_BUNDLE) does not trust")
     if names & UNREACHABLE or any(isinstance(e, ConnectionError) for e in chain):
         return StorageError(f"{url}: cannot reach {where}; check the endpoint URL (AWS_ENDPOINT_URL) and the network")
     if names & {"ReadTimeoutError", "ServerTimeoutError", "TimeoutError"}:

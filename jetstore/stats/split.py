@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from jetstore.sampler import kernels
-
 PARTS = ("all", "train", "holdout")
+# splitmix64 (Steele, Lea, Flood 2014): the golden-ratio increment and the finaliser's multipliers; one home for
+# the sampler's random streams (sampler/kernels.py) and the held-out split
+GOLDEN, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 @dataclass(frozen=True)
@@ -53,5 +54,8 @@ class Split:
 def _uniform(salt: np.uint64 | np.ndarray, entries: np.ndarray) -> np.ndarray:
     """A uniform number in [0, 1) per entry: splitmix64's finaliser of (salt + entry)."""
     with np.errstate(over="ignore"):
-        keys = np.asarray(entries, np.uint64) + np.asarray(salt, np.uint64)
-    return kernels.uniforms(np.ascontiguousarray(np.broadcast_to(keys, np.shape(keys)), np.uint64))
+        x = np.asarray(entries, np.uint64) + np.asarray(salt, np.uint64)
+        x = (x ^ (x >> np.uint64(30))) * MIX1
+        x = (x ^ (x >> np.uint64(27))) * MIX2
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53

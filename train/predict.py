@@ -1,0 +1,172 @@
+"""``--predict OUT.root|OUT.parquet``: the run's best model scores every selected jet of the held-out part of
+its data (or of ``--predict-data``), in weaver-core's output layout.
+
+Columns: ``score_<label>`` and ``<label>`` (true or false) per class and ``_label_`` (the class index), as
+weaver writes them; per regression target the truth and ``pred_<target>``; the config's observers;
+``_sample_`` (the sample's index) and, in Parquet, ``sample`` (its name; a ROOT file lists the names in its
+``sample_names`` string). Beside it: ROC figures (``<stem>.roc.<signal>.png/.pdf``) and a per-sample AUC table
+(``<stem>.samples.csv``)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jetstore import JetDataset
+from jetstore.config import load_training_config
+from jetstore.errors import DatasetError, JetstoreError
+
+from .checkpoint import model_file
+from .evaluate import performance, plot_rocs, regression_metrics
+from .loop import EXPORTED_CONFIG, set_torch_threads, setup_distributed
+from .network import LABEL, build_network
+from .objective import Objective
+from .options import TrainOptions
+
+LOG = logging.getLogger("jetstore.train")
+SAMPLE = "_sample_"
+SUFFIXES = (".root", ".parquet")
+
+
+def sample_name(url: str) -> str:
+    """A dataset's sample name: ``NAME`` of ``NAME:URL``, else the dataset folder's name."""
+    named = re.match(r"^([A-Za-z_][\w.-]*):(?!//)", url)
+    return named.group(1) if named else Path(url.rstrip("/")).name
+
+
+def run_config(options: TrainOptions):
+    """The config with the training data's standardisation (exported by the run), else ``--config``."""
+    exported = Path(options.output) / EXPORTED_CONFIG
+    if exported.exists():
+        return load_training_config(exported)
+    if options.config is None:
+        raise JetstoreError(f"{options.output}: no training run there (no {EXPORTED_CONFIG}); give the run's "
+                            "--output, or --config")
+    return load_training_config(options.config)
+
+
+def load_trained(options: TrainOptions, config, for_inference: bool = False):
+    """The run's network with its best (else last) weights, and the file they came from."""
+    regression = options.regression_mode or config.label_type == "custom"
+    network = build_network(options, config, regression, for_inference=for_inference)
+    found = model_file(options.checkpoint_url)
+    if found is None:
+        raise DatasetError(f"{options.checkpoint_url}: no model to use; train first (or give the run's --output "
+                           "/ --checkpoints)")
+    name, weights = found
+    network.model.load_state_dict(weights)
+    network.model.eval()
+    return network, f"{options.checkpoint_url}/{name}"
+
+
+def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> dict[str, Any]:
+    """Scores (and regression outputs) of every selected jet with the run's best model: the output file, ROC
+    figures, the per-sample table, and the performance summary."""
+    if Path(output).suffix not in SUFFIXES:
+        raise JetstoreError(f"{output}: predictions are written as .root or .parquet")
+    _, _, device = setup_distributed()
+    set_torch_threads(options)
+    config = run_config(options)
+    network, source = load_trained(options, config)
+    network.model.to(device)
+    objective = Objective.for_config(config, network.regression)
+    url = options.predict_data or options.data_url
+    split = "all" if options.predict_data or options.holdout == 0 else "holdout"
+    dataset = JetDataset(url, config, options.batch_size, training=False, observers=True, split=split,
+                         holdout=options.holdout, threads=options.threads)
+    columns: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=options.workers):
+            logits, regression = network(network.model, {k: v.to(device) for k, v in batch.items()})
+            n = len(next(iter(batch.values())))
+            if logits is not None:
+                columns.setdefault("scores", []).append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                columns.setdefault(LABEL, []).append(batch[LABEL].numpy())
+            if regression is not None:
+                for i, name in enumerate(objective.targets[:regression.shape[1]]):
+                    columns.setdefault(f"pred_{name}", []).append(regression[:, i].float().cpu().numpy())
+                    columns.setdefault(name, []).append(batch[name].numpy())
+            for name in config.observers:
+                columns.setdefault(name, []).append(batch[name].numpy())
+            columns.setdefault(SAMPLE, []).append(batch[SAMPLE].numpy() if SAMPLE in batch else np.zeros(n, np.int64))
+            if max_jets and sum(len(s) for s in columns[SAMPLE]) >= max_jets:
+                break
+    if not columns:
+        raise DatasetError(f"{url}: no selected jet in split {split!r} to predict on")
+    arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    samples = tuple(getattr(dataset, "sample_names", None) or (sample_name(url if isinstance(url, str) else url[0]),))
+    scores = arrays.pop("scores", None)
+    table = _columns(arrays, scores, objective)
+    write_predictions(output, table, samples)
+    summary: dict[str, Any] = {"output": output, "model": source, "jets": len(arrays[SAMPLE]),
+                               "data": f"held-out {options.holdout:.0%} of {url}" if split == "holdout" else url}
+    if objective.targets and "pred_" + objective.targets[0] in arrays:
+        residuals = np.stack([arrays[f"pred_{t}"] - arrays[t] for t in objective.targets if f"pred_{t}" in arrays],
+                             axis=1).astype(np.float64)
+        summary.update(regression_metrics(residuals, objective.targets))
+    if scores is not None:
+        classes = objective.class_names
+        labels = arrays[LABEL]
+        note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(url)
+        plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, note=note)
+        summary.update(performance(scores, labels, classes))
+        summary["per_sample"] = per_sample_table(Path(output).with_suffix(".samples.csv"), scores, labels,
+                                                 arrays[SAMPLE], samples, classes)
+    LOG.info("wrote %s (%d jets, model %s)", output, summary["jets"], source)
+    return summary
+
+
+def _columns(arrays: dict[str, np.ndarray], scores: np.ndarray | None, objective: Objective) -> dict[str, np.ndarray]:
+    """weaver-core's column layout: per class its score and a true/false label, then the rest."""
+    table: dict[str, np.ndarray] = {}
+    if scores is not None:
+        for i, label in enumerate(objective.classes):
+            table[f"score_{label}"] = scores[:, i]
+        for i, label in enumerate(objective.classes):
+            table[label] = arrays[LABEL] == i
+    table.update(arrays)
+    return table
+
+
+def write_predictions(path: str, table: dict[str, np.ndarray], samples: tuple[str, ...]) -> None:
+    """ROOT (tree ``Events``, as weaver) or Parquet, by the suffix of ``path``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if path.endswith(".root"):
+        import uproot
+
+        with uproot.recreate(path) as handle:
+            handle["Events"] = table
+            handle["sample_names"] = "\n".join(samples)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = pa.DictionaryArray.from_arrays(pa.array(table[SAMPLE], pa.int32()), pa.array(list(samples)))
+    pq.write_table(pa.table({**table, "sample": names}), path, compression="zstd")
+
+
+def per_sample_table(path: Path, scores: np.ndarray, labels: np.ndarray, sample: np.ndarray,
+                     samples: tuple[str, ...], classes: list[str]) -> dict[str, dict[str, float]]:
+    """AUCs of every class pair per sample, written as CSV; returned by sample name."""
+    rows: dict[str, dict[str, float]] = {}
+    for index, name in enumerate(samples):
+        mine = sample == index
+        if not mine.any():
+            continue
+        found = performance(scores[mine], labels[mine], classes)
+        rows[name] = {"jets": int(mine.sum()), **{k: v for k, v in found.items() if k.startswith("auc_")}}
+    if rows:
+        fields = ["sample", *next(iter(rows.values()))]
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fields)
+            writer.writeheader()
+            for name, values in rows.items():
+                writer.writerow({"sample": name, **{k: (f"{v:.5f}" if isinstance(v, float) else v)
+                                                    for k, v in values.items()}})
+    return rows
