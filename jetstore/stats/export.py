@@ -21,6 +21,7 @@ import yaml
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import SchemaError
 from jetstore.stats.result import StatsResult
+from jetstore.stats.split import Split
 from jetstore.store.format import get_format
 from jetstore.store.layout import ENTRY, INPUT
 
@@ -75,8 +76,6 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
     the last 20%); in jetstore's shards, sorted by class and pT, those ranges are one class or the highest-pT
     jets. Shuffled rows make every range a fair sample, and the held-out files are the jets jetstore validates
     and predicts on, so both trainers are scored on the same jets."""
-    from jetstore.stats.split import Split  # the one held-out rule
-
     split = Split("holdout") if holdout is None else Split("holdout", holdout)
     target = Path(directory)
     if "://" in str(directory):
