@@ -86,10 +86,10 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path):
     np.testing.assert_allclose(scores.sum(axis=1), 1, rtol=1e-5)
     labels = table.column("_label_").to_numpy()
     assert all((table.column(c).to_numpy() == (labels == i)).all() for i, c in enumerate(CLASSES))
-    assert set(table.column("sample").to_pylist()) == {"sample.zarr"}
+    assert set(table.column("sample").to_pylist()) == {"sample"}
     assert summary["auc_b_vs_uds"] == pytest.approx(performance(scores, labels, [c[6:] for c in CLASSES])[
         "auc_b_vs_uds"])
-    assert summary["per_sample"]["sample.zarr"]["jets"] == summary["jets"]
+    assert summary["per_sample"]["sample"]["jets"] == summary["jets"]
     assert (tmp_path / "p.samples.csv").read_text().startswith("sample,jets,auc_b_vs_rest")
     for signal in ("b", "bb", "c", "cc"):  # one ROC figure per signal class, PNG and PDF
         assert (tmp_path / f"p.roc.{signal}.png").stat().st_size > 10_000
@@ -98,7 +98,7 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path):
     root = predict(predicted, str(tmp_path / "p.root"))
     with uproot.open(tmp_path / "p.root") as handle:
         events = handle["Events"].arrays(library="np")
-        assert str(handle["sample_names"]) == "sample.zarr"
+        assert str(handle["sample_names"]) == "sample"
     np.testing.assert_array_equal(events["score_label_b"], table.column("score_label_b").to_numpy())
     assert events["label_b"].dtype == bool and events["_sample_"].tolist() == [0] * root["jets"]
 

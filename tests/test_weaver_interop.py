@@ -43,10 +43,14 @@ def test_weaver_trains_on_the_exported_files(train_dataset, tmp_path, capsys):
         name = weaver_file_name(shard.path, dataset.manifest.format)
         assert name.endswith(".parquet") and ".zarr" not in name
         train, val = (pq.read_table(files / part / name) for part in ("train", "val"))
-        entries = dataset.read_shard(shard, ["_entry"]).jets["_entry"]
-        held = Split("holdout").mask(shard.source, entries)
-        np.testing.assert_array_equal(np.sort(val.column("_entry").to_numpy()), np.sort(entries[held]))
-        np.testing.assert_array_equal(np.sort(train.column("_entry").to_numpy()), np.sort(entries[~held]))
+        provenance = dataset.read_shard(shard).jets
+        entries, inputs = provenance["_entry"], provenance.get("_input")
+        held = Split("holdout").mask(shard.sources, entries, inputs)
+        for part, rows in ((val, held), (train, ~held)):  # (piece, entry) identifies a jet of a packed shard
+            got = np.stack([part.column("_input").to_numpy() if inputs is not None else np.zeros(part.num_rows),
+                            part.column("_entry").to_numpy()])
+            want = np.stack([inputs[rows] if inputs is not None else np.zeros(rows.sum()), entries[rows]])
+            np.testing.assert_array_equal(got[:, np.lexsort(got)], want[:, np.lexsort(want)])
         labels = np.argmax(np.stack([train.column(c).to_numpy() for c in LABELS], axis=1), axis=1)
         assert (np.diff(labels) < 0).any()  # no longer sorted by class
         held_out += val.num_rows
