@@ -30,24 +30,53 @@ from jetstore.store.layout import CODECS, Layout
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # the trainer has its own options: jetstore train --help
+        _configure_logging(0, ())
         return _guarded(_train, argv[1:], verbosity=0, extra="train")
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = args.verbose - args.quiet
-    if verbosity:
-        level = VERBOSITY_LEVELS[max(-1, min(2, verbosity))]
-        handler = logging.StreamHandler()
-        handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
-        given = storage.StorageOptions({**getattr(args, "storage_options", {}),
-                                        **getattr(args, "input_storage_options", {})}).secrets()
-        handler.addFilter(storage.RedactingFilter(given))  # botocore's debug logs print request headers
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler])
-        logging.getLogger("jetstore").setLevel(level)
+    _configure_logging(verbosity, storage.StorageOptions({**getattr(args, "storage_options", {}),
+                                                          **getattr(args, "input_storage_options", {})}).secrets())
     return _guarded(args.handler, args, verbosity=verbosity)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to the current ``sys.stderr`` (also when it was replaced after set-up)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging(verbosity: int, secrets: Sequence[str]) -> None:
+    """jetstore's notices (the ``jetstore`` loggers) as bare lines on stderr at INFO; -q: errors only; -v: every
+    library's INFO records with time and logger name, -vv: DEBUG. Secrets given as options never reach the
+    output (botocore's debug logs print request headers)."""
+    level = VERBOSITY_LEVELS[max(-1, min(2, verbosity))]
+    handler = _StderrHandler()
+    handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
+    handler.addFilter(storage.RedactingFilter(list(secrets)))
+    handler.set_name("jetstore-cli")
+    ours = logging.getLogger("jetstore")
+    for logger in (ours, logging.getLogger()):  # main() may run several times in one process (tests, notebooks)
+        for old in [h for h in logger.handlers if h.get_name() == "jetstore-cli"]:
+            logger.removeHandler(old)
+    ours.setLevel(level)
+    if verbosity > 0:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(level)
+    else:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
+
+
 DATASETS_HELP = "dataset URL, or NAME:URL to name its sample (several: read as one, like weaver's --data-train groups)"
-VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.INFO, 1: logging.INFO, 2: logging.DEBUG}
 # optional modules → the extra that installs them (the core needs none of them)
 EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
           "tensorboard": "train", "sklearn": "train", "onnx": "train"}
@@ -218,11 +247,6 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
-def _log(args: argparse.Namespace) -> Callable[[str], None]:
-    """Where progress messages go: stderr, or nowhere with -q."""
-    return (lambda _: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
-
-
 def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=default,
                         help="more log output (-vv: debug); tracebacks with errors")
@@ -238,7 +262,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         storage_options=args.storage_options, input_storage_options=args.input_storage_options,
         overwrite=args.overwrite, append=args.append, skip_bad_inputs=args.skip_bad_inputs,
         break_lease=args.break_lease, scheduler=args.scheduler, workers=args.workers,
-        progress=not (args.no_progress or args.quiet), quiet=bool(args.quiet), log=_log(args),
+        progress=not (args.no_progress or args.quiet), quiet=bool(args.quiet),
     )
     print(f"shards: {report.written} written, {report.reused} reused (verified)", file=sys.stderr)
     if report.manifest is not None:
@@ -296,7 +320,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     collection = _open(args)
     with dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
         result = compute_stats(collection, config, client, args.fraction, args.fraction_mode,
-                               progress=not args.quiet, log=_log(args))
+                               progress=not args.quiet)
     path = write_stats(collection, result)
     print(f"stats for config {config.hash} → {path}")
     print(f"  jets read {result.jets_read:,}, selected {result.jets_selected:,} (standardisation fraction "
@@ -330,7 +354,7 @@ def cmd_export_weaver(args: argparse.Namespace) -> int:
     for member in collection:
         target = Path(args.files) if collection.single else Path(args.files) / member.name
         folders[None if collection.single else member.name] = write_weaver_files(member.dataset, target,
-                                                                                 args.holdout, log=_log(args))
+                                                                                 args.holdout)
     command = weaver_command(args.output, folders, weights=config.weights is not None, network=args.network_config)
     Path(args.output).write_text(export_weaver_yaml(config, result, f"weaver-core: {command}"))
     print(f"wrote {args.output}; train weaver-core on the files with (stdout):", file=sys.stderr)

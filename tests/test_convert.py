@@ -185,3 +185,25 @@ def test_shared_cms_ak4_library(dask_client, shared_ak4, tmp_path):
     assert report.ok
     dataset = Dataset.open(str(tmp_path / "ds"))
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
+
+
+def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys, caplog):
+    import logging
+
+    from jetstore import convert
+    from jetstore.cli import _configure_logging
+
+    with caplog.at_level(logging.INFO, logger="jetstore"):  # the API logs; the caller decides where it goes
+        convert([str(f) for f in sample_files], "cms_ak4", str(tmp_path / "d.zarr"), client=dask_client,
+                progress=False)
+    notices = [r for r in caplog.records if r.name == "jetstore.conversion.run"]
+    assert any("converting 2 input(s)" in r.getMessage() for r in notices)
+
+    shown = logging.getLogger("jetstore.conversion.run")
+    _configure_logging(0, ["token-1234"])  # the CLI's default: bare lines on stderr, secrets masked
+    shown.info("took over the lease with token-1234")
+    _configure_logging(-1, [])  # -q: errors only
+    shown.info("a notice")
+    shown.error("an error")
+    assert capsys.readouterr().err.splitlines() == ["took over the lease with ***", "an error"]
+    _configure_logging(0, [])

@@ -80,7 +80,7 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
     quiet
         Do not print the cluster's address and dashboard link (default: when there is no progress bar).
     log
-        Where notices go (default: standard error).
+        Where notices go (default: the ``jetstore.conversion.run`` logger, at INFO).
 
     Returns
     -------

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator
 
 import dask
@@ -28,6 +27,7 @@ from distributed.security import Security
 
 from jetstore.errors import StorageError
 
+LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT = "10s"
 CLOSING_NOISE = ("Failed to communicate with scheduler during heartbeat", "Async instruction for")  # while closing
 
@@ -60,7 +60,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
     try:
         if not quiet:
             where = f"scheduler {address}" if address else f"local cluster {client.scheduler.address}"
-            print(f"dask {where}; dashboard: {client.dashboard_link}", file=sys.stderr)
+            LOG.info("dask %s; dashboard: %s", where, client.dashboard_link)
         yield client
     finally:
         client.close()

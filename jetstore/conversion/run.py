@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from jetstore.store.manifest import Manifest, jets_per_entry
 from jetstore.store.writer import DatasetWriter
 from jetstore.version import __version__
 
+LOG = logging.getLogger(__name__)
+
 
 @dataclass
 class ConvertReport:
@@ -52,7 +55,7 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     """Everything checked before a cluster is started: the format, local paths made absolute, the inputs
     found, the output location reachable, writable and free (its write lease taken, held until the block
     ends). Failures are one-line errors: storage ones :class:`StorageError`, a held lease :class:`LeaseError`."""
-    log = log or (lambda message: print(message, file=sys.stderr))
+    log = log or LOG.info
     get_format(request.format)
     if request.schema.source is not None:
         get_kind(request.schema.source)

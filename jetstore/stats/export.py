@@ -10,6 +10,7 @@ held-out files (jetstore's held-out split), and :func:`weaver_command` prints th
 from __future__ import annotations
 
 import copy
+import logging
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from jetstore.store.layout import ENTRY, INPUT
 
 if TYPE_CHECKING:
     from jetstore.store.dataset import Dataset
+
+LOG = logging.getLogger(__name__)
 
 
 def weaver_options(config: TrainingConfig, stats: StatsResult) -> dict[str, Any]:
@@ -67,7 +70,7 @@ def export_weaver_yaml(config: TrainingConfig, stats: StatsResult, reading: str 
 
 
 def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float | None = None, seed: int = 0,
-                       log: Callable[[str], None] = lambda _: None) -> tuple[Path, Path]:
+                       log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
     """The dataset's jets as weaver-ready Parquet files: ``DIR/train/<shard>.parquet`` (the jets jetstore's
     trainer trains on) and ``DIR/val/<shard>.parquet`` (its held-out split, ``holdout`` of the jets), each file's
     rows in a fixed random order. Returns the two folders.
@@ -76,6 +79,7 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
     the last 20%); in jetstore's shards, sorted by class and pT, those ranges are one class or the highest-pT
     jets. Shuffled rows make every range a fair sample, and the held-out files are the jets jetstore validates
     and predicts on, so both trainers are scored on the same jets."""
+    log = log or LOG.info
     split = Split("holdout") if holdout is None else Split("holdout", holdout)
     target = Path(directory)
     if "://" in str(directory):

@@ -4,6 +4,7 @@ number of shards; a progress bar per pass."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import uuid
@@ -30,6 +31,7 @@ from jetstore.store.dataset import Dataset
 PERCENTS = (16.0, 50.0, 84.0)
 PLOT_BINS = 100
 FAN_IN = 8
+LOG = logging.getLogger(__name__)
 
 
 def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Client, fraction: float | None = None,
@@ -59,7 +61,7 @@ def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Cl
     progress
         Show a progress bar per pass.
     log
-        Where notices go (default: standard error).
+        Where notices go (default: the ``jetstore.stats.run`` logger, at INFO).
     reuse
         Keep per-shard results with each dataset and reuse them (:mod:`jetstore.stats.cache`), so a rerun
         after an append reads only what it must.
@@ -79,7 +81,7 @@ def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Cl
         The data has no shards, a variable has no entries after the selection, a shard cannot be read, or
         the weights cannot be made.
     """
-    log = log or (lambda message: print(message, file=sys.stderr))
+    log = log or LOG.info
     collection = Collection.open(data)
     check_agreement(collection, config)
     works, shards = [], []
