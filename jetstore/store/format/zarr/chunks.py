@@ -49,35 +49,34 @@ def _c_functions():
 
 FUNCTIONS = _c_functions()
 
-if FUNCTIONS is not None:
-    _decompress, _validate, _crc32 = FUNCTIONS
 
-    @numba.njit(nogil=True)  # not cached: it calls C functions through ctypes pointers
-    def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes):  # pragma: no cover
-        claimed = np.zeros(1, np.uint64)
-        for i in range(len(headers)):
-            h = headers[i]
-            if h + LOCAL_HEADER_SIZE > len(buffer):
-                return i, SHORT
-            if not (buffer[h] == 0x50 and buffer[h + 1] == 0x4B and buffer[h + 2] == 3 and buffer[h + 3] == 4):
-                return i, BAD_HEADER
-            name_length = np.int64(buffer[h + 26]) | (np.int64(buffer[h + 27]) << 8)
-            extra = np.int64(buffer[h + 28]) | (np.int64(buffer[h + 29]) << 8)
-            if name_length != name_lengths[i]:
-                return i, BAD_HEADER
-            start = h + LOCAL_HEADER_SIZE + name_length + extra
-            if start + sizes[i] > len(buffer):
-                return i, SHORT
-            if _crc32(0, buffer[start:].ctypes.data, sizes[i]) != crcs[i]:
-                return i, BAD_CRC
-            if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < BLOSC_HEADER_SIZE:
-                return i, BAD_SIZE
-            if _validate(buffer[start:].ctypes.data, sizes[i], claimed.ctypes.data) != 0 or claimed[0] != out_sizes[i]:
-                return i, BAD_SIZE
-            if _decompress(buffer[start:].ctypes.data, out[out_starts[i]:].ctypes.data, out_sizes[i], 1) \
-                    != out_sizes[i]:
-                return i, BAD_DATA
-        return -1, OK
+@numba.njit(cache=True, nogil=True)  # the C functions are arguments (not globals), so the machine code is cached
+def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes,
+                   decompress, validate, crc32):  # pragma: no cover
+    claimed = np.zeros(1, np.uint64)
+    for i in range(len(headers)):
+        h = headers[i]
+        if h + LOCAL_HEADER_SIZE > len(buffer):
+            return i, SHORT
+        if not (buffer[h] == 0x50 and buffer[h + 1] == 0x4B and buffer[h + 2] == 3 and buffer[h + 3] == 4):
+            return i, BAD_HEADER
+        name_length = np.int64(buffer[h + 26]) | (np.int64(buffer[h + 27]) << 8)
+        extra = np.int64(buffer[h + 28]) | (np.int64(buffer[h + 29]) << 8)
+        if name_length != name_lengths[i]:
+            return i, BAD_HEADER
+        start = h + LOCAL_HEADER_SIZE + name_length + extra
+        if start + sizes[i] > len(buffer):
+            return i, SHORT
+        if crc32(0, buffer[start:].ctypes.data, sizes[i]) != crcs[i]:
+            return i, BAD_CRC
+        if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < BLOSC_HEADER_SIZE:
+            return i, BAD_SIZE
+        if validate(buffer[start:].ctypes.data, sizes[i], claimed.ctypes.data) != 0 or claimed[0] != out_sizes[i]:
+            return i, BAD_SIZE
+        if decompress(buffer[start:].ctypes.data, out[out_starts[i]:].ctypes.data, out_sizes[i], 1) \
+                != out_sizes[i]:
+            return i, BAD_DATA
+    return -1, OK
 
 
 def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndarray, sizes: np.ndarray,
@@ -85,7 +84,7 @@ def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndar
     """Check and decode chunk i (local header at ``buffer[headers[i]]``) into ``out[out_starts[i]:]``
     (``out_sizes[i]`` bytes): ``(-1, OK)``, or the first failing chunk and its problem."""
     if FUNCTIONS is not None:
-        return _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes)
+        return _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes, *FUNCTIONS)
     view = memoryview(buffer)
     for i in range(len(headers)):
         h = int(headers[i])
