@@ -14,6 +14,7 @@ import torch
 
 from jetstore.errors import DatasetError
 from jetstore.store import paths, storage
+from jetstore.store.backend import write_bytes_atomic
 
 LATEST = "latest.pt"
 BEST_MODEL = "best_model.pt"
@@ -27,7 +28,7 @@ def _write(url: str, name: str, value: Any) -> str:
         buffer = io.BytesIO()
         torch.save(value, buffer)
         path = paths.join(root, name)
-        storage.write_bytes_atomic(fs, path, buffer.getvalue())
+        write_bytes_atomic(fs, path, buffer.getvalue())
     return path
 
 

@@ -25,6 +25,7 @@ import xxhash
 
 from jetstore.stats.fraction import Fraction
 from jetstore.store import paths, storage
+from jetstore.store.backend import write_bytes_atomic
 from jetstore.store.manifest import ShardEntry
 
 Arrays = dict[str, np.ndarray]
@@ -59,7 +60,7 @@ class ShardCache:
         np.savez_compressed(buffer, **arrays)
         fs, root = storage.filesystem(self.url, self.options)
         with contextlib.suppress(OSError):  # a read-only dataset (a colleague's): recompute next time
-            storage.write_bytes_atomic(fs, self._path(root, shard, kind), buffer.getvalue())
+            write_bytes_atomic(fs, self._path(root, shard, kind), buffer.getvalue())
 
     def _path(self, root: str, shard: ShardEntry, kind: str) -> str:
         return paths.join(root, self.folder, f"{shard.name}.{shard.checksum[:16]}.{kind}.npz")

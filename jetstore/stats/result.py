@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jetstore.errors import DatasetError, echo
-from jetstore.store import paths, storage
+from jetstore.store import paths
+from jetstore.store.backend import write_bytes_atomic
 from jetstore.store.collection import Collection
 from jetstore.store.dataset import Dataset
 
@@ -94,7 +95,7 @@ def write_stats(data: Dataset | Collection, result: StatsResult) -> str:
     collection = Collection.open(data)
     dataset = collection.members[0].dataset
     path = paths.stats_path(dataset.root, result.config_hash, None if collection.single else collection.identity)
-    storage.write_bytes_atomic(dataset.fs, path, result.to_json().encode())
+    write_bytes_atomic(dataset.fs, path, result.to_json().encode())
     return path
 
 

@@ -179,15 +179,6 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
     return fs, path.rstrip("/")
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write a small object so that readers see the old or the new content, never a part (through the
-    storage backend of its folder: ``jetstore.store.backend``)."""
-    from jetstore.store.backend import backend_of
-
-    folder, _, name = path.rstrip("/").rpartition("/")
-    backend_of(fs, folder).put(name, data)
-
-
 def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:
     """Relative path → size for every file under ``path`` (a single file maps '' → size)."""
     if not fs.isdir(path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jetstore.store import storage
 from jetstore.store.backend.base import Backend, Capabilities, RangeReader, Token, Versioned, check_key
 from jetstore.store.backend.local import LocalBackend
 from jetstore.store.backend.objects import FsspecBackend, S3Backend
@@ -16,8 +17,6 @@ BACKENDS: dict[str, type[Backend]] = {"file": LocalBackend, "local": LocalBacken
 
 def open_backend(url: str, options: Mapping[str, Any] | None = None) -> Backend:
     """The backend of the dataset root ``url`` (storage options as for fsspec)."""
-    from jetstore.store import storage
-
     fs, root = storage.filesystem(url, options)
     return backend_of(fs, root, url, options)
 
@@ -29,5 +28,13 @@ def backend_of(fs: Any, root: str, url: str | None = None, options: Mapping[str,
     return kind(url or root, fs, root, options)
 
 
+def write_bytes_atomic(fs: Any, path: str, data: bytes) -> None:
+    """Write a small object at ``path`` of ``fs`` so that readers see the old or the new content, never a part
+    (through the backend of its folder)."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    backend_of(fs, folder).put(name, data)
+
+
 __all__ = ["BACKENDS", "Backend", "Capabilities", "FsspecBackend", "LocalBackend", "RangeReader", "S3Backend",
-           "Token", "Versioned", "backend_of", "check_key", "open_backend"]
+           "Token", "Versioned", "backend_of", "check_key", "open_backend",
+           "write_bytes_atomic"]
