@@ -1,15 +1,21 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections local,weaver,s3,jetclass,natural,memory]
+    python bench/sampler.py [--copies 4] [--sections fractions,startup,local,weaver,s3,jetclass,natural,memory]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
 
+* fractions: weighted epochs that are 1/10 and 1/40 of the data (and full ones) on jittered copies of cms_ak4
+  at ~270k, ~2.7M and ~10M jets (``--fraction-copies``), beside the former layout (2,048-jet units, a shard per
+  input file), Parquet and small shards: jets/s per core, bytes fetched per delivered jet, the (class, pT, eta)
+  mix, repeats and units per batch against an i.i.d. draw; a 2,048-jet epoch's fetched share;
+* startup: from ``JetDataset(...)`` to the first batch in a fresh process, at each of those sizes;
 * local: delivered jets/s per core (jets / CPU seconds of the process and its DataLoader workers) and wall,
   bytes read per delivered jet, with 1 and 2 reader threads and with 2 DataLoader workers, with and
   without the config's ``weights`` block; beside the limit (decode every needed array + pad, no sampling);
-* weaver: weaver-core 0.5.3's own loader on the same ROOT files (0 and 2 workers);
+* weaver: weaver-core 0.5.3's own loader on symlinked copies of the ROOT files (0 and 2 workers), with fetches
+  of ~1.4k jets (fetch-step 0.01) and of the 10k-50k jets production runs use;
 * s3: the Zarr dataset on a moto S3 server (its own process) behind a proxy (its own process) that adds
   30 ms to every request and counts bytes; the same epochs from local disk and with 0 ms; bytes on the
   wire per delivered jet, and for a 2,048-jet epoch;
@@ -509,6 +515,22 @@ def build_jittered(client, files: list[str], copies: int, scratch: Path, name: s
     return build(client, inputs, url, fmt, "cms_ak4", [config])
 
 
+def startup(built, config_path: str) -> None:
+    print("\nfrom JetDataset(...) to the first batch, fresh process (1/10 epoch):")
+    for dataset in built:
+        construct, first = first_batch_seconds(dataset.url, config_path, dataset.manifest.n_jets // 10)
+        print(f"  {dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards: built {construct:.2f} s, "
+              f"first batch {first:.2f} s", flush=True)
+
+
+def section_startup(datasets, configs, args, files) -> None:
+    """The fractions section's start-up times alone, on its datasets (built if missing)."""
+    with dask_client(workers=2, quiet=True) as client:
+        built = [build_jittered(client, files, int(c), Path(args.scratch), f"frac{c}x", configs["weights"])
+                 for c in args.fraction_copies.split(",")]
+    startup(built, args.config)
+
+
 def section_fractions(datasets, configs, args, files) -> None:
     """Issue #18: weighted epochs that are 1/10 and 1/40 of the data, at three sizes, against a full epoch."""
     config = configs["weights"]
@@ -554,11 +576,7 @@ def section_fractions(datasets, configs, args, files) -> None:
         reference = iid_reference(base, config, int(fraction * n))
         print(f"  {fraction}: repeats {reference['repeats'][0]:.3f} / {reference['repeats'][1]:.3f}, "
               f"{reference['units']:.0f} units per batch, mix TV {reference['variation']:.3f}", flush=True)
-    print("\nfrom JetDataset(...) to the first batch, fresh process (1/10 epoch):")
-    for dataset in built.values():
-        construct, first = first_batch_seconds(dataset.url, args.config, dataset.manifest.n_jets // 10)
-        print(f"  {dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards: built {construct:.2f} s, "
-              f"first batch {first:.2f} s", flush=True)
+    startup(built.values(), args.config)
     print("\n2,048-jet weighted epoch, fetched share of the dataset:")
     for dataset in built.values():
         ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=7, jets_per_epoch=2048)
@@ -567,7 +585,8 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
-SECTIONS = {"fractions": section_fractions, "local": section_local, "weaver": section_weaver, "s3": section_s3,
+SECTIONS = {"fractions": section_fractions, "startup": section_startup, "local": section_local,
+            "weaver": section_weaver, "s3": section_s3,
             "jetclass": section_jetclass, "natural": section_natural, "memory": section_memory}
 
 
@@ -602,7 +621,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        SECTIONS[name](datasets, configs, args, inputs if name not in ("natural", "fractions") else files)
+        SECTIONS[name](datasets, configs, args, inputs if name not in ("natural", "fractions", "startup") else files)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ class SparseFile(io.RawIOBase):
         self.position += len(data)
         return len(data)
 
+    def range(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``, from the fetched pieces or fetched now."""
+        return self._slice(start, min(end, self.size))
+
     def _slice(self, start: int, end: int) -> bytes:
         for offset, data in self.pieces:
             if offset <= start and end <= offset + len(data):

@@ -9,13 +9,15 @@ unit in the unit-grouped layout), checks each chunk's CRC, and Blosc-decodes it 
 from __future__ import annotations
 
 import json
-import zipfile
+import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from jetstore.errors import echo
 from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
+from jetstore.store.format.zarr import directory
 from jetstore.store.format.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.store.format.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.store.layout import Selection
@@ -201,29 +203,26 @@ class ZarrShardReader(ShardReader):
     def _parse_index(self) -> ShardIndex:
         """The chunk index, every size in it checked against the manifest and the shard's bytes first."""
         sparse = self.metadata_file()
+        tail_start, tail = sparse.pieces[0]
         try:
-            archive = zipfile.ZipFile(sparse)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise self.damaged(f"not a zip file: {exc}") from None
-        infos = archive.infolist()
-        documents = [info for info in infos if info.filename.endswith("zarr.json")]
-        for info in infos:
-            self._check_entry(info, MAX_DOCUMENT_BYTES if info in documents else MAX_CHUNK_BYTES + BLOSC_OVERHEAD)
+            count, offset, size = directory.locate(tail, tail_start, self.source.size)
+            entries = directory.parse(sparse.range(offset, offset + size), count)
+        except directory.DirectoryError as exc:
+            raise self.damaged(str(exc)) from None
+        documents = {i: name for i, name in entries.others.items() if name.endswith("zarr.json")}
+        self._check_entries(entries, documents)
         if documents:  # fetch every metadata document at once if the tail did not hold them
-            begin, tail_start = min(info.header_offset for info in documents), sparse.pieces[0][0]
+            begin = min(int(entries.offsets[i]) for i in documents)
             if begin < tail_start:
                 sparse.pieces.append((begin, sparse.fetch_missing(begin, tail_start)))
         try:
-            metadata = {info.filename.removesuffix("zarr.json").rstrip("/"): json.loads(archive.read(info))
-                        for info in documents}
-        except (zipfile.BadZipFile, OSError, ValueError, RecursionError, EOFError) as exc:
+            metadata = {name.removesuffix("zarr.json").rstrip("/"): json.loads(self._document(sparse, entries, i))
+                        for i, name in documents.items()}
+        except (ValueError, RecursionError) as exc:
             raise self.damaged(f"unreadable metadata: {type(exc).__name__}") from None
-        chunk_entries: dict[str, list[tuple[int, int, int, int]]] = {}
-        for info in infos:
-            key, separator, number = info.filename.rpartition("/c/")
-            if separator and number.isdigit() and len(number) < 12:
-                chunk_entries.setdefault(key, []).append((int(number), info.header_offset, info.compress_size,
-                                                          info.CRC))
+        order = np.argsort(entries.key_ids, kind="stable")
+        bounds = np.searchsorted(entries.key_ids[order], np.arange(len(entries.keys) + 1))
+        chunk_entries = {key: order[bounds[k]:bounds[k + 1]] for k, key in enumerate(entries.keys)}
         try:
             root = metadata[""]["attributes"]
             n_jets, unit_jets = self._jets(root)
@@ -236,20 +235,41 @@ class ZarrShardReader(ShardReader):
                     block, _, name = key.partition("/")
                     size, chunk = ((n_jets, unit_jets) if block == JETS or name == COUNTS
                                    else (int(unit_offsets[block][-1]), None))
-                    arrays[key] = self._array_index(key, metadata[key], dtype, size, chunk,
-                                                    chunk_entries.get(key, []))
+                    rows = chunk_entries.get(key, np.zeros(0, np.int64))
+                    arrays[key] = self._array_index(key, metadata[key], dtype, size, chunk, entries, rows)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise self.damaged(f"malformed metadata ({type(exc).__name__}: {exc})") from None
         return ShardIndex(arrays, n_jets, unit_jets, unit_offsets)
 
-    def _check_entry(self, info: zipfile.ZipInfo, limit: int) -> None:
-        """A zip entry must be stored uncompressed, within the shard's bytes and at most ``limit`` bytes."""
-        end = info.header_offset + LOCAL_HEADER_SIZE + len(info.filename.encode()) + info.compress_size
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise self.damaged(f"zip entry {_shown(info.filename)} is compressed (jetstore stores entries as they are)")
-        if info.compress_size > limit or end > self.source.size:
-            raise self.damaged(f"zip entry {_shown(info.filename)} claims {info.compress_size} bytes, more than "
-                               "the shard holds or an entry may take")
+    def _check_entries(self, entries: directory.Entries, documents: dict[int, str]) -> None:
+        """Every zip entry must be stored uncompressed, within the shard's bytes and at most its limit (a
+        metadata document or a chunk)."""
+        limits = np.full(len(entries), MAX_CHUNK_BYTES + BLOSC_OVERHEAD, np.int64)
+        limits[list(documents)] = MAX_DOCUMENT_BYTES
+        compressed = (entries.methods != 0) | (entries.file_sizes != entries.sizes)
+        ends = entries.offsets + LOCAL_HEADER_SIZE + entries.name_lengths + entries.sizes
+        oversized = (entries.sizes > limits) | (ends > self.source.size)
+        bad = compressed | oversized
+        if bad.any():
+            i = int(np.argmax(bad))
+            name = _shown(_entry_name(entries, i))
+            if compressed[i]:
+                raise self.damaged(f"zip entry {name} is compressed (jetstore stores entries as they are)")
+            raise self.damaged(f"zip entry {name} claims {entries.sizes[i]} bytes, more than the shard holds or an "
+                               "entry may take")
+
+    def _document(self, sparse, entries: directory.Entries, i: int) -> bytes:
+        """A metadata document's bytes, its local header and CRC checked."""
+        start = int(entries.offsets[i])
+        header = sparse.range(start, start + LOCAL_HEADER_SIZE)
+        if len(header) < LOCAL_HEADER_SIZE or header[:4] != b"PK\x03\x04":
+            raise self.damaged(f"unreadable metadata: bad zip entry header for {_shown(entries.others[i])}")
+        name_length, extra = struct.unpack("<HH", header[26:30])
+        begin = start + LOCAL_HEADER_SIZE + name_length + extra
+        data = sparse.range(begin, begin + int(entries.sizes[i]))
+        if len(data) != entries.sizes[i] or zlib.crc32(data) != int(entries.crcs[i]):
+            raise self.damaged(f"unreadable metadata: {_shown(entries.others[i])} fails its CRC check")
+        return data
 
     def _jets(self, root: dict) -> tuple[int, int]:
         n_jets, unit_jets = root["n_jets"], root["unit_jets"]
@@ -291,9 +311,9 @@ class ZarrShardReader(ShardReader):
         return out
 
     def _array_index(self, key: str, document: dict, dtype: np.dtype, size: int, chunk: int | None,
-                     entries: list[tuple[int, int, int, int]]) -> ArrayIndex:
+                     entries: directory.Entries, rows: np.ndarray) -> ArrayIndex:
         """One array's chunk index: its shape, chunk shape and dtype as the manifest implies, and a stored
-        chunk for every chunk (as jetstore writes them) within the shard's bytes."""
+        chunk for every chunk (as jetstore writes them) within the shard's bytes; ``rows``: its zip entries."""
         (shape,), (stored_chunk,) = document["shape"], document["chunk_grid"]["configuration"]["chunk_shape"]
         limit = self.bounds.chunk_values if chunk is None else chunk
         if document.get("node_type") != "array" or np.dtype(document["data_type"]) != dtype:
@@ -304,19 +324,30 @@ class ZarrShardReader(ShardReader):
                 or (limit is not None and stored_chunk > limit) or stored_chunk * dtype.itemsize > MAX_CHUNK_BYTES:
             raise self.damaged(f"array {key} has chunk shape {echo(stored_chunk)}, which the layout does not allow")
         n_chunks = -(-size // stored_chunk)
-        if n_chunks > len(entries):
-            raise self.damaged(f"array {key} claims {n_chunks} chunks; the zip holds {len(entries)}")
-        width = stored_chunk * dtype.itemsize
-        offsets = np.full(n_chunks, -1, np.int64)
-        data_offsets = np.zeros(n_chunks, np.int64)
-        sizes = np.zeros(n_chunks, np.int64)
-        crcs = np.zeros(n_chunks, np.uint32)
-        for number, offset, stored, crc in entries:
-            if number >= n_chunks or offsets[number] >= 0 or stored > width + BLOSC_OVERHEAD:
-                raise self.damaged(f"chunk {key}/c/{number} does not fit the array ({stored} bytes stored)")
-            offsets[number], sizes[number], crcs[number] = offset, stored, crc
-            data_offsets[number] = offset + LOCAL_HEADER_SIZE + len(f"{key}/c/{number}")
+        if n_chunks > len(rows):
+            raise self.damaged(f"array {key} claims {n_chunks} chunks; the zip holds {len(rows)}")
+        numbers, stored = entries.numbers[rows], entries.sizes[rows]
+        bad = (numbers >= n_chunks) | (stored > stored_chunk * dtype.itemsize + BLOSC_OVERHEAD)
+        order = np.argsort(numbers, kind="stable")
+        bad[order[1:]] |= numbers[order[1:]] == numbers[order[:-1]]  # a chunk stored twice
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise self.damaged(f"chunk {key}/c/{numbers[i]} does not fit the array ({stored[i]} bytes stored)")
+        # as many entries as chunks, each below n_chunks and none twice: every chunk is there once
+        offsets = np.empty(n_chunks, np.int64)
+        data_offsets = np.empty(n_chunks, np.int64)
+        sizes = np.empty(n_chunks, np.int64)
+        crcs = np.empty(n_chunks, np.uint32)
+        offsets[numbers] = entries.offsets[rows]
+        data_offsets[numbers] = entries.offsets[rows] + LOCAL_HEADER_SIZE + entries.name_lengths[rows]
+        sizes[numbers], crcs[numbers] = stored, entries.crcs[rows]
         return ArrayIndex(dtype, int(stored_chunk), int(size), offsets, data_offsets, sizes, crcs)
+
+
+def _entry_name(entries: directory.Entries, i: int) -> str:
+    if i in entries.others:
+        return entries.others[i]
+    return f"{entries.keys[entries.key_ids[i]]}/c/{entries.numbers[i]}"
 
 
 def _integer(value: object) -> bool:
