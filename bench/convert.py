@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numcodecs.blosc
@@ -75,8 +76,9 @@ def measure(files: list[str], schema: Schema, repeat: int, scratch: str, formats
 
         def shard_run(fmt=fmt, tasks=tasks, out=out, layout=layout) -> None:
             shutil.rmtree(out, ignore_errors=True)
-            for task in tasks:
-                run_shard(ShardJob(task, schema, DatasetWriter(out), fmt, layout, columns, 20_000, StorageOptions()))
+            with DatasetWriter(out, run_id=uuid.uuid4().hex).hold() as (writer, _):  # what a worker is handed
+                for task in tasks:
+                    run_shard(ShardJob(task, schema, writer, fmt, layout, columns, 20_000, StorageOptions()))
 
         shard_s = best_of(repeat, shard_run)
         whole = {}
