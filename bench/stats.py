@@ -140,9 +140,9 @@ def main() -> None:
             convert(files, "cms_ak4", url, format=fmt, client=client, progress=False, log=lambda _: None)
             dataset = Dataset.open(url)
             local_s = min(time_in_process(dataset, copy.deepcopy(config)) for _ in range(args.repeat))
-            compute_stats(dataset, config, client, log=lambda _: None)
+            compute_stats(dataset, config, client, log=lambda _: None, reuse=False)  # no per-shard caches
             start = time.perf_counter()
-            compute_stats(dataset, config, client, log=lambda _: None)
+            compute_stats(dataset, config, client, log=lambda _: None, reuse=False)  # no per-shard caches
             dask_s = time.perf_counter() - start
             print(f"jetstore {fmt:<8} in process (1 core)        {jets / local_s:>10,.0f} jets/s  "
                   f"= {shipped_s / local_s:5.1f}× weaver as shipped, {weaver_s / local_s:4.1f}× without sleeps, "
