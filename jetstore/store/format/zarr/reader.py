@@ -21,7 +21,7 @@ from jetstore.store.format.zarr import directory
 from jetstore.store.format.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.store.format.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.store.layout import Selection
-from jetstore.store.ranges import coalesce
+from jetstore.store.ranges import SparseFile, coalesce
 from jetstore.store.table import BlockData, JetTable
 
 CACHE = MetadataCache()
@@ -258,7 +258,7 @@ class ZarrShardReader(ShardReader):
             raise self.damaged(f"zip entry {name} claims {entries.sizes[i]} bytes, more than the shard holds or an "
                                "entry may take")
 
-    def _document(self, sparse, entries: directory.Entries, i: int) -> bytes:
+    def _document(self, sparse: SparseFile, entries: directory.Entries, i: int) -> bytes:
         """A metadata document's bytes, its local header and CRC checked."""
         start = int(entries.offsets[i])
         header = sparse.range(start, start + LOCAL_HEADER_SIZE)
