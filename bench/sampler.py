@@ -445,9 +445,13 @@ def epoch_stats(url, config, jets_per_epoch, epochs=2, options=None, threads=1) 
 
 
 def jet_keys(batch) -> np.ndarray:
-    """A jet's identity in a batch: its sample, event, jet index and pT (copies of a file differ in pT)."""
-    return (((batch["_sample_"].numpy().astype(np.int64) * 2**20 + batch["event"].numpy()) * 8 + batch["ijet"].numpy())
-            * 2**24 + np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24)
+    """A jet's identity in a batch: its sample, event, jet index and pT (copies of a file differ in pT); without
+    event observers, its sample, pT and eta."""
+    sample = batch["_sample_"].numpy().astype(np.int64)
+    pt = np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24
+    if "event" not in batch:
+        return (sample * 2**24 + pt) * 2**20 + np.round(batch["jet_eta"].numpy() * 1e4).astype(np.int64) % 2**20
+    return ((sample * 2**20 + batch["event"].numpy()) * 8 + batch["ijet"].numpy()) * 2**24 + pt
 
 
 def repeats(keys: list[np.ndarray], window: int) -> float:
@@ -531,6 +535,22 @@ def section_startup(datasets, configs, args, files) -> None:
     startup(built, args.config)
 
 
+def fraction_rows(dataset: Dataset, config, label: str, fractions=(1.0, 0.1, 0.025)) -> None:
+    """A full, a 1/10 and a 1/40 weighted epoch of ``dataset``: one table row each."""
+    n = dataset.manifest.n_jets
+    stored = dataset.manifest.bytes / n
+    full = None
+    for fraction in fractions:
+        result = epoch_stats(dataset.url, config, int(fraction * n) if fraction else 2048)
+        rate = result["jets"] / result["cpu"]
+        full = full or rate
+        name = {1.0: "full epoch", 0.1: "1/10", 0.025: "1/40", None: "2,048 jets"}.get(fraction, str(fraction))
+        line(f"{label}: {name}", result,
+             f"{result['bytes']:.0f} B = {result['bytes'] / stored:.2f}× stored ({rate / full:.2f}× full rate) | "
+             f"{result['variation']:.3f} | {result['copies']} | {result['repeats'][0]:.3f} / "
+             f"{result['repeats'][1]:.3f} | {result['units']:.0f} ({result['units_read']})")
+
+
 def section_fractions(datasets, configs, args, files) -> None:
     """Issue #18: weighted epochs that are 1/10 and 1/40 of the data, at three sizes, against a full epoch."""
     config = configs["weights"]
@@ -551,24 +571,10 @@ def section_fractions(datasets, configs, args, files) -> None:
                 build_jittered(client, files, sizes[0], scratch, "small_shards", config, jets_per_shard=7000),
         }
 
-    def rows(dataset: Dataset, label: str, fractions=(1.0, 0.1, 0.025)) -> None:
-        n = dataset.manifest.n_jets
-        stored = dataset.manifest.bytes / n
-        full = None
-        for fraction in fractions:
-            result = epoch_stats(dataset.url, config, int(fraction * n) if fraction else 2048)
-            rate = result["jets"] / result["cpu"]
-            full = full or rate
-            name = {1.0: "full epoch", 0.1: "1/10", 0.025: "1/40", None: "2,048 jets"}.get(fraction, str(fraction))
-            line(f"{label}: {name}", result,
-                 f"{result['bytes']:.0f} B = {result['bytes'] / stored:.2f}× stored ({rate / full:.2f}× full rate) | "
-                 f"{result['variation']:.3f} | {result['copies']} | {result['repeats'][0]:.3f} / "
-                 f"{result['repeats'][1]:.3f} | {result['units']:.0f} ({result['units_read']})")
-
     for dataset in built.values():
-        rows(dataset, f"{dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards")
+        fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {len(dataset.manifest.shards)} shards")
     for label, dataset in layouts.items():
-        rows(dataset, f"{dataset.manifest.n_jets:,} jets, {label}")
+        fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {label}")
     base = built[sizes[0]]
     n = base.manifest.n_jets
     print("\ni.i.d. draws of the same sizes (with replacement, in proportion to the weights) on the smallest dataset:")
@@ -585,9 +591,29 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
+def section_oneclass(datasets, configs, args, files) -> None:
+    """Held-out-style data, one class per input file: jittered copies of the JetClass-style files, weighted epochs
+    that are a fraction of the data."""
+    header("weighted epochs, a fraction of the data, one class per input file (JetClass-style, 10 jittered copies "
+           "of 4 one-class files, 1 thread, local Zarr)",
+           "jets/s per core | jets/s wall | fetched per delivered jet | mix TV | copies | repeats 1 / 4 batches | "
+           "units per batch (read)")
+    directory = Path(args.scratch) / "jetclass"
+    sources = sorted(str(p) for p in directory.glob("label_*.root"))
+    if len(sources) < 4:
+        section_jetclass(datasets, configs, args, files)  # makes the four one-class files
+        sources = sorted(str(p) for p in directory.glob("label_*.root"))
+    inputs = jittered_copies(sources, directory / "jittered10", 10, tree="tree")
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "oneclass.zarr"), "zarr", "jetclass", [config])
+    fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {len(inputs)} one-class files")
+
+
 SECTIONS = {"fractions": section_fractions, "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3,
-            "jetclass": section_jetclass, "natural": section_natural, "memory": section_memory}
+            "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
+            "memory": section_memory}
 
 
 def main() -> None:
