@@ -52,10 +52,12 @@ from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E4
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
+from jetstore.stats.cells import CellRule  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
 from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
+from tests.fixtures.mixing import jet_keys, jet_weights, repeats  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -444,52 +446,18 @@ def epoch_stats(url, config, jets_per_epoch, epochs=2, options=None, threads=1) 
     return result
 
 
-def jet_keys(batch) -> np.ndarray:
-    """A jet's identity in a batch: its sample, event, jet index and pT (copies of a file differ in pT); without
-    event observers, its sample, pT and eta."""
-    sample = batch["_sample_"].numpy().astype(np.int64)
-    pt = np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24
-    if "event" not in batch:
-        return (sample * 2**24 + pt) * 2**20 + np.round(batch["jet_eta"].numpy() * 1e4).astype(np.int64) % 2**20
-    return ((sample * 2**20 + batch["event"].numpy()) * 8 + batch["ijet"].numpy()) * 2**24 + pt
-
-
-def repeats(keys: list[np.ndarray], window: int) -> float:
-    """Share of delivered jets already delivered in the same or the ``window - 1`` previous batches."""
-    repeated = total = 0
-    for index, batch in enumerate(keys):
-        recent = np.concatenate(keys[max(0, index - window + 1):index] or [np.zeros(0, batch.dtype)])
-        _, first = np.unique(batch, return_index=True)
-        repeated += len(batch) - len(first) + int(np.isin(batch[first], recent).sum())
-        total += len(batch)
-    return repeated / total
-
-
 def iid_reference(dataset: Dataset, config, jets: int) -> dict:
     """The same measures for two epochs of an i.i.d. draw (with replacement, in proportion to weaver's weights)
     of ``jets`` jets in batches: repeats within 1 / 4 batches, distinct units per batch, and the (class, pT, eta)
     mix's total variation from the target (the noise floor of a sample that size)."""
-    from jetstore.config.variables import VariableResolver
-    from jetstore.stats.cells import CellRule
-
-    stats = read_stats(dataset, config.hash)
-    rule = CellRule.from_config(config)
-    resolver = VariableResolver(dataset.schema, config)
-    needs = resolver.needs(rule.variables)
-    weights, unit, cells_of = [], [], []
-    for index, shard in enumerate(dataset.manifest.shards):
-        table = dataset.read_shard(shard, needs.jets, needs.blocks)
-        values = {n: flat for n, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
-        cells = rule.cells(values, resolver.selection_mask(table))
-        weights.append(np.where(cells >= 0, rule.cell_weights(stats.weight_tables)[np.maximum(cells, 0)], 0.0))
-        cells_of.append(cells)
-        unit.append(index * 10**6 + np.arange(table.n_jets) // dataset.unit_jets)
-    weights, unit = np.concatenate(weights), np.concatenate(unit)
-    cells = np.concatenate(cells_of)
+    weights, cells = jet_weights(dataset, config)
+    unit = np.concatenate([index * 10**6 + np.arange(shard.n_jets) // dataset.unit_jets
+                           for index, shard in enumerate(dataset.manifest.shards)])
     draws = np.random.default_rng(1).choice(len(weights), size=2 * (jets - jets % BATCH), p=weights / weights.sum())
     batches = list(draws.reshape(-1, BATCH))
-    target = np.bincount(cells[cells >= 0], weights=weights[cells >= 0], minlength=rule.n_cells)
-    drawn = np.bincount(cells[draws], minlength=rule.n_cells)
+    n_cells = CellRule.from_config(config).n_cells
+    target = np.bincount(cells[cells >= 0], weights=weights[cells >= 0], minlength=n_cells)
+    drawn = np.bincount(cells[draws], minlength=n_cells)
     return {"repeats": (repeats(batches, 1), repeats(batches, 4)),
             "units": float(np.mean([len(np.unique(unit[b])) for b in batches])),
             "variation": 0.5 * np.abs(drawn / drawn.sum() - target / target.sum()).sum()}

@@ -11,12 +11,11 @@ import s3fs
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
-from jetstore.config.variables import VariableResolver
-from jetstore.stats.cells import CellRule
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
 from tests.fixtures.jittered import jittered_copies
+from tests.fixtures.mixing import jet_keys, jet_weights, repeats
 from tests.helpers import REPO, run_convert
 from tests.proxy import LatencyProxy
 from tests.test_streaming import histogram
@@ -40,40 +39,6 @@ def jittered_ak4(dask_client, sample_files, moto_server, tmp_path_factory):
     fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
     fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
     return dataset, config
-
-
-def expected_multiplicities(dataset: Dataset, config) -> np.ndarray:
-    """weaver's weight of every stored jet (0: never sampled), by an independent pass over all of them."""
-    stats = read_stats(dataset, config.hash)
-    rule = CellRule.from_config(config)
-    weights = rule.cell_weights(stats.weight_tables)
-    resolver = VariableResolver(dataset.schema, config)
-    table = dataset.read_all(*_needs(resolver, rule))
-    values = {n: flat for n, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
-    cells = rule.cells(values, resolver.selection_mask(table))
-    return np.where(cells >= 0, weights[np.maximum(cells, 0)], 0.0)
-
-
-def _needs(resolver, rule):
-    needs = resolver.needs(rule.variables)
-    return needs.jets, needs.blocks
-
-
-def repeats(keys: list[np.ndarray], window: int) -> float:
-    """Share of the delivered jets that were already delivered in the same or the ``window - 1`` previous
-    batches."""
-    repeated = total = 0
-    for index, batch in enumerate(keys):
-        recent = np.concatenate(keys[max(0, index - window + 1):index] or [np.zeros(0, batch.dtype)])
-        _, first = np.unique(batch, return_index=True)
-        repeated += len(batch) - len(first) + int(np.isin(batch[first], recent).sum())
-        total += len(batch)
-    return repeated / total
-
-
-def jet_keys(batch) -> np.ndarray:
-    return (batch["event"].numpy().astype(np.int64) * 8 + batch["ijet"].numpy()) * 2**24 + \
-        np.round(batch["jet_pt"].numpy() * 1000).astype(np.int64) % 2**24
 
 
 def test_a_tenth_weighted_epoch_fetches_what_it_delivers(jittered_ak4, moto_server):
@@ -112,7 +77,7 @@ def test_a_fraction_mixes_like_an_iid_draw(jittered_ak4):
     ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=11, jets_per_epoch=n // 10, observers=True)
     keys = [jet_keys(b) for b in ds]
     units, read = ds.last_stream.units_per_batch, ds.last_stream.units_read
-    weights = expected_multiplicities(dataset, config)
+    weights, _ = jet_weights(dataset, config)
     rng = np.random.default_rng(1)
     draws = rng.choice(len(weights), size=len(keys) * BATCH, p=weights / weights.sum())
     iid = [draws[i * BATCH:(i + 1) * BATCH] for i in range(len(keys))]
