@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from jetstore.conversion.inputs import hdf5, parquet, root
-from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, describe, open_binary
+from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, named_failures, open_binary
 from jetstore.errors import InputError, SchemaError
 from jetstore.store import storage
 
@@ -58,18 +58,12 @@ def stem(url: str) -> str:
 
 def _head(url: str, options: Mapping[str, Any]) -> bytes:
     """The first bytes of a file (remote: one ranged read, not a read-ahead block)."""
-    try:
+    with named_failures(url, "cannot read"):
         if storage.is_local(url):
             with open_binary(url, options) as handle:
                 return handle.read(MAGIC_BYTES)
         fs, path = storage.filesystem(url, options)
         return fs.cat_file(path, start=0, end=MAGIC_BYTES)
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(url, "no such file") from None
-    except Exception as exc:
-        raise InputError(url, f"cannot read ({describe(exc)})") from None
 
 
 __all__ = ["KINDS", "BranchType", "InputFile", "InputKind", "detect", "get_kind", "stem"]

@@ -7,9 +7,10 @@ casts, per-event inputs, schema inference) works on these descriptions and array
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -113,6 +114,20 @@ def open_binary(url: str, options: Mapping[str, Any]) -> IO[bytes]:
         raise InputError(url, "no such file") from None
     except IsADirectoryError:
         raise InputError(url, "is a directory, not a file") from None
+
+
+@contextlib.contextmanager
+def named_failures(url: str, what: str) -> Iterator[None]:
+    """Any failure in the block as one :class:`InputError` naming ``url``: ``no such file``, or ``what`` and the
+    cause (an :class:`InputError` passes as it is)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(url, "no such file") from None
+    except Exception as exc:
+        raise InputError(url, f"{what} ({describe(exc)})") from None
 
 
 def file_size(url: str, options: Mapping[str, Any]) -> int:

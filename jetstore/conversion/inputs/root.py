@@ -10,7 +10,7 @@ from typing import Any
 import awkward as ak
 import uproot
 
-from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, describe
+from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, named_failures
 from jetstore.errors import InputError
 from jetstore.store import storage
 
@@ -55,19 +55,13 @@ class RootFile(InputFile):
 
 
 def _open(url: str, options: Mapping[str, Any]):
-    try:
+    with named_failures(url, "cannot open as a ROOT file"):
         if storage.is_local(url):
             path = url.removeprefix("file://")
             if not os.path.exists(path):
                 raise InputError(url, "no such file")
             return uproot.open(path)
         return uproot.open(url, handler=uproot.source.fsspec.FSSpecSource, **dict(options))
-    except InputError:
-        raise
-    except FileNotFoundError:
-        raise InputError(url, "no such file") from None
-    except Exception as exc:
-        raise InputError(url, f"cannot open as a ROOT file ({describe(exc)})") from None
 
 
 def _tree(url: str, handle, name: str | None) -> uproot.TTree:
