@@ -62,6 +62,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
             where = f"scheduler {address}" if address else f"local cluster {client.scheduler.address}"
             LOG.info("dask %s; dashboard: %s", where, client.dashboard_link)
         yield client
+    except KeyboardInterrupt:  # the interrupted run's teardown (futures dropped mid-gather) is not news
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise
     finally:
         client.close()
         if cluster is not None:

@@ -217,7 +217,8 @@ def _collect_secrets(value: Any, found: list[str]) -> None:
 
 DENIED = {"AccessDenied", "403", "Forbidden", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AllAccessDisabled"}
 UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
-               "gaierror", "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError"}
+               "gaierror", "ServerDisconnectedError", "ConnectionClosedError", "ClientOSError",
+               "ClientPayloadError"}  # the last: a response cut short, the server gone mid-body
 TLS = {"SSLError", "SSLCertVerificationError", "ClientConnectorSSLError", "ClientConnectorCertificateError"}
 
 
