@@ -207,3 +207,26 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     shown.error("an error")
     assert capsys.readouterr().err.splitlines() == ["took over the lease with ***", "an error"]
     _configure_logging(0, [])
+
+
+def test_two_runs_of_the_same_inputs_share_a_cluster(dask_client, sample_files, tmp_path):
+    """Two conversions of the same inputs to two outputs at once, on one cluster: each gets its own tasks (a task
+    named after its input alone would be handed the other run's result), and both datasets are complete."""
+    import threading
+
+    reports = {}
+
+    def run(name: str) -> None:
+        reports[name] = run_convert(dask_client, sample_files, tmp_path / f"{name}.zarr", jets_per_shard=300)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    expected = reference_jets(sample_files)
+    for name in ("one", "two"):
+        assert reports[name].ok and reports[name].written == len(reports[name].manifest.shards) > 1
+        dataset = Dataset.open(str(tmp_path / f"{name}.zarr"))
+        assert dataset.manifest.n_jets == len(expected["jet_pt"])
+        assert all(dataset.verify(shard) == [] for shard in dataset.manifest.shards)

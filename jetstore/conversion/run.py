@@ -184,7 +184,8 @@ def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:
 
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
                  failures: dict[str, str]) -> list[InputInfo]:
-    keys = [f"inspect-{PurePosixPath(storage.public_url(u)).name}-{i}" for i, u in enumerate(urls)]
+    run = uuid.uuid4().hex[:8]  # keys of this call only: a shared cluster may hold another run's tasks
+    keys = [f"inspect-{PurePosixPath(storage.public_url(u)).name}-{i}-{run}" for i, u in enumerate(urls)]
     futures = client.map(inspect_task, urls, schema=request.schema, options=request.input_options,
                          key=keys, pure=False)
     infos: list[InputInfo] = []
@@ -223,7 +224,8 @@ def _run_tasks(client: Client, tasks: list[ShardTask], request: ConvertRequest, 
     the output unusable they would each wait out their retries; a rerun resumes."""
     jobs = [ShardJob(t, request.schema, writer, request.format, request.layout, columns, request.read_step,
                      request.input_options) for t in tasks]
-    futures = client.map(run_shard, jobs, key=[f"convert-{t.name}" for t in tasks], pure=False, retries=0)
+    run = uuid.uuid4().hex[:8]  # as in _inspect_all: never another run's task (or its error) by the same name
+    futures = client.map(run_shard, jobs, key=[f"convert-{t.name}-{run}" for t in tasks], pure=False, retries=0)
     by_future = dict(zip(futures, tasks, strict=True))
     outcomes: dict[str, ShardOutcome] = {}
     storage_failures: dict[str, str] = {}
