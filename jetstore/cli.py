@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from jetstore.conversion.request import ConvertRequest
+from jetstore.documents import DocumentError, load_json
 from jetstore.errors import JetstoreError, SchemaError
 from jetstore.schema import load_schema
 from jetstore.store import storage
@@ -449,9 +450,9 @@ def _positive(text: str) -> int:
 
 def _json_object(text: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+        value = load_json(text)
+    except DocumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object")
     return value

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jetstore.documents import MAX_JSON_BYTES, DocumentError, load_json
 from jetstore.errors import DatasetError, echo
 from jetstore.store import paths
 from jetstore.store.backend import write_bytes_atomic
 from jetstore.store.collection import Collection
 from jetstore.store.dataset import Dataset
+from jetstore.store.storage import read_object
 
 STATS_VERSION = 2
 
@@ -65,9 +67,9 @@ class StatsResult:
     def from_json(cls, text: str | bytes, where: str) -> StatsResult:
         """Parse stored stats; anything malformed is a :class:`DatasetError` naming the file and key."""
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc}); rerun `jetstore stats`") from None
+            data = load_json(text)
+        except DocumentError as exc:
+            raise DatasetError(f"{where}: {exc}; rerun `jetstore stats`") from None
         if not isinstance(data, dict):
             raise DatasetError(f"{where}: expected a JSON object; rerun `jetstore stats`")
         version = data.get("version")
@@ -108,9 +110,11 @@ def read_stats(data: Dataset | Collection, config_hash: str) -> StatsResult:
         dataset = member.dataset
         path = paths.stats_path(dataset.root, config_hash, union)
         try:
-            text = dataset.fs.cat_file(path)
+            text = read_object(dataset.fs, path, MAX_JSON_BYTES)
         except FileNotFoundError:
             continue
+        except DocumentError as exc:
+            raise DatasetError(f"{path}: {exc}; rerun `jetstore stats`") from None
         result = StatsResult.from_json(text, where=path)
         if result.config_hash != config_hash:
             raise DatasetError(f"{path}: holds stats for config {result.config_hash}, not {config_hash}")

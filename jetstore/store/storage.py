@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import fsspec.asyn
 
+from jetstore.documents import DocumentError, read_regular
 from jetstore.errors import StorageError
 
 SECRET_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
@@ -177,6 +178,18 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
     """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
     fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
     return fs, path.rstrip("/")
+
+
+def read_object(fs: fsspec.AbstractFileSystem, path: str, limit: int) -> bytes:
+    """The bytes of one file or object of at most ``limit`` bytes (a :class:`~jetstore.documents.DocumentError`
+    when larger, or when a local path is not a regular file: a FIFO never blocks); ``FileNotFoundError`` when
+    absent. Remote objects are read with one ranged request of ``limit + 1`` bytes at most."""
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return read_regular(path, limit)
+    data = fs.cat_file(path, start=0, end=limit + 1)
+    if len(data) > limit:
+        raise DocumentError(f"is larger than {limit:,} bytes")
+    return data
 
 
 def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
+from jetstore.documents import load_json
 from jetstore.errors import DatasetError, LeaseError
 from jetstore.store import paths, storage
 from jetstore.store.backend import Backend, open_backend
@@ -115,7 +116,7 @@ class DatasetWriter:
                 records.append((found[1], key))
         for _, key in sorted(records, reverse=True):
             try:
-                entry = ShardEntry.from_dict(json.loads(backend.read(key)), key, self.jets_per_entry)
+                entry = ShardEntry.from_dict(load_json(backend.read(key)), key, self.jets_per_entry)
             except (FileNotFoundError, ValueError, DatasetError):
                 continue
             if paths.record_of(entry.path) != key:
