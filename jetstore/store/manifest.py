@@ -238,25 +238,25 @@ def read_manifest(fs, root: str) -> Manifest:
         raise DatasetError(f"{path}: {exc}") from None
 
 
-def install_manifest(backend: Backend, text: bytes, generation: int, url: str) -> bool:
-    """Install the manifest ``text`` of lease ``generation`` as ``_manifest.json`` by a conditional write
-    that never replaces the manifest of the same or a newer generation: True when this call wrote it,
-    False when it was there already (installed by a run completing this one's commit); a
-    :class:`LeaseError` when a newer generation's manifest is there."""
+def install_manifest(backend: Backend, text: bytes, generation: int, url: str, key: str = paths.MANIFEST) -> bool:
+    """Install the manifest ``text`` of lease ``generation`` as ``_manifest.json`` (or, ``key``, as a version in
+    the history) by a conditional write that never replaces the manifest of the same or a newer generation:
+    True when this call wrote it, False when it was there already (installed by a run completing this one's
+    commit); a :class:`LeaseError` when a newer generation's manifest is there."""
     for _ in range(8):
-        current = backend.read_versioned(paths.MANIFEST)
+        current = backend.read_versioned(key)
         if current is not None and current.data == text:
             return False
         if current is not None and manifest_generation(current.data) >= generation:
             raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
                              "manifest is not installed")
         if current is None:
-            written = backend.put_if_absent(paths.MANIFEST, text)
+            written = backend.put_if_absent(key, text)
         else:
-            written = backend.put_if_match(paths.MANIFEST, text, current.token)
+            written = backend.put_if_match(key, text, current.token)
         if written is not None:
             return True
-    raise StorageError(f"{url}: {paths.MANIFEST} keeps changing under this conversion")
+    raise StorageError(f"{url}: {key} keeps changing under this conversion")
 
 
 def manifest_generation(text: bytes) -> int:

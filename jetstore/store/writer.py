@@ -73,6 +73,8 @@ class DatasetWriter:
             writer = dataclasses.replace(self, generation=lease.generation)
             if previous is not None:
                 writer.remove_staging(previous)
+            if not self.reuse:  # --overwrite starts over: what failed runs left (nothing reuses it) goes first
+                writer._clean_up(writer.existing_manifest(), writer.generation - 1, stats=False)
             yield writer, previous
 
     def existing_manifest(self) -> Manifest | None:
@@ -158,7 +160,9 @@ class DatasetWriter:
         lease.check()
         backend.put(pending, text)
         lease.seal()
-        backend.put(manifest_version_key(manifest.version), text)  # sealed: no other run commits this generation
+        # the history first (every version a reader saw stays readable), fenced as the manifest: a writer that
+        # stalled here while a newer one committed this version never replaces the newer one's
+        install_manifest(backend, text, self.generation, self.url, manifest_version_key(manifest.version))
         installed = install_manifest(backend, text, self.generation, self.url)
         with contextlib.suppress(LeaseError):
             lease.check()  # still ours: nobody completed the commit for this run
@@ -187,15 +191,16 @@ class DatasetWriter:
         except FileNotFoundError:
             return
         manifest = Manifest.from_json(text, where=paths.pending_manifest_key(holder.generation))
-        backend.put(manifest_version_key(manifest.version), text)
+        install_manifest(backend, text, holder.generation, self.url, manifest_version_key(manifest.version))
         install_manifest(backend, text, holder.generation, self.url)
         self._clean_up(manifest, holder.generation, stats=False)
 
-    def _clean_up(self, manifest: Manifest, generation: int, stats: bool) -> None:
-        """Remove jetstore's names of ``generation`` or older that ``manifest`` does not reference (and, for
-        ``--overwrite``, the old dataset's stats), and the staging of those generations."""
+    def _clean_up(self, manifest: Manifest | None, generation: int, stats: bool) -> None:
+        """Remove jetstore's names of ``generation`` or older that ``manifest`` (None: no dataset yet) does not
+        reference (and, for ``--overwrite``, the old dataset's stats), and the staging of those generations."""
         backend = self.backend
-        keep = {s.path for s in manifest.shards} | {paths.record_of(s.path) for s in manifest.shards}
+        shards = manifest.shards if manifest is not None else ()
+        keep = {s.path for s in shards} | {paths.record_of(s.path) for s in shards}
         keep.add(paths.pending_manifest_key(generation))
         doomed = []
         for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, *((paths.STATS,) if stats else ())):

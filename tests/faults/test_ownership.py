@@ -134,6 +134,7 @@ def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sampl
     data["checksum"] = _checksum(data)
     (out / paths.MANIFEST).write_text(json.dumps(data))
     (out / paths.LEASE).unlink()
+    shutil.rmtree(out / paths.MANIFESTS)  # format 2 kept no history of versions
     legacy = Dataset.open(str(out))
     assert legacy.manifest.format_version == 2 and legacy.manifest.generation == 0
     assert all(legacy.verify(s) == [] for s in legacy.manifest.shards)

@@ -120,9 +120,12 @@ class LocalBackend(Backend):
         os.replace(local, target)
 
     def delete(self, keys: Sequence[str]) -> None:
+        """Unlink each key's name: its folder must resolve inside the root, the name itself is not followed
+        (a symbolic link planted under a jetstore name is removed, its target never touched)."""
         for key in keys:
+            folder, _, name = check_key(key, self.url).rpartition("/")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(check_key(key, self.url)))
+                os.unlink(os.path.join(self.path(folder), name))
 
     def delete_prefix(self, folder: str) -> None:
         path = self.path(check_key(folder, self.url))
