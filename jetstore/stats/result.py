@@ -83,7 +83,8 @@ class StatsResult:
             key = "variables"
             data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
             for key, dtype in (("class_hists", np.float64), ("weight_tables", np.float32)):
-                data[key] = {k: np.asarray(v, dtype=dtype) for k, v in data[key].items()}
+                with np.errstate(over="ignore"):  # 1e300 as float32 is inf: refused below, naming the table
+                    data[key] = {k: np.asarray(v, dtype=dtype) for k, v in data[key].items()}
             key = "unit_counts"
             data["unit_counts"] = {shard: np.asarray(rows, dtype=np.int64).reshape(3, -1).T
                                    for shard, rows in data["unit_counts"].items()}
