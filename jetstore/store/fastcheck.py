@@ -99,13 +99,15 @@ def _strings(node: Mapping[str, Any], keys: set[str]) -> list[Check]:
     if "pattern" in keys:
         search = re.compile(node["pattern"]).search
         out.append(lambda v: not isinstance(v, str) or search(v) is not None)
-    if "minLength" in keys:
-        low = node["minLength"]
-        out.append(lambda v: not isinstance(v, str) or len(v) >= low)
-    if "maxLength" in keys:
-        high = node["maxLength"]
-        out.append(lambda v: not isinstance(v, str) or len(v) <= high)
-    return out
+    return out + _lengths(node, "minLength", "maxLength", str)
+
+
+def _lengths(node: Mapping[str, Any], low_key: str, high_key: str, kind: type) -> list[Check]:
+    """Bounds on the length of the values of type ``kind`` (others pass)."""
+    low, high = node.get(low_key, 0), node.get(high_key)
+    if low_key not in node and high_key not in node:
+        return []
+    return [lambda v: not isinstance(v, kind) or (len(v) >= low and (high is None or len(v) <= high))]
 
 
 def _numbers(node: Mapping[str, Any], keys: set[str]) -> list[Check]:
@@ -120,13 +122,7 @@ def _numbers(node: Mapping[str, Any], keys: set[str]) -> list[Check]:
 
 
 def _arrays(node: Mapping[str, Any], keys: set[str], reference: Callable[[str], Check]) -> list[Check]:
-    out: list[Check] = []
-    if "minItems" in keys:
-        low = node["minItems"]
-        out.append(lambda v: not isinstance(v, list) or len(v) >= low)
-    if "maxItems" in keys:
-        high = node["maxItems"]
-        out.append(lambda v: not isinstance(v, list) or len(v) <= high)
+    out = _lengths(node, "minItems", "maxItems", list)
     prefix = [_compile(item, reference) for item in node.get("prefixItems", ())]
     if prefix:
         out.append(lambda v: not isinstance(v, list) or all(c(x) for c, x in zip(prefix, v, strict=False)))
