@@ -352,3 +352,19 @@ def test_damaged_or_missing_shards_are_named(dataset, tmp_path):
     path.unlink()
     with pytest.raises(DatasetError, match=f"shard {shard.path} is listed in the manifest but missing"):
         collect(JetDataset(str(copy_root), config_with(), batch_size=64, training=False))
+
+
+@pytest.mark.parametrize("selection", ["jet_pt > 1e9", "label_undef == 1"])
+def test_an_epoch_that_can_keep_no_jet_is_refused_in_seconds(dataset, selection):
+    """Was: ``len(ds)`` batches promised, then no batch for ever (no stats to tell: no weights, manual
+    standardisation). A selection keeping no jet, or keeping only jets with none of the config's labels."""
+    import time
+
+    manual = {name: {**group, "vars": [[v if isinstance(v, str) else v[0], None] for v in group["vars"]]}
+              for name, group in CONFIG["inputs"].items()}
+    config = config_with(selection=selection, weights=None, inputs=manual)
+    start = time.perf_counter()
+    ds = JetDataset(dataset.url, config, batch_size=64, seed=1)
+    with pytest.raises(DatasetError, match=f"{dataset.url}: no jet to sample: every unit read gives none"):
+        next(iter(ds))
+    assert time.perf_counter() - start < 20

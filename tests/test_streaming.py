@@ -18,6 +18,7 @@ import yaml
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.errors import DatasetError
 from jetstore.sampler import World
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
@@ -150,6 +151,17 @@ def test_natural_epochs_are_never_empty(one_class_per_file, caplog):
     for epoch in range(3):
         ds.set_epoch(epoch)
         assert len(list(ds)) == len(ds) >= 1
+
+
+def test_data_without_the_configs_classes_is_refused_at_construction(one_class_per_file):
+    """Four one-class files; a config training on two classes none of them holds: one line at construction (was:
+    an epoch that never yields)."""
+    dataset, _ = one_class_per_file
+    options = yaml.safe_load(JETCLASS_CONFIG.read_text())
+    options["labels"]["value"] = ["label_Hgg", "label_H4q"]
+    options["weights"]["reweight_classes"], options["weights"]["class_weights"] = ["label_Hgg", "label_H4q"], [1, 1]
+    with pytest.raises(DatasetError, match=r"no jet carries one of the config's classes \(label_Hgg, label_H4q\)"):
+        JetDataset(dataset.url, training_config_from_dict(options), batch_size=64)
 
 
 @pytest.fixture(scope="module")

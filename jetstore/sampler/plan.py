@@ -110,11 +110,12 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     collection = Collection.open(data, storage_options)
     check_agreement(collection, config)
     scheme = get_scheme(options.scheme or ("weighted" if options.training else "sequential"))
+    rule = CellRule.from_config(config)
+    _check_classes(collection, rule)
     stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
                                                                                config.weights is not None))
     centers = {n: (v.center, v.scale) for n, v in stats.variables.items()} if stats else {}
     builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
-    rule = CellRule.from_config(config)
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)
     units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
@@ -129,6 +130,17 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     spec = StreamSpec(ShardCatalog.of(collection), units, rule, cell_weights, batch_size, options.seed, shape.scale,
                       options.threads, io_threads, ahead, options.window_jets, split)
     return SamplerPlan(collection, config, options, scheme, stats, builders, spec, shape)
+
+
+def _check_classes(collection: Collection, rule: CellRule) -> None:
+    """Refuse data whose manifests count no jet of the config's classes (nothing could ever be sampled)."""
+    if not rule.classes:  # custom labels: every jet is in the one class
+        return
+    counted = [m.dataset.manifest.class_counts for m in collection]
+    if all(set(rule.classes) <= set(m.dataset.schema.label_names) for m in collection) \
+            and not any(counts.get(name, 0) for counts in counted for name in rule.classes):
+        raise DatasetError(f"{collection.url}: no jet carries one of the config's classes ({', '.join(rule.classes)}); "
+                           "nothing can be sampled (check labels.value and weights.reweight_classes)")
 
 
 def _stats(collection: Collection, config: TrainingConfig, needed: bool) -> StatsResult | None:

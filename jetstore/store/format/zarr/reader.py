@@ -113,6 +113,7 @@ class ZarrShardReader(ShardReader):
         chunks = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in columns.items()}
         ranges = list(zip(chunks["header"].tolist(), chunks["end"].tolist(), strict=True))
         needed = sum(b - a for a, b in ranges)
+        self.check_expansion(start, stop, position, needed)
         fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
         where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
         return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where))
