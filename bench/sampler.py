@@ -57,7 +57,16 @@ from jetstore.stats.result import read_stats, write_stats  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
 from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
-from tests.fixtures.mixing import jet_keys, jet_weights, repeats  # noqa: E402
+from tests.fixtures.mixing import (  # noqa: E402
+    histogram,
+    iid_variation,
+    jet_keys,
+    jet_weights,
+    repeats,
+    target_of,
+    variation,
+    worst_pull,
+)
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -331,6 +340,18 @@ def section_s3(datasets, configs, args, files) -> None:
 def section_jetclass(datasets, configs, args, files) -> None:
     header("JetClass-style jets (~45 particles, 128-particle inputs), 4 one-class files × 5,000 jets, Zarr")
     directory = Path(args.scratch) / "jetclass"
+    inputs = jetclass_files(directory)
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "ds.zarr"), "zarr", "jetclass", [config])
+    for threads in (1, 2):
+        result = run_jetstore(dataset.url, config, dataset.manifest.n_jets, threads)
+        line(f"jetstore JetClass-style, weights, {threads} thread(s)", result,
+             f"{dataset.manifest.bytes / dataset.manifest.n_jets:.0f} B/jet stored")
+
+
+def jetclass_files(directory: Path) -> list[str]:
+    """Four one-class JetClass-style files of 5,000 jets in ``directory`` (made once)."""
     directory.mkdir(parents=True, exist_ok=True)
     inputs = []
     for seed, label in enumerate(("label_QCD", "label_Hbb", "label_Hcc", "label_Wqq"), start=1):
@@ -339,13 +360,7 @@ def section_jetclass(datasets, configs, args, files) -> None:
             subprocess.run([sys.executable, str(REPO / "tests/fixtures/make_sample.py"), "jetclass", str(path),
                             "--jets", "5000", "--seed", str(seed), "--label", label], check=True, capture_output=True)
         inputs.append(str(path))
-    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
-    with dask_client(workers=2, quiet=True) as client:
-        dataset = build(client, inputs, str(directory / "ds.zarr"), "zarr", "jetclass", [config])
-    for threads in (1, 2):
-        result = run_jetstore(dataset.url, config, dataset.manifest.n_jets, threads)
-        line(f"jetstore JetClass-style, weights, {threads} thread(s)", result,
-             f"{dataset.manifest.bytes / dataset.manifest.n_jets:.0f} B/jet stored")
+    return inputs
 
 
 def section_natural(datasets, configs, args, files) -> None:
@@ -559,6 +574,67 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
+def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int, read_factor: float = 1.0) -> dict:
+    """Per-epoch (class, pT, eta) total variation from weaver's target, against an i.i.d. draw of the same size, over
+    ``seeds`` × ``epochs`` epochs; the worst cell after ``epochs`` epochs in units of an i.i.d. draw's sigma (the
+    largest over the seeds) against the same for i.i.d. draws of that size; stored bytes read per delivered jet."""
+    dataset = Dataset.open(url)
+    target = target_of(dataset, config)
+    per_epoch, pulls, jets, fetched, delivered = [], [], 0, 0, 0
+    for seed in range(seeds):
+        ds = JetDataset(url, config, batch_size=BATCH, seed=seed, jets_per_epoch=jets_per_epoch, observers=True,
+                        read_factor=read_factor)
+        total = np.zeros_like(target)
+        for epoch in range(epochs):
+            ds.set_epoch(epoch)
+            counts = histogram(ds, config)
+            per_epoch.append(variation(counts, target))
+            total += counts
+            fetched += ds.last_stream.bytes_read
+        jets = int(counts.sum())
+        delivered += int(total.sum())
+        pulls.append(worst_pull(total, target))
+    share = (target / target.sum()).ravel()
+    rng = np.random.default_rng(seeds)
+    iid_pulls = [worst_pull(rng.multinomial(int(total.sum()), share), target) for _ in range(seeds)]
+    return {"jets": jets, "tv": float(np.mean(per_epoch)), "iid": iid_variation(target, jets, 32),
+            "pull": max(pulls), "iid_pull": max(iid_pulls),
+            "bytes": fetched / delivered / (dataset.manifest.bytes / dataset.manifest.n_jets)}
+
+
+def section_mix(datasets, configs, args, files) -> None:
+    """Issue #34: how close each epoch is to weaver's target, against an i.i.d. draw of its size."""
+    print(f"\n### per-epoch (class, pT, eta) mix against an i.i.d. draw of the same size ({args.mix_seeds} seeds × "
+          f"{args.mix_epochs} epochs, local Zarr)\n\n| data | epoch | read_factor | jets | TV | i.i.d. TV | × i.i.d. | "
+          f"worst cell after {args.mix_epochs} epochs (σ) | i.i.d. worst (σ) | fetched per delivered jet |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        ak4 = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    oneclass, oneclass_config, _ = oneclass_dataset(datasets, configs, args, files)
+    for label, dataset, config in (("cms_ak4 jittered", ak4, configs["weights"]),
+                                   ("one class per file", oneclass, oneclass_config)):
+        n = dataset.manifest.n_jets
+        for name, jets in (("1/40", n // 40), ("1/10", n // 10), ("natural", None), ("full", n)):
+            epochs = args.mix_epochs if name != "full" else min(args.mix_epochs, 4)
+            for factor in [1.0, *(args.mix_read_factors if name in ("1/40", "natural") else ())]:
+                row = mix_row(dataset.url, config, jets, args.mix_seeds, epochs, factor)
+                print(f"| {label} ({n:,} jets) | {name} | {factor:g} | {row['jets']:,} | {row['tv']:.4f} | "
+                      f"{row['iid']:.4f} | {row['tv'] / row['iid']:.2f} | {row['pull']:.1f} (after {epochs}) | "
+                      f"{row['iid_pull']:.1f} | {row['bytes']:.2f}× stored |", flush=True)
+
+
+def oneclass_dataset(datasets, configs, args, files):
+    """Held-out-style data, one class per input file: 10 jittered copies of the four one-class JetClass-style files,
+    converted with the defaults; its config and number of inputs."""
+    directory = Path(args.scratch) / "jetclass"
+    inputs = jittered_copies(jetclass_files(directory), directory / "jittered10", 10, tree="tree")
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "oneclass.zarr"), "zarr", "jetclass", [config])
+    return dataset, config, len(inputs)
+
+
 def section_oneclass(datasets, configs, args, files) -> None:
     """Held-out-style data, one class per input file: jittered copies of the JetClass-style files, weighted epochs
     that are a fraction of the data."""
@@ -566,19 +642,11 @@ def section_oneclass(datasets, configs, args, files) -> None:
            "of 4 one-class files, 1 thread, local Zarr)",
            "jets/s per core | jets/s wall | fetched per delivered jet | mix TV | copies | repeats 1 / 4 batches | "
            "units per batch (read)")
-    directory = Path(args.scratch) / "jetclass"
-    sources = sorted(str(p) for p in directory.glob("label_*.root"))
-    if len(sources) < 4:
-        section_jetclass(datasets, configs, args, files)  # makes the four one-class files
-        sources = sorted(str(p) for p in directory.glob("label_*.root"))
-    inputs = jittered_copies(sources, directory / "jittered10", 10, tree="tree")
-    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
-    with dask_client(workers=2, quiet=True) as client:
-        dataset = build(client, inputs, str(directory / "oneclass.zarr"), "zarr", "jetclass", [config])
-    fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {len(inputs)} one-class files")
+    dataset, config, inputs = oneclass_dataset(datasets, configs, args, files)
+    fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {inputs} one-class files")
 
 
-SECTIONS = {"fractions": section_fractions, "startup": section_startup, "local": section_local,
+SECTIONS = {"mix": section_mix, "fractions": section_fractions, "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory}
@@ -595,6 +663,10 @@ def main() -> None:
     parser.add_argument("--natural-epochs", type=int, default=20)
     parser.add_argument("--fraction-copies", default="8,80,296",
                         help="dataset sizes of the fractions section, in jittered copies of the inputs (34k jets each)")
+    parser.add_argument("--mix-seeds", type=int, default=3, help="seeds of the mix section")
+    parser.add_argument("--mix-epochs", type=int, default=10, help="epochs per seed of the mix section")
+    parser.add_argument("--mix-read-factors", type=lambda text: [float(f) for f in text.split(",")], default=[2.0, 4.0],
+                        help="read_factor values also tried at 1/40 and natural epochs in the mix section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
@@ -615,7 +687,8 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        SECTIONS[name](datasets, configs, args, inputs if name not in ("natural", "fractions", "startup") else files)
+        own = name in ("natural", "fractions", "startup", "mix")  # sections making their own inputs from the files
+        SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 
 if __name__ == "__main__":

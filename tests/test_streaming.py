@@ -20,10 +20,11 @@ from jetstore.config import load_training_config
 from jetstore.config.weaver import training_config_from_dict
 from jetstore.errors import DatasetError
 from jetstore.sampler import World
-from jetstore.stats.result import read_stats, write_stats
+from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
 from jetstore.store.dataset import Dataset
 from jetstore.store.layout import Layout
+from tests.fixtures.mixing import histogram, target_of, variation
 from tests.helpers import REPO, run_convert
 from tests.proxy import LatencyProxy
 
@@ -51,24 +52,6 @@ def one_class_per_file(dask_client, tmp_path_factory):
     return dataset, config
 
 
-def target_of(dataset, config) -> np.ndarray:
-    """weaver's own target: per class the pT-eta histogram times its weight table."""
-    stats = read_stats(dataset, config.hash)
-    return np.stack([stats.class_hists[c] * stats.weight_tables[c] for c in config.weights.classes])
-
-
-def histogram(batches, config) -> np.ndarray:
-    spec = config.weights
-    out = np.zeros((len(spec.classes), len(spec.x_bins) - 1, len(spec.y_bins) - 1))
-    for batch in batches:
-        labels = batch["_label_"].numpy()
-        for c in range(len(spec.classes)):
-            mine = labels == c
-            out[c] += np.histogram2d(batch["jet_pt"].numpy()[mine], batch["jet_eta"].numpy()[mine],
-                                     bins=[spec.x_bins, spec.y_bins])[0]
-    return out
-
-
 def test_every_rank_and_worker_follows_the_class_target(one_class_per_file):
     """2 ranks × 2 workers on one-class-per-file data: every batch of every slot has the target's class
     composition (within one jet), every slot's class fractions are within 4σ, and its (class, pT, eta)
@@ -91,8 +74,7 @@ def test_every_rank_and_worker_follows_the_class_target(one_class_per_file):
             pulls = (counts.sum(axis=0) / n - fractions) / np.sqrt(fractions * (1 - fractions) / n)
             assert np.abs(pulls).max() < 4, (rank, worker, pulls)
             delivered = histogram(batches, config)
-            variation = 0.5 * np.abs(delivered / delivered.sum() - target / target.sum()).sum()
-            assert variation < 0.1, (rank, worker, variation)
+            assert variation(delivered, target) < 0.1, (rank, worker)
 
 
 def test_dataloader_workers_deliver_len_batches_each_balanced(one_class_per_file):

@@ -20,7 +20,7 @@ from jetstore.sampler.stream import SlotStream
 from jetstore.sampler.world import World, batches_before
 from jetstore.store.collection import DataSpec
 
-STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "data")
+STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "read_factor", "data")
 
 
 class JetDataset(torch.utils.data.IterableDataset):
@@ -106,7 +106,8 @@ class JetDataset(torch.utils.data.IterableDataset):
     def _params(self, world: World) -> EpochParams:
         plan = self.plan
         return EpochParams(plan.options.seed, self.epoch, plan.spec.batch_size, world.world_size, world.num_workers,
-                           plan.shape.scale, plan.shape.rounds, stratify=plan.stratify)
+                           plan.shape.scale, plan.shape.rounds, stratify=plan.stratify,
+                           read_factor=plan.options.read_factor)
 
     def __len__(self) -> int:
         """Batches this rank yields in this epoch, with any number of DataLoader workers (a training loop
@@ -121,7 +122,8 @@ class JetDataset(torch.utils.data.IterableDataset):
         plan = self.plan
         return {"seed": plan.options.seed, "world_size": (self.world or World.detect()).world_size,
                 "batch_size": plan.spec.batch_size, "scheme": plan.scheme.name, "split": plan.options.split,
-                "holdout": plan.options.holdout, "data": plan.collection.identity}
+                "holdout": plan.options.holdout, "read_factor": plan.options.read_factor,
+                "data": plan.collection.identity}
 
     def state_dict(self, batches_consumed: int | None = None, num_workers: int | None = None) -> dict[str, Any]:
         """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch (counted

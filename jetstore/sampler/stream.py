@@ -109,8 +109,8 @@ class SlotStream:
         values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
         cells = rule.cells(values, selected)
         weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0) * units.factor[read.unit]
-        uniform = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random(table.n_jets)
-        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, uniform)
+        start = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random()
+        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, start)
         if read.part is not None:  # the slot keeps only some of the unit's kept rows
             position = np.cumsum(multiplicity) - multiplicity
             multiplicity[(position < read.part[0]) | (position >= read.part[1])] = 0
