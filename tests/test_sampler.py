@@ -368,3 +368,21 @@ def test_an_epoch_that_can_keep_no_jet_is_refused_in_seconds(dataset, selection)
     with pytest.raises(DatasetError, match=f"{dataset.url}: no jet to sample: every unit read gives none"):
         next(iter(ds))
     assert time.perf_counter() - start < 20
+
+
+def test_a_shards_metadata_is_read_once(dataset, monkeypatch):
+    """Opening a shard reads its metadata (the zarr.json documents and the zip directory after them) once: was
+    the directory twice (a 2,048-jet epoch of 270k jets read 13 MB of metadata for 6 MB of units)."""
+    import zipfile
+
+    from jetstore.store.format.base import TAIL_BYTES, MetadataCache
+    from jetstore.store.format.zarr import reader as zarr_reader
+
+    monkeypatch.setattr(zarr_reader, "CACHE", MetadataCache())
+    shard = dataset.manifest.shards[0]
+    with zipfile.ZipFile(f"{dataset.root}/{shard.path}") as archive:
+        first = min(i.header_offset for i in archive.infolist() if i.filename.endswith("zarr.json"))
+    reader = dataset.source.reader(shard)
+    metadata = shard.bytes - first
+    assert metadata > TAIL_BYTES  # the directory is not all in the first read, of the tail
+    assert metadata <= reader.bytes_fetched <= metadata + TAIL_BYTES

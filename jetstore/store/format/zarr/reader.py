@@ -212,10 +212,11 @@ class ZarrShardReader(ShardReader):
             raise self.damaged(str(exc)) from None
         documents = {i: name for i, name in entries.others.items() if name.endswith("zarr.json")}
         self._check_entries(entries, documents)
-        if documents:  # fetch every metadata document at once if the tail did not hold them
-            begin = min(int(entries.offsets[i]) for i in documents)
-            if begin < tail_start:
-                sparse.pieces.append((begin, sparse.fetch_missing(begin, tail_start)))
+        if documents:  # fetch every metadata document at once if the tail did not hold them (they lie before the
+            begin = min(int(entries.offsets[i]) for i in documents)  # directory, which was fetched just now)
+            end = min(tail_start, offset)
+            if begin < end:
+                sparse.pieces.append((begin, sparse.fetch_missing(begin, end)))
         try:
             metadata = {name.removesuffix("zarr.json").rstrip("/"): json.loads(self._document(sparse, entries, i))
                         for i, name in documents.items()}
