@@ -185,7 +185,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         self._consumed = skip_rank
         for batch in stream:
             self._consumed += 1
-            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+            yield {k: _tensor(v) for k, v in batch.items()}
 
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
@@ -195,7 +195,21 @@ class JetDataset(torch.utils.data.IterableDataset):
         return self._arenas[1]
 
     def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Batch arrays: in page-locked memory when ``pin_memory`` (fast, asynchronous copies to the GPU)."""
+        """Batch arrays: in a DataLoader worker, in shared memory (the batch reaches the main process as a
+        handle, not pickled and copied); else in page-locked memory when ``pin_memory`` (fast, asynchronous copies
+        to the GPU)."""
+        if torch.utils.data.get_worker_info() is not None:
+            kind = torch.from_numpy(np.empty(0, dtype)).dtype
+            storage = torch.UntypedStorage._new_shared(max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
+            return torch.empty(0, dtype=kind).set_(storage, 0, shape).numpy()
         if not self.pin_memory:
             return np.empty(shape, dtype)
         return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """The tensor of a batch array: the one it was allocated as (shared or pinned memory), else a view of it."""
+    base = array.base
+    if isinstance(base, torch.Tensor) and base.shape == array.shape:
+        return base
+    return torch.from_numpy(array)
