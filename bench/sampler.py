@@ -1,11 +1,17 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections fractions,startup,local,weaver,s3,jetclass,natural,memory]
+    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,jetclass,
+                                              oneclass,natural,memory]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
 
+* mix: per-epoch (class, pT, eta) total variation from weaver's target at 1/40, 1/10, natural and full epochs,
+  several seeds, against an i.i.d. draw of the same size, and the worst cell after ``--mix-epochs`` epochs in
+  i.i.d. sigmas, on jittered cms_ak4 (~270k jets) and on one-class-per-file data, with ``read_factor`` 1, 2, 4;
+* s3fractions: 1/10, 1/40 and 2,048-jet weighted epochs over S3 (moto through the byte-counting proxy), each in
+  a fresh process: every byte on the wire (metadata included) per delivered jet;
 * fractions: weighted epochs that are 1/10 and 1/40 of the data (and full ones) on jittered copies of cms_ak4
   at ~270k, ~2.7M and ~10M jets (``--fraction-copies``), beside the former layout (2,048-jet units, a shard per
   input file), Parquet and small shards: jets/s per core, bytes fetched per delivered jet, the (class, pT, eta)
@@ -337,6 +343,41 @@ def section_s3(datasets, configs, args, files) -> None:
             servers.close()
 
 
+FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore.config import load_training_config;"
+               "ds = JetDataset(sys.argv[1], load_training_config(sys.argv[2]), batch_size=512, seed=7,"
+               " jets_per_epoch=int(sys.argv[3]), storage_options=json.loads(sys.argv[4]));"
+               "print(sum(len(b['_label_']) for b in ds), ds.last_stream.units_read)")
+
+
+def section_s3fractions(datasets, configs, args, files) -> None:
+    """Weighted epochs that are a fraction of the data, and a 2,048-jet one, each in a fresh process (metadata
+    included), on moto through the byte-counting proxy: every byte on the wire per delivered jet."""
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    n, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    print(f"\n### weighted epochs over S3 (moto through the byte-counting proxy, fresh process each: metadata "
+          f"included), {n:,} jets, {stored / n:.0f} B/jet stored\n\n| epoch | jets delivered | units read | bytes on "
+          "the wire | per delivered jet | share of the dataset |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    servers = S3Servers(0.0, args.ceph)
+    try:
+        fs = servers.fs()
+        if fs.exists("fractions"):
+            fs.rm("fractions", recursive=True)
+        servers.make_bucket("fractions")
+        fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
+        for name, jets in (("1/10", n // 10), ("1/40", n // 40), ("2,048 jets", 2048)):
+            before = servers.bytes_down()
+            out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", args.config, str(jets),
+                                  json.dumps(servers.options)], capture_output=True, text=True, check=True, cwd=REPO)
+            wire = servers.bytes_down() - before
+            delivered, units = map(int, out.stdout.split())
+            print(f"| {name} | {delivered:,} | {units:,} | {wire:,} | {wire / delivered:,.0f} B = "
+                  f"{wire / delivered / (stored / n):.2f}× stored | {100 * wire / stored:.2f}% |", flush=True)
+    finally:
+        servers.close()
+
+
 def section_jetclass(datasets, configs, args, files) -> None:
     header("JetClass-style jets (~45 particles, 128-particle inputs), 4 one-class files × 5,000 jets, Zarr")
     directory = Path(args.scratch) / "jetclass"
@@ -646,7 +687,8 @@ def section_oneclass(datasets, configs, args, files) -> None:
     fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {inputs} one-class files")
 
 
-SECTIONS = {"mix": section_mix, "fractions": section_fractions, "startup": section_startup, "local": section_local,
+SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
+            "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory}
@@ -687,7 +729,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        own = name in ("natural", "fractions", "startup", "mix")  # sections making their own inputs from the files
+        own = name in ("natural", "fractions", "startup", "mix", "s3fractions")  # making their own inputs
         SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 
