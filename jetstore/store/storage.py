@@ -237,9 +237,12 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
 def read_object(fs: fsspec.AbstractFileSystem, path: str, limit: int) -> bytes:
     """The bytes of one file or object of at most ``limit`` bytes (a :class:`~jetstore.documents.DocumentError`
     when larger, or when a local path is not a regular file: a FIFO never blocks); ``FileNotFoundError`` when
-    absent. Remote objects are read with one ranged request of ``limit + 1`` bytes at most."""
+    absent. A remote object's size is asked first (an object too large is never fetched), then at most
+    ``limit + 1`` of its bytes are read (it may have grown meanwhile)."""
     if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         return read_regular(path, limit)
+    if fs.size(path) > limit:
+        raise DocumentError(f"is larger than {limit:,} bytes")
     data = fs.cat_file(path, start=0, end=limit + 1)
     if len(data) > limit:
         raise DocumentError(f"is larger than {limit:,} bytes")
