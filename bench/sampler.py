@@ -19,6 +19,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * s3: the Zarr dataset on a moto S3 server (its own process) behind a proxy (its own process) that adds
   30 ms to every request and counts bytes; the same epochs from local disk and with 0 ms; bytes on the
   wire per delivered jet, and for a 2,048-jet epoch;
+* cache: the node-local cache (``cache_dir``) over S3 + 30 ms (moto, or ``--ceph``): epochs 1, 2 and 10 of full and
+  1/10 weighted epochs against local disk and against S3 without the cache, bytes from S3 per epoch, and two
+  ranks (processes) of one node sharing a cache;
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
@@ -33,6 +36,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +62,7 @@ from jetstore.store.dataset import Dataset  # noqa: E402
 from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
 from tests.fixtures.mixing import jet_keys, jet_weights, repeats  # noqa: E402
+from tests.helpers import forget_shard_metadata  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -328,6 +333,94 @@ def section_s3(datasets, configs, args, files) -> None:
             servers.close()
 
 
+RANK_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from jetstore import JetDataset
+from jetstore.sampler.world import World
+url, config, jets, options, cache_dir, rank = sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]), \\
+    sys.argv[6], int(sys.argv[7])
+ds = JetDataset(url, config, batch_size=512, seed=1, jets_per_epoch=jets, threads=1, storage_options=options,
+                cache_dir=cache_dir, world=World(rank, 2))
+store = ds.spec.catalog.sources[0].cache.store()
+for epoch in (1, 2):
+    ds.set_epoch(epoch)
+    start, before = time.perf_counter(), store.counters.fetched_bytes
+    jets = sum(len(b["_label_"]) for b in ds)
+    print(json.dumps({"epoch": epoch, "jets": jets, "wall": time.perf_counter() - start,
+                      "fetched": store.counters.fetched_bytes - before}), flush=True)
+"""
+
+
+def cache_epochs(url: str, config, jets: int, options: dict, servers: S3Servers, epochs: int,
+                 cache_dir: str | None) -> list[dict]:
+    """Epochs 1..``epochs`` of a fresh process's view (shard metadata forgotten) over S3: each epoch's rates and
+    its bytes from S3 (through the proxy)."""
+    forget_shard_metadata()
+    ds = JetDataset(url, config, batch_size=BATCH, seed=1, jets_per_epoch=jets, threads=1, storage_options=options,
+                    cache_dir=cache_dir)
+    out = []
+    for epoch in range(1, epochs + 1):
+        ds.set_epoch(epoch)
+        before = servers.bytes_down()
+        result = measure(ds)
+        result["s3"] = servers.bytes_down() - before
+        out.append(result)
+    return out
+
+
+def section_cache(datasets, configs, args, files) -> None:
+    """The node-local cache (cache_dir) over S3 + 30 ms: epochs 1, 2 and 10 of full and 1/10 weighted epochs
+    against local disk, bytes from S3 per epoch, and 2 ranks of one node sharing a cache."""
+    server = f"Ceph RGW at {args.ceph}" if args.ceph else "moto, own process"
+    header(f"node-local cache (cache_dir) over S3 ({server}) + 30 ms per request, Zarr, weights, 1 thread")
+    dataset = datasets["zarr"]
+    total, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    config = configs["weights"]
+    servers = S3Servers(0.030, args.ceph)
+    scratch = Path(tempfile.mkdtemp(prefix="jetstore-cache-bench-", dir=args.scratch))
+    try:
+        fs = servers.fs()
+        if fs.exists("bench"):
+            fs.rm("bench", recursive=True)
+        servers.make_bucket("bench")
+        fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
+        url = "s3://bench/ds.zarr"
+        for name, jets in (("full", total), ("1/10", total // 10)):
+            local = run_jetstore(dataset.url, config, jets, epochs=3)
+            line(f"local disk, {name} epochs", local)
+            rate = local["jets"] / local["wall"]
+
+            def row(label: str, result: dict, rate: float = rate) -> None:
+                line(label, result, f"{result['jets'] / result['wall'] / rate:.2f}× local; "
+                                    f"{result['s3'] / 1e6:.1f} MB from S3 = {100 * result['s3'] / stored:.1f}%")
+
+            for epoch, result in enumerate(cache_epochs(url, config, jets, servers.options, servers, 2, None), 1):
+                row(f"S3 without cache, {name} epoch {epoch}", result)
+            cached = cache_epochs(url, config, jets, servers.options, servers, 10, str(scratch / name[-2:]))
+            for epoch in (1, 2, 10):
+                row(f"S3 + cache, {name} epoch {epoch}", cached[epoch - 1])
+            print(f"\n{name} epochs with the cache, MB from S3 per epoch: "
+                  + ", ".join(f"{r['s3'] / 1e6:.1f}" for r in cached) + "\n", flush=True)
+        jets = total
+        before = servers.bytes_down()
+        ranks = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(REPO), url, args.config, str(jets),
+                                   json.dumps(servers.options), str(scratch / "ranks"), str(rank)],
+                                  stdout=subprocess.PIPE, text=True) for rank in range(2)]
+        reports = [[json.loads(text) for text in rank.communicate()[0].splitlines()] for rank in ranks]
+        wire = servers.bytes_down() - before
+        for epoch in (1, 2):
+            fetched = sum(r[epoch - 1]["fetched"] for r in reports)
+            walls = "/".join(f"{r[epoch - 1]['wall']:.1f}" for r in reports)
+            print(f"2 ranks sharing a cache, full epoch {epoch}: {fetched / 1e6:.1f} MB fetched from S3 by both "
+                  f"({100 * fetched / stored:.1f}% of the dataset), rank walls {walls} s", flush=True)
+        print(f"2 ranks, both epochs: {wire / 1e6:.1f} MB on the wire (manifests and stats included), the dataset "
+              f"{stored / 1e6:.1f} MB", flush=True)
+    finally:
+        servers.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def section_jetclass(datasets, configs, args, files) -> None:
     header("JetClass-style jets (~45 particles, 128-particle inputs), 4 one-class files × 5,000 jets, Zarr")
     directory = Path(args.scratch) / "jetclass"
@@ -579,7 +672,7 @@ def section_oneclass(datasets, configs, args, files) -> None:
 
 
 SECTIONS = {"fractions": section_fractions, "startup": section_startup, "local": section_local,
-            "weaver": section_weaver, "s3": section_s3,
+            "weaver": section_weaver, "s3": section_s3, "cache": section_cache,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory}
 

@@ -134,6 +134,7 @@ def test_reads_through_the_cache_equal_storage_and_are_kept_whole(local, tmp_pat
     forget_shard_metadata()
     for table, expected in zip(read_all(cached(local, cache), local), direct, strict=True):
         tables_equal(table, expected)
+    cache.store().settle()
     counters = cache.store().counters
     assert counters.fetched_bytes == counters.written_bytes == local.manifest.bytes  # every byte once
     entries = cache.store().entries()
@@ -152,6 +153,7 @@ def test_later_epochs_read_nothing_from_storage(remote, tmp_path):
     ds = JetDataset(url, str(CONFIG), batch_size=128, seed=4, cache_dir=str(tmp_path), storage_options=options,
                     training=False)
     first = list(ds)
+    ds.spec.catalog.sources[0].cache.store().settle()
     assert proxy.bytes_down > 0
     proxy.reset()
     ds.set_epoch(1)
@@ -221,6 +223,7 @@ def test_a_damaged_cache_file_is_dropped_and_read_again(remote, local, tmp_path,
     forget_shard_metadata()
     read_all(cached(dataset, cache), dataset)
     store = cache.store()
+    store.settle()
     names = [ObjectKey.of(url, options, shard).name for shard in dataset.manifest.shards]
     with open(store.path(names[0], "data"), "r+b") as handle:  # one bit flipped on disk
         handle.seek(5000)
@@ -233,6 +236,7 @@ def test_a_damaged_cache_file_is_dropped_and_read_again(remote, local, tmp_path,
     with caplog.at_level(logging.WARNING, logger="jetstore.cache"):
         for table, reference in zip(read_all(cached(dataset, cache), dataset), expected, strict=True):
             tables_equal(table, reference)
+        store.settle()
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 2 and store.counters.dropped == 2, dropped
     assert "do not match the digest" in dropped[0] and "list of cached ranges is damaged" in dropped[1]
@@ -276,6 +280,7 @@ def test_a_cache_smaller_than_an_epoch_keeps_what_it_holds(remote, tmp_path):
         ds.set_epoch(epoch)
         proxy.reset()
         same_batches(list(ds), expected[epoch])
+        store.settle()
         fetched.append(proxy.bytes_down)
         written.append(store.counters.written_bytes)
         assert store.usage() <= limit
@@ -289,6 +294,7 @@ def test_eviction_of_what_an_earlier_session_left(local, tmp_path):
     DiskCache.open(directory)  # made without a limit
     earlier = DiskCache(directory, None, since=time.time())
     read_all(cached(local, earlier), local)
+    earlier.store().settle()
     full = earlier.store().usage()
     other = tmp_path / "copy.zarr"  # another dataset (the same bytes at another URL)
     os.symlink(local.root, other)
@@ -296,6 +302,7 @@ def test_eviction_of_what_an_earlier_session_left(local, tmp_path):
     later = DiskCache(directory, int(0.7 * full), since=time.time() + 5)  # after the earlier session's last use
     for table, reference in zip(read_all(cached(copy, later), copy), read_all(local.source, local), strict=True):
         tables_equal(table, reference)
+    later.store().settle()
     assert 0.5 * full < later.store().usage() <= 0.7 * full
     assert {e.key.dataset for e in later.store().entries()} == {str(other)}  # the earlier entries went first
 
@@ -314,6 +321,7 @@ cache = DiskCache(directory, None, since)
 source = dataclasses.replace(dataset.source, cache=cache)
 time.sleep(max(0.0, start - time.time()))  # both processes start reading together
 sums = [float(sum(v.astype("float64").sum() for v in source.read(s).jets.values())) for s in dataset.manifest.shards]
+cache.store().settle()
 print(json.dumps({"fetched": cache.store().counters.fetched_bytes, "sums": sums}))
 """
 
@@ -348,6 +356,7 @@ def test_cache_ls_and_clear(local, tmp_path):
     for dataset in (local, Dataset.open(str(other))):
         read_all(cached(dataset, cache), dataset)
         forget_shard_metadata()
+    cache.store().settle()
     shown = cli("cache", "ls", directory)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()

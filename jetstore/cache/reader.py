@@ -4,8 +4,9 @@
 A miss is filled under a lock of its byte range (``locks.range_lock``): a process or thread that wants the
 same bytes at the same time waits and then reads them from the cache, so the node downloads each byte once.
 Each missing range is extended by up to ``FILL`` times its length into the uncached bytes that follow it, in
-the same request: epochs that read a fraction of the data fill the cache faster than they alone would, at no
-cost in requests.
+the same request, and an object cached to ``COMPLETE`` of its bytes is fetched whole in the background (then
+checked against the manifest's checksum): epochs that read a fraction of the data fill the cache faster than they
+alone would, and a full epoch's second pass reads nothing from storage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
 from jetstore.cache import locks, verify
 from jetstore.cache.extents import DamagedLog, Extents, Range, record
 from jetstore.cache.key import ObjectKey
@@ -24,11 +27,17 @@ from jetstore.cache.store import DISK_FULL, CacheStore
 from jetstore.store.backend import RangeReader
 
 FILL = 1.0
-SLACK = 16384  # what an extent may take on disk beyond its bytes: partial blocks at its ends, its record, an entry's files
+COMPLETE = 0.5  # an object cached to this fraction is fetched whole in the background
+COMPLETE_STEP = 16 << 20  # bytes fetched at once when completing an object
+SLACK = 16384  # what an extent may take on disk beyond its bytes: partial blocks at its ends, its record, files
 
 
 class Damaged(Exception):
     """A cached extent does not match its digest."""
+
+
+class StorageFailed(Exception):
+    """Reading the storage failed (``__cause__``): not the cache's business."""
 
 
 class CachedRanges(RangeReader):
@@ -42,24 +51,48 @@ class CachedRanges(RangeReader):
 
     def fetch(self, ranges: Sequence[Range]) -> list[bytes]:
         ranges = list(ranges)
-        for _ in range(2):  # a damaged entry is dropped, and read again once
-            try:
-                cached = self._cached(ranges)
-                if cached is not None:
-                    return cached
+        try:
+            for _ in range(2):  # a damaged entry is dropped, and read again once
+                with self._guarded():
+                    cached = self._cached(ranges)
+                    if cached is not None:
+                        return cached
+                    if self.store.writable:
+                        pieces = self._fill(ranges)
+                        return [pieces.slice(a, b) for a, b in ranges]
                 if not self.store.writable:
                     break
-                return self._fill(ranges)
-            except Damaged as exc:
-                self.store.drop(self.name, f"{self.key.url}: {exc}")
-            except FileNotFoundError:  # the entry was evicted meanwhile: make it again
-                continue
-            except OSError as exc:
-                if exc.errno not in DISK_FULL and exc.errno not in (errno.EIO, errno.EACCES, errno.EROFS):
-                    raise
-                self.store.disable(exc)
-                break
-        return self._remote(ranges)
+            return self._remote(ranges)
+        except StorageFailed as exc:
+            raise exc.__cause__ from None
+
+    def complete(self) -> None:
+        """Fetch whatever the cache lacks of the object, ``COMPLETE_STEP`` bytes at a time (on the store's
+        background thread)."""
+        with self._guarded():
+            self._refresh()
+            with self.lock:
+                gaps = self.extents.gaps([(0, self.key.size)])
+            while gaps and self.store.writable:
+                sizes = np.cumsum([b - a for a, b in gaps])
+                step = max(1, int(np.searchsorted(sizes, COMPLETE_STEP)))
+                self._fill(gaps[:step], extend=False)
+                gaps = gaps[step:]
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Failures of the cache (not of the storage): a damaged entry is dropped, a full or failing disk
+        stops caching, an entry evicted meanwhile is made again at the next try."""
+        try:
+            yield
+        except Damaged as exc:
+            self.store.drop(self.name, f"{self.key.url}: {exc}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in DISK_FULL and exc.errno not in (errno.EIO, errno.EACCES, errno.EROFS):
+                raise
+            self.store.disable(exc)
 
     def close(self) -> None:
         self.remote.close()
@@ -97,16 +130,18 @@ class CachedRanges(RangeReader):
 
     # -- misses ----------------------------------------------------------------------------------------------
 
-    def _fill(self, ranges: list[Range]) -> list[bytes]:
-        """Fetch what the cache lacks of ``ranges`` (and some of what follows), keep it, serve everything."""
+    def _fill(self, ranges: list[Range], extend: bool = True) -> Pieces:
+        """Fetch what the cache lacks of ``ranges`` (and some of what follows, if ``extend``) and keep it; the
+        bytes of ``ranges``."""
         self.store.ensure(self.key)
+        grow = self._extended if extend else list
         with self.lock:
-            extended = self._extended(self.extents.gaps(ranges))
+            extended = grow(self.extents.gaps(ranges))
         span = (min(a for a, _ in ranges), max(b for _, b in ranges + extended))
         with locks.range_lock(self.store.path(self.name, "data"), *span):
             self._refresh()  # another process may have filled some of it while we waited
             with self.lock:
-                gaps = [(a, min(b, span[1])) for a, b in self._extended(self.extents.gaps(ranges))]
+                gaps = [(a, min(b, span[1])) for a, b in grow(self.extents.gaps(ranges))]
             fetched = dict(zip((a for a, _ in gaps), self._remote(gaps), strict=True)) if gaps else {}
             kept = self._keep(fetched)
         pieces = Pieces(fetched)
@@ -119,9 +154,9 @@ class CachedRanges(RangeReader):
             with self._data(os.O_RDONLY) as descriptor:
                 pieces.add(self._read(descriptor, [e for cover in covers for e in cover]))
         if kept:
-            self._check_whole()
+            self._after_keeping()
         self.store.touch(self.name)
-        return [pieces.slice(a, b) for a, b in ranges]
+        return pieces
 
     def _extended(self, gaps: list[Range]) -> list[Range]:
         """``gaps``, each extended by up to ``FILL`` times its length into the uncached bytes after it."""
@@ -155,12 +190,17 @@ class CachedRanges(RangeReader):
         self._refresh()
         return kept
 
-    def _check_whole(self) -> None:
-        """A completely cached object is checked against the manifest's checksum once; a mismatch drops it."""
-        marker = self.store.path(self.name, "verified")
+    def _after_keeping(self) -> None:
+        """A mostly cached object is completed in the background; a complete one is checked against the
+        manifest's checksum once (a mismatch drops it)."""
         with self.lock:
-            complete = self.extents.held == self.key.size
-        if not complete or not self.key.file_checksum or os.path.exists(marker):
+            held = self.extents.held
+        if held < self.key.size:
+            if held >= COMPLETE * self.key.size:
+                self.store.later(self.name, self.complete)
+            return
+        marker = self.store.path(self.name, "verified")
+        if not self.key.file_checksum or os.path.exists(marker):
             return
         if not verify.file_matches(self.store.path(self.name, "data"), self.key.size, self.key.file_checksum):
             raise Damaged("the complete object does not match the manifest's checksum")
@@ -169,7 +209,10 @@ class CachedRanges(RangeReader):
     # -- files -----------------------------------------------------------------------------------------------
 
     def _remote(self, ranges: list[Range]) -> list[bytes]:
-        out = self.remote.fetch(ranges)
+        try:
+            out = self.remote.fetch(ranges)
+        except Exception as exc:
+            raise StorageFailed() from exc
         self.store.counters.add(fetched_bytes=sum(len(p) for p in out))
         return out
 

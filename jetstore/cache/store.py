@@ -27,12 +27,13 @@ import errno
 import json
 import logging
 import os
+import queue
 import shutil
 import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -90,6 +91,10 @@ class CacheStore:
         self._touched: dict[str, float] = {}
         self._full_at = -RECHECK_SECONDS
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._queued: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
 
     @classmethod
     def shared(cls, directory: str, limit: int | None, since: float) -> CacheStore:
@@ -162,6 +167,36 @@ class CacheStore:
         shutil.rmtree(trash, ignore_errors=True)
         self._touched.pop(name, None)
         return held
+
+    def later(self, name: str, task: Callable[[], None]) -> None:
+        """Run ``task`` for entry ``name`` on this process's background thread (once while one is queued)."""
+        with self._lock:
+            if name in self._queued:
+                return
+            self._queued.add(name)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="jetstore-cache", daemon=True)
+                self._worker.start()
+        self._queue.put(lambda: self._run(name, task))
+
+    def _run(self, name: str, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except Exception as exc:  # the storage failed: the reads that need these bytes will fetch them
+            LOG.debug("cache %s: completing an entry failed (%s: %s)", self.directory, type(exc).__name__, exc)
+        finally:
+            with self._lock:
+                self._queued.discard(name)
+                self._idle.notify_all()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until the background work queued so far is done; whether it is."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._queued, timeout)
+
+    def _work(self) -> None:
+        while True:
+            self._queue.get()()
 
     # -- space -----------------------------------------------------------------------------------------------
 
