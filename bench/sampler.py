@@ -400,6 +400,7 @@ def section_cache(datasets, configs, args, files) -> None:
             cached = cache_epochs(url, config, jets, servers.options, servers, 10, str(scratch / name[-2:]))
             for epoch in (1, 2, 10):
                 row(f"S3 + cache, {name} epoch {epoch}", cached[epoch - 1])
+            row(f"S3 + cache, {name} epochs 3-10 together", {k: sum(r[k] for r in cached[2:]) for k in cached[0]})
             print(f"\n{name} epochs with the cache, MB from S3 per epoch: "
                   + ", ".join(f"{r['s3'] / 1e6:.1f}" for r in cached) + "\n", flush=True)
         jets = total

@@ -115,8 +115,3 @@ class Extents:
             i += 1
         if position < end:
             yield position, end
-
-    def next_start(self, position: int) -> int | None:
-        """The start of the first extent at or after ``position``."""
-        i = bisect.bisect_left(self.starts, position)
-        return self.starts[i] if i < len(self.starts) else None

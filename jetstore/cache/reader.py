@@ -1,12 +1,12 @@
 """Byte ranges of one stored object through the node's cache: what the cache holds is read from local disk
 (checked first), what it lacks is fetched from storage once per node and kept.
 
-A miss is filled under a lock of its byte range (``locks.range_lock``): a process or thread that wants the
-same bytes at the same time waits and then reads them from the cache, so the node downloads each byte once.
-Each missing range is extended by up to ``FILL`` times its length into the uncached bytes that follow it, in
-the same request, and an object cached to ``COMPLETE`` of its bytes is fetched whole in the background (then
-checked against the manifest's checksum): epochs that read a fraction of the data fill the cache faster than they
-alone would, and a full epoch's second pass reads nothing from storage.
+A miss fetches exactly the bytes the cache lacks, under a lock of its byte range (``locks.range_lock``): a process
+or thread that wants the same bytes at the same time waits and then reads them from the cache, so the node
+downloads each byte once. An object cached to ``COMPLETE`` of its bytes is fetched whole in the background, in
+large requests (then checked against the manifest's checksum): a first epoch fetches no more than it reads until
+then, later epochs that read a fraction of the data fill the cache to completion, and after a full epoch the
+next reads nothing from storage.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from jetstore.cache.key import ObjectKey
 from jetstore.cache.store import DISK_FULL, CacheStore
 from jetstore.store.backend import RangeReader
 
-FILL = 1.0
 COMPLETE = 0.5  # an object cached to this fraction is fetched whole in the background
 COMPLETE_STEP = 16 << 20  # bytes fetched at once when completing an object
+EXTENT = 256 << 10  # the most bytes one extent record covers (a read checks whole extents)
 SLACK = 16384  # what an extent may take on disk beyond its bytes: partial blocks at its ends, its record, files
 
 
@@ -76,7 +76,7 @@ class CachedRanges(RangeReader):
             while gaps and self.store.writable:
                 sizes = np.cumsum([b - a for a, b in gaps])
                 step = max(1, int(np.searchsorted(sizes, COMPLETE_STEP)))
-                self._fill(gaps[:step], extend=False)
+                self._fill(gaps[:step])
                 gaps = gaps[step:]
 
     @contextlib.contextmanager
@@ -130,18 +130,14 @@ class CachedRanges(RangeReader):
 
     # -- misses ----------------------------------------------------------------------------------------------
 
-    def _fill(self, ranges: list[Range], extend: bool = True) -> Pieces:
-        """Fetch what the cache lacks of ``ranges`` (and some of what follows, if ``extend``) and keep it; the
-        bytes of ``ranges``."""
+    def _fill(self, ranges: list[Range]) -> Pieces:
+        """Fetch what the cache lacks of ``ranges`` and keep it; the bytes of ``ranges``."""
         self.store.ensure(self.key)
-        grow = self._extended if extend else list
-        with self.lock:
-            extended = grow(self.extents.gaps(ranges))
-        span = (min(a for a, _ in ranges), max(b for _, b in ranges + extended))
+        span = (min(a for a, _ in ranges), max(b for _, b in ranges))
         with locks.range_lock(self.store.path(self.name, "data"), *span):
             self._refresh()  # another process may have filled some of it while we waited
             with self.lock:
-                gaps = [(a, min(b, span[1])) for a, b in grow(self.extents.gaps(ranges))]
+                gaps = self.extents.gaps(ranges)
             fetched = dict(zip((a for a, _ in gaps), self._remote(gaps), strict=True)) if gaps else {}
             kept = self._keep(fetched)
         pieces = Pieces(fetched)
@@ -158,18 +154,6 @@ class CachedRanges(RangeReader):
         self.store.touch(self.name)
         return pieces
 
-    def _extended(self, gaps: list[Range]) -> list[Range]:
-        """``gaps``, each extended by up to ``FILL`` times its length into the uncached bytes after it."""
-        out: list[Range] = []
-        for a, b in gaps:
-            limit = min(self.extents.next_start(b) or self.key.size, self.key.size)
-            end = max(b, min(limit, b + int(FILL * (b - a))))
-            if out and a <= out[-1][1]:
-                out[-1] = (out[-1][0], max(out[-1][1], end))
-            else:
-                out.append((a, end))
-        return out
-
     def _keep(self, fetched: dict[int, bytes]) -> bool:
         """Write fetched extents to the entry (those the cache admits) and record them; whether any was."""
         kept = False
@@ -181,7 +165,10 @@ class CachedRanges(RangeReader):
                     continue
                 try:
                     os.pwrite(descriptor, data, start)
-                    self._append(record(start, start + len(data), verify.digest(data)))
+                    view = memoryview(data)
+                    self._append(b"".join(record(start + i, start + i + len(view[i:i + EXTENT]),
+                                                 verify.digest(view[i:i + EXTENT]))
+                                          for i in range(0, len(data), EXTENT)))
                 except OSError:
                     self.store.release(taken)
                     raise
