@@ -1,8 +1,8 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,jetclass,
-                                              oneclass,natural,memory]
+    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,
+                                              jetclass,oneclass,natural,memory]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
