@@ -295,6 +295,15 @@ class S3Servers:
         boto3.client("s3", endpoint_url=f"http://{self.target}", aws_access_key_id=self.key,
                      aws_secret_access_key=self.secret, region_name="us-east-1").create_bucket(Bucket=name)
 
+    def upload(self, dataset: Dataset, bucket: str) -> str:
+        """A copy of ``dataset`` in a fresh ``bucket`` (as ``ds.zarr``); its URL."""
+        fs = self.fs()
+        if fs.exists(bucket):
+            fs.rm(bucket, recursive=True)
+        self.make_bucket(bucket)
+        fs.put(dataset.root + "/", f"{bucket}/ds.zarr/", recursive=True)
+        return f"s3://{bucket}/ds.zarr"
+
     def bytes_down(self) -> int:
         time.sleep(0.5)
         return json.loads(Path(self.counters).read_text())["bytes_down"]
@@ -321,11 +330,7 @@ def section_s3(datasets, configs, args, files) -> None:
     for latency in (0.030, 0.0):
         servers = S3Servers(latency, args.ceph)
         try:
-            fs = servers.fs()
-            if fs.exists("bench"):
-                fs.rm("bench", recursive=True)
-            servers.make_bucket("bench")
-            fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
+            servers.upload(dataset, "bench")
             for threads in (1, 2):
                 local = run_jetstore(dataset.url, configs["weights"], total, threads)
                 before = servers.bytes_down()
@@ -399,12 +404,7 @@ def section_cache(datasets, configs, args, files) -> None:
     servers = S3Servers(0.030, args.ceph)
     scratch = Path(tempfile.mkdtemp(prefix="jetstore-cache-bench-", dir=args.scratch))
     try:
-        fs = servers.fs()
-        if fs.exists("bench"):
-            fs.rm("bench", recursive=True)
-        servers.make_bucket("bench")
-        fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
-        url = "s3://bench/ds.zarr"
+        url = servers.upload(dataset, "bench")
         cache_epochs(dataset.url, config, n_jets // 10, 1)  # warm up: numba compilation, page cache
         for name, jets in (("full", n_jets), ("1/10", n_jets // 10)):
             local = cache_epochs(dataset.url, config, jets, 4)
@@ -464,11 +464,7 @@ def section_s3fractions(datasets, configs, args, files) -> None:
           "the wire | per delivered jet | share of the dataset |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     servers = S3Servers(0.0, args.ceph)
     try:
-        fs = servers.fs()
-        if fs.exists("fractions"):
-            fs.rm("fractions", recursive=True)
-        servers.make_bucket("fractions")
-        fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
+        servers.upload(dataset, "fractions")
         for name, jets in (("1/10", n // 10), ("1/40", n // 40), ("2,048 jets", 2048)):
             before = servers.bytes_down()
             out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", args.config, str(jets),
