@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 ROOT = "jetstore-cache-v1"
 TOUCH_SECONDS = 30.0  # an entry's last use is recorded at most this often per process
 RECHECK_SECONDS = 10.0  # a full cache of this session's entries is counted again at most this often
+LEFTOVER_SECONDS = 3600.0  # a folder in tmp/ or trash/ this old belongs to no running process
 CLOCK_SLACK = 2.0  # file times may be coarser than the clock: a use this close to the session start is its own
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -105,8 +106,18 @@ class CacheStore:
                 store = cls(directory, limit, since)
                 for folder in ("entries", "tmp", "trash"):
                     os.makedirs(os.path.join(store.root, folder), exist_ok=True)
+                store._sweep()
                 cls._shared[key] = store
             return cls._shared[key]
+
+    def _sweep(self) -> None:
+        """Delete what processes that died left in ``tmp/`` and ``trash/`` (untouched for ``LEFTOVER_SECONDS``)."""
+        for folder in ("tmp", "trash"):
+            with os.scandir(os.path.join(self.root, folder)) as found:
+                for item in found:
+                    with contextlib.suppress(FileNotFoundError):
+                        if time.time() - item.stat(follow_symlinks=False).st_mtime > LEFTOVER_SECONDS:
+                            shutil.rmtree(item.path, ignore_errors=True)
 
     @property
     def exists(self) -> bool:
