@@ -358,7 +358,20 @@ def test_two_processes_fill_one_cache_fetching_each_byte_once(remote, local, tmp
     assert total == local.manifest.bytes, (total, local.manifest.bytes)
 
 
-# ---------------------------------------------------------------- the command line
+# ---------------------------------------------------------------- the command lines
+
+
+def test_the_trainer_reads_through_its_cache_dir(local, tmp_path):
+    from jetstore.train.cli import parse_options
+    from jetstore.train.loop import build
+
+    options = parse_options(["--data", local.url, "--config", str(CONFIG), "--size", "tiny", "--jets-per-epoch", "512",
+                             "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                             "--cache-limit", "2Gi"])
+    run = build(options, torch.device("cpu"))
+    for dataset in (run.dataset, run.validation):
+        cache = dataset.spec.catalog.sources[0].cache
+        assert (cache.directory, cache.limit) == (str(tmp_path / "cache"), 2 * 2**30)
 
 
 def test_cache_ls_and_clear(local, tmp_path, capsys):
