@@ -20,6 +20,7 @@ import xxhash
 
 Range = tuple[int, int]
 RECORD = struct.Struct("<QQQQ")
+HEAD = struct.Struct("<QQQ")
 
 
 class DamagedLog(Exception):
@@ -28,8 +29,12 @@ class DamagedLog(Exception):
 
 def record(start: int, end: int, digest: int) -> bytes:
     """The log record of one extent."""
-    head = struct.pack("<QQQ", start, end, digest)
-    return head + struct.pack("<Q", xxhash.xxh3_64_intdigest(head))
+    return RECORD.pack(start, end, digest, _check(start, end, digest))
+
+
+def _check(start: int, end: int, digest: int) -> int:
+    """What a record's last field holds: a digest of the other three."""
+    return xxhash.xxh3_64_intdigest(HEAD.pack(start, end, digest))
 
 
 @dataclass
@@ -61,7 +66,7 @@ class Extents:
         if len(data) % RECORD.size:  # a record cut short by a crash (a 32-byte append never shows half done)
             raise DamagedLog()
         for start, end, digest, check in RECORD.iter_unpack(data):
-            if check != xxhash.xxh3_64_intdigest(struct.pack("<QQQ", start, end, digest)) or not start < end:
+            if check != _check(start, end, digest) or not start < end:
                 raise DamagedLog()
             self._add(start, end, digest)
         self.read += len(data)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 
 import xxhash
+from fsspec.implementations.local import LocalFileSystem
 
-CHUNK = 8 << 20
+from jetstore.store.checksum import file_checksum
 
 
 def digest(data: bytes | memoryview) -> int:
@@ -28,11 +29,6 @@ def digest(data: bytes | memoryview) -> int:
 
 
 def file_matches(path: str, size: int, checksum: str) -> bool:
-    """Whether the file ``path`` holds ``size`` bytes whose xxh3-64 hex digest is ``checksum``."""
-    state = xxhash.xxh3_64()
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size != size:
-            return False
-        while piece := handle.read(CHUNK):
-            state.update(piece)
-    return state.hexdigest() == checksum
+    """Whether the local file ``path`` holds ``size`` bytes with the manifest's ``checksum`` (computed as
+    ``jetstore verify`` computes it)."""
+    return os.path.getsize(path) == size and file_checksum(LocalFileSystem(), path) == checksum
