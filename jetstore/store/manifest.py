@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -22,7 +23,8 @@ from jetstore.store.backend import Backend
 from jetstore.store.layout import Layout, TableColumns
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
-SHARD_VERSION = 3  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column)
+SHARD_VERSION = 4  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column), 4
+# stores each jet's node starts in Zarr shards
 MAX_MESSAGE = 200
 
 
@@ -227,20 +229,31 @@ def install_manifest(backend: Backend, text: bytes, generation: int, url: str) -
     that never replaces the manifest of the same or a newer generation: True when this call wrote it,
     False when it was there already (installed by a run completing this one's commit); a
     :class:`LeaseError` when a newer generation's manifest is there."""
+    installed = install_newer(backend, paths.MANIFEST, text, generation, manifest_generation, url)
+    if installed is None:
+        raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
+                         "manifest is not installed")
+    return installed
+
+
+def install_newer(backend: Backend, key: str, text: bytes, generation: int, generation_of: Callable[[bytes], int],
+                  url: str) -> bool | None:
+    """Write ``text`` (of lease ``generation``) at ``key`` by a conditional write that never replaces an object of
+    the same or a newer generation (``generation_of`` reads it): True when written, False when ``text`` was there
+    already, None when a newer generation's object is there."""
     for _ in range(8):
-        current = backend.read_versioned(paths.MANIFEST)
+        current = backend.read_versioned(key)
         if current is not None and current.data == text:
             return False
-        if current is not None and manifest_generation(current.data) >= generation:
-            raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
-                             "manifest is not installed")
+        if current is not None and generation_of(current.data) >= generation:
+            return None
         if current is None:
-            written = backend.put_if_absent(paths.MANIFEST, text)
+            written = backend.put_if_absent(key, text)
         else:
-            written = backend.put_if_match(paths.MANIFEST, text, current.token)
+            written = backend.put_if_match(key, text, current.token)
         if written is not None:
             return True
-    raise StorageError(f"{url}: {paths.MANIFEST} keeps changing under this conversion")
+    raise StorageError(f"{url}: {key} keeps changing under this conversion")
 
 
 def manifest_generation(text: bytes) -> int:
