@@ -12,7 +12,8 @@ right jets from what is stored, the padding included.
 The zip entries are ordered unit by unit, so a unit's chunks are one contiguous byte range: group ``k`` holds
 unit k's chunks of every array. The block offsets at every unit boundary are stored in the root group's
 attributes (``unit_offsets``), and every ``zarr.json`` plus the zip directory come last, so one read of the
-file's tail describes it all. Chunks are encoded array by array in one call each (``encode.py``) and the zip
+file's tail describes it all; the root's holds them all (consolidated metadata), so a reader opens any group
+without listing the zip. Chunks are encoded array by array in one call each (``encode.py``) and the zip
 is laid out in one pass (``archive.py``).
 
 Why a zip: a shard is one object, so publishing it is one rename locally and one PUT on S3 (atomic), a
@@ -46,6 +47,8 @@ MIN_VALUE_CHUNK = 1024
 BLOCK_BYTES = 1 << 18  # Blosc compresses a whole chunk (≤ 256 KiB) as one block: faster both ways, no bigger
 SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
 UNIT_ALIGNED = "unit_aligned"  # each unit's node values start at a chunk boundary
+CONSOLIDATED = "consolidated_metadata"
+_INLINE = {"kind": "inline", "must_understand": False}
 NODE_LAYOUT = ("jet i's nodes are values [starts[i], starts[i] + counts[i]) of every node array of this group; "
                "the values after a unit's last jet are padding")
 
@@ -98,7 +101,7 @@ class ZarrShardWriter(ShardWriter):
                  for b in self.columns.blocks}
         attributes = {"n_jets": n_jets, "unit_jets": unit, "value_layout": UNIT_ALIGNED, "node_counts": nodes,
                       "unit_offsets": {b: offsets.tolist() for b, offsets in unit_offsets.items()}}
-        documents.append(("zarr.json", _group_metadata(attributes)))
+        documents.append(("zarr.json", {**_group_metadata(attributes), CONSOLIDATED: _consolidated(documents)}))
         write_zip(self.path, [chunks, _document_entries(documents)])
 
     def _block(self, block: BlockColumns, data: BlockData | None, bounds: np.ndarray,
@@ -213,3 +216,14 @@ def _array_metadata(dtype: str, chunk: int, cname: str, level: int, shuffle: int
 
 def _group_metadata(attributes: dict) -> dict:
     return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def _consolidated(documents: list[tuple[str, dict]]) -> dict:
+    """Every node's metadata in the root's ``zarr.json``, as ``zarr.consolidate_metadata`` writes it: readers
+    then open any group without listing the store (``zip::s3://`` URLs cannot list a zip's folders)."""
+    nodes = {}
+    for key, document in documents:
+        if document["node_type"] == "group":
+            document = {**document, CONSOLIDATED: {**_INLINE, "metadata": {}}}
+        nodes[key.removesuffix("/zarr.json")] = document
+    return {**_INLINE, "metadata": nodes}
