@@ -113,6 +113,28 @@ def test_the_root_group_lists_the_shards(ak4_zarr):
     assert root.attrs["n_jets"] == manifest.n_jets and root.attrs["jetstore"]["version"] == manifest.version
 
 
+def test_the_root_group_follows_the_manifest_and_never_a_stale_writer(ak4_zarr, tmp_path):
+    """Installed as the manifest is: a newer generation's replaces it, an older one's (a writer that stalled past
+    its lease) does not, and a dataset replaced by a Parquet one loses it."""
+    import dataclasses
+    import shutil
+
+    import zarr
+
+    from jetstore.store.writer import DatasetWriter
+
+    copy = tmp_path / "ak4.zarr"
+    shutil.copytree(ak4_zarr, copy)
+    manifest, writer = Dataset.open(str(copy)).manifest, DatasetWriter(str(copy))
+    newer = dataclasses.replace(manifest, generation=manifest.generation + 2, shards=manifest.shards[:1])
+    writer._install_root_files(newer)
+    assert len(zarr.open_group(str(copy), mode="r").attrs["shards"]) == 1
+    writer._install_root_files(manifest)
+    assert len(zarr.open_group(str(copy), mode="r").attrs["shards"]) == 1
+    writer._install_root_files(dataclasses.replace(manifest, format="parquet", generation=manifest.generation + 3))
+    assert not (copy / "zarr.json").exists()
+
+
 def test_zarr_recipes_on_local_disk_and_s3(ak4_zarr, s3_zarr):
     import xarray as xr
 

@@ -70,6 +70,9 @@ def test_numpy_and_pandas(ak4_zarr, reference):
     assert list(frame.columns) == ["jet_pt", "jet_pfcand_pt_log", "_sample_"] and len(frame) == 15
     np.testing.assert_array_equal(frame["jet_pt"].to_numpy(), ak.to_numpy(reference["jet_pt"][830:845]))
     assert list(frame["jet_pfcand_pt_log"].iloc[3]) == reference["jet_pfcand_pt_log"][833].tolist()
+    for library in ("np", "pd"):  # nothing in range: empty columns of their types
+        empty = jets.arrays(["jet_pt", "jet_pfcand_pt_log"], 700, 600, library=library)
+        assert len(empty["jet_pt"]) == len(empty["jet_pfcand_pt_log"]) == 0
 
 
 def test_iterate_in_steps_across_shards(ak4_zarr, reference):

@@ -57,45 +57,39 @@ def empty(columns: Columns) -> Gathered:
                      for name in features})
 
 
+def by_name(data: Gathered, columns: Columns, lists: Callable[[np.ndarray, np.ndarray], Any]) -> dict[str, Any]:
+    """Every column asked, in order: a jet-level one as its array, a node feature as ``lists(offsets, values)``."""
+    return {name: data.jets[name] if (block := columns.block_of(name)) is None
+            else lists(data.offsets[block], data.values[name]) for name in columns.names}
+
+
 def to_awkward(data: Gathered, columns: Columns) -> ak.Array:
-    contents = []
-    for name in columns.names:
-        block = columns.block_of(name)
-        if block is None:
-            contents.append(ak.contents.NumpyArray(data.jets[name]))
-        else:
-            contents.append(ak.contents.ListOffsetArray(ak.index.Index64(data.offsets[block]),
-                                                        ak.contents.NumpyArray(data.values[name])))
+    def lists(offsets: np.ndarray, values: np.ndarray) -> ak.contents.Content:
+        return ak.contents.ListOffsetArray(ak.index.Index64(offsets), ak.contents.NumpyArray(values))
+
+    contents = [column if isinstance(column, ak.contents.Content) else ak.contents.NumpyArray(column)
+                for column in by_name(data, columns, lists).values()]
     return ak.Array(ak.contents.RecordArray(contents, list(columns.names), length=data.n_jets))
 
 
 def to_numpy(data: Gathered, columns: Columns) -> dict[str, np.ndarray]:
-    out = {}
-    for name in columns.names:
-        block = columns.block_of(name)
-        if block is None:
-            out[name] = data.jets[name]
-        else:
-            lists = np.empty(data.n_jets, dtype=object)
-            for i, values in enumerate(np.split(data.values[name], data.offsets[block][1:-1])):
-                lists[i] = values
-            out[name] = lists
-    return out
+    def lists(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
+        out = np.empty(len(offsets) - 1, dtype=object)
+        for i, jet in enumerate(np.split(values, offsets[1:-1]) if len(out) else []):
+            out[i] = jet
+        return out
+
+    return by_name(data, columns, lists)
 
 
 def to_pandas(data: Gathered, columns: Columns) -> Any:
     import pandas as pd
     import pyarrow as pa
 
-    out = {}
-    for name in columns.names:
-        block = columns.block_of(name)
-        if block is None:
-            out[name] = data.jets[name]
-        else:
-            lists = pa.LargeListArray.from_arrays(pa.array(data.offsets[block]), pa.array(data.values[name]))
-            out[name] = pd.arrays.ArrowExtensionArray(lists)
-    return pd.DataFrame(out, index=pd.RangeIndex(data.n_jets))
+    def lists(offsets: np.ndarray, values: np.ndarray) -> Any:
+        return pd.arrays.ArrowExtensionArray(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)))
+
+    return pd.DataFrame(by_name(data, columns, lists), index=pd.RangeIndex(data.n_jets))
 
 
 LIBRARIES: dict[str, Callable[[Gathered, Columns], Any]] = {"ak": to_awkward, "np": to_numpy, "pd": to_pandas}
