@@ -261,10 +261,16 @@ def test_row_groups_carry_jet_statistics(ak4_parquet):
 
 
 def test_shards_are_named_after_the_dataset_and_their_number(ak4_parquet, ak4_zarr):
+    from jetstore.store import paths
+
     for root, suffix in ((ak4_parquet, ".parquet"), (ak4_zarr, ".zarr.zip")):
         shards = Dataset.open(str(root)).manifest.shards
         assert [s.path.split("/")[1].split(".")[:2] for s in shards] == [["ak4", f"{i:05d}"] for i in range(3)]
         assert all(s.path.endswith(suffix) for s in shards)
+        assert all(paths.owned(s.path) == (s.name, 1) for s in shards)
+    # names of earlier versions (after the first input and its first entry) stay jetstore's to clean up
+    assert paths.owned("shards/jc_hbb.0000100000.1a2b3c4d.g3.zarr.zip") == ("jc_hbb.0000100000.1a2b3c4d", 3)
+    assert paths.dataset_name("s3://bucket/my+jets.v2.zarr/") == "my_jets" and paths.dataset_name("/") == "dataset"
 
 
 def test_manifest_validates_against_the_published_schema(ak4_parquet):

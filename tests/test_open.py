@@ -59,6 +59,12 @@ def test_entry_ranges_as_uproot(ak4_zarr, reference, start, stop):
     assert_same_jets(got, reference[start:stop])
 
 
+def test_node_columns_alone(ak4_zarr, reference):
+    got = jetstore.open(str(ak4_zarr)).arrays("jet_pfcand_pt_log", entry_start=800)
+    assert got.fields == ["jet_pfcand_pt_log"]
+    assert_same_jets(got, reference[800:], ["jet_pfcand_pt_log"])
+
+
 def test_numpy_and_pandas(ak4_zarr, reference):
     jets = jetstore.open(str(ak4_zarr))
     arrays = jets.arrays(["jet_pt", "jet_pfcand_pt_log"], 830, 845, library="np")
