@@ -205,12 +205,18 @@ def _check_collections(schema: Schema, where: str) -> None:
             owners[prefix] = block.name
 
 
+RESERVED = {"counts": "a block's nodes per jet", "starts": "where a jet's nodes start",
+            "jets": "the group of jet columns", "_sample_": "the sample a jet belongs to"}  # names the stores use
+
+
 def _check_unique(schema: Schema, where: str) -> None:
     seen: set[str] = set()
     names = [c.name for c in schema.jet_columns]
     names += [f.name for block in schema.blocks for f in block.features]
     names += [b.name for b in schema.blocks]
     for name in names:
+        if name in RESERVED:
+            raise SchemaError(f"{where}: the name '{name}' is reserved ({RESERVED[name]}); choose another")
         if name in seen:
             raise SchemaError(f"{where}: the name '{name}' is used twice")
         seen.add(name)

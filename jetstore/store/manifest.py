@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -25,7 +26,8 @@ from jetstore.store.layout import Layout, TableColumns
 from jetstore.store.storage import read_object
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
-SHARD_VERSION = 3  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column)
+SHARD_VERSION = 4  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column), 4
+# stores each jet's node starts in Zarr shards
 MAX_MESSAGE = 200
 MAX_MANIFEST_BYTES = MAX_JSON_BYTES  # ~800,000 shards (a 200,000-shard manifest is 135 MB, read in ~10 s)
 
@@ -243,13 +245,24 @@ def install_manifest(backend: Backend, text: bytes, generation: int, url: str, k
     the history) by a conditional write that never replaces the manifest of the same or a newer generation:
     True when this call wrote it, False when it was there already (installed by a run completing this one's
     commit); a :class:`LeaseError` when a newer generation's manifest is there."""
+    installed = install_newer(backend, key, text, generation, manifest_generation, url)
+    if installed is None:
+        raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
+                         "manifest is not installed")
+    return installed
+
+
+def install_newer(backend: Backend, key: str, text: bytes, generation: int, generation_of: Callable[[bytes], int],
+                  url: str) -> bool | None:
+    """Write ``text`` (of lease ``generation``) at ``key`` by a conditional write that never replaces an object of
+    the same or a newer generation (``generation_of`` reads it): True when written, False when ``text`` was there
+    already, None when a newer generation's object is there."""
     for _ in range(8):
         current = backend.read_versioned(key)
         if current is not None and current.data == text:
             return False
-        if current is not None and manifest_generation(current.data) >= generation:
-            raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
-                             "manifest is not installed")
+        if current is not None and generation_of(current.data) >= generation:
+            return None
         if current is None:
             written = backend.put_if_absent(key, text)
         else:

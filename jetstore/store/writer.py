@@ -35,8 +35,16 @@ from jetstore.errors import DatasetError, LeaseError
 from jetstore.store import paths, storage
 from jetstore.store.backend import Backend, open_backend
 from jetstore.store.checksum import combined_checksum, file_checksum, files_intact
+from jetstore.store.format import FORMATS, get_format
 from jetstore.store.lease import Lease, LeaseRecord
-from jetstore.store.manifest import Manifest, ShardEntry, install_manifest, manifest_generation, read_manifest
+from jetstore.store.manifest import (
+    Manifest,
+    ShardEntry,
+    install_manifest,
+    install_newer,
+    manifest_generation,
+    read_manifest,
+)
 from jetstore.store.manifest import version_key as manifest_version_key
 
 MAX_FOREIGN_SHOWN = 3
@@ -167,6 +175,7 @@ class DatasetWriter:
         with contextlib.suppress(LeaseError):
             lease.check()  # still ours: nobody completed the commit for this run
             if installed:
+                self._install_root_files(manifest)
                 self._clean_up(manifest, self.generation, stats=not self.reuse)
         lease.release()
         backend.delete([pending])
@@ -193,7 +202,24 @@ class DatasetWriter:
         manifest = Manifest.from_json(text, where=paths.pending_manifest_key(holder.generation))
         install_manifest(backend, text, holder.generation, self.url, manifest_version_key(manifest.version))
         install_manifest(backend, text, holder.generation, self.url)
+        self._install_root_files(manifest)
         self._clean_up(manifest, holder.generation, stats=False)
+
+    def _install_root_files(self, manifest: Manifest) -> None:
+        """The format's files beside the manifest (a Zarr root group), installed as the manifest is; those of
+        another format, left by a dataset this one replaced, are removed (when not newer than this commit)."""
+        backend, made = self.backend, {}
+        for name in FORMATS.names():
+            root = get_format(name).root
+            if root is None:
+                continue
+            if name == manifest.format:
+                made = root.make(manifest)
+                for key, text in made.items():
+                    install_newer(backend, key, text, manifest.generation, root.generation, self.url)
+            stale = [key for key in root.keys if key not in made and (found := backend.read_versioned(key))
+                     and root.generation(found.data) <= manifest.generation]
+            backend.delete(stale)
 
     def _clean_up(self, manifest: Manifest | None, generation: int, stats: bool) -> None:
         """Remove jetstore's names of ``generation`` or older that ``manifest`` (None: no dataset yet) does not
