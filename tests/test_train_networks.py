@@ -141,7 +141,7 @@ def test_regression_network_file(train_dataset, dask_client, tmp_path, capsys):
     config = config_with_stats(train_dataset, tmp_path / "regression.yaml", dask_client, lambda data: data.update(
         labels={"type": "custom", "value": {"response": "jet_mass / jet_pt"}}))
     summary = jetstore_train(capsys, "--data", train_dataset, "--config", config, "--output",
-                             str(tmp_path / "file"), "-n", str(NETWORKS / "example_regression.py"), "--steps", "6",
+                             str(tmp_path / "file"), "-n", str(NETWORKS / "deep_sets.py"), "--steps", "6",
                              "--regression-mode", "--lr", "0.01", "--optimizer", "sgd")
     assert summary["epochs"] == 2 and {"val_response_bias", "val_response_resolution"} <= set(summary)
     out = tmp_path / "file.parquet"

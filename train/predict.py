@@ -20,14 +20,17 @@ import torch
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
+from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError, JetstoreError
 
-from .checkpoint import model_file
+from .checkpoint import LATEST, load_checkpoint, model_file
+from .distributed import setup_distributed
 from .evaluate import performance, plot_rocs, regression_metrics
-from .loop import EXPORTED_CONFIG, set_torch_threads, setup_distributed
-from .network import LABEL, build_network
+from .frozen import EXPORTED_CONFIG, load_frozen
+from .loop import set_torch_threads
+from .network import LABEL, build_network, load_model_state
 from .objective import Objective
-from .options import TrainOptions
+from .options import TrainOptions, absolute_location
 
 LOG = logging.getLogger("jetstore.train")
 SAMPLE = "_sample_"
@@ -40,15 +43,33 @@ def sample_name(url: str) -> str:
     return named.group(1) if named else Path(url.rstrip("/")).name
 
 
-def run_config(options: TrainOptions):
-    """The config with the training data's standardisation (exported by the run), else ``--config``."""
+def run_config(options: TrainOptions) -> TrainingConfig:
+    """The config the model was trained with, its standardisation and weight tables written in: the run folder's
+    ``data_config.yaml``, else the latest checkpoint's copy. Never another dataset's stats."""
     exported = Path(options.output) / EXPORTED_CONFIG
-    if exported.exists():
+    if exported.is_file():
         return load_training_config(exported)
-    if options.config is None:
-        raise JetstoreError(f"{options.output}: no training run there (no {EXPORTED_CONFIG}); give the run's "
-                            "--output, or --config")
-    return load_training_config(options.config)
+    state = load_checkpoint(options.checkpoint_url)
+    if state is not None and isinstance(state.get("frozen_config"), str):
+        return load_frozen(state["frozen_config"], f"{options.checkpoint_url}/{LATEST}")
+    raise JetstoreError(f"{options.output}: no trained run there (no {EXPORTED_CONFIG}, no checkpoint with the "
+                        "model's standardisation); give the run's --output (or --checkpoints)")
+
+
+def prediction_split(options: TrainOptions) -> str:
+    """Which jets to score: all of --predict-data, else the held-out part of --data. Jets the model trained on
+    are refused (--holdout 0 leaves none held out) or named in a warning (--predict-data is a training set)."""
+    if options.predict_data is None:
+        if options.holdout == 0:
+            raise JetstoreError(f"{options.output}: the run trained on every jet of --data (--holdout 0): its "
+                                "scores would be of training jets; give --predict-data")
+        return "holdout"
+    trained = {absolute_location(d) for d in options.data}
+    if absolute_location(options.predict_data) in trained:
+        LOG.warning("--predict-data %s is training data of this run: its scores include the jets the model trained "
+                    "on (%d%% of them); omit --predict-data to score the held-out part", options.predict_data,
+                    round(100 * (1 - options.holdout)))
+    return "all"
 
 
 def load_trained(options: TrainOptions, config, for_inference: bool = False):
@@ -60,7 +81,7 @@ def load_trained(options: TrainOptions, config, for_inference: bool = False):
         raise DatasetError(f"{options.checkpoint_url}: no model to use; train first (or give the run's --output "
                            "/ --checkpoints)")
     name, weights = found
-    network.model.load_state_dict(weights)
+    load_model_state(network.model, weights, f"{options.checkpoint_url}/{name}", network)
     network.model.eval()
     return network, f"{options.checkpoint_url}/{name}"
 
@@ -76,8 +97,8 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
     network, source = load_trained(options, config)
     network.model.to(device)
     objective = Objective.for_config(config, network.regression)
+    split = prediction_split(options)
     url = options.predict_data or options.data_url
-    split = "all" if options.predict_data or options.holdout == 0 else "holdout"
     dataset = JetDataset(url, config, options.batch_size, training=False, observers=True, split=split,
                          holdout=options.holdout, threads=options.threads)
     columns: dict[str, list[np.ndarray]] = {}
@@ -114,8 +135,11 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
         classes = objective.class_names
         labels = arrays[LABEL]
         note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(url)
-        plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, note=note)
-        summary.update(performance(scores, labels, classes))
+        plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, options.experiment_label, note)
+        found = performance(scores, labels, classes)
+        summary.update(found)
+        for item in found["low_statistics"]:
+            LOG.warning("low statistics: %s; its rejection is uncertain (a lower bound when none passes)", item)
         summary["per_sample"] = per_sample_table(Path(output).with_suffix(".samples.csv"), scores, labels,
                                                  arrays[SAMPLE], samples, classes)
     LOG.info("wrote %s (%d jets, model %s)", output, summary["jets"], source)
