@@ -37,9 +37,10 @@ DEEP_SETS = str(REPO / "tests/fixtures/networks/deep_sets.py")
 
 
 def options(url, output, steps, **extra):
-    values = {"size": "tiny", "jets_per_epoch_val": 256, "batch_size": 32, "jets_per_epoch": 400, **extra}
-    return TrainOptions(data=url, config=CONFIG, output=str(output), steps=steps, workers=0, checkpoint_every=2,
-                        log_every=1, progress=False, **values)
+    values = {"size": "tiny", "jets_per_epoch_val": 256, "batch_size": 32, "jets_per_epoch": 400, "workers": 0,
+              **extra}
+    return TrainOptions(data=url, config=CONFIG, output=str(output), steps=steps, checkpoint_every=2, log_every=1,
+                        progress=False, **values)
 
 
 def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch):
@@ -113,7 +114,7 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch)
         assert (tmp_path / f"p.roc.{signal}.png").stat().st_size > 10_000
         assert (tmp_path / f"p.roc.{signal}.pdf").exists()
 
-    root = predict(predicted, str(tmp_path / "p.root"))
+    root = predict(predicted, str(tmp_path / "p.root"), plots=False)
     with uproot.open(tmp_path / "p.root") as handle:
         events = handle["Events"].arrays(library="np")
         assert str(handle["sample_names"]) == "sample"
@@ -183,7 +184,7 @@ def test_regression_targets_beside_the_classes(dask_client, train_dataset, tmp_p
     summary = train(run)
     assert np.isfinite(summary["loss"]) and {"val_accuracy", "val_response_resolution"} <= set(summary)
     out = tmp_path / "scores.parquet"
-    predict(run, str(out))
+    predict(run, str(out), plots=False)
     table = pq.read_table(out)
     assert {"pred_response", "response", "score_label_b"} <= set(table.column_names)
 
@@ -198,7 +199,7 @@ def test_roc_arithmetic():
     assert auc(signal, background, np.array([1, 1, 2.0]), np.ones(4)) == pytest.approx(
         auc(np.append(signal, 0.4), background))
     rng = np.random.default_rng(1)  # the AUC's uncertainty is its spread over repeated samples of 150 + 100 jets
-    spread = np.std([auc(rng.normal(1.2, 1, 150), rng.normal(0, 1, 100)) for _ in range(300)])
+    spread = np.std([auc(rng.normal(1.2, 1, 150), rng.normal(0, 1, 100)) for _ in range(200)])
     assert auc_error(0.8, 150, 100) == pytest.approx(spread, rel=0.15)
     labels = np.array([0, 0, 1, 1])
     scores = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
@@ -310,6 +311,24 @@ def test_accumulation_is_the_big_batch_across_epochs_and_resumes(train_dataset, 
             torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=f"{folder}: {key}")
 
 
+def test_persistent_workers_follow_the_epochs_and_may_change_on_resume(train_dataset, tmp_path, caplog):
+    """--workers 2, kept for the whole run: a run stopped in its second epoch and resumed with --workers 0 (the
+    epoch finished on the streams it began with, re-dealt to one loading slot) ends with the weights of the
+    uninterrupted run (whose workers had to learn of the second epoch through shared memory)."""
+    run_options = options(train_dataset, tmp_path / "straight", steps=8, network_config=DEEP_SETS, workers=2,
+                          threads=1, jets_per_epoch=4 * 32, optimizer="adam", holdout=0.0)
+    train(run_options)
+    stopped = dataclasses.replace(run_options, output=str(tmp_path / "resumed"), stop_at=6)
+    train(stopped)
+    caplog.set_level(logging.INFO, "jetstore.train")
+    train(dataclasses.replace(stopped, stop_at=None, workers=0))
+    assert "resuming with 1 rank(s) × 1 loading slot(s) an epoch begun with 1 × 2: its 2 batches left" in caplog.text
+    expected = load_checkpoint(str(tmp_path / "straight/checkpoints"))["model"]
+    resumed = load_checkpoint(str(tmp_path / "resumed/checkpoints"))["model"]
+    for key, value in expected.items():
+        assert torch.equal(resumed[key], value), key
+
+
 def test_resume_refuses_other_data_and_applies_new_rates(train_dataset, tmp_path, dask_client, capsys, caplog):
     """Resume is keyed by the config's content, not its path: class_weights edited in place, or a class removed,
     is refused in one line naming the key; a changed --lr is applied from the resumed step and said once."""
@@ -341,33 +360,35 @@ def test_resume_refuses_other_data_and_applies_new_rates(train_dataset, tmp_path
     assert rates[2] == pytest.approx(0.01 * schedule("flat+decay", 4)(2))  # the new rate from the resumed step
 
 
-def test_predictions_use_the_standardisation_trained_with(train_dataset, tmp_path, dask_client):
-    """Scores on another dataset are the same whether or not `jetstore stats` ran on it (with its own, other
-    statistics); --predict on a run that held out nothing is refused (its jets are the training jets)."""
+def test_predictions_use_the_standardisation_trained_with(train_dataset, tmp_path):
+    """Scores on another dataset are the same whether or not `jetstore stats` ran on it (here: stats of the same
+    config with other values, as another dataset's); --predict on a run that held out nothing is refused (its
+    jets are the training jets)."""
     import shutil
 
-    run_options = options(train_dataset, tmp_path / "run", steps=2, holdout=0.0, val_data=None,
-                          jets_per_epoch_val=None)
+    from jetstore.stats.result import read_stats, write_stats
+    from jetstore.store.collection import Collection
+
+    run_options = options(train_dataset, tmp_path / "run", steps=2, holdout=0.0, jets_per_epoch_val=None)
     train(run_options)
     with pytest.raises(JetstoreError, match=r"trained on every jet of --data .--holdout 0."):
         predict(run_options, str(tmp_path / "p.parquet"))
     other = tmp_path / "other.zarr"
     shutil.copytree(train_dataset, other)
-    for stats in (other / "_stats").iterdir():
-        shutil.rmtree(stats) if stats.is_dir() else stats.unlink()
     on_other = dataclasses.replace(run_options, predict_data=str(other))
-    before = predict(on_other, str(tmp_path / "before.parquet"))
-    config_with_stats(str(other), tmp_path / "c.yaml", dask_client, lambda data: data["preprocess"].update(
-        data_fraction=0.2))  # other stats: computed from another fraction of the jets
-    after = predict(on_other, str(tmp_path / "after.parquet"))
-    assert before["jets"] == after["jets"] > 2000
+    before = predict(on_other, str(tmp_path / "before.parquet"), max_jets=200, plots=False)
+    stats = read_stats(Collection.open(str(other)), load_training_config(CONFIG).hash)
+    shifted = {k: dataclasses.replace(v, center=v.center + 1.0, scale=v.scale * 2) for k, v in stats.variables.items()}
+    write_stats(Dataset.open(str(other)), dataclasses.replace(stats, variables=shifted))
+    after = predict(on_other, str(tmp_path / "after.parquet"), max_jets=200, plots=False)
+    assert before["jets"] == after["jets"] >= 200
     np.testing.assert_array_equal(pq.read_table(tmp_path / "before.parquet").column("score_label_b").to_numpy(),
                                   pq.read_table(tmp_path / "after.parquet").column("score_label_b").to_numpy())
 
 
 def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):
-    """A run.json naming a planted network file: --predict refuses to import it unless -n names it again or
-    --trust-run is given; the message names run.json and the file."""
+    """A run.json naming a planted network file: --predict and --export-onnx refuse to import it unless -n names
+    it again or --trust-run is given; the message names run.json and the file. --export-onnx says what it wrote."""
     planted = tmp_path / "net.py"
     marker = tmp_path / "ran"
     planted.write_text(f"open({str(marker)!r}, 'w').write('x')\n" + Path(DEEP_SETS).read_text())
@@ -380,9 +401,13 @@ def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{run}/run.json names the network file {planted}" in err, err
     assert not marker.exists() and not (tmp_path / "p.parquet").exists()
-    assert main(["train", "--output", str(run), "--predict", str(tmp_path / "p.parquet"), "--trust-run",
-                 "--no-progress"]) == 0
-    assert marker.exists() and (tmp_path / "p.parquet").exists()
+    assert main(["train", "--output", str(run), "--export-onnx", str(tmp_path / "m.onnx")]) == 2
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()
+    assert main(["train", "--output", str(run), "--export-onnx", str(tmp_path / "m.onnx"), "--trust-run"]) == 0
+    assert marker.exists() and (tmp_path / "m.onnx").exists()
+    marker.unlink()
+    assert main(["train", "--output", str(run), "--export-onnx", str(tmp_path / "n.onnx"), "-n", str(planted)]) == 0
+    assert marker.exists() and f"wrote {tmp_path}/n.onnx (" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

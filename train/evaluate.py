@@ -134,7 +134,12 @@ def rejection(signal: np.ndarray, background: np.ndarray, efficiency: float, ws:
     uncertainty and the background jets passing there."""
     if not len(signal) or not len(background):
         return Rejection(float("nan"), float("nan"), 0)
-    tpr, fpr, passing = roc(signal, background, ws, wb)
+    return rejection_on(roc(signal, background, ws, wb), efficiency)
+
+
+def rejection_on(curve: tuple[np.ndarray, np.ndarray, np.ndarray], efficiency: float) -> Rejection:
+    """:func:`rejection` on a computed :func:`roc` curve."""
+    tpr, fpr, passing = curve
     at = min(int(np.searchsorted(tpr, efficiency)), len(fpr) - 1)
     eff, k = float(fpr[at]), int(passing[at])
     if eff <= 0:
@@ -160,9 +165,10 @@ def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str],
         out[f"auc_{pair.name}"] = value
         out[f"auc_{pair.name}_error"] = auc_error(value, effective(ws if w is not None else None, len(s)),
                                                   effective(wb if w is not None else None, len(b)))
+        curve = roc(s, b, *((ws, wb) if w is not None else (None, None))) if len(s) and len(b) else None
         for efficiency in EFFICIENCIES:
             key = f"rejection_{pair.name}_at_{int(efficiency * 100)}"
-            found = rejection(s, b, efficiency, *((ws, wb) if w is not None else (None, None)))
+            found = rejection_on(curve, efficiency) if curve else Rejection(float("nan"), float("nan"), 0)
             out[key], out[f"{key}_error"] = found.value, found.error
             if len(b) and found.passing < MIN_PASSING:
                 low.append(f"{key} ({found.passing} background jet{'s' if found.passing != 1 else ''} pass)")
@@ -230,7 +236,8 @@ def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, 
         s, b, ws, wb = pair_scores(scores, labels, classes, pair, weights)
         if not len(s) or not len(b):
             continue
-        tpr, fpr, passing = roc(s, b, *((ws, wb) if weights is not None else (None, None)))
+        curve = roc(s, b, *((ws, wb) if weights is not None else (None, None)))
+        tpr, fpr, passing = curve
         keep = fpr > 0
         value = auc(s, b, *((ws, wb) if weights is not None else (None, None)))
         error = auc_error(value, len(s), len(b))
@@ -243,7 +250,7 @@ def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, 
         axis.fill_between(tpr[keep], np.maximum(fpr[keep] - band, fpr[keep] * 0.05), fpr[keep] + band,
                           color=line.get_color(), alpha=0.2, lw=0)
         for efficiency in EFFICIENCIES:
-            found = rejection(s, b, efficiency, *((ws, wb) if weights is not None else (None, None)))
+            found = rejection_on(curve, efficiency)
             if math.isfinite(found.value):
                 low = found.passing < MIN_PASSING
                 axis.plot([efficiency], [1 / found.value], "o", ms=7, color=line.get_color(),

@@ -273,11 +273,11 @@ def restore(run: Run, state: dict[str, Any], progress: Progress, device: torch.d
         set_rng_state(ranks[run.rank], device)
     else:  # another world: a fresh, reproducible state per rank
         seed_rank(run.options.seed, run.rank, device, state["step"])
-        if run.rank == 0:
-            LOG.info("resuming with %d rank(s) × %d loading slot(s) an epoch begun with %d × %d: its %d batches "
-                     "left are dealt to the new ranks (%d steps of %d batches each)", run.world, run.feed.slots,
-                     progress.position.world_size, progress.position.slots, run.feed.left(progress.position),
-                     run.feed.steps(progress.position), run.options.grad_accum)
+    if not run.feed.native(progress.position) and run.rank == 0:
+        LOG.info("resuming with %d rank(s) × %d loading slot(s) an epoch begun with %d × %d: its %d batches left "
+                 "are dealt to the new ranks (%d steps of %d batches each)", run.world, run.feed.slots,
+                 progress.position.world_size, progress.position.slots, run.feed.left(progress.position),
+                 run.feed.steps(progress.position), run.options.grad_accum)
     saved = state.get("progress", {})
     progress.step = state["step"]
     progress.best_metric, progress.best_epoch = saved.get("best_metric"), saved.get("best_epoch")

@@ -190,6 +190,7 @@ class Tally:
         if not self.batches:
             return out
         out["loss"] = self.loss / self.loss_weight if self.loss_weight else float("nan")
+        out["jets"] = self.jets
         if self.objective.classes and self.weight:
             out["accuracy"] = self.correct / self.weight
         weights = np.concatenate(self.weights) if self.weights else None

@@ -86,9 +86,9 @@ def load_trained(options: TrainOptions, config, for_inference: bool = False):
     return network, f"{options.checkpoint_url}/{name}"
 
 
-def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> dict[str, Any]:
-    """Scores (and regression outputs) of every selected jet with the run's best model: the output file, ROC
-    figures, the per-sample table, and the performance summary."""
+def predict(options: TrainOptions, output: str, max_jets: int | None = None, plots: bool = True) -> dict[str, Any]:
+    """Scores (and regression outputs) of every selected jet with the run's best model (the first ``max_jets``):
+    the output file, ROC figures (unless not ``plots``), the per-sample table, and the performance summary."""
     if Path(output).suffix not in SUFFIXES:
         raise JetstoreError(f"{output}: predictions are written as .root or .parquet")
     _, _, device = setup_distributed()
@@ -135,7 +135,8 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
         classes = objective.class_names
         labels = arrays[LABEL]
         note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(url)
-        plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, options.experiment_label, note)
+        if plots:
+            plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, options.experiment_label, note)
         found = performance(scores, labels, classes)
         summary.update(found)
         for item in found["low_statistics"]:
