@@ -260,8 +260,9 @@ def _roc_figure(stem: Path, signal: str, pairs: list[Pair], scores: np.ndarray, 
     axis.set_xlabel(f"{signal} jet efficiency")
     axis.set_ylabel("background jet efficiency (misidentification)")
     axis.grid(alpha=0.3, which="both")
-    axis.plot([], [], "o", color="grey", mfc="none", label=f"hollow: fewer than {MIN_PASSING} background jets pass")
-    axis.legend(fontsize=13, loc="upper left", title=f"{signal} jets", title_fontsize=14)  # curves rise right
+    axis.plot([], [], "o", color="grey", label="30, 50, 70% working points")
+    axis.plot([], [], "o", color="grey", mfc="none", label=f"(hollow: fewer than {MIN_PASSING} background jets pass)")
+    axis.legend(fontsize=13, loc="best", title=f"{signal} jets against", title_fontsize=14)
     _experiment(axis, experiment)
     if note:
         axis.set_title(note, loc="right", fontsize=16)

@@ -2,8 +2,9 @@
 its data (or of ``--predict-data``), in weaver-core's output layout.
 
 Columns: ``score_<label>`` and ``<label>`` (true or false) per class and ``_label_`` (the class index), as
-weaver writes them; per regression target the truth and ``pred_<target>``; the config's observers;
-``_sample_`` (the sample's index) and, in Parquet, ``sample`` (its name; a ROOT file lists the names in its
+weaver writes them; per regression target the truth and ``pred_<target>``; the config's observers and the jet
+identity columns the datasets store (``run``, ``luminosityBlock``, ``event``, ``ijet``: to match other taggers jet by
+jet); ``_sample_`` (the sample's index) and, in Parquet, ``sample`` (its name; a ROOT file lists the names in its
 ``sample_names`` string). Beside it: ROC figures (``<stem>.roc.<signal>.png/.pdf``) and a per-sample AUC table
 (``<stem>.samples.csv``)."""
 
@@ -22,11 +23,12 @@ from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError, JetstoreError
+from jetstore.store.collection import Collection
 
 from .checkpoint import LATEST, load_checkpoint, model_file
 from .distributed import setup_distributed
 from .evaluate import performance, plot_rocs, regression_metrics
-from .frozen import EXPORTED_CONFIG, load_frozen
+from .frozen import EXPORTED_CONFIG, load_frozen, with_observers
 from .loop import set_torch_threads
 from .network import LABEL, build_network, load_model_state
 from .objective import Objective
@@ -34,6 +36,7 @@ from .options import TrainOptions, absolute_location
 
 LOG = logging.getLogger("jetstore.train")
 SAMPLE = "_sample_"
+IDENTITY = ("run", "luminosityBlock", "lumi", "event", "ijet", "jet_index")
 SUFFIXES = (".root", ".parquet")
 
 
@@ -54,6 +57,16 @@ def run_config(options: TrainOptions) -> TrainingConfig:
         return load_frozen(state["frozen_config"], f"{options.checkpoint_url}/{LATEST}")
     raise JetstoreError(f"{options.output}: no trained run there (no {EXPORTED_CONFIG}, no checkpoint with the "
                         "model's standardisation); give the run's --output (or --checkpoints)")
+
+
+def identity_columns(collection: Collection) -> tuple[str, ...]:
+    """The jet identity columns every dataset stores (run, luminosity block, event, jet index): written beside
+    the scores, so that they match other taggers' jet by jet."""
+    names = None
+    for member in collection:
+        stored = {c.name for c in member.dataset.schema.jet_columns}
+        names = stored if names is None else names & stored
+    return tuple(n for n in IDENTITY if n in (names or ()))
 
 
 def prediction_split(options: TrainOptions) -> str:
@@ -99,7 +112,9 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None, plo
     objective = Objective.for_config(config, network.regression)
     split = prediction_split(options)
     url = options.predict_data or options.data_url
-    dataset = JetDataset(url, config, options.batch_size, training=False, observers=True, split=split,
+    collection = Collection.open(url)
+    config = with_observers(config, identity_columns(collection))
+    dataset = JetDataset(collection, config, options.batch_size, training=False, observers=True, split=split,
                          holdout=options.holdout, threads=options.threads)
     columns: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
