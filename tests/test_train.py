@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch)
     assert summary["auc_b_vs_uds"] == pytest.approx(performance(scores, labels, [c[6:] for c in CLASSES])[
         "auc_b_vs_uds"])
     assert summary["per_sample"]["sample"]["jets"] == summary["jets"]
+    assert [e["val_jets"] for e in epochs] == [summary["jets"]] * 2  # each held-out jet once per validation
     assert (tmp_path / "p.samples.csv").read_text().startswith("sample,jets,auc_b_vs_rest")
     for signal in ("b", "bb", "c", "cc"):  # one ROC figure per signal class, PNG and PDF
         assert (tmp_path / f"p.roc.{signal}.png").stat().st_size > 10_000
@@ -355,6 +357,8 @@ def test_resume_refuses_other_data_and_applies_new_rates(train_dataset, tmp_path
     assert summary["step"] == 4
     notices = [r.getMessage() for r in caplog.records if "changed options" in r.getMessage()]
     assert notices == ["resuming at step 2 with changed options: --lr 0.01 (was 0.001)"]
+    assert any(re.fullmatch(r"epochs of 384 sampled jets \(12 batches per rank\): --jets-per-epoch 400; the "
+                            r"natural weighted epoch \(.*\) holds \d+ jets", r.getMessage()) for r in caplog.records)
     rates = [json.loads(line)["lr"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert rates[1] == pytest.approx(0.001 * schedule("flat+decay", 4)(1))
     assert rates[2] == pytest.approx(0.01 * schedule("flat+decay", 4)(2))  # the new rate from the resumed step
@@ -466,6 +470,22 @@ def test_a_checkpoint_inflating_to_gigabytes_is_refused_unread(tmp_path):
     (tmp_path / "ckpt/latest.pt").write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=r"declares 1 record\(s\) of 3,221,225,472 bytes in a file of .*compressed"):
         load_checkpoint(str(tmp_path / "ckpt"))
+
+
+def test_a_network_file_for_other_inputs_is_one_line(tmp_path):
+    """A weaver network file whose model takes 4 inputs, against cms_ak4's 6 input groups: one line naming both
+    files, before any training."""
+    from jetstore.train.network import build_network
+
+    from jetstore.errors import SchemaError
+
+    net = tmp_path / "part_small.py"
+    net.write_text(Path(DEEP_SETS).read_text().replace(
+        "def forward(self, pf_points, pf_features, pf_vectors, pf_mask, sv_features, sv_mask):",
+        "def forward(self, pf_points, pf_features, pf_vectors, pf_mask):"))
+    with pytest.raises(SchemaError, match=rf"^{net} does not fit {CONFIG}: its model fails on the config's 6 input "
+                                          r"group\(s\) \(pf_points \(2, 64\), .*TypeError"):
+        build_network(TrainOptions(network_config=str(net)), load_training_config(CONFIG), False)
 
 
 def test_weaver_schedule_mode_is_weavers(tmp_path):
