@@ -1,11 +1,17 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections fractions,startup,local,weaver,s3,jetclass,natural,memory]
+    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,jetclass,
+                                              oneclass,natural,memory]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
 
+* mix: per-epoch (class, pT, eta) total variation from weaver's target at 1/40, 1/10, natural and full epochs,
+  several seeds, against an i.i.d. draw of the same size, and the worst cell after ``--mix-epochs`` epochs in
+  i.i.d. sigmas, on jittered cms_ak4 (~270k jets) and on one-class-per-file data, with ``read_factor`` 1, 2, 4;
+* s3fractions: 1/10, 1/40 and 2,048-jet weighted epochs over S3 (moto through the byte-counting proxy), each in
+  a fresh process: every byte on the wire (metadata included) per delivered jet;
 * fractions: weighted epochs that are 1/10 and 1/40 of the data (and full ones) on jittered copies of cms_ak4
   at ~270k, ~2.7M and ~10M jets (``--fraction-copies``), beside the former layout (2,048-jet units, a shard per
   input file), Parquet and small shards: jets/s per core, bytes fetched per delivered jet, the (class, pT, eta)
@@ -57,7 +63,16 @@ from jetstore.stats.result import read_stats, write_stats  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
 from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
-from tests.fixtures.mixing import jet_keys, jet_weights, repeats  # noqa: E402
+from tests.fixtures.mixing import (  # noqa: E402
+    histogram,
+    iid_variation,
+    jet_keys,
+    jet_weights,
+    repeats,
+    target_of,
+    variation,
+    worst_pull,
+)
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -328,9 +343,56 @@ def section_s3(datasets, configs, args, files) -> None:
             servers.close()
 
 
+FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore.config import load_training_config;"
+               "ds = JetDataset(sys.argv[1], load_training_config(sys.argv[2]), batch_size=512, seed=7,"
+               " jets_per_epoch=int(sys.argv[3]), storage_options=json.loads(sys.argv[4]));"
+               "print(sum(len(b['_label_']) for b in ds), ds.last_stream.units_read)")
+
+
+def section_s3fractions(datasets, configs, args, files) -> None:
+    """Weighted epochs that are a fraction of the data, and a 2,048-jet one, each in a fresh process (metadata
+    included), on moto through the byte-counting proxy: every byte on the wire per delivered jet."""
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    n, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    print(f"\n### weighted epochs over S3 (moto through the byte-counting proxy, fresh process each: metadata "
+          f"included), {n:,} jets, {stored / n:.0f} B/jet stored\n\n| epoch | jets delivered | units read | bytes on "
+          "the wire | per delivered jet | share of the dataset |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    servers = S3Servers(0.0, args.ceph)
+    try:
+        fs = servers.fs()
+        if fs.exists("fractions"):
+            fs.rm("fractions", recursive=True)
+        servers.make_bucket("fractions")
+        fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
+        for name, jets in (("1/10", n // 10), ("1/40", n // 40), ("2,048 jets", 2048)):
+            before = servers.bytes_down()
+            out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", args.config, str(jets),
+                                  json.dumps(servers.options)], capture_output=True, text=True, check=True, cwd=REPO)
+            wire = servers.bytes_down() - before
+            delivered, units = map(int, out.stdout.split())
+            print(f"| {name} | {delivered:,} | {units:,} | {wire:,} | {wire / delivered:,.0f} B = "
+                  f"{wire / delivered / (stored / n):.2f}× stored | {100 * wire / stored:.2f}% |", flush=True)
+    finally:
+        servers.close()
+
+
 def section_jetclass(datasets, configs, args, files) -> None:
     header("JetClass-style jets (~45 particles, 128-particle inputs), 4 one-class files × 5,000 jets, Zarr")
     directory = Path(args.scratch) / "jetclass"
+    inputs = jetclass_files(directory)
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "ds.zarr"), "zarr", "jetclass", [config])
+    for threads in (1, 2):
+        result = run_jetstore(dataset.url, config, dataset.manifest.n_jets, threads)
+        line(f"jetstore JetClass-style, weights, {threads} thread(s)", result,
+             f"{dataset.manifest.bytes / dataset.manifest.n_jets:.0f} B/jet stored")
+
+
+def jetclass_files(directory: Path) -> list[str]:
+    """Four one-class JetClass-style files of 5,000 jets in ``directory`` (made once)."""
     directory.mkdir(parents=True, exist_ok=True)
     inputs = []
     for seed, label in enumerate(("label_QCD", "label_Hbb", "label_Hcc", "label_Wqq"), start=1):
@@ -339,13 +401,7 @@ def section_jetclass(datasets, configs, args, files) -> None:
             subprocess.run([sys.executable, str(REPO / "tests/fixtures/make_sample.py"), "jetclass", str(path),
                             "--jets", "5000", "--seed", str(seed), "--label", label], check=True, capture_output=True)
         inputs.append(str(path))
-    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
-    with dask_client(workers=2, quiet=True) as client:
-        dataset = build(client, inputs, str(directory / "ds.zarr"), "zarr", "jetclass", [config])
-    for threads in (1, 2):
-        result = run_jetstore(dataset.url, config, dataset.manifest.n_jets, threads)
-        line(f"jetstore JetClass-style, weights, {threads} thread(s)", result,
-             f"{dataset.manifest.bytes / dataset.manifest.n_jets:.0f} B/jet stored")
+    return inputs
 
 
 def section_natural(datasets, configs, args, files) -> None:
@@ -559,6 +615,67 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
+def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int, read_factor: float = 1.0) -> dict:
+    """Per-epoch (class, pT, eta) total variation from weaver's target, against an i.i.d. draw of the same size, over
+    ``seeds`` × ``epochs`` epochs; the worst cell after ``epochs`` epochs in units of an i.i.d. draw's sigma (the
+    largest over the seeds) against the same for i.i.d. draws of that size; stored bytes read per delivered jet."""
+    dataset = Dataset.open(url)
+    target = target_of(dataset, config)
+    per_epoch, pulls, jets, fetched, delivered = [], [], 0, 0, 0
+    for seed in range(seeds):
+        ds = JetDataset(url, config, batch_size=BATCH, seed=seed, jets_per_epoch=jets_per_epoch, observers=True,
+                        read_factor=read_factor)
+        total = np.zeros_like(target)
+        for epoch in range(epochs):
+            ds.set_epoch(epoch)
+            counts = histogram(ds, config)
+            per_epoch.append(variation(counts, target))
+            total += counts
+            fetched += ds.last_stream.bytes_read
+        jets = int(counts.sum())
+        delivered += int(total.sum())
+        pulls.append(worst_pull(total, target))
+    share = (target / target.sum()).ravel()
+    rng = np.random.default_rng(seeds)
+    iid_pulls = [worst_pull(rng.multinomial(int(total.sum()), share), target) for _ in range(seeds)]
+    return {"jets": jets, "tv": float(np.mean(per_epoch)), "iid": iid_variation(target, jets, 32),
+            "pull": max(pulls), "iid_pull": max(iid_pulls),
+            "bytes": fetched / delivered / (dataset.manifest.bytes / dataset.manifest.n_jets)}
+
+
+def section_mix(datasets, configs, args, files) -> None:
+    """Issue #34: how close each epoch is to weaver's target, against an i.i.d. draw of its size."""
+    print(f"\n### per-epoch (class, pT, eta) mix against an i.i.d. draw of the same size ({args.mix_seeds} seeds × "
+          f"{args.mix_epochs} epochs, local Zarr)\n\n| data | epoch | read_factor | jets | TV | i.i.d. TV | × i.i.d. | "
+          f"worst cell after {args.mix_epochs} epochs (σ) | i.i.d. worst (σ) | fetched per delivered jet |\n"
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        ak4 = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    oneclass, oneclass_config, _ = oneclass_dataset(datasets, configs, args, files)
+    for label, dataset, config in (("cms_ak4 jittered", ak4, configs["weights"]),
+                                   ("one class per file", oneclass, oneclass_config)):
+        n = dataset.manifest.n_jets
+        for name, jets in (("1/40", n // 40), ("1/10", n // 10), ("natural", None), ("full", n)):
+            epochs = args.mix_epochs if name != "full" else min(args.mix_epochs, 4)
+            for factor in [1.0, *(args.mix_read_factors if name in ("1/40", "natural") else ())]:
+                row = mix_row(dataset.url, config, jets, args.mix_seeds, epochs, factor)
+                print(f"| {label} ({n:,} jets) | {name} | {factor:g} | {row['jets']:,} | {row['tv']:.4f} | "
+                      f"{row['iid']:.4f} | {row['tv'] / row['iid']:.2f} | {row['pull']:.1f} (after {epochs}) | "
+                      f"{row['iid_pull']:.1f} | {row['bytes']:.2f}× stored |", flush=True)
+
+
+def oneclass_dataset(datasets, configs, args, files):
+    """Held-out-style data, one class per input file: 10 jittered copies of the four one-class JetClass-style files,
+    converted with the defaults; its config and number of inputs."""
+    directory = Path(args.scratch) / "jetclass"
+    inputs = jittered_copies(jetclass_files(directory), directory / "jittered10", 10, tree="tree")
+    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build(client, inputs, str(directory / "oneclass.zarr"), "zarr", "jetclass", [config])
+    return dataset, config, len(inputs)
+
+
 def section_oneclass(datasets, configs, args, files) -> None:
     """Held-out-style data, one class per input file: jittered copies of the JetClass-style files, weighted epochs
     that are a fraction of the data."""
@@ -566,19 +683,12 @@ def section_oneclass(datasets, configs, args, files) -> None:
            "of 4 one-class files, 1 thread, local Zarr)",
            "jets/s per core | jets/s wall | fetched per delivered jet | mix TV | copies | repeats 1 / 4 batches | "
            "units per batch (read)")
-    directory = Path(args.scratch) / "jetclass"
-    sources = sorted(str(p) for p in directory.glob("label_*.root"))
-    if len(sources) < 4:
-        section_jetclass(datasets, configs, args, files)  # makes the four one-class files
-        sources = sorted(str(p) for p in directory.glob("label_*.root"))
-    inputs = jittered_copies(sources, directory / "jittered10", 10, tree="tree")
-    config = training_config_from_dict(yaml.safe_load((REPO / "tests/fixtures/weaver_jetclass.yaml").read_text()))
-    with dask_client(workers=2, quiet=True) as client:
-        dataset = build(client, inputs, str(directory / "oneclass.zarr"), "zarr", "jetclass", [config])
-    fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {len(inputs)} one-class files")
+    dataset, config, inputs = oneclass_dataset(datasets, configs, args, files)
+    fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {inputs} one-class files")
 
 
-SECTIONS = {"fractions": section_fractions, "startup": section_startup, "local": section_local,
+SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
+            "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory}
@@ -595,6 +705,10 @@ def main() -> None:
     parser.add_argument("--natural-epochs", type=int, default=20)
     parser.add_argument("--fraction-copies", default="8,80,296",
                         help="dataset sizes of the fractions section, in jittered copies of the inputs (34k jets each)")
+    parser.add_argument("--mix-seeds", type=int, default=3, help="seeds of the mix section")
+    parser.add_argument("--mix-epochs", type=int, default=10, help="epochs per seed of the mix section")
+    parser.add_argument("--mix-read-factors", type=lambda text: [float(f) for f in text.split(",")], default=[2.0, 4.0],
+                        help="read_factor values also tried at 1/40 and natural epochs in the mix section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
@@ -615,7 +729,8 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        SECTIONS[name](datasets, configs, args, inputs if name not in ("natural", "fractions", "startup") else files)
+        own = name in ("natural", "fractions", "startup", "mix", "s3fractions")  # making their own inputs
+        SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 
 if __name__ == "__main__":

@@ -352,3 +352,37 @@ def test_damaged_or_missing_shards_are_named(dataset, tmp_path):
     path.unlink()
     with pytest.raises(DatasetError, match=f"shard {shard.path} is listed in the manifest but missing"):
         collect(JetDataset(str(copy_root), config_with(), batch_size=64, training=False))
+
+
+@pytest.mark.parametrize("selection", ["jet_pt > 1e9", "label_undef == 1"])
+def test_an_epoch_that_can_keep_no_jet_is_refused_in_seconds(dataset, selection):
+    """Was: ``len(ds)`` batches promised, then no batch for ever (no stats to tell: no weights, manual
+    standardisation). A selection keeping no jet, or keeping only jets with none of the config's labels."""
+    import time
+
+    manual = {name: {**group, "vars": [[v if isinstance(v, str) else v[0], None] for v in group["vars"]]}
+              for name, group in CONFIG["inputs"].items()}
+    config = config_with(selection=selection, weights=None, inputs=manual)
+    start = time.perf_counter()
+    ds = JetDataset(dataset.url, config, batch_size=64, seed=1)
+    with pytest.raises(DatasetError, match=f"{dataset.url}: no jet to sample: every unit read gives none"):
+        next(iter(ds))
+    assert time.perf_counter() - start < 20
+
+
+def test_a_shards_metadata_is_read_once(dataset, monkeypatch):
+    """Opening a shard reads its metadata (the zarr.json documents and the zip directory after them) once: was
+    the directory twice (a 2,048-jet epoch of 270k jets read 13 MB of metadata for 6 MB of units)."""
+    import zipfile
+
+    from jetstore.store.format.base import TAIL_BYTES, MetadataCache
+    from jetstore.store.format.zarr import reader as zarr_reader
+
+    monkeypatch.setattr(zarr_reader, "CACHE", MetadataCache())
+    shard = dataset.manifest.shards[0]
+    with zipfile.ZipFile(f"{dataset.root}/{shard.path}") as archive:
+        first = min(i.header_offset for i in archive.infolist() if i.filename.endswith("zarr.json"))
+    reader = dataset.source.reader(shard)
+    metadata = shard.bytes - first
+    assert metadata > TAIL_BYTES  # the directory is not all in the first read, of the tail
+    assert metadata <= reader.bytes_fetched <= metadata + TAIL_BYTES

@@ -20,7 +20,7 @@ from jetstore.sampler.stream import SlotStream
 from jetstore.sampler.world import World, batches_before
 from jetstore.store.collection import DataSpec
 
-STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "data")
+STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "read_factor", "data")
 
 
 class JetDataset(torch.utils.data.IterableDataset):
@@ -106,7 +106,8 @@ class JetDataset(torch.utils.data.IterableDataset):
     def _params(self, world: World) -> EpochParams:
         plan = self.plan
         return EpochParams(plan.options.seed, self.epoch, plan.spec.batch_size, world.world_size, world.num_workers,
-                           plan.shape.scale, plan.shape.rounds, stratify=plan.stratify)
+                           plan.shape.scale, plan.shape.rounds, stratify=plan.stratify,
+                           read_factor=plan.options.read_factor)
 
     def __len__(self) -> int:
         """Batches this rank yields in this epoch, with any number of DataLoader workers (a training loop
@@ -121,7 +122,8 @@ class JetDataset(torch.utils.data.IterableDataset):
         plan = self.plan
         return {"seed": plan.options.seed, "world_size": (self.world or World.detect()).world_size,
                 "batch_size": plan.spec.batch_size, "scheme": plan.scheme.name, "split": plan.options.split,
-                "holdout": plan.options.holdout, "data": plan.collection.identity}
+                "holdout": plan.options.holdout, "read_factor": plan.options.read_factor,
+                "data": plan.collection.identity}
 
     def state_dict(self, batches_consumed: int | None = None, num_workers: int | None = None) -> dict[str, Any]:
         """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch (counted
@@ -183,7 +185,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         self._consumed = skip_rank
         for batch in stream:
             self._consumed += 1
-            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+            yield {k: _tensor(v) for k, v in batch.items()}
 
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
@@ -193,7 +195,21 @@ class JetDataset(torch.utils.data.IterableDataset):
         return self._arenas[1]
 
     def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Batch arrays: in page-locked memory when ``pin_memory`` (fast, asynchronous copies to the GPU)."""
+        """Batch arrays: in a DataLoader worker, in shared memory (the batch reaches the main process as a
+        handle, not pickled and copied); else in page-locked memory when ``pin_memory`` (fast, asynchronous copies
+        to the GPU)."""
+        if torch.utils.data.get_worker_info() is not None:
+            kind = torch.from_numpy(np.empty(0, dtype)).dtype
+            storage = torch.UntypedStorage._new_shared(max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
+            return torch.empty(0, dtype=kind).set_(storage, 0, shape).numpy()
         if not self.pin_memory:
             return np.empty(shape, dtype)
         return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """The tensor of a batch array: the one it was allocated as (shared or pinned memory), else a view of it."""
+    base = array.base
+    if isinstance(base, torch.Tensor) and base.shape == array.shape:
+        return base
+    return torch.from_numpy(array)

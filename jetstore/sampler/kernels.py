@@ -1,5 +1,5 @@
 """numba kernels of the sampler's hot path, all ``nogil`` so reader threads run them in parallel: weighted
-row multiplicities, standardise + clip + pad/truncate into batch rows (weaver-core 0.5's ``constant`` and
+row multiplicities (systematic), standardise + clip + pad/truncate into batch rows (weaver-core 0.5's ``constant`` and
 ``wrap`` modes, NaN → 0), per-batch class composition, and random draws from the shuffle pools.
 
 Arithmetic follows weaver-core's fused kernels in float32 so tensors match it bit for bit.
@@ -14,13 +14,19 @@ from jetstore.stats.split import GOLDEN, MIX1, MIX2  # splitmix64: one home of t
 
 
 @numba.njit(cache=True, nogil=True)
-def multiplicities(probability, uniform):
-    """How often each row is delivered: floor(p) plus one more with probability frac(p)."""
-    out = np.empty(len(probability), np.int64)
-    for i in range(len(probability)):
-        p = probability[i]
-        whole = np.floor(p)
-        out[i] = np.int64(whole) + (1 if uniform[i] < p - whole else 0)
+def multiplicities(expected, start):
+    """How often each row is delivered, ``expected[i]`` times on average (floor or ceil), by systematic
+    sampling: the rows cover consecutive stretches of length ``expected[i]`` of a line, and row i is delivered
+    once per point ``start + k`` (k integer, ``start`` uniform in [0, 1)) in its stretch. So the rows' total is
+    within one of its expectation, and any run of rows (sorted shards: a pT range) too."""
+    out = np.empty(len(expected), np.int64)
+    end = 0.0
+    before = np.floor(-start)
+    for i in range(len(expected)):
+        end += expected[i]
+        after = np.floor(end - start)
+        out[i] = np.int64(after - before)
+        before = after
     return out
 
 

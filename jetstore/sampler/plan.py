@@ -40,6 +40,9 @@ class SamplerOptions:
     scheme: a registered scheme's name (:mod:`jetstore.sampler.schemes`), instead of the default.
     jets_per_epoch: epoch size (weighted: rescales the natural Σw epoch; None: natural).
     max_repeats: the most copies of one jet a sampling round gives (larger epochs span several rounds).
+    read_factor: weighted epochs read this many times the units they need, keeping each one's rows thinned as
+        much: epochs far smaller than the data follow the target more closely (as an i.i.d. draw from 2-4) for
+        as many times the bytes; 1 reads the fewest.
     split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
     proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
     observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.
@@ -53,6 +56,7 @@ class SamplerOptions:
     scheme: str | None = None
     jets_per_epoch: int | None = None
     max_repeats: int = 128
+    read_factor: float = 1.0
     split: str = "all"
     holdout: float = 0.1
     proportions: Mapping[str, float] | None = None
@@ -67,6 +71,9 @@ class SamplerOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SchemaError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.read_factor, int | float) or isinstance(self.read_factor, bool) \
+                or not 1 <= self.read_factor < float("inf"):
+            raise SchemaError(f"read_factor must be a number of at least 1, got {self.read_factor!r}")
         if self.jets_per_epoch is not None and (not isinstance(self.jets_per_epoch, int) or self.jets_per_epoch < 1):
             raise SchemaError(f"jets_per_epoch must be a positive integer or None, got {self.jets_per_epoch!r}")
 
@@ -110,6 +117,8 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     collection = Collection.open(data, storage_options)
     check_agreement(collection, config)
     scheme = get_scheme(options.scheme or ("weighted" if options.training else "sequential"))
+    rule = CellRule.from_config(config)
+    _check_classes(collection, rule)
     stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
                                                                                config.weights is not None))
     # stored stats standardise only the config's `auto` variables: a manual centre (an exported config's, a
@@ -117,7 +126,6 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     auto = set(config.auto_variables)
     centers = {n: (v.center, v.scale) for n, v in stats.variables.items() if n in auto} if stats else {}
     builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
-    rule = CellRule.from_config(config)
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)
     units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
@@ -132,6 +140,17 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     spec = StreamSpec(ShardCatalog.of(collection), units, rule, cell_weights, batch_size, options.seed, shape.scale,
                       options.threads, io_threads, ahead, options.window_jets, split)
     return SamplerPlan(collection, config, options, scheme, stats, builders, spec, shape)
+
+
+def _check_classes(collection: Collection, rule: CellRule) -> None:
+    """Refuse data whose manifests count no jet of the config's classes (nothing could ever be sampled)."""
+    if not rule.classes:  # custom labels: every jet is in the one class
+        return
+    counted = [m.dataset.manifest.class_counts for m in collection]
+    if all(set(rule.classes) <= set(m.dataset.schema.label_names) for m in collection) \
+            and not any(counts.get(name, 0) for counts in counted for name in rule.classes):
+        raise DatasetError(f"{collection.url}: no jet carries one of the config's classes ({', '.join(rule.classes)}); "
+                           "nothing can be sampled (check labels.value and weights.reweight_classes)")
 
 
 def _stats(collection: Collection, config: TrainingConfig, needed: bool) -> StatsResult | None:

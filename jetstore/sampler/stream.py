@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jetstore.errors import DatasetError
 from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena, Compact
 from jetstore.sampler.batch import Allocator, BatchBuilder
@@ -108,8 +109,8 @@ class SlotStream:
         values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
         cells = rule.cells(values, selected)
         weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0) * units.factor[read.unit]
-        uniform = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random(table.n_jets)
-        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, uniform)
+        start = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random()
+        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, start)
         if read.part is not None:  # the slot keeps only some of the unit's kept rows
             position = np.cumsum(multiplicity) - multiplicity
             multiplicity[(position < read.part[0]) | (position >= read.part[1])] = 0
@@ -159,7 +160,8 @@ class SlotStream:
         else:
             pool = ClassPools(np.ones(1), seed) if plan.shuffle else FifoPool()
         self.arena.reset()
-        state = _State(pool, self.arena, executors.cpu.submit)
+        state = _State(pool, self.arena, executors.cpu.submit, len(spec.units),
+                       " + ".join(source.url for source in spec.catalog.sources))
         if self.skip:
             light = self._pipeline(False, executors).run(_numbered(reads, 0))
             for emitted in range(self.skip):
@@ -223,8 +225,11 @@ class _State:
     """The pooled rows of a slot, how many of each unit's rows remain, and (when reading in full) their
     prepared data."""
 
-    def __init__(self, pool: ClassPools | FifoPool, arena: Arena, submit: Callable[..., Future]):
+    def __init__(self, pool: ClassPools | FifoPool, arena: Arena, submit: Callable[..., Future], n_units: int,
+                 url: str):
         self.pool, self.arena, self.submit = pool, arena, submit
+        self.n_units, self.url = n_units, url
+        self.barren = 0  # units read in a row that gave no row
         self.copies: dict[int, Future] = {}  # units whose data is being copied into the arena
         self.emitted = 0
         self.units: dict[int, int] = {}  # unit sequence → rows still pooled
@@ -242,6 +247,10 @@ class _State:
             if unit is None:
                 self.exhausted = True
                 break
+            self.barren = 0 if unit.remaining else self.barren + 1
+            if self.barren > self.n_units:  # as many units as the data holds read, none kept: none ever will be
+                raise DatasetError(f"{self.url}: no jet to sample: every unit read gives none (the config's selection "
+                                   "keeps no jet, or none carries one of its classes)")
             if unit.remaining:
                 self.read += 1
                 self.units[self.next_sequence] = unit.remaining

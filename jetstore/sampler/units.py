@@ -4,7 +4,9 @@ A unit is a run of ``unit_jets`` consecutive stored jets of one shard (one Zarr 
 one range read). ``jetstore stats`` recorded how many selected jets of each unit fall in each cell
 (:mod:`jetstore.stats.cells`), so with the cell weights ``w`` a unit's expected deliveries per class at epoch
 scale 1, ``E[u, c] = f · Σ_cells n · w``, and its largest row weight ``m_u`` are known up front; ``f`` is its
-sample's factor (1, or what makes the samples' shares the proportions asked for).
+sample's factor (1, or what makes the samples' shares the proportions asked for). Units are also ranked by
+(sample, dominant class, mean cell): within a class, by pT (the cells run over pT bins first), so that a
+balanced draw along that order gives every (class, pT) stretch its expected number of units.
 
 Units of several datasets (a :class:`~jetstore.store.collection.Collection`) are numbered dataset after
 dataset; each knows its shard (global position), its sample and its size (datasets may differ in unit size).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -32,10 +35,18 @@ class UnitTable:
     expected: np.ndarray    # [unit, class]: expected deliveries at scale 1
     max_weight: np.ndarray  # largest row weight at scale 1 (sample factor included)
     factor: np.ndarray      # the sample factor of every unit's row weights
+    order: np.ndarray       # units by (sample, dominant class, place in the class's cells: pT), for balanced draws
     n_samples: int = 1
 
     def __len__(self) -> int:
         return len(self.shard)
+
+    @cached_property
+    def rank(self) -> np.ndarray:
+        """Every unit's place in :attr:`order`."""
+        rank = np.empty(len(self.order), np.int64)
+        rank[self.order] = np.arange(len(self.order))
+        return rank
 
     @property
     def n_classes(self) -> int:
@@ -91,10 +102,12 @@ def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | 
     n_samples = len(collection.samples)
     if unit_counts is None:
         expected = (stop - start).astype(np.float64)[:, None]
-        table = UnitTable(shard, start, stop, sample, expected, np.ones(len(shard)), np.ones(len(shard)), n_samples)
+        table = UnitTable(shard, start, stop, sample, expected, np.ones(len(shard)), np.ones(len(shard)),
+                          np.lexsort((start, shard, sample)), n_samples)
         return _with_proportions(table, collection, proportions)
     expected = np.zeros((len(shard), n_classes))
     max_weight = np.zeros(len(shard))
+    jets, place = np.zeros(len(shard)), np.zeros(len(shard))  # selected jets, Σ of their cells within the class
     first_unit = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     cells_per_class = len(cell_weights) // n_classes
     for index, _, key, _, _, _ in parts:
@@ -105,7 +118,11 @@ def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | 
         weight = cell_weights[cells]
         np.add.at(expected, (units, cells // cells_per_class), counts * weight)
         np.maximum.at(max_weight, units, np.where(counts > 0, weight, 0.0))
-    table = UnitTable(shard, start, stop, sample, expected, max_weight, np.ones(len(shard)), n_samples)
+        np.add.at(jets, units, counts)
+        np.add.at(place, units, counts * (cells % cells_per_class))
+    # the cells of a class run over pT bins (x) first: a unit's mean cell is its place in the class's pT order
+    order = np.lexsort((start, shard, place / np.maximum(jets, 1), expected.argmax(axis=1), sample))
+    table = UnitTable(shard, start, stop, sample, expected, max_weight, np.ones(len(shard)), order, n_samples)
     return _with_proportions(table, collection, proportions)
 
 

@@ -308,3 +308,43 @@ def test_a_deflated_metadata_bomb_is_refused(workspace):
     dataset = reseal(root, data)
     with pytest.raises(DatasetError, match=r"zip entry 'zarr.json' is compressed"):
         dataset.read_shard(dataset.manifest.shards[0])
+
+
+def test_a_parquet_shard_claiming_gigabytes_of_zeros_is_refused(workspace):
+    """Was: a 316 KB Parquet dataset (written by pyarrow, its counts consistent, manifest re-sealed) with one jet of
+    6×10⁷ zero particles: `verify` passed at 8 GB RSS, a JetDataset epoch peaked at 12.9 GB. Here 3×10⁶ particles
+    (~200 MiB decoded from a few KiB) are refused on every read path before pyarrow allocates them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = workspace("parquet")
+    dataset = Dataset.open(str(root))
+    shard = dataset.manifest.shards[0]
+    schema = pq.read_schema(root / shard.path)
+    nodes = 3_000_000
+    zeros = {}
+    columns = []
+    for field in schema:
+        kind = field.type
+        if pa.types.is_list(kind):
+            values = zeros.setdefault(kind, pa.array(np.zeros(nodes, kind.value_type.to_pandas_dtype())))
+            columns.append(pa.ListArray.from_arrays(pa.array([0, nodes], pa.int32()), values, type=kind))
+        else:
+            columns.append(pa.array(np.zeros(1, kind.to_pandas_dtype())))
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), buffer, write_page_checksum=True)
+    data = buffer.getvalue()
+    assert len(data) < 1 << 20
+    blocks = {block.name: nodes for block in dataset.manifest.columns.blocks}
+    files = {"": (len(data), xxhash.xxh3_64_hexdigest(data))}
+    entry = dataclasses.replace(shard, n_jets=1, class_counts={}, node_counts=blocks, bytes=len(data),
+                                checksum=combined_checksum(files), files=files)
+    (root / shard.path).write_bytes(data)
+    (root / "_manifest.json").write_text(dataclasses.replace(dataset.manifest, shards=(entry,)).to_json())
+    hostile = Dataset.open(str(root))
+    with pytest.raises(DatasetError, match=r"refused: jets 0-1 would decode to \d+ MiB from \d+ KiB stored"):
+        hostile.read_shard(hostile.manifest.shards[0])
+    read_every_way(hostile)
+    result = cli("verify", str(root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"shard {shard.path}: refused" in result.stderr

@@ -27,6 +27,7 @@ class EpochParams:
     scale: float = 1.0          # per sampling round: expected deliveries of a jet of weight w are scale·w
     epoch_rounds: float = 1.0   # rounds an epoch spans (jets_per_epoch beyond max_repeats copies per round)
     stratify: bool = True       # every batch has the class composition of the weights' target
+    read_factor: float = 1.0    # units are read this many times as often as needed, their rows thinned as much
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,22 @@
 """``weighted``: weaver-core's sampling semantics (a jet of weight w is used s·w times per epoch in
 expectation), class-stratified in every slot.
 
-Per round, unit u is read with probability ``p_u = min(1, s·m_u)`` (``m_u``: its largest row weight); a row
-of weight w of a read unit is kept ``floor(q) + Bernoulli(frac(q))`` times, ``q = s·w / p_u``, so its
+Per round, unit u is read with probability ``p_u = min(1, f·s·m_u)`` (``m_u``: its largest row weight; ``f``: the
+``read_factor``, 1 by default: what is read is what is kept); a row
+of weight w of a read unit is kept ``q = s·w / p_u`` times in expectation (``floor(q)`` or ``ceil(q)``), so its
 expected multiplicity is exactly s·w. Since shards are sorted by (class, pT), a unit's rows share nearly one
-weight: what is read is what is kept.
+weight: with f = 1, what is read is what is kept. f > 1 reads f times the units, each thinned f times:
+finer steps in every (class, pT) cell (epochs much smaller than the data then follow the target as closely
+as an i.i.d. draw) for f times the bytes.
+
+Both draws are balanced (systematic sampling) instead of independent coins: the units, ranked by (sample,
+class, pT), cover consecutive stretches of length p_u of a line, and a unit is read when a point ``start + k``
+(k integer) falls in its stretch; a unit's rows, in pT order, likewise. Each unit and row keeps its
+probability exactly, while every (sample, class, pT) stretch gets within one unit of its expected number
+of units, and every unit within one row of its expected rows: an epoch's (class, pT, eta) histogram is as
+close to the target as an i.i.d. draw of its size, or closer, where independent coins moved a cell by whole
+units. The round's start runs over epochs as a Weyl sequence (``offset + epoch·φ``), so across epochs every
+unit is read in a share p_u of them to within a few epochs (the remainder carried from epoch to epoch).
 
 The units of a round are dealt to ranks, then to each rank's workers, class by class (a unit counts for
 its dominant class), round robin in dataset order from a random offset, so every slot gets the same share
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,7 +44,8 @@ from jetstore.sampler.units import UnitTable
 
 LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
-ROUND, RANKS, WORKERS = 0x5EED, 0xDEA1, 0xDEA2  # tags separating the random streams
+ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
+GOLDEN_STEP = (5 ** 0.5 - 1) / 2  # the Weyl step of the rounds' starts from epoch to epoch
 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
@@ -63,7 +77,7 @@ def batches(units: UnitTable, params: EpochParams) -> int:
     jet is kept exactly once, the poorest rank's exact supply."""
     if _exact(params):
         chosen, _, yields = sample_round(units, params, 0)
-        ranks = deal(chosen, units.dominant_strata(chosen, yields), units.n_strata, params.num_ranks,
+        ranks = deal(units.rank[chosen], units.dominant_strata(chosen, yields), units.n_strata, params.num_ranks,
                      _rng(params, 0, RANKS))
         jets = np.bincount(ranks, weights=yields.sum(axis=1), minlength=params.num_ranks).min()
     else:
@@ -77,7 +91,8 @@ def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int,
     end, a unit at a cut read by both, each keeping its side. No jet comes twice in an epoch."""
     chosen, probability, yields = sample_round(units, params, 0)
     dominant = units.dominant_strata(chosen, yields)
-    mine = np.nonzero(deal(chosen, dominant, units.n_strata, params.num_ranks, _rng(params, 0, RANKS)) == rank)[0]
+    mine = np.nonzero(deal(units.rank[chosen], dominant, units.n_strata, params.num_ranks,
+                           _rng(params, 0, RANKS)) == rank)[0]
     mine = mine[np.argsort(_positions(yields[mine].sum(axis=1), dominant[mine]), kind="stable")]
     rows = np.rint(yields[mine].sum(axis=1)).astype(np.int64)
     ends = np.cumsum(rows)
@@ -100,12 +115,22 @@ def _exact(params: EpochParams) -> bool:
 
 def sample_round(units: UnitTable, params: EpochParams, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The units read in a round (shuffled), their read probabilities and expected yields per class."""
-    rng = _rng(params, round_, ROUND)
-    probability = np.minimum(1.0, params.scale * units.max_weight)
-    chosen = rng.permutation(np.nonzero(rng.random(len(units)) < probability)[0])
+    probability = np.minimum(1.0, params.read_factor * params.scale * units.max_weight)
+    start = (np.random.default_rng([params.seed, round_, START]).random() + params.epoch * GOLDEN_STEP) % 1.0
+    chosen = _rng(params, round_, ROUND).permutation(balanced(probability, units.order, start))
     p = probability[chosen]
     yields = params.scale * units.expected[chosen] / np.maximum(p, 1e-300)[:, None]
     return chosen, p, yields
+
+
+def balanced(probability: np.ndarray, order: np.ndarray, start: float) -> np.ndarray:
+    """Systematic sampling: the units, in ``order``, cover stretches of their ``probability`` along a line; those
+    holding a point ``start + k`` are chosen (every unit with its probability; every run of units in the order
+    within one of its expected number). Returns the chosen units, in index order."""
+    p = probability[order]
+    end = np.cumsum(p)
+    hit = (p >= 1.0) | (np.floor(end - start) > np.floor(end - p - start))
+    return np.sort(order[hit])
 
 
 def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
@@ -114,21 +139,23 @@ def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
     and expected kept rows."""
     chosen, probability, yields = sample_round(units, params, round_)
     dominant, strata = units.dominant_strata(chosen, yields), units.n_strata
-    mine = np.nonzero(deal(chosen, dominant, strata, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
-    mine = mine[deal(chosen[mine], dominant[mine], strata, params.num_workers,
+    ranks = units.rank[chosen]
+    mine = np.nonzero(deal(ranks, dominant, strata, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
+    mine = mine[deal(ranks[mine], dominant[mine], strata, params.num_workers,
                      _rng(params, round_, WORKERS, rank)) == worker]
     mine = mine[np.argsort(_positions(yields[mine].sum(axis=1), dominant[mine]), kind="stable")]  # round's order
     return chosen[mine], probability[mine], yields[mine].sum(axis=1)
 
 
-def deal(chosen: np.ndarray, dominant: np.ndarray, strata: int, parts: int, rng: np.random.Generator) -> np.ndarray:
-    """Part of every unit: per dominant (sample, class) stratum, round robin in dataset order (sorted shards: pT
-    order) from a random offset, so every part gets every stratum spread over the whole pT spectrum."""
+def deal(rank: np.ndarray, dominant: np.ndarray, strata: int, parts: int, rng: np.random.Generator) -> np.ndarray:
+    """Part of every unit (given by its ``rank`` in the units' (sample, class, pT) order): per dominant (sample,
+    class) stratum, round robin in that order from a random offset, so every part gets every stratum spread over
+    the whole pT spectrum."""
     if parts == 1 or not len(dominant):
         return np.zeros(len(dominant), np.int64)
     offsets = rng.integers(parts, size=strata)
-    order = np.argsort(chosen, kind="stable")
-    out = np.empty(len(chosen), np.int64)
+    order = np.argsort(rank, kind="stable")
+    out = np.empty(len(rank), np.int64)
     for c in np.unique(dominant):
         members = order[dominant[order] == c]
         out[members] = (np.arange(len(members)) + offsets[c]) % parts
@@ -158,7 +185,8 @@ def _rng(params: EpochParams, round_: int, *tags: int) -> np.random.Generator:
 
 def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
     """``jets_per_epoch`` rescales the natural weighted epoch (Σw jets); a round gives no jet more than
-    ``max_repeats`` copies (bounding the pools), so larger epochs span several rounds, every jet scaled alike.
+    ``max_repeats`` copies (bounding the pools), so larger epochs span several whole rounds, every jet scaled
+    alike (a part of a round, read in random order, would move cells by whole units of up-sampled jets).
     A natural epoch smaller than a batch per rank is replaced by one the size of the data, with a warning."""
     total = float(units.expected.sum())
     if total <= 0:
@@ -171,8 +199,8 @@ def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
                     "%d jets instead (the data's size): set jets_per_epoch to choose", total, request.world_size,
                     request.batch_size, jets)
     scale = jets / total if jets else 1.0
-    round_scale = min(scale, request.max_repeats / max(float(units.max_weight.max(initial=0.0)), 1e-12))
-    return EpochShape(round_scale, scale / round_scale)
+    rounds = max(1, math.ceil(scale * float(units.max_weight.max(initial=0.0)) / request.max_repeats - 1e-9))
+    return EpochShape(scale / rounds, rounds)  # whole rounds: an epoch never ends in a part of one
 
 
 SCHEME = Scheme("weighted", plan, batches, epoch, weighted=True)

@@ -28,6 +28,8 @@ MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
 MAX_METADATA_BYTES = 64 << 20  # the most a shard's metadata (zip directory + zarr.json / Parquet footer) may take
 MAX_MESSAGE = 240  # characters of a damage description
 MAX_CHUNK_BYTES = 256 << 20  # the most one decoded chunk or column chunk may take
+MAX_EXPANSION = 256  # a read may decode to this many times its stored bytes (jet data compress 2-10×) ...
+MIN_DECODED_LIMIT = 64 << 20  # ... or to this much, whatever its stored size
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,15 @@ class ShardReader(ABC):
             raise DatasetError(f"{self.name} is listed in the manifest but missing") from None
         except OSError as exc:
             raise DatasetError(f"{self.name}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+    def check_expansion(self, plan_start: int, plan_stop: int, decoded: int, stored: int) -> None:
+        """Refuse, before anything is allocated, a read of jets ``[plan_start, plan_stop)`` that would decode
+        ``stored`` bytes to more than ``MAX_EXPANSION`` times as many (a few zero-filled megabytes claiming
+        gigabytes of consistent counts: no jet library compresses so)."""
+        if decoded > max(MIN_DECODED_LIMIT, MAX_EXPANSION * stored):
+            raise DatasetError(f"{self.name}: refused: jets {plan_start}-{plan_stop} would decode to "
+                               f"{decoded >> 20:,} MiB from {stored >> 10:,} KiB stored (more than {MAX_EXPANSION}× "
+                               "expansion; not data a jetstore writer produces)")
 
     def damaged(self, what: str) -> DatasetError:
         what = " ".join(what.split())  # one line, also for a library's multi-line message

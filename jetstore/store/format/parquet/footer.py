@@ -5,7 +5,7 @@ pyarrow's ``RowGroupMetaData.column()`` aborts the whole process (``std::termina
 footers (e.g. a definition-level histogram of the wrong length); its readers report the same damage as an
 error. So jetstore takes what it plans reads with (row counts, every column chunk's offsets and sizes) from
 this decoder, whose every length is checked against the bytes that remain, and leaves the pages to
-pyarrow's reader.
+pyarrow's reader. Its value counts bound what a column chunk decodes to before pyarrow allocates it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class ColumnChunk:
     begin: int  # dictionary page, else first data page
     compressed: int
     uncompressed: int
+    values: int  # values stored (a list column's: its nodes, plus one level entry per empty list)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def row_groups(footer: bytes) -> list[RowGroup]:
             data_page = _field(meta, 9, int)
             begin = meta.get(11) if isinstance(meta.get(11), int) and meta[11] > 0 else data_page
             columns.append(ColumnChunk(path[0].decode("utf-8", "replace"), begin, _field(meta, 7, int),
-                                       _field(meta, 6, int)))
+                                       _field(meta, 6, int), _field(meta, 5, int)))
         out.append(RowGroup(_field(group, 3, int), tuple(columns)))
     return out
 

@@ -25,6 +25,7 @@ class FooterIndex:
     metadata: pq.FileMetaData
     group_starts: np.ndarray  # first jet of every row group, and the total
     chunks: dict[tuple[int, str], tuple[int, int]]  # (row group, top-level column) → byte range
+    decoded: dict[tuple[int, str], int]  # (row group, top-level column) → bytes it decodes to at most
 
 
 class ParquetShardReader(ShardReader):
@@ -39,6 +40,7 @@ class ParquetShardReader(ShardReader):
         names = self._column_names(selection)
         ranges = [self.index.chunks[g, name] for g in groups for name in names]
         needed = sum(b - a for a, b in ranges)
+        self.check_expansion(start, stop, sum(self.index.decoded[g, name] for g in groups for name in names), needed)
         return ReadPlan(start, stop, selection, coalesce(ranges, max(MIN_GAP, needed // 2)), tuple(groups))
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
@@ -106,19 +108,21 @@ class ParquetShardReader(ShardReader):
         rows = [group.rows for group in groups]
         if len(groups) != metadata.num_row_groups or any(r < 0 for r in rows) or sum(rows) != self.n_jets:
             raise self.damaged("its row groups do not add up to its jets")
-        chunks = {}
+        chunks, decoded = {}, {}
         for g, group in enumerate(groups):
             for column in group.columns:
                 end = column.begin + column.compressed
                 if column.begin < 0 or column.compressed < 0 or end > self.source.size \
-                        or column.uncompressed > self._decoded_bound(column.name, rows[g]):
+                        or column.uncompressed > self._decoded_bound(column.name, rows[g]) \
+                        or not 0 <= column.values <= self._values_bound(column.name, rows[g]):
                     raise self.damaged(f"column chunk {echo(column.name)} of row group {g} claims sizes the shard "
                                        "cannot hold")
                 chunks[g, column.name] = (column.begin, end)
+                decoded[g, column.name] = _decoded_size(expected[column.name], column.values, rows[g])
             missing = [name for name in expected if (g, name) not in chunks]
             if missing:
                 raise self.damaged(f"row group {g} has no column {echo(missing[0])}")
-        return FooterIndex(metadata, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64), chunks)
+        return FooterIndex(metadata, np.concatenate([[0], np.cumsum(rows)]).astype(np.int64), chunks, decoded)
 
     def _row_groups(self, sparse) -> list[RowGroup]:
         """Row counts and column chunk ranges from the footer's bytes (see ``footer.py``: never through
@@ -143,6 +147,14 @@ class ParquetShardReader(ShardReader):
                 types[name] = pa.list_(pa.field("element", pa.from_numpy_dtype(np.dtype(dtype)), nullable=False))
         return types
 
+    def _values_bound(self, name: str, rows: int) -> int:
+        """The most values a column chunk of ``rows`` jets may store: one per jet, or a block's nodes (the
+        manifest's node count of the shard) plus one level entry per jet."""
+        for block in self.columns.blocks:
+            if name in block.names:
+                return (self.bounds.node_counts or {}).get(block.name, MAX_CHUNK_BYTES) + rows
+        return rows
+
     def _decoded_bound(self, name: str, rows: int) -> int:
         """The most a column chunk of ``rows`` jets may decode to: its values (a block's nodes at most the
         manifest's node count) at 8 bytes, with room for levels and page headers."""
@@ -151,3 +163,11 @@ class ParquetShardReader(ShardReader):
             if name in block.names:
                 nodes = (self.bounds.node_counts or {}).get(block.name, MAX_CHUNK_BYTES // 8)
         return min(MAX_CHUNK_BYTES, 4 * 8 * (rows + nodes) + (1 << 20))
+
+
+def _decoded_size(kind: pa.DataType, values: int, rows: int) -> int:
+    """Bytes a column chunk of ``rows`` jets and ``values`` stored values decodes to (a list column: its values
+    and its offsets), before pyarrow allocates them."""
+    if pa.types.is_list(kind):
+        return values * max(1, kind.value_type.bit_width // 8) + 8 * (rows + 1)
+    return rows * max(1, kind.bit_width // 8)

@@ -113,6 +113,7 @@ class ZarrShardReader(ShardReader):
         chunks = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in columns.items()}
         ranges = list(zip(chunks["header"].tolist(), chunks["end"].tolist(), strict=True))
         needed = sum(b - a for a, b in ranges)
+        self.check_expansion(start, stop, position, needed)
         fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
         where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
         return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where))
@@ -211,10 +212,11 @@ class ZarrShardReader(ShardReader):
             raise self.damaged(str(exc)) from None
         documents = {i: name for i, name in entries.others.items() if name.endswith("zarr.json")}
         self._check_entries(entries, documents)
-        if documents:  # fetch every metadata document at once if the tail did not hold them
-            begin = min(int(entries.offsets[i]) for i in documents)
-            if begin < tail_start:
-                sparse.pieces.append((begin, sparse.fetch_missing(begin, tail_start)))
+        if documents:  # fetch every metadata document at once if the tail did not hold them (they lie before the
+            begin = min(int(entries.offsets[i]) for i in documents)  # directory, which was fetched just now)
+            end = min(tail_start, offset)
+            if begin < end:
+                sparse.pieces.append((begin, sparse.fetch_missing(begin, end)))
         try:
             metadata = {name.removesuffix("zarr.json").rstrip("/"): json.loads(self._document(sparse, entries, i))
                         for i, name in documents.items()}
