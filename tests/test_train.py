@@ -45,17 +45,17 @@ def options(url, output, steps, **extra):
 
 
 def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch):
-    """Two epochs of 12 batches, cut at step 16: every epoch validated on the held-out jets, best and last
-    model saved; interrupted at step 9 and resumed, the weights equal the uninterrupted run's."""
-    straight = train(options(train_dataset, tmp_path / "straight", steps=16))
-    assert straight["status"] == "finished" and straight["step"] == 16 and straight["epochs"] == 2
+    """Two epochs of 6 batches, cut at step 8: every epoch validated on the held-out jets, best and last
+    model saved; interrupted at step 5 and resumed, the weights equal the uninterrupted run's."""
+    straight = train(options(train_dataset, tmp_path / "straight", steps=8, jets_per_epoch=200))
+    assert straight["status"] == "finished" and straight["step"] == 8 and straight["epochs"] == 2
     assert {"loss", "accuracy", "jets_per_s", "data_wait_fraction", "lr", "val_loss", "val_accuracy",
             "val_auc_b_vs_uds"} <= set(straight)
     lines = [json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == list(range(1, 17))
+    assert [line["step"] for line in lines] == list(range(1, 9))
     assert all(0 <= line["data_wait_fraction"] <= 1 and line["jets_per_s"] > 0 for line in lines)
     epochs = [json.loads(line) for line in (tmp_path / "straight/epochs.jsonl").read_text().splitlines()]
-    assert [(e["epoch"], e["step"]) for e in epochs] == [(0, 12), (1, 16)]
+    assert [(e["epoch"], e["step"]) for e in epochs] == [(0, 6), (1, 8)]
     assert all(0 < e["val_loss"] < 5 and 0 <= e["val_accuracy"] <= 1 and 0 <= e["val_auc_b_vs_uds"] <= 1
                for e in epochs)
     best = max(epochs, key=lambda e: e["val_accuracy"])  # weaver's rule: the best validation accuracy
@@ -65,7 +65,7 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch)
     last = torch.load(checkpoints / LAST_MODEL, weights_only=True)
     reference = load_checkpoint(str(checkpoints))
     position = {"world_size": 1, "slots": 1, "offset": 0, "seed": 1}
-    assert reference["step"] == 16 and reference["sampler"] == {"epoch": 2, "batches": 0, **position}
+    assert reference["step"] == 8 and reference["sampler"] == {"epoch": 2, "batches": 0, **position}
     for key, value in reference["model"].items():
         assert torch.equal(last[key], value), key
     assert (checkpoints / BEST_MODEL).exists() and list((tmp_path / "straight/tensorboard").iterdir())
@@ -73,24 +73,24 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch)
     assert run["size"] == "tiny" and run["data"] == [train_dataset] and "predict" not in run
     assert run["output"] == str((tmp_path / "straight").absolute())  # locations absolute: readable from anywhere
 
-    stopped = train(options(train_dataset, tmp_path / "resumed", steps=16, stop_at=9))  # "interrupted"
-    assert stopped["step"] == 9 and "rerun to resume" in stopped["status"]
+    stopped = train(options(train_dataset, tmp_path / "resumed", steps=8, stop_at=5, jets_per_epoch=200))
+    assert stopped["step"] == 5 and "rerun to resume" in stopped["status"]  # "interrupted"
     first = load_checkpoint(str(tmp_path / "resumed/checkpoints"))
-    assert first["step"] == 9 and first["sampler"] == {"epoch": 0, "batches": 9, **position}
-    with open(tmp_path / "resumed/metrics.jsonl", "a") as handle:  # what a run killed after step 9 had logged
-        handle.write(json.dumps({"step": 10, "loss": 9.9}) + "\n" + '{"step": 11, "lo')
-    resumed_summary = train(options(train_dataset, tmp_path / "resumed", steps=16))  # continues from step 9
+    assert first["step"] == 5 and first["sampler"] == {"epoch": 0, "batches": 5, **position}
+    with open(tmp_path / "resumed/metrics.jsonl", "a") as handle:  # what a run killed after step 5 had logged
+        handle.write(json.dumps({"step": 6, "loss": 9.9}) + "\n" + '{"step": 7, "lo')
+    resumed_summary = train(options(train_dataset, tmp_path / "resumed", steps=8, jets_per_epoch=200))
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 17))  # one line per step: the killed run's lines after its checkpoint dropped
+    assert steps == list(range(1, 9))  # one line per step: the killed run's lines after its checkpoint dropped
     resumed = load_checkpoint(str(tmp_path / "resumed/checkpoints"))
-    assert resumed["step"] == 16
+    assert resumed["step"] == 8
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     assert resumed_summary["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-4)
     assert resumed_summary["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-4)  # the epoch's sums
 
-    again = train(options(train_dataset, tmp_path / "straight", steps=16))  # a finished run: its summary
-    assert again["status"].startswith("finished earlier (step 16 of 16)")
+    again = train(options(train_dataset, tmp_path / "straight", steps=8, jets_per_epoch=200))  # finished: summary
+    assert again["status"].startswith("finished earlier (step 8 of 8)")
     assert again["best_epoch"] == straight["best_epoch"] and again["val_loss"] == straight["val_loss"]
 
     # --predict reads the run's options back: only the output is given, from another folder
