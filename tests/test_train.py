@@ -100,7 +100,7 @@ def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch)
     summary = predict(predicted, str(tmp_path / "p.parquet"))
     assert summary["model"].endswith(BEST_MODEL) and 150 < summary["jets"] < 400  # ~10% of 2,500, selected
     table = pq.read_table(tmp_path / "p.parquet")
-    assert {*(f"score_{c}" for c in CLASSES), *CLASSES, "_label_", "jet_pt", "event", "sample"} <= set(
+    assert {*(f"score_{c}" for c in CLASSES), *CLASSES, "_label_", "jet_pt", "event", "ijet", "sample"} <= set(
         table.column_names)
     scores = np.stack([table.column(f"score_{c}").to_numpy() for c in CLASSES], axis=1)
     np.testing.assert_allclose(scores.sum(axis=1), 1, rtol=1e-5)
@@ -399,8 +399,9 @@ def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", train_dataset, "--config", CONFIG, "--output", str(run), "-n", str(planted),
                  "--steps", "1", "--batch-size", "32", "--jets-per-epoch", "64", "--no-progress"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(set(lines)) == 3 and lines[2].startswith("epoch 0 (step 1): "), lines  # each once
     marker.unlink()
-    capsys.readouterr()
     assert main(["train", "--output", str(run), "--predict", str(tmp_path / "p.parquet")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{run}/run.json names the network file {planted}" in err, err
@@ -441,9 +442,11 @@ def test_options_are_checked_in_one_line(arguments, message, tmp_path, capsys):
 
 
 def test_a_hostile_run_json_is_one_line(tmp_path, capsys):
-    """run.json nested 10^5 deep, or with a bad value: one line naming it."""
+    """run.json nested 10^5 deep, with a bad value, or naming data that is not there: one line naming it."""
     for text, reason in (('{"options": ' + "[" * 100_000 + "]" * 100_000 + "}", "not a run description"),
-                         ('{"options": {"lr": "x"}}', "--lr 'x': must be a finite number > 0")):
+                         ('{"options": {"lr": "x"}}', "--lr 'x': must be a finite number > 0"),
+                         (json.dumps({"options": {"data": ["/moved/ds.zarr"], "config": CONFIG}}),
+                          "its --data /moved/ds.zarr does not exist here; give --data or --predict-data")):
         (tmp_path / "run.json").write_text(text)
         assert main(["train", "--output", str(tmp_path), "--predict", str(tmp_path / "p.root")]) == 2
         err = capsys.readouterr().err
