@@ -112,9 +112,10 @@ def validation_dataset(options: TrainOptions, config: TrainingConfig, weights: M
     split, fraction = ("all", 0.0) if options.val_data else ("holdout", options.holdout)
     wanted = validation_jets(options)
     dataset = JetDataset(url, with_observers(config, weights.observers), options.batch_size, world=world,
-                         training=False, observers=True, split=split, holdout=fraction or 0.1,
-                         threads=options.threads, seed=options.seed)
-    available = int(dataset.spec.units.total.sum())
+                         training=False, observers=True, split=split, holdout=fraction, threads=options.threads,
+                         seed=options.seed)
+    stats = dataset.stats  # the selected jets (else every stored jet), times the part validated
+    available = (stats.jets_selected if stats else dataset.plan.collection.n_jets) * (fraction or 1.0)
     if wanted and wanted < available:  # a subset: the jets whose hash falls below the share asked
         share = (fraction or 1.0) * wanted / available
         dataset = JetDataset(url, with_observers(config, weights.observers), options.batch_size, world=world,
