@@ -290,7 +290,7 @@ def test_accumulation_is_the_big_batch_across_epochs_and_resumes(train_dataset, 
     here from the same batches, also after a stop mid-epoch (step 3) and a resume."""
     run_options = options(train_dataset, tmp_path / "run", steps=6, network_config=DEEP_SETS, grad_accum=3,
                           jets_per_epoch=7 * 32, optimizer="adam", lr_scheduler="none", lr=0.01, holdout=0.1)
-    reference, _ = build(run_options, torch.device("cpu"))  # the same initial weights and batches as train()
+    reference = build(run_options, torch.device("cpu"))  # the same initial weights and batches as train()
     model, objective = reference.model, reference.objective
     optimizer = make_optimizer("adam", model, 0.01, 0.0)
     for epoch in range(3):

@@ -86,6 +86,7 @@ class Run:
     scaler: torch.amp.GradScaler | None
     amp: torch.dtype | None
     feed: Feed
+    frozen: str  # the config's text with the standardisation and weight tables the model trains with
     rank: int = 0
     world: int = 1
 
@@ -111,29 +112,30 @@ def validation_dataset(options: TrainOptions, config: TrainingConfig, weights: M
     url = options.val_data or options.data_url
     split, fraction = ("all", 0.0) if options.val_data else ("holdout", options.holdout)
     wanted = validation_jets(options)
+    common = {"threads": options.threads, "seed": options.seed, "cache_dir": options.cache_dir,
+              "cache_limit": options.cache_limit}
     dataset = JetDataset(url, with_observers(config, weights.observers), options.batch_size, world=world,
-                         training=False, observers=True, split=split, holdout=fraction, threads=options.threads,
-                         seed=options.seed)
+                         training=False, observers=True, split=split, holdout=fraction, **common)
     stats = dataset.stats  # the selected jets (else every stored jet), times the part validated
     available = (stats.jets_selected if stats else dataset.plan.collection.n_jets) * (fraction or 1.0)
     if wanted and wanted < available:  # a subset: the jets whose hash falls below the share asked
         share = (fraction or 1.0) * wanted / available
         dataset = JetDataset(url, with_observers(config, weights.observers), options.batch_size, world=world,
-                             training=False, observers=True, split="holdout", holdout=share,
-                             threads=options.threads, seed=options.seed)
+                             training=False, observers=True, split="holdout", holdout=share, **common)
     return dataset
 
 
 def build(options: TrainOptions, device: torch.device, rank: int = 0, world: int = 1,
-          frozen: str | None = None) -> tuple[Run, str]:
-    """The datasets, network (wrapped for DDP), objective and optimizer of a run (nothing restored yet), and
-    the frozen config's text: ``frozen`` (a checkpoint's) or the training data's standardisation now."""
+          frozen: str | None = None) -> Run:
+    """The datasets, network (wrapped for DDP), objective and optimizer of a run (nothing restored yet); its
+    frozen config: ``frozen`` (a checkpoint's) or the training data's standardisation now."""
     original = load_training_config(options.config)
     collection = Collection.open(options.data_url)
     stored = stored_stats(collection, original)
     if stored is not None:
         check_weights(stored.weight_tables, f"{options.data_url} (stats of {options.config})")
-    common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed}
+    common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed,
+              "cache_dir": options.cache_dir, "cache_limit": options.cache_limit}
 
     def make(where: World) -> JetDataset:
         return JetDataset(collection, original, options.batch_size, jets_per_epoch=options.jets_per_epoch,
@@ -164,7 +166,7 @@ def build(options: TrainOptions, device: torch.device, rank: int = 0, world: int
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     feed = Feed(dataset, make, options.workers, options.grad_accum, rank, world, device, options.seed)
     return Run(options, config, dataset, validation, weights, network, module, objective, optimizer, scaler,
-               dtype, feed, rank, world), text
+               dtype, feed, frozen or text, rank, world)
 
 
 def stored_stats(collection: Collection, config: TrainingConfig) -> StatsResult | None:
@@ -359,7 +361,8 @@ def train(options: TrainOptions) -> dict[str, Any]:
     original = load_training_config(options.config)
     if state is not None:
         check_resume(options, state, original)
-    run, frozen = build(options, device, rank, world, state.get("frozen_config") if state else None)
+    run = build(options, device, rank, world, state.get("frozen_config") if state else None)
+    frozen = run.frozen
     progress = Progress(position=run.feed.start(0))
     if state is not None:
         restore(run, state, progress, device)
