@@ -425,5 +425,5 @@ def test_only_the_operator_reaches_the_scheduler_http_api():
     assert may_connect(operator, scheduler, 8787, "dask-operator")
     assert may_connect(template_labels("jetstore-convert-ak4"), scheduler, 8787)
     for labels, namespace in [({}, NAMESPACE), (operator, NAMESPACE), ({}, "dask-operator"), (operator, "other"),
-                              (template_labels("jetstore-train-part"), NAMESPACE), ({"app": "x"}, "kube-system")]:
+                              (template_labels("jetstore-train-part-v1"), NAMESPACE), ({"app": "x"}, "kube-system")]:
         assert not may_connect(labels, scheduler, 8787, namespace), (labels, namespace)
