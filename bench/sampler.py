@@ -2,7 +2,7 @@
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
     python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,jetclass,
-                                              oneclass,natural,memory]
+                                              oneclass,natural,memory,profile]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
@@ -28,7 +28,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
-* memory: peak RSS of a process reading one 135k-jet epoch from datasets of 1× and 10× the jets.
+* memory: peak RSS of a process reading one 135k-jet epoch from datasets of 1× and 10× the jets;
+* profile: py-spy on full weighted epochs (1 and 2 threads): where the active samples go, and which of them hold
+  the GIL (the share threads cannot run in parallel).
 """
 
 from __future__ import annotations
@@ -687,11 +689,80 @@ def section_oneclass(datasets, configs, args, files) -> None:
     fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {inputs} one-class files")
 
 
+PROFILE_CHILD = ("import sys, time; from jetstore import JetDataset; from jetstore.config import load_training_config;"
+                 "ds = JetDataset(sys.argv[1], load_training_config(sys.argv[2]), batch_size=512, seed=1,"
+                 " jets_per_epoch=int(sys.argv[3]), threads=int(sys.argv[4])); list(ds); print('ready', flush=True);"
+                 "end = time.perf_counter() + float(sys.argv[5]); epoch = 0\n"
+                 "while time.perf_counter() < end:\n epoch += 1; ds.set_epoch(epoch); list(ds)")
+PROFILE_GROUPS = {  # what a sample is spent on: the first of these functions found in its stack, innermost first
+    "chunk decoding (Zarr: CRC + Blosc)": ("decode_chunks",),
+    "Parquet page decoding (pyarrow)": ("read_row_groups",),
+    "batch assembly (pad, standardise)": ("assemble",),
+    "arena: moving / copying prepared rows": ("_move", "_reallocate", "write"),
+    "preparing variables (builder.prepare)": ("prepare",),
+    "keeping rows (selection, cells, multiplicities)": ("_kept", "keep"),
+    "decode bookkeeping (tables, checks)": ("decode", "decode_window", "_table"),
+    "file reads": ("fetch", "_fetch"),
+    "pools and batch cutting": ("next_batch", "release", "_cut", "draw", "add"),
+}
+
+
+def profile_summary(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, float]]]:
+    """Samples of a py-spy raw file: their total, the share of each of :data:`PROFILE_GROUPS`, the top functions by
+    own (innermost-frame) share."""
+    groups: dict[str, int] = dict.fromkeys([*PROFILE_GROUPS, "other"], 0)
+    own: dict[str, int] = {}
+    total = 0
+    for row in raw.read_text().splitlines():
+        stack, _, count = row.rpartition(" ")
+        frames = [frame.split(" (")[0] for frame in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        found = next((name for frame in reversed(frames) for name, functions in PROFILE_GROUPS.items()
+                      if frame in functions), "other")
+        groups[found] += n
+    top = sorted(own.items(), key=lambda item: -item[1])[:8]
+    return total, {k: v / max(total, 1) for k, v in groups.items()}, [(k, v / max(total, 1)) for k, v in top]
+
+
+def section_profile(datasets, configs, args, files) -> None:
+    """py-spy on a fresh process reading full weighted epochs (local Zarr, jittered cms_ak4) after a warm one: every
+    active thread's samples, then only those holding the GIL (the part threads cannot share)."""
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    spy = Path(sys.executable).with_name("py-spy")
+    for threads in (1, 2):
+        child = subprocess.Popen([sys.executable, "-c", PROFILE_CHILD, dataset.url, args.config,
+                                  str(dataset.manifest.n_jets), str(threads), str(2 * args.profile_seconds + 5)],
+                                 stdout=subprocess.PIPE, text=True, cwd=REPO)
+        child.stdout.readline()
+        results = {}
+        for kind, flags in (("all threads", []), ("holding the GIL", ["--gil"])):
+            raw = Path(tempfile.mktemp(suffix=".txt"))
+            subprocess.run([str(spy), "record", "-p", str(child.pid), "-d", str(int(args.profile_seconds)), "-r", "100",
+                            "-f", "raw", "--nolineno", "--nonblocking", "-o", str(raw), *flags],
+                           check=True, capture_output=True)
+            results[kind] = profile_summary(raw)
+        child.kill()
+        child.wait()
+        every, gil = results["all threads"], results["holding the GIL"]
+        print(f"\n### py-spy, full weighted epochs of {dataset.manifest.n_jets:,} jets, {threads} thread(s), "
+              f"{args.profile_seconds} s each\n\n| | share of active samples ({every[0]:,}) | share of GIL-holding "
+              f"samples ({gil[0]:,}) |\n| --- | ---: | ---: |")
+        for name in every[1]:
+            print(f"| {name} | {100 * every[1][name]:.0f}% | {100 * gil[1][name]:.0f}% |")
+        print(f"| **GIL held / active** | | **{gil[0] / max(every[0], 1):.2f}** |")
+        print("top functions by own samples (all threads): " +
+              ", ".join(f"{name} {100 * share:.0f}%" for name, share in every[2]), flush=True)
+
+
 SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
             "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
-            "memory": section_memory}
+            "memory": section_memory, "profile": section_profile}
 
 
 def main() -> None:
@@ -709,6 +780,7 @@ def main() -> None:
     parser.add_argument("--mix-epochs", type=int, default=10, help="epochs per seed of the mix section")
     parser.add_argument("--mix-read-factors", type=lambda text: [float(f) for f in text.split(",")], default=[2.0, 4.0],
                         help="read_factor values also tried at 1/40 and natural epochs in the mix section")
+    parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
@@ -729,7 +801,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        own = name in ("natural", "fractions", "startup", "mix", "s3fractions")  # making their own inputs
+        own = name in ("natural", "fractions", "startup", "mix", "s3fractions", "profile")  # making their own inputs
         SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 

@@ -14,19 +14,32 @@ from jetstore.stats.split import GOLDEN, MIX1, MIX2  # splitmix64: one home of t
 
 
 @numba.njit(cache=True, nogil=True)
-def multiplicities(expected, start):
+def multiplicities(expected, bounds, starts):
     """How often each row is delivered, ``expected[i]`` times on average (floor or ceil), by systematic
-    sampling: the rows cover consecutive stretches of length ``expected[i]`` of a line, and row i is delivered
-    once per point ``start + k`` (k integer, ``start`` uniform in [0, 1)) in its stretch. So the rows' total is
-    within one of its expectation, and any run of rows (sorted shards: a pT range) too."""
+    sampling within each unit (rows ``bounds[u]:bounds[u + 1]``): a unit's rows cover consecutive stretches of
+    length ``expected[i]`` of a line, and row i is delivered once per point ``starts[u] + k`` (k integer,
+    ``starts[u]`` uniform in [0, 1)) in its stretch. So a unit's total is within one of its expectation, and
+    any run of its rows (sorted shards: a pT range) too."""
     out = np.empty(len(expected), np.int64)
-    end = 0.0
-    before = np.floor(-start)
-    for i in range(len(expected)):
-        end += expected[i]
-        after = np.floor(end - start)
-        out[i] = np.int64(after - before)
-        before = after
+    for u in range(len(bounds) - 1):
+        end = 0.0
+        before = np.floor(-starts[u])
+        for i in range(bounds[u], bounds[u + 1]):
+            end += expected[i]
+            after = np.floor(end - starts[u])
+            out[i] = np.int64(after - before)
+            before = after
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def unit_starts(seed, epoch, rounds, units):
+    """A uniform number in [0, 1) per (seed, epoch, round, unit): splitmix64 chained over the four."""
+    out = np.empty(len(units))
+    base = mix64(mix64(np.uint64(seed) + GOLDEN) + np.uint64(epoch))
+    for i in range(len(units)):
+        z = mix64(mix64(base + np.uint64(rounds[i])) + np.uint64(units[i]))
+        out[i] = np.float64(z >> np.uint64(11)) / 9007199254740992.0
     return out
 
 
