@@ -84,25 +84,25 @@ class UnitPipeline:
         """``work``'s results for ``items`` (sequence number, read), in order. Windows are read up to ``ahead``
         units in advance while ``wanted(rows expected from the units in flight)`` says more will be needed; the
         next unit is always read when asked for."""
-        pending: collections.deque[tuple[concurrent.futures.Future, int, float]] = collections.deque()
+        pending: collections.deque[tuple[concurrent.futures.Future, list[tuple[int, UnitRead]]]] = collections.deque()
+        flight = {"units": 0, "rows": 0.0}  # submitted, not yet yielded
         exhausted = False
 
         def submit(force: bool) -> bool:
             """Submit a window: at least one unit when ``force``, else as many as are wanted and fit."""
             nonlocal exhausted
             window: list[tuple[int, UnitRead]] = []
-            units = sum(n for _, n, _ in pending)
-            rows = sum(r for _, _, r in pending)
             while not exhausted and len(window) < self.window and (
-                    (force and not window) or (units + len(window) < self.ahead and wanted(rows))):
+                    (force and not window) or (flight["units"] < self.ahead and wanted(flight["rows"]))):
                 item = next(items, None)
                 if item is None:
                     exhausted = True
                     break
                 window.append(item)
-                rows += item[1].expected
+                flight["units"] += 1
+                flight["rows"] += item[1].expected
             if window:
-                pending.append((self._submit(window), len(window), sum(read.expected for _, read in window)))
+                pending.append((self._submit(window), window))
             return bool(window)
 
         def fill() -> None:
@@ -114,11 +114,14 @@ class UnitPipeline:
                 fill()
                 if not pending and not submit(True):
                     return
-                future, _, _ = pending.popleft()
-                fill()
-                yield from future.result()
+                future, window = pending.popleft()
+                for result, (_, read) in zip(future.result(), window, strict=True):
+                    flight["units"] -= 1
+                    flight["rows"] -= read.expected
+                    fill()
+                    yield result
         finally:
-            for future, _, _ in pending:
+            for future, _ in pending:
                 future.cancel()
 
     @property
