@@ -20,8 +20,9 @@ MIN_CAPACITY = 1 << 14
 
 @dataclass(frozen=True)
 class Compact:
-    """Prepared jets: per input group flat values ``[C, n_values]`` with per-jet ``offsets`` (None for
-    groups without a length, whose values are ``[C, n_jets]``), plus per-jet label and observer arrays."""
+    """Prepared jets: per input group values ``[n_values, C]`` (a node's C variables side by side) with per-jet
+    ``offsets`` (None for groups without a length, whose values are ``[n_jets, C]``), plus per-jet label and
+    observer arrays."""
 
     n: int
     groups: dict[str, tuple[np.ndarray, np.ndarray | None]]
@@ -30,8 +31,9 @@ class Compact:
 
 @dataclass(frozen=True)
 class GroupArrays:
-    """One input group: values ``[C, capacity]`` and, for groups with a length, per row the start and
-    count of its values (None for one value per jet, column = row)."""
+    """One input group: values ``[capacity, C]`` (row-major: a jet's values are one stretch of memory, so
+    batches of random rows are gathered with few cache misses) and, for groups with a length, per row the
+    start and count of its values (None for one value per jet, value row = row)."""
 
     values: np.ndarray
     starts: np.ndarray | None = None
@@ -127,10 +129,10 @@ class Arena:
         for name, (values, offsets) in compact.groups.items():
             group = view.groups[name]
             if offsets is None:
-                group.values[:, row:end] = values
+                group.values[row:end] = values
                 continue
             first, size = block.values[name]
-            group.values[:, first:first + size] = values
+            group.values[first:first + size] = values
             group.starts[row:end] = first + offsets[:-1]
             group.counts[row:end] = np.diff(offsets)
         for name, values in compact.extras.items():
@@ -154,7 +156,7 @@ class Arena:
     def _fits(self, rows: int, sizes: dict[str, int], refs: int) -> bool:
         if self.rows_used + rows > self.row_capacity or self.refs_used + refs > len(self.refs):
             return False
-        return all(self.values_used[name] + size <= self.view.groups[name].values.shape[1]
+        return all(self.values_used[name] + size <= len(self.view.groups[name].values)
                    for name, size in sizes.items())
 
     def _make_room(self, like: Compact, rows: int, sizes: dict[str, int], refs: int) -> None:
@@ -166,7 +168,7 @@ class Arena:
         needed_refs = refs + sum(b.refs for b in live)
         needed = {name: size + sum(b.values[name][1] for b in live) for name, size in sizes.items()}
         if self.view is not None and needed_rows <= self.row_capacity // 2 and needed_refs <= len(self.refs) // 2 \
-                and all(needed[name] <= self.view.groups[name].values.shape[1] // 2 for name in needed):
+                and all(needed[name] <= len(self.view.groups[name].values) // 2 for name in needed):
             self._move(live, self.view, self.refs)
         else:
             self._reallocate(like, rows, sizes, refs)
@@ -186,9 +188,9 @@ class Arena:
         groups = {}
         for name, (array, offsets) in like.groups.items():
             if offsets is None:
-                groups[name] = GroupArrays(np.empty((array.shape[0], room["rows"]), np.float32))
+                groups[name] = GroupArrays(np.empty((room["rows"], array.shape[1]), np.float32))
             else:
-                groups[name] = GroupArrays(np.empty((array.shape[0], max(MIN_CAPACITY, 2 * values[name])), np.float32),
+                groups[name] = GroupArrays(np.empty((max(MIN_CAPACITY, 2 * values[name]), array.shape[1]), np.float32),
                                            np.zeros(room["rows"], np.int64), np.zeros(room["rows"], np.int64))
         self.view = ArenaView(groups, {name: np.empty(room["rows"], a.dtype) for name, a in like.extras.items()})
         self.row_capacity = room["rows"]
@@ -207,11 +209,11 @@ class Arena:
             for name, group in groups.items():
                 source = old.groups[name]
                 if group.starts is None:
-                    group.values[:, row:end] = source.values[:, block.row:block.row + block.rows]
+                    group.values[row:end] = source.values[block.row:block.row + block.rows]
                     continue
                 first, size = block.values[name]
                 target = self.values_used[name]
-                group.values[:, target:target + size] = source.values[:, first:first + size]
+                group.values[target:target + size] = source.values[first:first + size]
                 group.starts[row:end] = source.starts[block.row:block.row + block.rows] - first + target
                 group.counts[row:end] = source.counts[block.row:block.row + block.rows]
                 block.values[name] = (target, size)

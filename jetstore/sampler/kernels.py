@@ -73,37 +73,38 @@ def _transform(value, center, scale, low, high, standardize):
 
 @numba.njit(cache=True, nogil=True)
 def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standardize, pad_values, wrap, out):
-    """``out[r, v, :]`` = variable v of arena row ``rows[r]``: standardised and clipped where asked,
-    NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value (constant) or cyclically (wrap,
-    empty jets all 0), as weaver-core 0.5's fused kernels."""
+    """``out[r, v, :]`` = variable v of arena row ``rows[r]`` (its values ``values[starts[row]:][:counts[row], v]``):
+    standardised and clipped where asked, NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value
+    (constant) or cyclically (wrap, empty jets all 0), as weaver-core 0.5's fused kernels."""
     n_vars = out.shape[1]
     length = out.shape[2]
     for r in range(len(rows)):
         start = starts[rows[r]]
         count = counts[rows[r]]
         n = min(count, length)
+        target = out[r]
+        for j in range(n):
+            source = values[start + j]
+            for v in range(n_vars):
+                target[v, j] = _transform(source[v], centers[v], scales[v], lows[v], highs[v], standardize[v])
         for v in range(n_vars):
-            center, scale, low, high, flag = centers[v], scales[v], lows[v], highs[v], standardize[v]
-            source = values[v]
-            target = out[r, v]
-            for j in range(n):
-                target[j] = _transform(source[start + j], center, scale, low, high, flag)
             if wrap:
                 if count == 0:
-                    target[:] = 0.0
+                    target[v, :] = 0.0
                 else:
                     for j in range(n, length):
-                        target[j] = target[j % count]
+                        target[v, j] = target[v, j % count]
             else:
-                target[n:] = pad_values[v]
+                target[v, n:] = pad_values[v]
 
 
 @numba.njit(cache=True, nogil=True)
 def scalar_rows(values, rows, centers, scales, lows, highs, standardize, out):
     """``out[r, v]`` = jet-level variable v of arena row ``rows[r]``, standardised and clipped, NaN → 0."""
     for r in range(len(rows)):
+        source = values[rows[r]]
         for v in range(out.shape[1]):
-            out[r, v] = _transform(values[v, rows[r]], centers[v], scales[v], lows[v], highs[v], standardize[v])
+            out[r, v] = _transform(source[v], centers[v], scales[v], lows[v], highs[v], standardize[v])
 
 
 @numba.njit(cache=True, nogil=True)
