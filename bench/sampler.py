@@ -163,7 +163,7 @@ def raw_limit(dataset: Dataset, config) -> dict:
     """Decode every needed array of every shard and pad all jets into batches: no sampling."""
     stats = read_stats(dataset, config.hash)
     builder = BatchBuilder(dataset.schema, config, {n: (v.center, v.scale) for n, v in stats.variables.items()})
-    from jetstore.sampler.arena import Arena
+    from jetstore.sampler.arena import Arena, PreparedBlock
 
     def once() -> dict:
         wall, cpu, jets = time.perf_counter(), cpu_seconds(), 0
@@ -172,7 +172,7 @@ def raw_limit(dataset: Dataset, config) -> dict:
             for start in range(0, table.n_jets, 8192):
                 compact = builder.prepare(table.slice(start, min(start + 8192, table.n_jets)))
                 arena = Arena(compact.n)
-                arena.add(0, compact, np.arange(compact.n))
+                arena.add(PreparedBlock(compact, np.zeros(1, np.int64), np.arange(compact.n), np.array([0, compact.n])))
                 for first in range(0, compact.n, BATCH):
                     builder.assemble(arena.view, np.arange(first, min(first + BATCH, compact.n)))
                 jets += compact.n

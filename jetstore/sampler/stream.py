@@ -66,10 +66,11 @@ class SlotStream:
     """Iterates the batches (dicts of arrays) of one slot for one epoch."""
 
     def __init__(self, spec: StreamSpec, builders: tuple[BatchBuilder, ...], plan: SlotPlan, epoch: int, slot: int,
-                 skip: int = 0, empty: Allocator = np.empty, arena: Arena | None = None):
-        """``builders``: the batch builder of every dataset of the catalog (their schemas may differ)."""
+                 skip: int = 0, memory: Callable[[], Allocator] = lambda: np.empty, arena: Arena | None = None):
+        """``builders``: the batch builder of every dataset of the catalog (their schemas may differ); ``memory``:
+        the allocator of each batch's arrays (called once per batch)."""
         self.spec, self.builders, self.plan, self.epoch, self.slot = spec, builders, plan, epoch, slot
-        self.skip, self.empty = skip, empty
+        self.skip, self.memory = skip, memory
         self.arena = arena or Arena()
         stored = [source.columns.provenance() for source in spec.catalog.sources]
         self.light = tuple(_with_provenance(b.resolver.needs(spec.rule.variables), spec.split, p)
@@ -221,7 +222,7 @@ class SlotStream:
             rows = state.arena.rows(drawn)
             self.units_per_batch.append(len(np.unique(split(drawn)[0])))
             self.units_read = state.read
-            assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.empty,
+            assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.memory(),
                                                   state.copies_of(drawn)))
             state.release(drawn)
             state.emitted += 1
