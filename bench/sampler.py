@@ -713,8 +713,10 @@ def profile_summary(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, f
     groups: dict[str, int] = dict.fromkeys([*PROFILE_GROUPS, "other"], 0)
     own: dict[str, int] = {}
     total = 0
-    for row in raw.read_text().splitlines():
+    for row in raw.read_text(errors="replace").splitlines():  # (--nonblocking: a name may be read torn)
         stack, _, count = row.rpartition(" ")
+        if not count.isdigit():  # (a frame's name holding a line break splits its row)
+            continue
         frames = [frame.split(" (")[0] for frame in stack.split(";")]
         n = int(count)
         total += n

@@ -193,7 +193,7 @@ class SlotStream:
                 drawn = state.next_batch(light, spec.batch_size, self._wanted(emitted))
                 if drawn is None:
                     return
-                state.release(drawn)
+                state.release(*np.unique(split(drawn)[0], return_counts=True))
             light.close()
             self._materialise(state, reads, executors)
         state.emitted = self.skip
@@ -220,11 +220,12 @@ class SlotStream:
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
-            self.units_per_batch.append(len(np.unique(split(drawn)[0])))
+            sequences, counts = np.unique(split(drawn)[0], return_counts=True)
+            self.units_per_batch.append(len(sequences))
             self.units_read = state.read
             assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.memory(),
-                                                  state.copies_of(drawn)))
-            state.release(drawn)
+                                                  state.copies_of(sequences)))
+            state.release(sequences, counts)
             state.emitted += 1
             while len(assembled) > executors.threads:
                 yield assembled.popleft().result()
@@ -296,18 +297,18 @@ class _State:
             return self.pool.rows >= size
         return self.pool.ready(counts) and self.pool.rows >= wanted
 
-    def copies_of(self, drawn: np.ndarray) -> list[Future]:
-        """The arena copies a batch must wait for (those not finished yet)."""
+    def copies_of(self, sequences: np.ndarray) -> list[Future]:
+        """The arena copies a batch drawn from units ``sequences`` must wait for (those not finished yet)."""
         for block in [b for b, future in self.copies.items() if future.done()]:
             del self.copies[block]
         if not self.copies:
             return []
-        blocks = np.unique(self.arena.block_of[split(drawn)[0]])
+        blocks = np.unique(self.arena.block_of[sequences])
         return [self.copies[b] for b in blocks.tolist() if b in self.copies]
 
-    def release(self, drawn: np.ndarray) -> None:
-        """Count a batch's rows as delivered; units with none left leave the arena."""
-        sequences, counts = np.unique(split(drawn)[0], return_counts=True)
+    def release(self, sequences: np.ndarray, counts: np.ndarray) -> None:
+        """Count a batch's rows (``counts`` from each of units ``sequences``) as delivered; units with none left
+        leave the arena."""
         self.remaining[sequences] -= counts
         done = sequences[self.remaining[sequences] == 0]
         if len(done):
