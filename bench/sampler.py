@@ -617,7 +617,8 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
-def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int, read_factor: float = 1.0) -> dict:
+def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int,
+            read_factor: float | str = 1.0) -> dict:
     """Per-epoch (class, pT, eta) total variation from weaver's target, against an i.i.d. draw of the same size, over
     ``seeds`` × ``epochs`` epochs; the worst cell after ``epochs`` epochs in units of an i.i.d. draw's sigma (the
     largest over the seeds) against the same for i.i.d. draws of that size; stored bytes read per delivered jet."""
@@ -660,9 +661,12 @@ def section_mix(datasets, configs, args, files) -> None:
         n = dataset.manifest.n_jets
         for name, jets in (("1/40", n // 40), ("1/10", n // 10), ("natural", None), ("full", n)):
             epochs = args.mix_epochs if name != "full" else min(args.mix_epochs, 4)
-            for factor in [1.0, *(args.mix_read_factors if name in ("1/40", "natural") else ())]:
+            tried = args.mix_read_factors if name in ("1/40", "natural") else [f for f in args.mix_read_factors
+                                                                             if f == "auto" and name != "full"]
+            for factor in [1.0, *tried]:
                 row = mix_row(dataset.url, config, jets, args.mix_seeds, epochs, factor)
-                print(f"| {label} ({n:,} jets) | {name} | {factor:g} | {row['jets']:,} | {row['tv']:.4f} | "
+                shown = factor if factor == "auto" else f"{factor:g}"
+                print(f"| {label} ({n:,} jets) | {name} | {shown} | {row['jets']:,} | {row['tv']:.4f} | "
                       f"{row['iid']:.4f} | {row['tv'] / row['iid']:.2f} | {row['pull']:.1f} (after {epochs}) | "
                       f"{row['iid_pull']:.1f} | {row['bytes']:.2f}× stored |", flush=True)
 
@@ -780,8 +784,10 @@ def main() -> None:
                         help="dataset sizes of the fractions section, in jittered copies of the inputs (34k jets each)")
     parser.add_argument("--mix-seeds", type=int, default=3, help="seeds of the mix section")
     parser.add_argument("--mix-epochs", type=int, default=10, help="epochs per seed of the mix section")
-    parser.add_argument("--mix-read-factors", type=lambda text: [float(f) for f in text.split(",")], default=[2.0, 4.0],
-                        help="read_factor values also tried at 1/40 and natural epochs in the mix section")
+    parser.add_argument("--mix-read-factors", default=[2.0, 4.0, "auto"],
+                        type=lambda text: [f if f == "auto" else float(f) for f in text.split(",")],
+                        help="read_factor values also tried at 1/40 and natural epochs in the mix section (auto: at "
+                             "1/10 too; at full epochs it reads no more)")
     parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")

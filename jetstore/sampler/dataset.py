@@ -113,7 +113,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         plan = self.plan
         return EpochParams(plan.options.seed, self.epoch, plan.spec.batch_size, world.world_size, world.num_workers,
                            plan.shape.scale, plan.shape.rounds, stratify=plan.stratify,
-                           read_factor=plan.options.read_factor)
+                           read_factor=plan.shape.read_factor)
 
     def __len__(self) -> int:
         """Batches this rank yields in this epoch, with any number of DataLoader workers (a training loop

@@ -82,20 +82,20 @@ def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standar
         start = starts[rows[r]]
         count = counts[rows[r]]
         n = min(count, length)
-        target = out[r]
-        for j in range(n):
-            source = values[start + j]
-            for v in range(n_vars):
-                target[v, j] = _transform(source[v], centers[v], scales[v], lows[v], highs[v], standardize[v])
+        block = values[start:start + n]  # the jet's values: one stretch of memory, in cache after the first variable
         for v in range(n_vars):
+            center, scale, low, high, flag = centers[v], scales[v], lows[v], highs[v], standardize[v]
+            target = out[r, v]
+            for j in range(n):
+                target[j] = _transform(block[j, v], center, scale, low, high, flag)
             if wrap:
                 if count == 0:
-                    target[v, :] = 0.0
+                    target[:] = 0.0
                 else:
                     for j in range(n, length):
-                        target[v, j] = target[v, j % count]
+                        target[j] = target[j % count]
             else:
-                target[v, n:] = pad_values[v]
+                target[n:] = pad_values[v]
 
 
 @numba.njit(cache=True, nogil=True)
