@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from jetstore.conversion.request import ConvertRequest
-from jetstore.errors import JetstoreError, SchemaError
+from jetstore.errors import JetstoreError, SchemaError, StorageError
 from jetstore.schema import load_schema
 from jetstore.store import storage
 from jetstore.store.format import FORMATS
@@ -230,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
                                         "with it, export it (see jetstore train --help)", add_help=False)
 
+    cache = command("cache", help="list or clear a node-local shard cache (the sampler's cache_dir)")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    listing = cache_commands.add_parser("ls", parents=[common], help="what the cache holds, per dataset")
+    listing.add_argument("directory", metavar="DIR", help="the cache directory (cache_dir, --cache-dir)")
+    listing.add_argument("--json", action="store_true", help="print every entry as JSON")
+    listing.set_defaults(handler=cmd_cache_ls)
+    clear = cache_commands.add_parser("clear", parents=[common], help="delete what the cache holds")
+    clear.add_argument("directory", metavar="DIR", help="the cache directory")
+    clear.add_argument("--dataset", metavar="URL", help="only the entries of this dataset")
+    clear.set_defaults(handler=cmd_cache_clear)
+
     demo = command("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
     demo.add_argument("--workers", type=_positive, default=2)
@@ -375,6 +386,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
             total += 1
     print(f"{total - bad} of {total} shard(s) verified")
     return 1 if bad else 0
+
+
+def _cache_store(directory: str):
+    from jetstore.cache import CacheStore  # the CLI loads it only for these commands
+
+    store = CacheStore(directory)
+    if not store.exists:
+        raise StorageError(f"{directory}: no jetstore cache there")
+    return store
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    entries = _cache_store(args.directory).entries()
+    if args.json:
+        print(json.dumps([{"entry": e.name, **(e.key.to_dict() if e.key else {}), "bytes": e.held,
+                           "verified": e.verified, "last_used": e.last_used} for e in entries], indent=1))
+        return 0
+    groups: dict[str, list] = {}
+    for entry in entries:
+        groups.setdefault(f"{entry.key.dataset} ({entry.key.endpoint})" if entry.key else "(unreadable)",
+                          []).append(entry)
+    for name, items in sorted(groups.items()):
+        held = sum(e.held for e in items)
+        print(f"{name}: {len(items)} shard(s), {held:,} bytes, {sum(e.verified for e in items)} complete and "
+              f"verified")
+    print(f"total: {sum(e.held for e in entries):,} bytes, {len(entries)} shard(s)")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from jetstore.cache import ObjectKey
+
+    dataset = ObjectKey.dataset_of(args.dataset) if args.dataset else None
+    gone = _cache_store(args.directory).clear(dataset)
+    print(f"deleted {len(gone)} shard(s), {sum(e.held for e in gone):,} bytes")
+    return 0
 
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
