@@ -89,14 +89,13 @@ def test_a_fraction_mixes_like_an_iid_draw(jittered_ak4):
 
 
 def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
-    """``read_factor="auto"`` reads more units, each thinned, only for epochs too small to give every (class, pT)
-    bin a few units: a 1/40 epoch's (class, pT, eta) histogram comes closer to the target than with whole units,
-    a full epoch reads as with 1, and every epoch still delivers its batches."""
+    """``read_factor="auto"`` reads more units, each thinned, the smaller the epoch is against the (class, pT) bins
+    it must fill: a 1/40 epoch's (class, pT, eta) histogram comes closer to the target than with whole units, and
+    every epoch still delivers its batches."""
     dataset, config = jittered_ak4
     n = dataset.manifest.n_jets
     target = target_of(dataset, config)
-    assert JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=n, read_factor="auto").plan.shape \
-        .read_factor == 1.0
+    full = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=n, read_factor="auto").plan.shape
     per_epoch = {}
     for factor in (1.0, "auto"):
         ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=3, jets_per_epoch=n // 40, observers=True,
@@ -107,5 +106,5 @@ def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
             batches = list(ds)
             assert len(batches) == len(ds)
             per_epoch[factor].append(variation(histogram(batches, config), target))
-    assert ds.plan.shape.read_factor > 2
+    assert ds.plan.shape.read_factor > max(2.0, full.read_factor)
     assert np.mean(per_epoch["auto"]) < 0.8 * np.mean(per_epoch[1.0]), per_epoch
