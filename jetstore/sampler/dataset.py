@@ -14,6 +14,7 @@ import torch.utils.data
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError
+from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena
 from jetstore.sampler.batch import Allocator
 from jetstore.sampler.handover import Block, Handover, padded, tensor_of, torch_dtype
@@ -78,6 +79,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         self._arenas: tuple[int, Arena | None] = (-1, None)
         self._batch_bytes = 0  # the largest batch so far (a worker's shared block for the next one)
         self._handover = Handover()  # made before DataLoader workers start: their blocks' shared table
+        kernels.warm()  # (DataLoader workers forked later inherit numba loaded)
         self._blocks: collections.deque[Block] = collections.deque()  # a worker's blocks of the batches cut
         self.last_stream: SlotStream | None = None
 

@@ -179,3 +179,13 @@ def permutation(n, state):
         j = np.int64(z % np.uint64(i + 1))
         out[i], out[j] = out[j], out[i]
     return out, state
+
+
+def warm() -> None:
+    """Load numba (its extensions and JIT: seconds, once per process) and the per-window kernels from their cache
+    now. A JetDataset does this when it is made, so DataLoader workers forked from the process start with them
+    loaded, instead of paying it again in every worker of every epoch (without ``persistent_workers``)."""
+    counts = np.zeros(1, np.int64)
+    repeat_rows(counts)
+    multiplicities(np.zeros(1), np.array([0, 1], np.int64), np.zeros(1))
+    unit_starts(0, 0, counts, counts)
