@@ -58,7 +58,7 @@ def containers():
 
 
 def train_pod() -> dict:
-    return document("Job", "jetstore-train-part")["spec"]["template"]["spec"]
+    return document("Job", "jetstore-train-part-v1")["spec"]["template"]["spec"]
 
 
 def train_container() -> dict:
@@ -95,8 +95,8 @@ def test_kubernetes_validate_strict(path):
 
 
 def test_kubernetes_validate_strict_is_not_vacuous(tmp_path):
-    broken = copy.deepcopy(document("Job", "jetstore-train-part"))
-    broken["spec"]["template"]["spec"]["initContainers"][0]["volumeMount"] = []  # a typo: volumeMounts
+    broken = copy.deepcopy(document("Job", "jetstore-train-part-v1"))
+    broken["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []  # a typo: volumeMounts
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
     result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
@@ -142,8 +142,8 @@ def test_nrp_rules():
             if variable["name"].startswith("AWS_ENDPOINT_URL"):
                 assert variable["value"].startswith("http://"), name
     for name, spec in pod_specs():  # the images' user; a PVC is writable through fsGroup
-        assert spec["securityContext"] == {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
-                                           "fsGroup": UID}, name
+        user = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID}
+        assert user.items() <= spec["securityContext"].items(), name
     spec = train_pod()
     term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"
@@ -152,6 +152,24 @@ def test_nrp_rules():
     assert {"mountPath": "/dev/shm", "name": "dshm"} in train_container()["volumeMounts"]
     text = "".join(p.read_text() for p in MANIFESTS if "example" not in p.name)
     assert "AWS_SECRET_ACCESS_KEY:" not in text  # no literal keys outside the example Secret
+
+
+HARDENED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+@pytest.mark.parametrize("path", [p for p in MANIFESTS if p.name != "train-job.yaml"], ids=lambda p: p.name)
+def test_pods_are_hardened(path):
+    """Every pod (train-job.yaml is rendered by the trainer's own code) runs as a non-root user under the runtime's
+    seccomp profile, without the namespace's service-account token, and no container may gain privileges or
+    keep a Linux capability; validated offline by the strict schema test above."""
+    pods = [(name, spec) for name, spec in pod_specs() if name == path.name]
+    for name, spec in pods:
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            assert container["securityContext"] == HARDENED_CONTAINER, (name, container["name"])
+    assert pods or path.name not in {"dask-cluster.yaml", "dask-fallback.yaml", "convert-job.yaml"}
 
 
 def test_staging_has_ephemeral_storage():
@@ -163,8 +181,8 @@ def test_staging_has_ephemeral_storage():
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             args = [*container.get("command", []), *container.get("args", [])]
-            if args[:2] == ["dask", "scheduler"] or args[:1] == ["python"]:
-                continue  # the scheduler and the upload step write nothing
+            if args[:2] == ["dask", "scheduler"] or args[:1] == ["tensorboard"]:
+                continue  # the scheduler and TensorBoard write nothing
             assert "/tmp" in mounts, (name, container["name"])
             size = quantity(volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"])
             assert size <= quantity(container["resources"]["limits"]["ephemeral-storage"]), (name, container["name"])
@@ -219,9 +237,11 @@ def test_operator_can_poll_the_scheduler_for_idleness():
 
 
 def test_training_output_outlives_the_pod():
+    """Training is the Job's main container (its logs are the Job's); --output on the ReadWriteMany PVC, which
+    the TensorBoard Job mounts read-only; checkpoints on S3. (tests/test_train_k8s.py checks the renderer.)"""
     spec = train_pod()
     train = train_container()
-    assert train in spec["initContainers"]  # the upload step runs after it
+    assert spec["containers"] == [train] and "initContainers" not in spec
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in train["volumeMounts"]}
     output = option(train, "output")
@@ -229,35 +249,9 @@ def test_training_output_outlives_the_pod():
     claim = volumes[mounts[mount]]["persistentVolumeClaim"]["claimName"]
     pvc = document("PersistentVolumeClaim", claim)
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
-    checkpoints = option(train, "checkpoints")
-    assert checkpoints.startswith("s3://")
-    upload = spec["containers"][0]
-    assert upload["command"] == ["python", "-c"] and upload["image"] == train["image"]
-    _, source, target = upload["args"]
-    assert source == output + "/"
-    assert target.startswith(checkpoints.rsplit("/", 1)[0] + "/")  # next to the checkpoints
-    assert {"name": mounts[mount], "mountPath": mount, "readOnly": True} in upload["volumeMounts"]
-
-
-def test_training_output_upload_runs(moto_server, s3_env, tmp_path):
-    """The upload step's own code, against an S3 server: copies the run, and again without nesting it."""
-    s3_env(moto_server)
-    upload = train_pod()["containers"][0]
-    code, _, target = upload["args"]
-    bucket, prefix = target.removeprefix("s3://").split("/", 1)
-    moto_server.make_bucket(bucket)
-    run = tmp_path / "run"
-    (run / "tensorboard").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    (run / "tensorboard" / "events.out").write_bytes(b"\x00" * 10)
-    for _ in range(2):
-        result = subprocess.run([sys.executable, "-c", code, f"{run}/", target], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-    import s3fs
-
-    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
-    assert sorted(fs.find(f"{bucket}/{prefix}")) == [f"{bucket}/{prefix}metrics.jsonl",
-                                                     f"{bucket}/{prefix}tensorboard/events.out"]
+    assert option(train, "checkpoints").startswith("s3://")
+    board = document("Job", "jetstore-tensorboard-part-v1")["spec"]["template"]["spec"]
+    assert {"name": mounts[mount], "mountPath": mount, "readOnly": True} in board["containers"][0]["volumeMounts"]
 
 
 # ---------------------------------------------------------------- command lines
@@ -275,10 +269,7 @@ def test_commands_are_valid_invocations():
             assert command[module + 1] == "jetstore.train"
             train_parser().parse_args(command[module + 2:])
             checked += 1
-        elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]):
-            checked += 1
-        elif command[:2] == ["python", "-c"]:
-            compile(command[2], "<upload>", "exec")
+        elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]) or command[:1] == ["tensorboard"]:
             checked += 1
         else:
             pytest.fail(f"unchecked command {command}")
@@ -333,7 +324,7 @@ def test_dockerfile(path):
     else:
         assert installs[0].startswith('--index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"')
         assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in installs[0]  # an explicit CUDA build
-        assert installs[1] == '"/build[train]"'
+        assert installs[1] == '"/build[train,xrootd]"'
         assert "import torch, weaver, jetstore.train" in text and "torch.__version__ ==" in text
 
 
@@ -374,8 +365,13 @@ def selects(selector: dict, labels: dict) -> bool:
     return True
 
 
-def may_connect(source: dict, target: dict, port: int) -> bool:
-    """Whether a pod labelled ``source`` may open ``port`` on a pod labelled ``target`` (same namespace)."""
+NAMESPACE = "jetstore-users"  # where the manifests are applied (any namespace: they name none)
+
+
+def may_connect(source: dict, target: dict, port: int, namespace: str = NAMESPACE) -> bool:
+    """Whether a pod labelled ``source`` in ``namespace`` may open ``port`` on a pod labelled ``target`` in
+    :data:`NAMESPACE` (NetworkPolicy semantics: a peer with only a podSelector means the policy's namespace;
+    with a namespaceSelector, namespaces by their labels, ``kubernetes.io/metadata.name`` among them)."""
     policies = [d for _, d in documents() if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], target)
                 and "Ingress" in d["spec"]["policyTypes"]]
     if not policies:
@@ -384,10 +380,17 @@ def may_connect(source: dict, target: dict, port: int) -> bool:
         for rule in policy["spec"].get("ingress", []):
             ports = [p["port"] for p in rule.get("ports", [])]
             peers = rule.get("from")
-            if (not ports or port in ports) and (peers is None or any(selects(p["podSelector"], source)
-                                                                      for p in peers if "podSelector" in p)):
+            if (not ports or port in ports) and (peers is None or any(_peer(p, source, namespace) for p in peers)):
                 return True
     return False
+
+
+def _peer(peer: dict, labels: dict, namespace: str) -> bool:
+    if "namespaceSelector" in peer:
+        in_namespace = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+    else:
+        in_namespace = namespace == NAMESPACE
+    return in_namespace and selects(peer.get("podSelector", {}), labels)
 
 
 def template_labels(name: str) -> dict:
@@ -398,7 +401,7 @@ def test_only_the_jobs_pods_reach_the_dask_scheduler():
     """Any pod could otherwise connect to the scheduler (8786) and run code as the workers, which hold the S3
     credentials: the NetworkPolicies admit only the Dask pods and the convert Job's (both layouts)."""
     clients = template_labels("jetstore-convert-ak4")
-    strangers = [{}, {"app": "someone-else"}, template_labels("jetstore-train-part"),
+    strangers = [{}, {"app": "someone-else"}, template_labels("jetstore-train-part-v1"),
                  {"app.kubernetes.io/name": "jetstore"}]
     layouts = {"fallback": (template_labels("jetstore-dask-scheduler"), template_labels("jetstore-dask-worker")),
                "operator": (OPERATOR_PODS["scheduler"], OPERATOR_PODS["worker"])}
@@ -409,4 +412,18 @@ def test_only_the_jobs_pods_reach_the_dask_scheduler():
                 assert may_connect(scheduler, target, port), layout
                 for stranger in strangers:
                     assert not may_connect(stranger, target, port), (layout, stranger, port)
-    assert may_connect({}, OPERATOR_PODS["scheduler"], 8787)  # the operator polls the HTTP API for idleness
+    operator = {"app.kubernetes.io/name": "dask-kubernetes-operator"}
+    assert may_connect(operator, OPERATOR_PODS["scheduler"], 8787, "dask-operator")  # it polls the API for idleness
+
+
+def test_only_the_operator_reaches_the_scheduler_http_api():
+    """The operator's scheduler serves the HTTP API without authentication (POST /api/v1/retire_workers): port
+    8787 admits the Dask pods, the convert Job's and the operator's, no other pod of this or another namespace,
+    whatever its labels."""
+    scheduler = OPERATOR_PODS["scheduler"]
+    operator = {"app.kubernetes.io/name": "dask-kubernetes-operator"}
+    assert may_connect(operator, scheduler, 8787, "dask-operator")
+    assert may_connect(template_labels("jetstore-convert-ak4"), scheduler, 8787)
+    for labels, namespace in [({}, NAMESPACE), (operator, NAMESPACE), ({}, "dask-operator"), (operator, "other"),
+                              (template_labels("jetstore-train-part"), NAMESPACE), ({"app": "x"}, "kube-system")]:
+        assert not may_connect(labels, scheduler, 8787, namespace), (labels, namespace)

@@ -129,7 +129,10 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     _check_classes(collection, rule)
     stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
                                                                                config.weights is not None))
-    centers = {n: (v.center, v.scale) for n, v in stats.variables.items()} if stats else {}
+    # stored stats standardise only the config's `auto` variables: a manual centre (an exported config's, a
+    # trained model's) is never replaced by another dataset's stats
+    auto = set(config.auto_variables)
+    centers = {n: (v.center, v.scale) for n, v in stats.variables.items() if n in auto} if stats else {}
     builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)

@@ -110,7 +110,7 @@ class Dataset:
             The storage cannot be used (unreachable endpoint, no or refused credentials, TLS mismatch, no bucket):
             one line naming the URL and the cause.
         """
-        url = storage.absolute(url)
+        url = storage.dataset_location(url)
         opts = storage.resolve_storage_options(url, options)
         with storage.access(url, opts):
             # the manifest with few retries and short timeouts: a wrong endpoint, TLS or credentials fail in seconds
