@@ -1,6 +1,7 @@
-"""Reading units ahead of need, in one process: exact-range fetches on I/O threads (a bounded number of
-units in flight, sized by bytes), decoding and preparation on ``threads`` CPU threads (the decoders and
-numba kernels release the GIL), results in reading order.
+"""Reading units ahead of need, in one process, a window of units at a time: exact-range fetches on I/O threads
+(one call per shard of a window; a bounded number of units in flight, sized by bytes), decoding and preparation
+on ``threads`` CPU threads (one task per window: the decoders and numba kernels release the GIL, and Python's
+steps are per window, not per unit), results per unit in reading order.
 
 With 30 ms per request on object storage, the fetches of the next units overlap the work on the current
 ones, so latency costs little throughput; memory stays bounded by the units in flight, whatever the
