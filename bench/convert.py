@@ -41,13 +41,13 @@ from common import best_of  # noqa: E402
 from jetstore import convert, load_schema  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.conversion.infer import infer_schema  # noqa: E402
-from jetstore.conversion.plan import Naming, plan_shards  # noqa: E402
 from jetstore.conversion.read import inspect_input  # noqa: E402
 from jetstore.conversion.shard import ShardJob, run_shard  # noqa: E402
+from jetstore.conversion.tasks import Naming, plan_shards  # noqa: E402
+from jetstore.dataset.writer import DatasetWriter  # noqa: E402
+from jetstore.io.settings import StorageOptions  # noqa: E402
+from jetstore.model.layout import Layout, TableColumns  # noqa: E402
 from jetstore.schema import Schema, schema_from_dict  # noqa: E402
-from jetstore.store.layout import Layout, TableColumns  # noqa: E402
-from jetstore.store.storage import StorageOptions  # noqa: E402
-from jetstore.store.writer import DatasetWriter  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 STAGES = {  # what the per-shard task does, by the functions that do it (--profile; the names before batching too)

@@ -15,6 +15,7 @@ import json
 import time
 
 import torch
+
 from jetstore.train.loop import Run, TrainOptions, build
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 def base_manifest(workdir: Path):
     """The bundled sample converted once (one shard), its manifest."""
     from jetstore import convert
-    from jetstore.store.dataset import Dataset
+    from jetstore.dataset.dataset import Dataset
 
     out = workdir / "sample.zarr"
     if not (out / "_manifest.json").exists():
@@ -61,7 +61,7 @@ def jsonschema_estimate(path: Path, sample: int = 500) -> float:
     """Seconds jsonschema takes per shard record, times the records, plus once for the whole manifest."""
     import jsonschema
 
-    from jetstore.store import manifest as module
+    from jetstore.dataset import manifest as module
 
     data = json.loads(path.read_text())
     validator = jsonschema.Draft202012Validator(module._target("#/$defs/shard"))

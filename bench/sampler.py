@@ -63,11 +63,11 @@ from common import copies_of  # noqa: E402
 from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
+from jetstore.dataset.dataset import Dataset  # noqa: E402
+from jetstore.model.cells import CellRule  # noqa: E402
+from jetstore.model.layout import Layout  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
-from jetstore.stats.cells import CellRule  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
-from jetstore.store.dataset import Dataset  # noqa: E402
-from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
 from tests.fixtures.mixing import (  # noqa: E402
     histogram,

@@ -29,8 +29,8 @@ import numpy as np
 from jetstore import Dataset, compute_stats, convert
 from jetstore.config import load_training_config
 from jetstore.conversion.cluster import dask_client
+from jetstore.model.fraction import Fraction
 from jetstore.stats import quantiles
-from jetstore.stats.fraction import Fraction
 from jetstore.stats.passes import ShardWork, merge_pass1, merge_pass2, pass1, pass2
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

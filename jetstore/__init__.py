@@ -1,6 +1,8 @@
 """jetstore: ROOT jet libraries → sharded, checksummed Parquet / Zarr v3 training datasets.
 
-The package folders follow the pipeline: ``schema`` → ``conversion`` → ``store`` → ``stats`` → ``sampler``.
+The package folders follow the pipeline (docs/architecture.md): ``schema`` → ``model`` → ``io`` → ``formats`` →
+``dataset`` → ``config`` → ``conversion`` / ``arrays`` / ``cache`` → ``stats`` → ``interop`` → ``sampler`` →
+``train`` → ``cli``; the module paths of earlier releases still import, with a warning (``_moved.py``).
 The public API::
 
     from jetstore import convert, load_schema, Dataset, Collection, open, compute_stats, JetDataset, SamplerOptions
@@ -15,20 +17,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from jetstore import _moved
 from jetstore.errors import DatasetError, InputError, JetstoreError, SchemaError, StorageError
 from jetstore.version import __version__
 
 _PUBLIC = {
     "convert": "jetstore.conversion",
     "compute_stats": "jetstore.stats.run",
-    "Dataset": "jetstore.store.dataset",
-    "Collection": "jetstore.store.collection",
+    "Dataset": "jetstore.dataset.dataset",
+    "Collection": "jetstore.dataset.collection",
     "open": "jetstore.arrays",  # a dataset's jets as arrays, uproot's way
     "Jets": "jetstore.arrays",
     "JetDataset": "jetstore.sampler.dataset",  # needs torch: pip install jetstore[torch]
-    "SamplerOptions": "jetstore.sampler.plan",
+    "SamplerOptions": "jetstore.sampler.sampler_plan",
     "load_schema": "jetstore.schema",
 }
+
+_moved.install()
 
 __all__ = ["DatasetError", "InputError", "JetstoreError", "SchemaError", "StorageError", "__version__", *_PUBLIC]
 
@@ -36,12 +41,12 @@ if TYPE_CHECKING:  # what type checkers see instead of __getattr__: the names of
     from jetstore.arrays import Jets as Jets
     from jetstore.arrays import open as open
     from jetstore.conversion import convert as convert
+    from jetstore.dataset.collection import Collection as Collection
+    from jetstore.dataset.dataset import Dataset as Dataset
     from jetstore.sampler.dataset import JetDataset as JetDataset
-    from jetstore.sampler.plan import SamplerOptions as SamplerOptions
+    from jetstore.sampler.sampler_plan import SamplerOptions as SamplerOptions
     from jetstore.schema import load_schema as load_schema
     from jetstore.stats.run import compute_stats as compute_stats
-    from jetstore.store.collection import Collection as Collection
-    from jetstore.store.dataset import Dataset as Dataset
 else:
     def __getattr__(name: str) -> Any:
         if name in _PUBLIC:

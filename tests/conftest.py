@@ -250,9 +250,9 @@ def train_dataset(dask_client, tmp_path_factory) -> str:
     dataset."""
     from jetstore import convert
     from jetstore.config import load_training_config
+    from jetstore.dataset.dataset import Dataset
     from jetstore.stats.result import write_stats
     from jetstore.stats.run import compute_stats
-    from jetstore.store.dataset import Dataset
 
     out = tmp_path_factory.mktemp("train") / "sample.zarr"
     assert convert(SAMPLE_FILES, "cms_ak4", str(out), client=dask_client, progress=False, log=lambda _: None).ok

@@ -28,7 +28,7 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
 
 def forget_shard_metadata() -> None:
     """Forget the shard metadata (zip directories) this process parsed, as a new process would start."""
-    from jetstore.store.format.zarr.reader import CACHE
+    from jetstore.formats.zarr.reader import CACHE
 
     with CACHE.lock:
         CACHE.items.clear()
@@ -40,9 +40,9 @@ def config_with_stats(dataset_url: str, path: Path, client, edit) -> str:
     import yaml
 
     from jetstore.config.weaver import training_config_from_dict
+    from jetstore.dataset.dataset import Dataset
     from jetstore.stats.result import write_stats
     from jetstore.stats.run import compute_stats
-    from jetstore.store.dataset import Dataset
 
     data = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
     edit(data)

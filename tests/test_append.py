@@ -18,11 +18,11 @@ import pytest
 
 from jetstore import convert
 from jetstore.config import load_training_config
+from jetstore.dataset.dataset import Dataset
+from jetstore.dataset.manifest import read_manifest_version
 from jetstore.errors import DatasetError
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
-from jetstore.store.manifest import read_manifest_version
 from tests.conftest import assert_table_matches, reference_for
 from tests.helpers import REPO, cli, run_convert
 
@@ -165,7 +165,7 @@ def test_killed_mid_append_then_rerun_loses_and_doubles_nothing(dask_client, sam
 def test_a_format_2_manifest_is_read_and_rerun(dask_client, sample_files, one_shot, tmp_path):
     """Datasets written before input kinds and versions (format 2: a ROOT uuid per input) open as they are,
     and a rerun reuses their shards (ROOT shard keys did not change), writing the manifest in format 3."""
-    from jetstore.store.manifest import FORMAT_VERSION, _checksum
+    from jetstore.dataset.manifest import FORMAT_VERSION, _checksum
 
     out = tmp_path / "old"
     shutil.copytree(one_shot.url, out)

@@ -22,9 +22,9 @@ from jetstore import JetDataset
 from jetstore.cache import DiskCache, ObjectKey, parse_size
 from jetstore.cache.extents import DamagedLog, Extents, record
 from jetstore.cli import main
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import SchemaError
-from jetstore.store.backend import open_backend
-from jetstore.store.dataset import Dataset
+from jetstore.io.backend import open_backend
 from tests.helpers import REPO, config_with_stats, forget_shard_metadata, run_convert
 from tests.proxy import LatencyProxy
 
@@ -368,8 +368,8 @@ TWO_READERS = """
 import json, os, sys, time
 import xxhash
 from jetstore.cache import DiskCache
-from jetstore.store.backend import open_backend
-from jetstore.store.dataset import Dataset
+from jetstore.io.backend import open_backend
+from jetstore.dataset.dataset import Dataset
 url, options, directory, since, go = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
 dataset = Dataset.open(url, options)
 backend = open_backend(url, options)

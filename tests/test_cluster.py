@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
 from tests.conftest import assert_table_matches, reference_for
 from tests.external import ENV_WITHOUT_SCHEDULER, ExternalCluster
 from tests.helpers import REPO

@@ -14,10 +14,10 @@ import pytest
 import uproot
 import zarr
 
+from jetstore.dataset.dataset import Dataset
+from jetstore.dataset.manifest import FORMAT_VERSION
+from jetstore.io.checksum import file_checksum
 from jetstore.schema import schema_from_dict
-from jetstore.store.checksum import file_checksum
-from jetstore.store.dataset import Dataset
-from jetstore.store.manifest import FORMAT_VERSION
 from tests.conftest import assert_table_matches, reference_for, reference_jets
 from tests.helpers import REPO, cli, run_convert
 
@@ -191,7 +191,7 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     import logging
 
     from jetstore import convert
-    from jetstore.cli import _configure_logging
+    from jetstore.cli.app import _configure_logging
 
     with caplog.at_level(logging.INFO, logger="jetstore"):  # the API logs; the caller decides where it goes
         convert([str(f) for f in sample_files], "cms_ak4", str(tmp_path / "d.zarr"), client=dask_client,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jetstore.train.cli import build_parser as build_train_parser
 
 from jetstore.cli import build_parser
+from jetstore.train.cli import build_parser as build_train_parser
 from tests.helpers import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

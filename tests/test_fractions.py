@@ -11,9 +11,9 @@ import s3fs
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
+from jetstore.dataset.dataset import Dataset
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
 from tests.fixtures.jittered import jittered_copies
 from tests.fixtures.mixing import histogram, jet_keys, jet_weights, repeats, target_of, variation
 from tests.helpers import REPO, run_convert

@@ -23,9 +23,9 @@ import yaml
 
 from jetstore.conversion.infer import infer_schema
 from jetstore.conversion.read import inspect_input
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import InputError
 from jetstore.schema import load_schema, schema_from_dict
-from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
 from tests.fixtures.rewrite_sample import to_hdf5, to_parquet
 from tests.helpers import REPO, cli, nano_collections, run_convert

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
 from tests.conftest import reference_for
 from tests.helpers import REPO
 
@@ -121,7 +121,7 @@ def test_the_root_group_follows_the_manifest_and_never_a_stale_writer(ak4_zarr, 
 
     import zarr
 
-    from jetstore.store.writer import DatasetWriter
+    from jetstore.dataset.writer import DatasetWriter
 
     copy = tmp_path / "ak4.zarr"
     shutil.copytree(ak4_zarr, copy)
@@ -261,7 +261,7 @@ def test_row_groups_carry_jet_statistics(ak4_parquet):
 
 
 def test_shards_are_named_after_the_dataset_and_their_number(ak4_parquet, ak4_zarr):
-    from jetstore.store import paths
+    from jetstore.model import paths
 
     for root, suffix in ((ak4_parquet, ".parquet"), (ak4_zarr, ".zarr.zip")):
         shards = Dataset.open(str(root)).manifest.shards

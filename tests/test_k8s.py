@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jetstore.train.cli import build_parser as train_parser
 
 from jetstore.cli import build_parser
+from jetstore.train.cli import build_parser as train_parser
 from jetstore.version import __version__
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"

@@ -10,8 +10,8 @@ import uproot
 import yaml
 
 from jetstore.conversion.infer import infer_schema
+from jetstore.dataset.dataset import Dataset
 from jetstore.schema import load_schema
-from jetstore.store.dataset import Dataset
 from tests.conftest import SHARED
 from tests.helpers import REPO, nano_collections, run_convert
 

@@ -10,9 +10,9 @@ import pytest
 
 import jetstore
 from jetstore.arrays.columns import SAMPLE, resolve
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError, JetstoreError
-from jetstore.store.dataset import Dataset
-from jetstore.store.layout import TableColumns
+from jetstore.model.layout import TableColumns
 from tests.conftest import reference_for
 
 COLUMNS = ["jet_pt", "label_b", "_entry", "jet_pfcand_pt_log", "jet_pfcand_charge", "jet_sv_mass", "_sample_"]

@@ -21,16 +21,17 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 OPTIONAL = ("torch", "matplotlib", "mplhep", "hist", "weaver", "tensorboard", "sklearn")
 
 
-def test_the_package_list_names_every_package_folder():
-    setuptools = PYPROJECT["tool"]["setuptools"]
-    folders = {"jetstore": REPO / "jetstore", **{name: REPO / path for name, path in setuptools["package-dir"].items()}}
-    found = set()
-    for name, folder in folders.items():
-        for init in folder.rglob("__init__.py"):
-            relative = init.parent.relative_to(folder)
-            found.add(".".join([name, *relative.parts]))
-    assert set(setuptools["packages"]) == found
-    assert not (REPO / "jetstore/schemas").exists() and not (REPO / "jetstore/train").exists()  # one real folder
+def test_every_module_has_one_name():
+    """Every package lies inside jetstore/ (found by setuptools there): no top-level ``train`` or ``schemas`` next
+    to it, so the repository root on ``sys.path`` loads no module twice."""
+    assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["jetstore*"]
+    assert "package-dir" not in PYPROJECT["tool"]["setuptools"]
+    outside = [p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name not in ("jetstore", "tests")]
+    assert outside == []
+    code = "import importlib.util as u, jetstore.train.options as o; print(u.find_spec('train'), o.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    found, path = done.stdout.split()
+    assert found == "None" and Path(path) == REPO / "jetstore/train/options.py"
 
 
 def test_the_core_dependencies_exclude_the_optional_ones():
@@ -98,8 +99,7 @@ def installed(tmp_path_factory) -> Path:
     source, folder = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for path in {"jetstore", *PYPROJECT["tool"]["setuptools"]["package-dir"].values()}:
-        shutil.copytree(REPO / path, source / path, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "jetstore", source / "jetstore", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(folder),
                     str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = folder.glob("jetstore-*.whl")
@@ -111,10 +111,10 @@ def installed(tmp_path_factory) -> Path:
 REVEALED = {
     "jetstore.convert": "-> jetstore.conversion.run.ConvertReport",
     "compute_stats": "-> jetstore.stats.result.StatsResult",
-    "Dataset.open": "def (url: str, options: typing.Mapping[str, Any] | None =) -> jetstore.store.dataset.Dataset",
-    "Collection.open": "-> jetstore.store.collection.Collection",
+    "Dataset.open": "def (url: str, options: typing.Mapping[str, Any] | None =) -> jetstore.dataset.dataset.Dataset",
+    "Collection.open": "-> jetstore.dataset.collection.Collection",
     "JetDataset": "batch_size: int,",
-    "SamplerOptions": "-> jetstore.sampler.plan.SamplerOptions",
+    "SamplerOptions": "-> jetstore.sampler.sampler_plan.SamplerOptions",
     "load_schema": "def (name_or_path: str | pathlib.Path) -> jetstore.schema.model.Schema",
 }
 USER_SCRIPT = "\n".join([
@@ -127,6 +127,9 @@ USER_SCRIPT = "\n".join([
 
 def test_a_type_checker_sees_the_public_api_with_its_types(installed, tmp_path):
     assert (installed / "jetstore/py.typed").is_file()
+    assert (installed / "jetstore/schema/bundled/cms_ak4.yaml").is_file()
+    assert (installed / "jetstore/dataset/manifest.schema.json").is_file()
+    assert (installed / "jetstore/train/options.py").is_file() and not (installed / "train").exists()
     (tmp_path / "user.py").write_text(USER_SCRIPT + "\n")
     # the third-party libraries as Any (seconds instead of a minute); jetstore itself followed as installed
     (tmp_path / "mypy.ini").write_text("[mypy]\nfollow_imports = skip\n[mypy-jetstore.*]\nfollow_imports = normal\n")

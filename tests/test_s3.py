@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import s3fs
 
-from jetstore.store import storage
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
+from jetstore.io import filesystems, settings
 from tests.conftest import assert_table_matches, reference_for
 from tests.helpers import cli, run_convert
 
@@ -23,7 +23,7 @@ def local_copy(files):
 
 
 def upload(server, bucket, files) -> list[str]:
-    fs = s3fs.S3FileSystem(**storage.s3_options_from_environment(server.environ()))
+    fs = s3fs.S3FileSystem(**settings.s3_options_from_environment(server.environ()))
     urls = []
     for path in files:
         url = f"s3://{bucket}/inputs/{os.path.basename(path)}"
@@ -41,7 +41,7 @@ def test_moto_convert_to_s3_and_read_back(dask_client, sample_files, moto_server
     assert report.ok and report.written == 5
     dataset = Dataset.open(url)
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
-    fs, root = storage.filesystem(url, storage.resolve_storage_options(url))
+    fs, root = filesystems.filesystem(url, settings.resolve_storage_options(url))
     names = sorted(os.path.basename(p) for p in fs.ls(root))
     assert names == ["_commits", "_lease.json", "_manifest.json", "_manifests", "shards",
                      *(["zarr.json"] if fmt == "zarr" else [])]  # the root group, installed fenced on S3 too
@@ -82,32 +82,32 @@ def test_credentials_never_leak(sample_files, moto_server, tmp_path):
 
 
 def test_storage_options_print_without_secrets():
-    options = storage.StorageOptions({"key": "AKIA1", "secret": "s3cr3t", "client_kwargs": {"token": "tok-9f8e"}})
+    options = settings.StorageOptions({"key": "AKIA1", "secret": "s3cr3t", "client_kwargs": {"token": "tok-9f8e"}})
     assert "s3cr3t" not in repr(options) and "tok-9f8e" not in str(options) and "AKIA1" not in repr(options)
     assert options.scrub("failed with s3cr3t and tok-9f8e") == "failed with *** and ***"
 
 
 def test_rgw_safe_defaults_from_environment():
-    options = storage.s3_options_from_environment({"AWS_ENDPOINT_URL_S3": "http://rgw:80", "AWS_ACCESS_KEY_ID": "k",
+    options = settings.s3_options_from_environment({"AWS_ENDPOINT_URL_S3": "http://rgw:80", "AWS_ACCESS_KEY_ID": "k",
                                                    "AWS_SECRET_ACCESS_KEY": "s", "AWS_CA_BUNDLE": "/ca.pem"})
     assert options["endpoint_url"] == "http://rgw:80" and options["key"] == "k" and options["secret"] == "s"
     config = options["config_kwargs"]
     assert config["s3"]["addressing_style"] == "path"
     assert config["request_checksum_calculation"] == "when_required"
     assert options["client_kwargs"]["verify"] == "/ca.pem"
-    merged = storage.resolve_storage_options("s3://b/p", {"config_kwargs": {"s3": {"addressing_style": "virtual"}}})
+    merged = settings.resolve_storage_options("s3://b/p", {"config_kwargs": {"s3": {"addressing_style": "virtual"}}})
     assert merged["config_kwargs"]["s3"]["addressing_style"] == "virtual"
     assert merged["config_kwargs"]["request_checksum_calculation"] == "when_required"
 
 
 def _multipart_round_trip(server, bucket, tmp_path, monkeypatch):
-    from jetstore.store.backend import objects, open_backend
+    from jetstore.io.backend import objects, open_backend
 
     monkeypatch.setattr(objects, "MULTIPART_PART_SIZE", 5 << 20)
     payload = np.random.default_rng(1).bytes(12 << 20)
     local = tmp_path / "big.bin"
     local.write_bytes(payload)
-    backend = open_backend(f"s3://{bucket}/big", storage.s3_options_from_environment(server.environ()))
+    backend = open_backend(f"s3://{bucket}/big", settings.s3_options_from_environment(server.environ()))
     backend.publish(local, "big.bin")
     assert backend.read("big.bin") == payload
 

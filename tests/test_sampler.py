@@ -12,11 +12,11 @@ import yaml
 
 from jetstore import JetDataset
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
 from jetstore.sampler import World
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
 from tests.helpers import REPO, run_convert
 
 CONFIG = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
@@ -40,7 +40,7 @@ EVAL_CONFIG = config_with(
 @pytest.fixture(scope="module")
 def dataset(dask_client, sample_files, tmp_path_factory):
     """The bundled sample, small units (128 jets) so epochs hold many of them, with stats for two configs."""
-    from jetstore.store.layout import Layout
+    from jetstore.model.layout import Layout
 
     out = tmp_path_factory.mktemp("sampler") / "ds.zarr"
     assert run_convert(dask_client, sample_files, out, "zarr", layout=Layout(chunk_jets=128, chunk_values=2048)).ok
@@ -128,7 +128,7 @@ def test_same_tensors_as_weaver_core(dataset, sample_files, tmp_path):
     """weaver-core's own SimpleIterDataset, fed the config exported with our stats, on the same ROOT jets."""
     from weaver.utils.dataset import SimpleIterDataset
 
-    from jetstore.stats.export import export_weaver_yaml
+    from jetstore.interop.weaver import export_weaver_yaml
     from jetstore.stats.result import read_stats
 
     config = config_with(observers=["jet_pt", "jet_eta", "event", "ijet"])
@@ -390,8 +390,8 @@ def test_a_shards_metadata_is_read_once(dataset, monkeypatch):
     the directory twice (a 2,048-jet epoch of 270k jets read 13 MB of metadata for 6 MB of units)."""
     import zipfile
 
-    from jetstore.store.format.base import TAIL_BYTES, MetadataCache
-    from jetstore.store.format.zarr import reader as zarr_reader
+    from jetstore.formats.base import TAIL_BYTES, MetadataCache
+    from jetstore.formats.zarr import reader as zarr_reader
 
     monkeypatch.setattr(zarr_reader, "CACHE", MetadataCache())
     shard = dataset.manifest.shards[0]

@@ -15,11 +15,11 @@ import weaver.utils.data.preprocess as weaver_preprocess
 from jetstore import JetDataset, load_schema
 from jetstore.cli import main
 from jetstore.config import load_training_config
+from jetstore.dataset.collection import Collection, parse_sample
 from jetstore.errors import DatasetError, SchemaError
 from jetstore.schema import schema_from_dict
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.collection import Collection, parse_sample
 from tests.fixtures.mixing import histogram, variation
 from tests.helpers import REPO, run_convert
 from tests.test_stats import assert_same_as_weaver, weaver_reference

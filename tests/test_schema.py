@@ -112,7 +112,7 @@ def test_infer_names_the_file_and_branch_where_files_disagree(sample_files, jetc
 
 def test_cli_infer_then_convert_gives_sorted_shards(dask_client, sample_files, tmp_path):
     """An inferred schema sorts shards by (class, jet pT), as the sampler needs."""
-    from jetstore.store.dataset import Dataset
+    from jetstore.dataset.dataset import Dataset
     from tests.helpers import cli, run_convert
 
     result = cli("schema", "infer", *sample_files, "--name", "mine", "-o", str(tmp_path / "mine.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jetstore.stats.split import Split
+from jetstore.model.split import Split
 
 
 def test_parts_are_complementary_with_the_asked_share():

@@ -17,14 +17,14 @@ from weaver.utils.data.config import DataConfig
 from jetstore import load_schema
 from jetstore.config import load_training_config
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError, SchemaError
+from jetstore.interop.weaver import export_weaver_yaml
+from jetstore.model.layout import Layout
 from jetstore.schema import schema_from_dict
 from jetstore.stats import quantiles
-from jetstore.stats.export import export_weaver_yaml
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
-from jetstore.store.layout import Layout
 from tests.helpers import REPO, cli, run_convert
 
 CONFIG = REPO / "tests" / "fixtures" / "weaver_cms_ak4.yaml"

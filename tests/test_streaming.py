@@ -18,12 +18,12 @@ import yaml
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
+from jetstore.model.layout import Layout
 from jetstore.sampler import World
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
-from jetstore.store.layout import Layout
 from tests.fixtures.mixing import histogram, target_of, variation
 from tests.helpers import REPO, run_convert
 from tests.proxy import LatencyProxy

@@ -19,17 +19,17 @@ import pytest
 import torch
 import uproot
 import yaml
+
+from jetstore.cli import main
+from jetstore.config import load_training_config
+from jetstore.dataset.dataset import Dataset
+from jetstore.errors import JetstoreError
 from jetstore.train.checkpoint import BEST_MODEL, LAST_MODEL, load_checkpoint
 from jetstore.train.cli import build_parser, parse_options
 from jetstore.train.evaluate import auc, auc_error, class_pairs, performance, regression_metrics, rejection
 from jetstore.train.loop import TrainOptions, build, set_torch_threads, train
 from jetstore.train.optim import make_optimizer, schedule
 from jetstore.train.predict import predict
-
-from jetstore.cli import main
-from jetstore.config import load_training_config
-from jetstore.errors import JetstoreError
-from jetstore.store.dataset import Dataset
 from tests.helpers import REPO, config_with_stats
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
@@ -370,8 +370,8 @@ def test_predictions_use_the_standardisation_trained_with(train_dataset, tmp_pat
     jets are the training jets)."""
     import shutil
 
+    from jetstore.dataset.collection import Collection
     from jetstore.stats.result import read_stats, write_stats
-    from jetstore.store.collection import Collection
 
     run_options = options(train_dataset, tmp_path / "run", steps=2, holdout=0.0, jets_per_epoch_val=None)
     train(run_options)
@@ -478,9 +478,8 @@ def test_a_checkpoint_inflating_to_gigabytes_is_refused_unread(tmp_path):
 def test_a_network_file_for_other_inputs_is_one_line(tmp_path):
     """A weaver network file whose model takes 4 inputs, against cms_ak4's 6 input groups: one line naming both
     files, before any training."""
-    from jetstore.train.network import build_network
-
     from jetstore.errors import SchemaError
+    from jetstore.train.network import build_network
 
     net = tmp_path / "part_small.py"
     net.write_text(Path(DEEP_SETS).read_text().replace(
@@ -520,8 +519,8 @@ def test_bad_weight_tables_are_one_line(train_dataset, tmp_path, dask_client):
     by them."""
     import shutil
 
+    from jetstore.dataset.collection import Collection
     from jetstore.stats.result import read_stats, write_stats
-    from jetstore.store.collection import Collection
 
     copy = tmp_path / "ds.zarr"
     shutil.copytree(train_dataset, copy)

@@ -17,12 +17,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from jetstore.train.checkpoint import load_checkpoint
-from jetstore.train.feed import Feed, Position
-from jetstore.train.loop import TrainOptions, train
 
 from jetstore import JetDataset
 from jetstore.sampler.world import World
+from jetstore.train.checkpoint import load_checkpoint
+from jetstore.train.feed import Feed, Position
+from jetstore.train.loop import TrainOptions, train
 from tests.helpers import REPO
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")

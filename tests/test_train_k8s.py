@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jetstore.train.cli import parse_options
 
 from jetstore.cli import main
+from jetstore.train.cli import parse_options
 from tests.helpers import REPO
 
 BIN = Path(sys.executable).parent

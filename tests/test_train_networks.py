@@ -11,14 +11,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from jetstore.train.checkpoint import BEST_MODEL
-from jetstore.train.network import DataConfig, load_network_file
-from jetstore.train.options import read_run
-from jetstore.train.predict import load_trained
 
 from jetstore import JetDataset
 from jetstore.cli import main
 from jetstore.config import load_training_config
+from jetstore.train.checkpoint import BEST_MODEL
+from jetstore.train.network import DataConfig, load_network_file
+from jetstore.train.options import read_run
+from jetstore.train.predict import load_trained
 from tests.helpers import REPO, config_with_stats
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")

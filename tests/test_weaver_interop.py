@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from jetstore.cli import main
-from jetstore.stats.export import weaver_file_name
-from jetstore.stats.split import Split
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
+from jetstore.interop.weaver import weaver_file_name
+from jetstore.model.split import Split
 from tests.helpers import REPO
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")

@@ -13,8 +13,8 @@ import pytest
 import zarr
 from numcodecs import Blosc
 
-from jetstore.store.format.zarr import archive, directory, encode
-from jetstore.store.format.zarr.encode import Codec, encode_chunks
+from jetstore.formats.zarr import archive, directory, encode
+from jetstore.formats.zarr.encode import Codec, encode_chunks
 
 
 def frames(values: np.ndarray, chunk: int, codec: Codec) -> list[bytes]:

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jetstore.store.format.zarr import directory
+from jetstore.formats.zarr import directory
 
 
 def _zip(names: list[str], comment: bytes = b"") -> bytes:

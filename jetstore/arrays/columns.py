@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jetstore.errors import DatasetError
-from jetstore.store.layout import Selection, TableColumns
+from jetstore.model.layout import Selection, TableColumns
 
 SAMPLE = "_sample_"  # the jet's sample: an index into the samples read (as the sampler's batches say it)
 SAMPLE_DTYPE = np.dtype("int64")

@@ -8,9 +8,9 @@ import concurrent.futures
 from collections.abc import Iterator
 
 from jetstore.arrays.spans import Span
-from jetstore.store.collection import ShardCatalog
-from jetstore.store.layout import Selection
-from jetstore.store.table import JetTable
+from jetstore.dataset.collection import ShardCatalog
+from jetstore.model.layout import Selection
+from jetstore.model.table import JetTable
 
 AHEAD = 4  # spans fetched ahead of the one decoded
 

@@ -22,8 +22,8 @@ from jetstore.arrays.columns import Columns, every_column, resolve
 from jetstore.arrays.fetch import read_spans
 from jetstore.arrays.library import converter, gather
 from jetstore.arrays.spans import Entries
+from jetstore.dataset.collection import Collection, DataSpec, ShardCatalog
 from jetstore.errors import JetstoreError
-from jetstore.store.collection import Collection, DataSpec, ShardCatalog
 
 DEFAULT_STEP = 100_000
 
@@ -129,7 +129,7 @@ def open(data: DataSpec | Collection, storage_options: Mapping[str, Any] | None 
     ----------
     data
         A dataset URL, ``NAME:URL``, a list of them, a mapping sample name → URL, opened datasets, or a
-        :class:`~jetstore.store.collection.Collection` (see :meth:`Collection.open`): several datasets are read
+        :class:`~jetstore.dataset.collection.Collection` (see :meth:`Collection.open`): several datasets are read
         one after the other, each jet knowing its sample (``_sample_``).
     storage_options
         fsspec storage options (endpoint, credentials); default: the ``AWS_*`` environment variables.

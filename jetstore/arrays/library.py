@@ -17,7 +17,7 @@ import numpy as np
 
 from jetstore.arrays.columns import SAMPLE, Columns
 from jetstore.errors import JetstoreError
-from jetstore.store.table import JetTable, offsets_of
+from jetstore.model.table import JetTable, offsets_of
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from jetstore.arrays.columns import Columns
 from jetstore.arrays.fetch import read_spans
 from jetstore.arrays.library import empty, gather, to_awkward
 from jetstore.arrays.spans import Span
+from jetstore.dataset.collection import ShardCatalog
 from jetstore.errors import JetstoreError
-from jetstore.store.collection import ShardCatalog
 
 if TYPE_CHECKING:
     from jetstore.arrays.jets import Jets

@@ -1,7 +1,7 @@
 """Jets numbered across datasets and shards: entry ranges as per-shard spans, and unit-aligned partitions.
 
 Entry ``i`` of a read is the ``i``-th jet of the datasets read one after the other, each in manifest order (the
-order :class:`~jetstore.store.collection.Collection` numbers shards in), as ``uproot.concatenate`` numbers the
+order :class:`~jetstore.dataset.collection.Collection` numbers shards in), as ``uproot.concatenate`` numbers the
 entries of several files.
 """
 

@@ -1,7 +1,7 @@
 """A node-local disk cache of the shards a sampler reads from object storage, shared by every rank and
 DataLoader worker of the node: later epochs read local disk instead of the object store.
 
-``DiskCache(directory, limit)`` is what a :class:`~jetstore.store.dataset.ShardSource` is given (small and
+``DiskCache(directory, limit)`` is what a :class:`~jetstore.dataset.dataset.ShardSource` is given (small and
 picklable); each process opens the directory itself. The parts, one job each:
 
 * ``key.py``: what an entry holds (one shard file of one dataset, by its manifest checksum: never stale bytes);
@@ -24,9 +24,9 @@ from typing import Any
 from jetstore.cache.key import ObjectKey
 from jetstore.cache.reader import CachedRanges
 from jetstore.cache.store import CacheStore, Counters, EntryInfo
+from jetstore.dataset.manifest import ShardEntry
 from jetstore.errors import SchemaError, StorageError
-from jetstore.store.backend import RangeReader
-from jetstore.store.manifest import ShardEntry
+from jetstore.io.backend import RangeReader
 
 UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}

@@ -15,8 +15,9 @@ from typing import Any
 
 import xxhash
 
-from jetstore.store import paths, storage
-from jetstore.store.manifest import ShardEntry
+from jetstore.dataset.manifest import ShardEntry
+from jetstore.io import locations, storage_errors
+from jetstore.model import paths
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,13 @@ class ObjectKey:
     @classmethod
     def of(cls, url: str, options: Mapping[str, Any] | None, shard: ShardEntry) -> ObjectKey:
         size, file_checksum = shard.files.get("", (shard.bytes, ""))
-        return cls(storage.endpoint(url, options), cls.dataset_of(url), shard.path, shard.checksum,
+        return cls(storage_errors.endpoint(url, options), cls.dataset_of(url), shard.path, shard.checksum,
                    file_checksum, int(size))
 
     @staticmethod
     def dataset_of(url: str) -> str:
         """How a dataset's URL is kept: absolute, without credentials or a trailing '/'."""
-        return storage.public_url(storage.absolute(url)).rstrip("/")
+        return locations.public_url(locations.absolute(url)).rstrip("/")
 
     @property
     def name(self) -> str:

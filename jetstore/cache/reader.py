@@ -24,7 +24,7 @@ from jetstore.cache import locks, verify
 from jetstore.cache.extents import DamagedLog, Extents, Range, record
 from jetstore.cache.key import ObjectKey
 from jetstore.cache.store import DISK_FULL, CacheStore
-from jetstore.store.backend import RangeReader
+from jetstore.io.backend import RangeReader
 
 COMPLETE = 0.5  # an object cached to this fraction is fetched whole in the background
 COMPLETE_STEP = 16 << 20  # bytes fetched at once when completing an object

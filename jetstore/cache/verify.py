@@ -20,7 +20,7 @@ import os
 import xxhash
 from fsspec.implementations.local import LocalFileSystem
 
-from jetstore.store.checksum import file_checksum
+from jetstore.io.checksum import file_checksum
 
 
 def digest(data: bytes | memoryview) -> int:

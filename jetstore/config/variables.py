@@ -14,9 +14,9 @@ import numpy as np
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import ExpressionError, SchemaError
+from jetstore.model.layout import Selection
+from jetstore.model.table import JetTable
 from jetstore.schema import Expression, Schema
-from jetstore.store.layout import Selection
-from jetstore.store.table import JetTable
 
 MAX_CHAIN = 100  # new_variables defined through at most this many others (evaluation recurses along a chain)
 

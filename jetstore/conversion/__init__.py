@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jetstore.conversion.request import ConvertRequest
+from jetstore.io import settings
+from jetstore.model.layout import Layout
 from jetstore.schema import Schema, load_schema
-from jetstore.store import storage
-from jetstore.store.layout import Layout
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -48,12 +48,12 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
     output
         The dataset: a local path or an ``s3://bucket/prefix`` URL.
     format
-        ``zarr`` or ``parquet`` (:mod:`jetstore.store.format`).
+        ``zarr`` or ``parquet`` (:mod:`jetstore.formats`).
     jets_per_shard
         Input entries per shard; small inputs are packed together into shards of about this size.
     layout
         Jets per unit (Zarr chunk / Parquet row group), node values per Zarr chunk and the codec
-        (default: :class:`~jetstore.store.layout.Layout`).
+        (default: :class:`~jetstore.model.layout.Layout`).
     read_step
         Input entries read at once by a task.
     storage_options
@@ -111,8 +111,8 @@ def convert(inputs: str | Iterable[str], schema: Schema | str | Path, output: st
         inputs=inputs, schema=schema if isinstance(schema, Schema) else load_schema(schema), output=output,
         format=format, jets_per_shard=jets_per_shard, layout=layout or Layout(), read_step=read_step,
         overwrite=overwrite, append=append, skip_bad_inputs=skip_bad_inputs, break_lease=break_lease,
-        input_options=storage.resolve_storage_options(inputs[0] if inputs else "", input_storage_options),
-        output_options=storage.resolve_storage_options(output, storage_options),
+        input_options=settings.resolve_storage_options(inputs[0] if inputs else "", input_storage_options),
+        output_options=settings.resolve_storage_options(output, storage_options),
     )
     with session(request, log) as ready:
         if client is not None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from jetstore.conversion.read import InputInfo
 from jetstore.conversion.request import ConvertRequest
+from jetstore.dataset.manifest import InputEntry, Manifest, ShardEntry
 from jetstore.errors import DatasetError
-from jetstore.store.manifest import InputEntry, Manifest, ShardEntry
-from jetstore.store.storage import public_url
+from jetstore.io.locations import public_url
 
 
 def check_appendable(request: ConvertRequest, manifest: Manifest | None) -> Manifest:

@@ -9,7 +9,7 @@ credentials the workers hold). Its dashboard is on 127.0.0.1 too, on a free port
 (never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``).
 
 The workers of a LocalCluster leave the terminal to the client: Ctrl-C reaches the client alone (one line,
-see ``cli.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
+see ``cli/app.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
 reported (the 30-line "Failed to communicate with scheduler during heartbeat" traceback at shutdown).
 """
 

@@ -16,8 +16,8 @@ import awkward as ak
 import numpy as np
 
 from jetstore.errors import InputError
+from jetstore.model.table import offsets_of
 from jetstore.schema.model import JET_INDEX, Block, Link, Schema
-from jetstore.store.table import offsets_of
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from jetstore.conversion import infer_nano, inputs
 from jetstore.conversion.inputs import BranchType
 from jetstore.conversion.inputs.base import describe
 from jetstore.errors import InputError, SchemaError
-from jetstore.store import storage
+from jetstore.io import settings
 
 SAMPLE_ENTRIES = 5000
 PT_NAMES = ("jet_pt", "fj_pt", "pt")
@@ -51,7 +51,7 @@ def infer_schema(urls: str | Sequence[str], tree_name: str | None = None, name: 
     """Schema data (ready for YAML) describing every file in ``urls`` (``tree_name``: the ROOT tree), and the
     branches left out; files that disagree raise a :class:`SchemaError` naming the file and branch."""
     urls = [urls] if isinstance(urls, str) else list(urls)
-    options = storage.resolve_storage_options(urls[0], options)
+    options = settings.resolve_storage_options(urls[0], options)
     nano = _nanoaod(urls, tree_name, name, options)
     if nano is not None:
         return nano, []

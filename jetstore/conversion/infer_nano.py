@@ -31,7 +31,7 @@ def propose(files: list[Mapping[str, BranchType]], tree: str | None, name: str |
     """A per-event schema (plain data) for NanoAOD files (their branches; ``tree``: the ROOT tree, if any)."""
     common = set.intersection(*(set(branches) for branches in files))
     for bundled in BUNDLED:
-        data = yaml_load((resources.files("jetstore.schemas") / f"{bundled}.yaml").read_text(), bundled)
+        data = yaml_load((resources.files("jetstore.schema.bundled") / f"{bundled}.yaml").read_text(), bundled)
         if schema_from_dict(data, bundled).branches <= common:
             return {**data, "name": name or bundled}
     return _generic(files[0], tree, common, name)

@@ -17,10 +17,10 @@ from jetstore.conversion.events import branch_kind, explode
 from jetstore.conversion.inputs import BranchType, InputFile, InputKind
 from jetstore.conversion.inputs.base import describe, file_size
 from jetstore.errors import ExpressionError, InputError, TaskFailure
+from jetstore.model.layout import ENTRY
+from jetstore.model.table import BlockData, JetTable, offsets_of
 from jetstore.schema import Column, Schema
 from jetstore.schema.model import JET_INDEX, feature_dtype
-from jetstore.store.layout import ENTRY
-from jetstore.store.table import BlockData, JetTable, offsets_of
 
 
 @dataclass(frozen=True)

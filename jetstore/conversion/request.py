@@ -8,9 +8,9 @@ import glob
 import os
 from dataclasses import dataclass, field
 
+from jetstore.io import filesystems, locations, settings, storage_errors
+from jetstore.model.layout import Layout
 from jetstore.schema import Schema
-from jetstore.store import storage
-from jetstore.store.layout import Layout
 
 OBJECT_STORES = ("s3", "s3a")
 
@@ -32,16 +32,16 @@ class ConvertRequest:
     skip_bad_inputs: bool = False
     break_lease: bool = False
     append: bool = False
-    input_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
-    output_options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
+    input_options: settings.StorageOptions = field(default_factory=settings.StorageOptions)
+    output_options: settings.StorageOptions = field(default_factory=settings.StorageOptions)
 
     def resolved(self) -> ConvertRequest:
         """The request with local inputs and output as absolute paths."""
-        return dataclasses.replace(self, inputs=tuple(storage.absolute(url) for url in self.inputs),
-                                   output=storage.dataset_location(self.output, write=True))
+        return dataclasses.replace(self, inputs=tuple(locations.absolute(url) for url in self.inputs),
+                                   output=locations.dataset_location(self.output, write=True))
 
 
-def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
+def expand_inputs(patterns: tuple[str, ...], options: settings.StorageOptions) -> tuple[list[str], dict[str, str]]:
     """Expand globs (local or remote; never HTTP(S) URLs, whose ``?`` starts a query) and find missing local
     files; a pattern that matches nothing or a file that does not exist is a failure named by itself (in
     its public form: no credentials)."""
@@ -49,42 +49,42 @@ def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) ->
     failures: dict[str, str] = {}
     probed: set[str] = set()
     for pattern in patterns:
-        if not storage.is_pattern(pattern):
-            missing = (not os.path.exists(pattern) if storage.is_local(pattern)
+        if not locations.is_pattern(pattern):
+            missing = (not os.path.exists(pattern) if locations.is_local(pattern)
                        else _bucket(pattern) not in probed and not _reachable(pattern, options))
             if missing:
-                failures[storage.public_url(pattern)] = "no such file"
+                failures[locations.public_url(pattern)] = "no such file"
             else:
                 urls.append(pattern)
             probed.add(_bucket(pattern))
             continue
-        if storage.is_local(pattern):
+        if locations.is_local(pattern):
             matches = sorted(glob.glob(pattern))
         else:
-            with storage.access(pattern, options):
-                fs, _ = storage.filesystem(pattern, storage.probe_options(options))
-                prefix = f"{storage.protocol(pattern)}://"
+            with storage_errors.access(pattern, options):
+                fs, _ = filesystems.filesystem(pattern, settings.probe_options(options))
+                prefix = f"{locations.protocol(pattern)}://"
                 matches = [prefix + m for m in sorted(fs.glob(pattern.split("://", 1)[1]))]
         if not matches:
-            failures[storage.public_url(pattern)] = "no file matches this pattern"
+            failures[locations.public_url(pattern)] = "no file matches this pattern"
         urls.extend(matches)
     return list(dict.fromkeys(urls)), failures
 
 
 def _bucket(url: str) -> str:
     """Where an object-store input lies (protocol and bucket): one check before the run per place."""
-    return url.split("/", 3)[2] if storage.protocol(url) in OBJECT_STORES else ""
+    return url.split("/", 3)[2] if locations.protocol(url) in OBJECT_STORES else ""
 
 
-def _reachable(url: str, options: storage.StorageOptions) -> bool:
+def _reachable(url: str, options: settings.StorageOptions) -> bool:
     """Whether an object-store input exists, asked once per bucket with few retries and a short timeout,
     so an unreachable endpoint, refused credentials or a missing bucket fail the run in seconds as a
     :class:`~jetstore.errors.StorageError` naming the endpoint (not as a failure of every input, after
     minutes of retries on the workers). Other inputs (local, HTTP: a presigned URL may refuse HEAD) are True."""
-    if storage.protocol(url) not in OBJECT_STORES:
+    if locations.protocol(url) not in OBJECT_STORES:
         return True
-    with storage.access(storage.public_url(url), options):
-        fs, path = storage.filesystem(url, storage.probe_options(options))
+    with storage_errors.access(locations.public_url(url), options):
+        fs, path = filesystems.filesystem(url, settings.probe_options(options))
         try:
             fs.info(path)
         except FileNotFoundError:

@@ -19,18 +19,19 @@ from tqdm import tqdm
 
 from jetstore.conversion import append
 from jetstore.conversion.inputs import get_kind
-from jetstore.conversion.plan import Naming, ShardTask, pack, plan_hash, plan_shards
 from jetstore.conversion.read import InputInfo, inspect_task
 from jetstore.conversion.request import ConvertRequest, expand_inputs
 from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
+from jetstore.conversion.tasks import Naming, ShardTask, pack, plan_hash, plan_shards
+from jetstore.dataset.manifest import Manifest, jets_per_entry
+from jetstore.dataset.writer import DatasetWriter
 from jetstore.errors import DatasetError, InputError, JetstoreError, StorageError, TaskFailure
+from jetstore.formats import get_format
+from jetstore.io import locations, settings, storage_errors
+from jetstore.io.backend import open_backend
+from jetstore.model import paths
+from jetstore.model.layout import TableColumns
 from jetstore.schema import Schema
-from jetstore.store import paths, storage
-from jetstore.store.backend import open_backend
-from jetstore.store.format import get_format
-from jetstore.store.layout import TableColumns
-from jetstore.store.manifest import Manifest, jets_per_entry
-from jetstore.store.writer import DatasetWriter
 from jetstore.version import __version__
 
 LOG = logging.getLogger(__name__)
@@ -64,12 +65,12 @@ def session(request: ConvertRequest, log: Callable[[str], None] | None = None) -
     request = request.resolved()
     urls, failures = expand_inputs(request.inputs, request.input_options)
     if not urls:
-        raise InputError(", ".join(map(storage.public_url, request.inputs)), "no input to convert: " + "; ".join(
+        raise InputError(", ".join(map(locations.public_url, request.inputs)), "no input to convert: " + "; ".join(
             f"{url}: {reason}" for url, reason in failures.items()))
     writer = DatasetWriter(request.output, request.output_options, uuid.uuid4().hex,
                            jets_per_entry(request.schema.to_dict()), reuse=not request.overwrite)
-    with storage.access(request.output, request.output_options):
-        open_backend(request.output, storage.probe_options(request.output_options)).check()  # few retries
+    with storage_errors.access(request.output, request.output_options):
+        open_backend(request.output, settings.probe_options(request.output_options)).check()  # few retries
         if request.overwrite:
             writer.check_owned()
         with writer.hold(request.break_lease) as (writer, previous):
@@ -92,7 +93,7 @@ class Session:
 
     def run(self, client: Client, progress: bool = True) -> ConvertReport:
         """Convert on ``client``; returns the report (the caller decides the exit code)."""
-        with storage.access(self.request.output, self.request.output_options):
+        with storage_errors.access(self.request.output, self.request.output_options):
             return _convert(self.request, client, self.writer, self.urls, dict(self.failures), progress, self.log)
 
 
@@ -133,7 +134,7 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
                            f"({report.written} written, {report.reused} reused; rerun to resume)")
 
     failed = set(report.failures)  # the inputs left out, as given
-    report.failures = {storage.public_url(url): storage.scrub_urls(reason, urls)
+    report.failures = {locations.public_url(url): locations.scrub_urls(reason, urls)
                        for url, reason in report.failures.items()}
     if report.failures and not request.skip_bad_inputs:
         writer.remove_staging()
@@ -189,13 +190,13 @@ def _columns(schema: Schema, infos: list[InputInfo]) -> TableColumns:
 def _inspect_all(client: Client, urls: list[str], request: ConvertRequest,
                  failures: dict[str, str]) -> list[InputInfo]:
     run = uuid.uuid4().hex[:8]  # keys of this call only: a shared cluster may hold another run's tasks
-    keys = [f"inspect-{PurePosixPath(storage.public_url(u)).name}-{i}-{run}" for i, u in enumerate(urls)]
+    keys = [f"inspect-{PurePosixPath(locations.public_url(u)).name}-{i}-{run}" for i, u in enumerate(urls)]
     futures = client.map(inspect_task, urls, schema=request.schema, options=request.input_options,
                          key=keys, pure=False)
     infos: list[InputInfo] = []
     for result in client.gather(futures):
         if isinstance(result, TaskFailure):
-            failures[result.url] = storage.scrub_urls(request.input_options.scrub(result.reason), urls)
+            failures[result.url] = locations.scrub_urls(request.input_options.scrub(result.reason), urls)
         else:
             infos.append(result)
     return infos

@@ -2,7 +2,7 @@
 shard, or reuses it.
 
 What goes into the shard is decided here (the jets of the entry range, sorted by the schema's ``sort_by``);
-how it is staged, published and committed belongs to :class:`jetstore.store.writer.DatasetWriter`.
+how it is staged, published and committed belongs to :class:`jetstore.dataset.writer.DatasetWriter`.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jetstore.conversion.plan import ShardTask
 from jetstore.conversion.read import read_range
+from jetstore.conversion.tasks import ShardTask
+from jetstore.dataset.manifest import ShardEntry
+from jetstore.dataset.writer import DatasetWriter
 from jetstore.errors import InputError, JetstoreError, LeaseError, StorageError, TaskFailure
+from jetstore.formats import get_format
+from jetstore.io import locations, settings, storage_errors
+from jetstore.model.layout import ENTRY, INPUT, Layout, TableColumns
+from jetstore.model.table import JetTable, class_index, content_counts, is_member, overlaps
 from jetstore.schema import Schema
 from jetstore.schema.model import SORT_BY_LABEL
-from jetstore.store import storage
-from jetstore.store.format import get_format
-from jetstore.store.layout import ENTRY, INPUT, Layout, TableColumns
-from jetstore.store.manifest import ShardEntry
-from jetstore.store.table import JetTable, class_index, content_counts, is_member, overlaps
-from jetstore.store.writer import DatasetWriter
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ShardJob:
     layout: Layout
     columns: TableColumns
     read_step: int
-    input_options: storage.StorageOptions
+    input_options: settings.StorageOptions
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def run_shard(job: ShardJob) -> ShardOutcome | TaskFailure:
         return TaskFailure(url, _scrub(job, f"shard {job.task.name}: {type(exc).__name__}: {exc}"),
                            storage=isinstance(exc, OSError))
     except Exception as exc:  # botocore's connection and client errors are not OSErrors
-        error = storage.failure(exc, job.writer.url, job.writer.options)
+        error = storage_errors.failure(exc, job.writer.url, job.writer.options)
         if error is None:
             raise
         return TaskFailure(url, _scrub(job, str(error)), storage=True)
@@ -133,4 +133,4 @@ def _check_labels(url: str, schema: Schema, table: JetTable) -> None:
 
 
 def _scrub(job: ShardJob, text: str) -> str:
-    return storage.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), list(job.task.urls))
+    return locations.scrub_urls(job.writer.options.scrub(job.input_options.scrub(text)), list(job.task.urls))

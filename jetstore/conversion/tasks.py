@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import xxhash
 
 from jetstore.conversion.read import InputInfo
-from jetstore.store import paths
-from jetstore.store.layout import Layout
-from jetstore.store.manifest import SHARD_VERSION, Piece
-from jetstore.store.storage import public_url
+from jetstore.dataset.manifest import SHARD_VERSION, Piece
+from jetstore.io.locations import public_url
+from jetstore.model import paths
+from jetstore.model.layout import Layout
 
 
 @dataclass(frozen=True)

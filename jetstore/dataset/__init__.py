@@ -1,1 +1,1 @@
-"""Storage: in-memory jet tables, shard formats, the manifest, and where datasets live (local / S3)."""
+"""A dataset: its manifest, write lease and writer, and the datasets read as one (``Dataset``, ``Collection``)."""

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from jetstore.dataset.dataset import Dataset, RangeCache, ShardSource
+from jetstore.dataset.manifest import ShardEntry
 from jetstore.errors import DatasetError
-from jetstore.store.dataset import Dataset, RangeCache, ShardSource
-from jetstore.store.format import ShardReader
-from jetstore.store.manifest import ShardEntry
+from jetstore.formats import ShardReader
 
 NAMED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.+-]*):(?!//)(?P<url>.+)$")  # NAME:URL, not s3://...
 SAMPLE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
@@ -67,7 +67,7 @@ class Collection:
         ----------
         data
             A dataset URL, ``NAME:URL``, a list of them, a mapping sample name → URL, opened
-            :class:`~jetstore.store.dataset.Dataset` objects, or a collection (returned as it is). A dataset
+            :class:`~jetstore.dataset.dataset.Dataset` objects, or a collection (returned as it is). A dataset
             given without a name is named after its folder (``/data/hbb.zarr`` → ``hbb``); datasets given the
             same name are one sample.
         storage_options

@@ -6,17 +6,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jetstore.dataset.manifest import Manifest, ShardEntry, read_manifest
 from jetstore.errors import DatasetError
+from jetstore.formats import ShardReader, get_format
+from jetstore.formats.base import ShardBounds
+from jetstore.io import filesystems, locations, settings, storage_errors
+from jetstore.io.backend import RangeReader, open_backend
+from jetstore.io.checksum import files_intact
+from jetstore.io.ranges import ByteSource
+from jetstore.model import paths
+from jetstore.model.layout import Layout, TableColumns
+from jetstore.model.table import JetTable, content_counts
 from jetstore.schema import Schema, schema_from_dict
-from jetstore.store import paths, storage
-from jetstore.store.backend import RangeReader, open_backend
-from jetstore.store.checksum import files_intact
-from jetstore.store.format import ShardReader, get_format
-from jetstore.store.format.base import ShardBounds
-from jetstore.store.layout import Layout, TableColumns
-from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
-from jetstore.store.ranges import ByteSource
-from jetstore.store.table import JetTable, content_counts
 
 
 class RangeCache(Protocol):
@@ -64,7 +65,7 @@ class Dataset:
     url
         Where it is: an absolute local path or an fsspec URL (``s3://bucket/prefix``).
     manifest
-        Its :class:`~jetstore.store.manifest.Manifest`: inputs, shards with their counts and checksums, format,
+        Its :class:`~jetstore.dataset.manifest.Manifest`: inputs, shards with their counts and checksums, format,
         layout and stored columns.
     schema
         The :class:`~jetstore.schema.Schema` it was converted with.
@@ -110,12 +111,12 @@ class Dataset:
             The storage cannot be used (unreachable endpoint, no or refused credentials, TLS mismatch, no bucket):
             one line naming the URL and the cause.
         """
-        url = storage.dataset_location(url)
-        opts = storage.resolve_storage_options(url, options)
-        with storage.access(url, opts):
+        url = locations.dataset_location(url)
+        opts = settings.resolve_storage_options(url, options)
+        with storage_errors.access(url, opts):
             # the manifest with few retries and short timeouts: a wrong endpoint, TLS or credentials fail in seconds
-            manifest = read_manifest(*storage.filesystem(url, storage.probe_options(opts)))
-        fs, root = storage.filesystem(url, opts)
+            manifest = read_manifest(*filesystems.filesystem(url, settings.probe_options(opts)))
+        fs, root = filesystems.filesystem(url, opts)
         get_format(manifest.format)
         return cls(url, manifest, schema_from_dict(manifest.schema, where=f"{url} manifest"), fs, root, opts)
 

@@ -14,7 +14,7 @@ racing for it exactly one wins, and a writer that lost it can no longer renew, s
   shard is published; **seal** (``writing`` → ``committing``) is the commit point of the manifest;
   **release** (→ ``released``, the generation kept for the next writer).
 
-Names a writer writes carry its generation (see ``store/paths.py``), which is what fences the data itself.
+Names a writer writes carry its generation (see ``model/paths.py``), which is what fences the data itself.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, replace
 
 from jetstore.documents import DocumentError, load_json
 from jetstore.errors import DatasetError, LeaseError, echo
-from jetstore.store import paths
-from jetstore.store.backend import Backend, Versioned
+from jetstore.io.backend import Backend, Versioned
+from jetstore.model import paths
 
 TTL = 120.0
 HEARTBEAT = 30.0

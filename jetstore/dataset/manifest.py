@@ -17,13 +17,13 @@ from typing import Any
 import jsonschema
 import xxhash
 
+from jetstore.dataset.fastcheck import Check, compile_schema
 from jetstore.documents import MAX_JSON_BYTES, DocumentError, load_json
 from jetstore.errors import DatasetError, LeaseError, StorageError
-from jetstore.store import paths
-from jetstore.store.backend import Backend
-from jetstore.store.fastcheck import Check, compile_schema
-from jetstore.store.layout import Layout, TableColumns
-from jetstore.store.storage import read_object
+from jetstore.io.backend import Backend
+from jetstore.io.filesystems import read_object
+from jetstore.model import paths
+from jetstore.model.layout import Layout, TableColumns
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
 SHARD_VERSION = 4  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column), 4
@@ -139,7 +139,7 @@ class Manifest:
     jetstore_version: str = ""
     format_version: int = FORMAT_VERSION  # as read (written: always the current one)
     version: int = 1
-    generation: int = 0  # of the write lease it was committed under (store/lease.py)
+    generation: int = 0  # of the write lease it was committed under (dataset/lease.py)
 
     @property
     def n_jets(self) -> int:
@@ -326,7 +326,7 @@ def _target(definition: str) -> dict[str, Any]:
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    return json.loads(resources.files("jetstore.store").joinpath("manifest.schema.json").read_text())
+    return json.loads(resources.files("jetstore.dataset").joinpath("manifest.schema.json").read_text())
 
 
 def _checksum(data: dict[str, Any]) -> str:

@@ -30,14 +30,8 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from jetstore.documents import load_json
-from jetstore.errors import DatasetError, LeaseError
-from jetstore.store import paths, storage
-from jetstore.store.backend import Backend, open_backend
-from jetstore.store.checksum import combined_checksum, file_checksum, files_intact
-from jetstore.store.format import FORMATS, get_format
-from jetstore.store.lease import Lease, LeaseRecord
-from jetstore.store.manifest import (
+from jetstore.dataset.lease import Lease, LeaseRecord
+from jetstore.dataset.manifest import (
     Manifest,
     ShardEntry,
     install_manifest,
@@ -45,7 +39,14 @@ from jetstore.store.manifest import (
     manifest_generation,
     read_manifest,
 )
-from jetstore.store.manifest import version_key as manifest_version_key
+from jetstore.dataset.manifest import version_key as manifest_version_key
+from jetstore.documents import load_json
+from jetstore.errors import DatasetError, LeaseError
+from jetstore.formats import FORMATS, get_format
+from jetstore.io import filesystems, settings
+from jetstore.io.backend import Backend, open_backend
+from jetstore.io.checksum import combined_checksum, file_checksum, files_intact
+from jetstore.model import paths
 
 MAX_FOREIGN_SHOWN = 3
 
@@ -56,7 +57,7 @@ class DatasetWriter:
     sent to Dask workers). ``reuse``: whether committed shards of earlier runs may be reused."""
 
     url: str
-    options: storage.StorageOptions = field(default_factory=storage.StorageOptions)
+    options: settings.StorageOptions = field(default_factory=settings.StorageOptions)
     run_id: str = ""
     jets_per_entry: int = 1  # the most jets an input entry gives (per-event inputs: many)
     generation: int = 0
@@ -260,5 +261,5 @@ class DatasetWriter:
 
 def _local_checksums(local: Path) -> dict[str, tuple[int, str]]:
     fs = LocalFileSystem()
-    sizes = storage.list_files(fs, str(local))
+    sizes = filesystems.list_files(fs, str(local))
     return {name: (size, file_checksum(fs, paths.join(str(local), name))) for name, size in sizes.items()}

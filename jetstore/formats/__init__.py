@@ -1,12 +1,12 @@
 """Storage formats behind a registry: ``FORMATS.get(name)`` gives the shard writer/reader pair.
 
-Adding a format is one folder ``format/<name>/`` (a writer and a reader, see ``base.py``) and one line here, or
+Adding a format is one folder ``formats/<name>/`` (a writer and a reader, see ``base.py``) and one line here, or
 a third-party package's ``jetstore.formats`` entry point (:mod:`jetstore.registry`).
 """
 
+from jetstore.formats import parquet, zarr
+from jetstore.formats.base import Format, ReadPlan, RootFiles, ShardReader, ShardWriter
 from jetstore.registry import Registry
-from jetstore.store.format import parquet, zarr
-from jetstore.store.format.base import Format, ReadPlan, RootFiles, ShardReader, ShardWriter
 
 FORMATS: Registry[Format] = Registry("format", "jetstore.formats", (zarr.FORMAT, parquet.FORMAT))
 

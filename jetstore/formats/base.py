@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jetstore.errors import DatasetError
-from jetstore.store.layout import Layout, Selection, TableColumns
-from jetstore.store.ranges import ByteSource, Coalesced, SparseFile
-from jetstore.store.table import JetTable
+from jetstore.io.ranges import ByteSource, Coalesced, SparseFile
+from jetstore.model.layout import Layout, Selection, TableColumns
+from jetstore.model.table import JetTable
 
 if TYPE_CHECKING:
-    from jetstore.store.manifest import Manifest
+    from jetstore.dataset.manifest import Manifest
 
 TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one

@@ -21,14 +21,14 @@ import yaml
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import SchemaError
+from jetstore.formats import get_format
+from jetstore.model import paths
+from jetstore.model.layout import ENTRY, INPUT
+from jetstore.model.split import Split
 from jetstore.stats.result import StatsResult
-from jetstore.stats.split import Split
-from jetstore.store import paths
-from jetstore.store.format import get_format
-from jetstore.store.layout import ENTRY, INPUT
 
 if TYPE_CHECKING:
-    from jetstore.store.dataset import Dataset
+    from jetstore.dataset.dataset import Dataset
 
 LOG = logging.getLogger(__name__)
 

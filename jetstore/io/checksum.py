@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import xxhash
 
-from jetstore.store import paths, storage
+from jetstore.io import filesystems
+from jetstore.model import paths
 
 CHUNK = 8 << 20
 
@@ -32,7 +33,7 @@ def combined_checksum(files: Mapping[str, tuple[int, str]]) -> str:
 def files_intact(fs, path: str, files: Mapping[str, tuple[int, str]]) -> bool:
     """True when every file of a shard at ``path`` exists with the recorded size and checksum."""
     try:
-        sizes = storage.list_files(fs, path)
+        sizes = filesystems.list_files(fs, path)
     except FileNotFoundError:
         return False
     if sizes != {name: size for name, (size, _) in files.items()}:

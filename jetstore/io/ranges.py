@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jetstore.store.backend import Backend, RangeReader
+from jetstore.io.backend import Backend, RangeReader
 
 Range = tuple[int, int]
 

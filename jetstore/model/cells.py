@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from jetstore.config.weaver import TrainingConfig
-from jetstore.store.table import class_index
+from jetstore.model.table import class_index
 
 EDGES = np.array([-np.inf, np.inf])
 

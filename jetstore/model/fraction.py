@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jetstore.dataset.manifest import ShardEntry
 from jetstore.errors import SchemaError
-from jetstore.store.manifest import ShardEntry
 
 MODES = ("weaver", "random")
 ALL, NONE, SOME = "all", "none", "some"

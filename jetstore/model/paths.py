@@ -34,7 +34,7 @@ PENDING = "_pending"
 STATS = "_stats"
 SHARDS = "shards"
 STAGING = ".staging"
-ROOT_GROUP = "zarr.json"  # a Zarr dataset's root group (store/format/zarr/root.py): zarr.open_group(root) opens it
+ROOT_GROUP = "zarr.json"  # a Zarr dataset's root group (formats/zarr/root.py): zarr.open_group(root) opens it
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # <dataset>.<shard number>.<key> (shards of earlier versions: <first input's stem>.<its first entry, 10 digits>.<key>)
@@ -48,7 +48,7 @@ OWNED = {
     STAGING: re.compile(r"^(?:g(?P<generation>\d{1,12})-)?(?P<name>[0-9a-f]{32})$"),
     MANIFESTS: re.compile(r"^(?P<name>\d{1,12})\.json$"),
 }
-LOCK = ".jetstore.lock"  # local disk: what conditional writes lock (store/backend/local.py)
+LOCK = ".jetstore.lock"  # local disk: what conditional writes lock (io/backend/local.py)
 TOP_LEVEL = (MANIFEST, LEASE, COMMITS, PENDING, STATS, SHARDS, STAGING, MANIFESTS, LOCK, ROOT_GROUP)
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # an atomic write's temporary file (local disk)
 

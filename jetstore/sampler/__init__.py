@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_PUBLIC = {"JetDataset": "jetstore.sampler.dataset", "SamplerOptions": "jetstore.sampler.plan",
+_PUBLIC = {"JetDataset": "jetstore.sampler.dataset", "SamplerOptions": "jetstore.sampler.sampler_plan",
            "World": "jetstore.sampler.world"}
 __all__ = list(_PUBLIC)
 
 if TYPE_CHECKING:
     from jetstore.sampler.dataset import JetDataset as JetDataset
-    from jetstore.sampler.plan import SamplerOptions as SamplerOptions
+    from jetstore.sampler.sampler_plan import SamplerOptions as SamplerOptions
     from jetstore.sampler.world import World as World
 else:
     def __getattr__(name: str) -> Any:

@@ -17,11 +17,11 @@ import numpy as np
 from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import InputGroup, TrainingConfig
 from jetstore.errors import SchemaError
+from jetstore.model.layout import Selection
+from jetstore.model.table import JetTable, class_index
 from jetstore.sampler import kernels
 from jetstore.sampler.arena import ArenaView, Compact
 from jetstore.schema import Schema
-from jetstore.store.layout import Selection
-from jetstore.store.table import JetTable, class_index
 
 LABEL = "_label_"
 SAMPLE = "_sample_"  # observer: the jet's sample (index into the dataset's ``sample_names``)

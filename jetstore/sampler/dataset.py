@@ -13,16 +13,16 @@ import torch
 import torch.utils.data
 
 from jetstore.config.weaver import TrainingConfig
+from jetstore.dataset.collection import DataSpec
 from jetstore.errors import DatasetError
 from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena
 from jetstore.sampler.batch import Allocator
 from jetstore.sampler.handover import Block, Handover, padded, tensor_of, torch_dtype
-from jetstore.sampler.plan import SamplerOptions, SamplerPlan, build_plan
+from jetstore.sampler.sampler_plan import SamplerOptions, SamplerPlan, build_plan
 from jetstore.sampler.schemes import EpochParams
 from jetstore.sampler.stream import SlotStream
 from jetstore.sampler.world import World, batches_before
-from jetstore.store.collection import DataSpec
 
 STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "read_factor", "data")
 
@@ -43,7 +43,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     batch_size
         Jets per batch.
     options
-        :class:`~jetstore.sampler.plan.SamplerOptions`; any of its fields may also be given as a keyword
+        :class:`~jetstore.sampler.sampler_plan.SamplerOptions`; any of its fields may also be given as a keyword
         (``seed=1, jets_per_epoch=10_000_000, threads=4, split="train"``...).
     world
         Rank and world size (default: from ``torch.distributed`` or ``RANK`` / ``WORLD_SIZE``).

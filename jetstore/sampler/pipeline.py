@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from jetstore.dataset.collection import ShardCatalog
+from jetstore.formats import ReadPlan, ShardReader
+from jetstore.model.layout import Selection
+from jetstore.model.table import JetTable
 from jetstore.sampler.schemes import UnitRead
 from jetstore.sampler.units import UnitTable
-from jetstore.store.collection import ShardCatalog
-from jetstore.store.format import ReadPlan, ShardReader
-from jetstore.store.layout import Selection
-from jetstore.store.table import JetTable
 
 Work = Callable[[list[tuple[int, UnitRead]], JetTable], list[Any]]
 WINDOW_UNITS = 32  # the most units read, decoded and prepared as one

@@ -1,5 +1,5 @@
 """Everything a sampler needs before it reads a jet, built once from the data, the config and the options:
-the datasets (a :class:`~jetstore.store.collection.Collection`), their stored stats, the batch builders, the
+the datasets (a :class:`~jetstore.dataset.collection.Collection`), their stored stats, the batch builders, the
 cell rule and weights, the units with their expectations, the scheme and the epoch's shape.
 :class:`jetstore.sampler.dataset.JetDataset` is a thin torch face over it.
 """
@@ -17,16 +17,16 @@ import numpy as np
 from jetstore.cache import DiskCache, parse_size
 from jetstore.config.variables import check_agreement
 from jetstore.config.weaver import TrainingConfig, load_training_config
+from jetstore.dataset.collection import Collection, DataSpec, ShardCatalog
 from jetstore.errors import DatasetError, SchemaError
+from jetstore.io import locations
+from jetstore.model.cells import CellRule
+from jetstore.model.split import Split
 from jetstore.sampler.batch import BatchBuilder
 from jetstore.sampler.schemes import EpochRequest, EpochShape, Scheme, get_scheme
 from jetstore.sampler.stream import StreamSpec
 from jetstore.sampler.units import UnitTable, build_units
-from jetstore.stats.cells import CellRule
 from jetstore.stats.result import StatsResult, read_stats
-from jetstore.stats.split import Split
-from jetstore.store import storage
-from jetstore.store.collection import Collection, DataSpec, ShardCatalog
 
 MAX_AHEAD = 512
 LOCAL_IO_THREADS = 2
@@ -143,7 +143,7 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     unit_bytes = collection.bytes / max(len(units), 1)
     ahead = int(np.clip(options.max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * options.threads, MAX_AHEAD))
     io_threads = options.io_threads
-    if all(storage.is_local(m.url) for m in collection):  # local reads take microseconds: a few threads suffice
+    if all(locations.is_local(m.url) for m in collection):  # local reads take microseconds: a few threads suffice
         io_threads = min(io_threads, LOCAL_IO_THREADS)
     cache = DiskCache.open(options.cache_dir, options.cache_limit) if options.cache_dir else None
     catalog = ShardCatalog.of(collection, cache)

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jetstore.dataset.collection import ShardCatalog
 from jetstore.errors import DatasetError
+from jetstore.model.cells import CellRule
+from jetstore.model.layout import ENTRY, INPUT, Selection
+from jetstore.model.split import Split
+from jetstore.model.table import JetTable
 from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena, PreparedBlock
 from jetstore.sampler.batch import Allocator, BatchBuilder
@@ -26,11 +31,6 @@ from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
-from jetstore.stats.cells import CellRule
-from jetstore.stats.split import Split
-from jetstore.store.collection import ShardCatalog
-from jetstore.store.layout import ENTRY, INPUT, Selection
-from jetstore.store.table import JetTable
 
 MOSTLY_KEPT = 0.25
 

@@ -2,13 +2,13 @@
 
 A unit is a run of ``unit_jets`` consecutive stored jets of one shard (one Zarr jet chunk / Parquet row group:
 one range read). ``jetstore stats`` recorded how many selected jets of each unit fall in each cell
-(:mod:`jetstore.stats.cells`), so with the cell weights ``w`` a unit's expected deliveries per class at epoch
+(:mod:`jetstore.model.cells`), so with the cell weights ``w`` a unit's expected deliveries per class at epoch
 scale 1, ``E[u, c] = f · Σ_cells n · w``, and its largest row weight ``m_u`` are known up front; ``f`` is its
 sample's factor (1, or what makes the samples' shares the proportions asked for). Units are also ranked by
 (sample, dominant class, mean cell): within a class, by pT (the cells run over pT bins first), so that a
 balanced draw along that order gives every (class, pT) stretch its expected number of units.
 
-Units of several datasets (a :class:`~jetstore.store.collection.Collection`) are numbered dataset after
+Units of several datasets (a :class:`~jetstore.dataset.collection.Collection`) are numbered dataset after
 dataset; each knows its shard (global position), its sample and its size (datasets may differ in unit size).
 """
 
@@ -20,8 +20,8 @@ from functools import cached_property
 
 import numpy as np
 
+from jetstore.dataset.collection import Collection
 from jetstore.errors import SchemaError
-from jetstore.store.collection import Collection
 
 
 @dataclass(frozen=True)

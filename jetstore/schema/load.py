@@ -28,7 +28,7 @@ def load_schema(name_or_path: str | Path) -> Schema:
     ----------
     name_or_path
         A YAML file, or the name of a bundled schema (``cms_ak4``, ``jetclass``, ``nano_ak4``, ``nano_ak8``;
-        the files in ``schemas/``).
+        the files in ``schema/bundled/``).
 
     Returns
     -------
@@ -43,10 +43,10 @@ def load_schema(name_or_path: str | Path) -> Schema:
     """
     path = Path(name_or_path)
     if not path.exists() and not path.suffix and path.name == str(name_or_path):
-        bundled = resources.files("jetstore.schemas") / f"{path.name}.yaml"
+        bundled = resources.files("jetstore.schema.bundled") / f"{path.name}.yaml"
         if bundled.is_file():
             return schema_from_dict(yaml_load(bundled.read_text(), str(name_or_path)), where=str(name_or_path))
-        names = sorted(p.name.removesuffix(".yaml") for p in resources.files("jetstore.schemas").iterdir()
+        names = sorted(p.name.removesuffix(".yaml") for p in resources.files("jetstore.schema.bundled").iterdir()
                        if p.name.endswith(".yaml"))
         raise SchemaError(f"no schema file '{name_or_path}' and no bundled schema of that name "
                           f"(bundled: {', '.join(names)})")

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from jetstore.stats.fraction import Fraction
-from jetstore.store import paths, storage
-from jetstore.store.backend import write_bytes_atomic
-from jetstore.store.manifest import ShardEntry
+from jetstore.dataset.manifest import ShardEntry
+from jetstore.io import filesystems
+from jetstore.io.backend import write_bytes_atomic
+from jetstore.model import paths
+from jetstore.model.fraction import Fraction
 
 Arrays = dict[str, np.ndarray]
 MAX_BYTES = 64 << 20  # one shard's pass results: histograms of a few MB
@@ -52,9 +53,9 @@ class ShardCache:
         """The arrays kept for ``shard``, or None when absent, damaged, or larger than :data:`MAX_BYTES` packed
         or :data:`MAX_ARRAY_BYTES` unpacked (a file of someone else's dataset is not trusted to fit in memory);
         a regular file only (a FIFO is not waited on)."""
-        fs, root = storage.filesystem(self.url, self.options)
+        fs, root = filesystems.filesystem(self.url, self.options)
         try:
-            data = storage.read_object(fs, self._path(root, shard, kind), MAX_BYTES)
+            data = filesystems.read_object(fs, self._path(root, shard, kind), MAX_BYTES)
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 if sum(member.file_size for member in archive.infolist()) > MAX_ARRAY_BYTES:
                     return None
@@ -66,7 +67,7 @@ class ShardCache:
     def save(self, shard: ShardEntry, kind: str, arrays: Arrays) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        fs, root = storage.filesystem(self.url, self.options)
+        fs, root = filesystems.filesystem(self.url, self.options)
         with contextlib.suppress(OSError):  # a read-only dataset (a colleague's): recompute next time
             write_bytes_atomic(fs, self._path(root, shard, kind), buffer.getvalue())
 

@@ -17,16 +17,16 @@ import numpy as np
 
 from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import TrainingConfig
+from jetstore.dataset.dataset import ShardSource
+from jetstore.dataset.manifest import ShardEntry
+from jetstore.model.cells import CellRule
+from jetstore.model.fraction import ALL, NONE, SOME, Fraction
+from jetstore.model.layout import ENTRY, INPUT, Selection
+from jetstore.model.table import JetTable
 from jetstore.schema import Schema
 from jetstore.stats import quantiles
 from jetstore.stats.cache import ShardCache
-from jetstore.stats.cells import CellRule
-from jetstore.stats.fraction import ALL, NONE, SOME, Fraction
 from jetstore.stats.weights import class_histograms
-from jetstore.store.dataset import ShardSource
-from jetstore.store.layout import ENTRY, INPUT, Selection
-from jetstore.store.manifest import ShardEntry
-from jetstore.store.table import JetTable
 
 
 @dataclass(frozen=True)

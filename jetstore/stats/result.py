@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jetstore.dataset.collection import Collection
+from jetstore.dataset.dataset import Dataset
 from jetstore.documents import MAX_JSON_BYTES, DocumentError, load_json
 from jetstore.errors import DatasetError, echo
-from jetstore.store import paths
-from jetstore.store.backend import write_bytes_atomic
-from jetstore.store.collection import Collection
-from jetstore.store.dataset import Dataset
-from jetstore.store.storage import read_object
+from jetstore.io.backend import write_bytes_atomic
+from jetstore.io.filesystems import read_object
+from jetstore.model import paths
 
 STATS_VERSION = 2
 

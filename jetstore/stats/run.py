@@ -19,15 +19,15 @@ from tqdm import tqdm
 
 from jetstore.config.variables import check_agreement
 from jetstore.config.weaver import TrainingConfig
+from jetstore.dataset.collection import Collection
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
+from jetstore.model.fraction import Fraction
 from jetstore.stats import quantiles
 from jetstore.stats.cache import ShardCache
-from jetstore.stats.fraction import Fraction
 from jetstore.stats.passes import ShardWork, merge_pass1, merge_pass2, pass1, pass2
 from jetstore.stats.result import StatsResult, VariableStats, standardisation_problem
 from jetstore.stats.weights import weight_tables
-from jetstore.store.collection import Collection
-from jetstore.store.dataset import Dataset
 
 PERCENTS = (16.0, 50.0, 84.0)
 PLOT_BINS = 100
@@ -47,7 +47,7 @@ def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Cl
     Parameters
     ----------
     data
-        A dataset, or a union of datasets (:class:`~jetstore.store.collection.Collection`), whose statistics
+        A dataset, or a union of datasets (:class:`~jetstore.dataset.collection.Collection`), whose statistics
         equal weaver-core's on all their input files as one list.
     config
         The weaver-core data-config (:class:`~jetstore.config.weaver.TrainingConfig`): which variables are
@@ -58,7 +58,7 @@ def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Cl
         The part of the jets to read (default: ``preprocess.data_fraction`` for the standardisation and all jets
         for the weights, as weaver-core).
     fraction_mode
-        ``weaver`` (the first part of every input file) or ``random`` (:mod:`jetstore.stats.fraction`).
+        ``weaver`` (the first part of every input file) or ``random`` (:mod:`jetstore.model.fraction`).
     progress
         Show a progress bar per pass.
     log

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jetstore.config.weaver import WeightsSpec
-from jetstore.store.table import is_member
+from jetstore.model.table import is_member
 
 MAX_WEIGHT = 0.9  # weaver: scale the smallest class below 1 to keep some randomness in sampling
 

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from jetstore.errors import DatasetError
-from jetstore.store import paths, storage
-from jetstore.store.backend import write_bytes_atomic
+from jetstore.io import filesystems, settings, storage_errors
+from jetstore.io.backend import write_bytes_atomic
+from jetstore.model import paths
 
 LATEST = "latest.pt"
 BEST_MODEL = "best_model.pt"
@@ -26,9 +27,9 @@ MAX_RECORDS = 100_000  # torch.save writes one record per tensor storage, and a 
 
 
 def _write(url: str, name: str, value: Any) -> str:
-    options = storage.resolve_storage_options(url)
-    with storage.access(url, options):
-        fs, root = storage.filesystem(url, options)
+    options = settings.resolve_storage_options(url)
+    with storage_errors.access(url, options):
+        fs, root = filesystems.filesystem(url, options)
         buffer = io.BytesIO()
         torch.save(value, buffer)
         path = paths.join(root, name)
@@ -38,10 +39,10 @@ def _write(url: str, name: str, value: Any) -> str:
 
 def _read(url: str, name: str) -> Any | None:
     """The object stored as ``name`` under ``url`` (None if there is none); tensors and plain data only."""
-    options = storage.resolve_storage_options(url)
-    with storage.access(url, options):
+    options = settings.resolve_storage_options(url)
+    with storage_errors.access(url, options):
         # few retries and short timeouts: a wrong endpoint fails in seconds, before any training
-        fs, root = storage.filesystem(url, storage.probe_options(options))
+        fs, root = filesystems.filesystem(url, settings.probe_options(options))
         try:
             data = fs.cat_file(paths.join(root, name))
         except FileNotFoundError:

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jetstore.errors import JetstoreError
-from jetstore.store import storage
-
-from .options import RUN_FILE, TrainOptions, local_path, read_run
+from jetstore.io import storage_errors
+from jetstore.train.options import RUN_FILE, TrainOptions, local_path, read_run
 
 LOG = logging.getLogger("jetstore.train")
 
@@ -108,13 +107,13 @@ def _trusted(stored: TrainOptions, given: dict[str, Any], run_file: Path) -> Tra
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command (logging is set up by ``jetstore.cli.main``, the one entry point of both spellings)."""
-    from .export import export_onnx
-    from .loop import train
-    from .predict import predict
+    from jetstore.train.export import export_onnx
+    from jetstore.train.loop import train
+    from jetstore.train.predict import predict
 
     options = parse_options(sys.argv[1:] if argv is None else argv)
     # storage failures not named on the way (checkpoints name theirs) are named after the data
-    with storage.access(options.data[0] if options.data else options.output):
+    with storage_errors.access(options.data[0] if options.data else options.output):
         if options.export_onnx:
             summary = export_onnx(options, options.export_onnx)
         elif options.predict:

@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from jetstore.errors import JetstoreError
-
-from .network import DataConfig, Network
-from .options import TrainOptions
+from jetstore.train.network import DataConfig, Network
+from jetstore.train.options import TrainOptions
 
 LOG = logging.getLogger("jetstore.train")
 PREPROCESS = "preprocess.json"
@@ -35,7 +34,7 @@ class Scores(nn.Module):
 def export_onnx(options: TrainOptions, path: str, opset: int = 15) -> dict[str, Any]:
     import onnx  # noqa: F401 (torch's exporter needs it: a missing one is named by the CLI)
 
-    from .predict import load_trained, run_config
+    from jetstore.train.predict import load_trained, run_config
 
     if not path.endswith(".onnx"):
         raise JetstoreError(f"{path}: the ONNX file's name must end in .onnx")

@@ -17,8 +17,8 @@ import yaml
 
 from jetstore.config.weaver import TrainingConfig, training_config_from_dict
 from jetstore.errors import JetstoreError
-from jetstore.stats.cells import CellRule
-from jetstore.stats.export import export_weaver_yaml
+from jetstore.interop.weaver import export_weaver_yaml
+from jetstore.model.cells import CellRule
 from jetstore.stats.result import StatsResult
 
 EXPORTED_CONFIG = "data_config.yaml"

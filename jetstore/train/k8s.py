@@ -22,9 +22,8 @@ from typing import Any
 import yaml
 
 from jetstore.errors import JetstoreError
-
-from .cli import _Parser, build_parser, parse_options
-from .options import TrainOptions, flag
+from jetstore.train.cli import _Parser, build_parser, parse_options
+from jetstore.train.options import TrainOptions, flag
 
 UID = 1000  # the images' user
 NRP_S3 = "http://rook-ceph-rgw-nautiluss3.rook"  # NRP's in-cluster Ceph RGW (HTTP, path-style)

@@ -28,20 +28,27 @@ from tqdm import tqdm
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.config.weaver import TrainingConfig
+from jetstore.dataset.collection import Collection
 from jetstore.errors import DatasetError, JetstoreError
 from jetstore.sampler.world import World
 from jetstore.stats.result import StatsResult, read_stats
-from jetstore.store.collection import Collection
-
-from .checkpoint import BEST_MODEL, LAST_MODEL, load_checkpoint, load_weights, save_checkpoint, save_model
-from .distributed import gathered, rng_state, seed_rank, set_rng_state, setup_distributed, weights_digest
-from .feed import Feed, Position, SharedEpoch, loader
-from .frozen import EXPORTED_CONFIG, MetricWeights, changed_keys, content_hash, frozen_text, load_frozen, with_observers
-from .metrics import MetricsLog
-from .network import Network, build_network, load_model_state
-from .objective import Objective, Tally
-from .optim import Schedule, inner, load_optimizer_state, make_optimizer, optimizer_state
-from .options import APPLIED, REFUSED, TrainOptions, flag, write_run
+from jetstore.train.checkpoint import BEST_MODEL, LAST_MODEL, load_checkpoint, load_weights, save_checkpoint, save_model
+from jetstore.train.distributed import gathered, rng_state, seed_rank, set_rng_state, setup_distributed, weights_digest
+from jetstore.train.feed import Feed, Position, SharedEpoch, loader
+from jetstore.train.frozen import (
+    EXPORTED_CONFIG,
+    MetricWeights,
+    changed_keys,
+    content_hash,
+    frozen_text,
+    load_frozen,
+    with_observers,
+)
+from jetstore.train.metrics import MetricsLog
+from jetstore.train.network import Network, build_network, load_model_state
+from jetstore.train.objective import Objective, Tally
+from jetstore.train.optim import Schedule, inner, load_optimizer_state, make_optimizer, optimizer_state
+from jetstore.train.options import APPLIED, REFUSED, TrainOptions, flag, write_run
 
 LOG = logging.getLogger("jetstore.train")
 AMP_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}

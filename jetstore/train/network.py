@@ -21,9 +21,8 @@ from torch import nn
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import JetstoreError, SchemaError
-
-from .model import Tagger
-from .options import TrainOptions
+from jetstore.train.model import Tagger
+from jetstore.train.options import TrainOptions
 
 LABEL = "_label_"
 

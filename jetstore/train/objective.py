@@ -18,8 +18,7 @@ from torch.nn import functional
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import SchemaError
-
-from .network import LABEL
+from jetstore.train.network import LABEL
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class Tally:
             out["accuracy"] = self.correct / self.weight
         weights = np.concatenate(self.weights) if self.weights else None
         if self.residuals:
-            from .evaluate import regression_metrics
+            from jetstore.train.evaluate import regression_metrics
 
             out.update(regression_metrics(np.concatenate(self.residuals), self.objective.targets, weights))
         elif self.residual_sum is not None and self.weight:
@@ -204,7 +203,7 @@ class Tally:
             for i, name in enumerate(self.objective.targets[:len(mean)]):
                 out[f"{name}_bias"], out[f"{name}_resolution"] = float(mean[i]), float(spread[i])
         if self.scores:
-            from .evaluate import performance
+            from jetstore.train.evaluate import performance
 
             found = performance(np.concatenate(self.scores), np.concatenate(self.labels), self.objective.class_names,
                                 weights)

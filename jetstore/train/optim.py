@@ -24,8 +24,8 @@ from torch import nn
 from weaver.utils.nn.optimizer.lookahead import Lookahead
 from weaver.utils.nn.optimizer.ranger import Ranger
 
-from .network import parameter_groups
-from .options import TrainOptions
+from jetstore.train.network import parameter_groups
+from jetstore.train.options import TrainOptions
 
 ONE_CYCLE_START, ONE_CYCLE_END = 1 / 25, 1 / 25e4  # torch OneCycleLR's div_factor and final_div_factor
 ONE_CYCLE_WARMUP = 0.3

@@ -22,17 +22,16 @@ import torch
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.config.weaver import TrainingConfig
+from jetstore.dataset.collection import Collection
 from jetstore.errors import DatasetError, JetstoreError
-from jetstore.store.collection import Collection
-
-from .checkpoint import LATEST, load_checkpoint, model_file
-from .distributed import setup_distributed
-from .evaluate import performance, plot_rocs, regression_metrics
-from .frozen import EXPORTED_CONFIG, load_frozen, with_observers
-from .loop import set_torch_threads
-from .network import LABEL, build_network, load_model_state
-from .objective import Objective
-from .options import TrainOptions, absolute_location
+from jetstore.train.checkpoint import LATEST, load_checkpoint, model_file
+from jetstore.train.distributed import setup_distributed
+from jetstore.train.evaluate import performance, plot_rocs, regression_metrics
+from jetstore.train.frozen import EXPORTED_CONFIG, load_frozen, with_observers
+from jetstore.train.loop import set_torch_threads
+from jetstore.train.network import LABEL, build_network, load_model_state
+from jetstore.train.objective import Objective
+from jetstore.train.options import TrainOptions, absolute_location
 
 LOG = logging.getLogger("jetstore.train")
 SAMPLE = "_sample_"

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from jetstore.store import storage
+from jetstore.io import settings
 
 
 @pytest.fixture(params=["local", "moto", "ceph"])
@@ -28,4 +28,4 @@ def make_target(request, tmp_path, moto_server, s3_env):
     bucket = f"lease-{uuid.uuid4().hex[:10]}"
     server.make_bucket(bucket)
     s3_env(server)
-    return f"s3://{bucket}/ds.zarr", storage.resolve_storage_options(f"s3://{bucket}/ds.zarr"), server.environ()
+    return f"s3://{bucket}/ds.zarr", settings.resolve_storage_options(f"s3://{bucket}/ds.zarr"), server.environ()

@@ -63,8 +63,9 @@ def main() -> int:
     from distributed import Client, LocalCluster
 
     from jetstore import convert
+    from jetstore.dataset import lease
     from jetstore.errors import JetstoreError
-    from jetstore.store import backend, lease
+    from jetstore.io import backend
 
     if args.point == "publish":
         for kind in (backend.LocalBackend, backend.S3Backend):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import uproot
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import InputError
-from jetstore.store.dataset import Dataset
 from tests.conftest import reference_jets
 from tests.helpers import cli, run_convert
 

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from jetstore.cli import main
-from jetstore.store import paths
-from jetstore.store.storage import RedactingFilter, StorageOptions
+from jetstore.io.redaction import RedactingFilter
+from jetstore.io.settings import StorageOptions
+from jetstore.model import paths
 from tests.conftest import free_port
 from tests.helpers import REPO
 

@@ -18,7 +18,7 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
                                                        st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=12)
 BASE_CONFIG = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())
-BASE_SCHEMA = yaml.safe_load((REPO / "schemas/cms_ak4.yaml").read_text())
+BASE_SCHEMA = yaml.safe_load((REPO / "jetstore/schema/bundled/cms_ak4.yaml").read_text())
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

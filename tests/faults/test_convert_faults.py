@@ -10,7 +10,7 @@ import time
 
 from distributed import Client, LocalCluster
 
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
 from tests.conftest import assert_table_matches, reference_for
 from tests.helpers import run_convert
 

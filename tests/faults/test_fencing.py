@@ -15,12 +15,13 @@ import time
 
 import pytest
 
+from jetstore.dataset.dataset import Dataset
+from jetstore.dataset.lease import Lease
+from jetstore.dataset.manifest import read_manifest_version
 from jetstore.errors import LeaseError
-from jetstore.store import paths, storage
-from jetstore.store.backend import open_backend
-from jetstore.store.dataset import Dataset
-from jetstore.store.lease import Lease
-from jetstore.store.manifest import read_manifest_version
+from jetstore.io import filesystems
+from jetstore.io.backend import open_backend
+from jetstore.model import paths
 from tests.helpers import REPO, run_convert
 
 WRITER = REPO / "tests" / "faults" / "stalled_writer.py"
@@ -117,7 +118,7 @@ def test_a_writer_stalled_after_sealing_never_rewrites_the_history(dask_client, 
         code, output = resume(writer_a)
     assert report.ok and code == 4 and "Traceback" not in output, output
     committed = intact(url, {})
-    history = read_manifest_version(*storage.filesystem(url), 1)
+    history = read_manifest_version(*filesystems.filesystem(url), 1)
     assert history.jets_per_shard == 700 and (tmp_path / "ds.zarr" / paths.MANIFESTS / "1.json").read_bytes() \
         == committed
 

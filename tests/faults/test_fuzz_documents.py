@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.dataset import manifest as manifest_module
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError, SchemaError
+from jetstore.model import paths
 from jetstore.schema.load import yaml_load
 from jetstore.stats.result import StatsResult
-from jetstore.store import manifest as manifest_module
-from jetstore.store import paths
-from jetstore.store.dataset import Dataset
 from tests.helpers import REPO
 
 CONFIG_TEXT = (REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text()

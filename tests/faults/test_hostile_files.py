@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from jetstore.cli import main
-from jetstore.store import paths
+from jetstore.model import paths
 from tests.helpers import REPO
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")

@@ -20,10 +20,10 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
-from jetstore.store.checksum import combined_checksum
-from jetstore.store.dataset import Dataset
-from jetstore.store.layout import Layout
+from jetstore.io.checksum import combined_checksum
+from jetstore.model.layout import Layout
 from tests.helpers import cli, run_convert
 
 MEMORY_BOUND = 96 << 20  # the sample shard decodes to ~5 MB; a hostile one may take no more than this

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import uproot
 
-from jetstore.store import storage
-from jetstore.store.dataset import Dataset
+from jetstore.dataset.dataset import Dataset
+from jetstore.io import locations
 from tests.helpers import cli, run_convert
 
 
@@ -45,12 +45,12 @@ def test_overlapping_labels_are_refused_at_conversion(dask_client, sample_files,
 
 def test_public_url_drops_user_info_and_query():
     url = "https://alice:t0ken-xyz@data.example.org:8443/lib/f.root?X-Amz-Signature=5ig5ig&X-Amz-Expires=600#x"
-    assert storage.public_url(url) == "https://data.example.org:8443/lib/f.root"
-    assert storage.public_url("s3://bucket/f.root") == "s3://bucket/f.root"
-    assert storage.public_url("/data/f.root") == "/data/f.root"
-    text = storage.scrub_urls(f"cannot open {url}: 403 (signature 5ig5ig, user token t0ken-xyz)", [url])
+    assert locations.public_url(url) == "https://data.example.org:8443/lib/f.root"
+    assert locations.public_url("s3://bucket/f.root") == "s3://bucket/f.root"
+    assert locations.public_url("/data/f.root") == "/data/f.root"
+    text = locations.scrub_urls(f"cannot open {url}: 403 (signature 5ig5ig, user token t0ken-xyz)", [url])
     assert "t0ken-xyz" not in text and "5ig5ig" not in text and "https://data.example.org:8443/lib/f.root" in text
-    assert not storage.is_pattern("https://host/f.root?X-Amz-Signature=a*b") and storage.is_pattern("s3://b/*.root")
+    assert not locations.is_pattern("https://host/f.root?X-Amz-Signature=a*b") and locations.is_pattern("s3://b/*.root")
 
 
 def test_presigned_inputs_convert_and_leave_no_credentials(dask_client, sample_files, moto_server, s3_env,

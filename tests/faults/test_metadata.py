@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
-from jetstore.store.dataset import Dataset
 from tests.helpers import REPO, cli, run_convert
 
 

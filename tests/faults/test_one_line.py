@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from jetstore.store import paths
+from jetstore.model import paths
 from tests.helpers import REPO, cli
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError, StorageError
-from jetstore.store import paths
-from jetstore.store.backend import check_key, open_backend
-from jetstore.store.dataset import Dataset
+from jetstore.io.backend import check_key, open_backend
+from jetstore.model import paths
 from tests.helpers import cli, run_convert
 
 
@@ -113,7 +113,7 @@ def test_a_symbolic_link_out_of_the_dataset_is_never_followed(dask_client, sampl
 def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sample_files, tmp_path):
     """Written before generations (format_version 2, untagged names, no lease left): read as it is; a rerun
     reuses every shard, and its commit keeps them."""
-    from jetstore.store.manifest import _checksum
+    from jetstore.dataset.manifest import _checksum
 
     out = tmp_path / "ds"
     first = run_convert(dask_client, sample_files, out, jets_per_shard=1000).manifest

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
-from jetstore.store.dataset import Dataset
 from tests.helpers import cli, run_convert
 
 

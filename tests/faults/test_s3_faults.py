@@ -17,8 +17,8 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import StorageError
-from jetstore.store.dataset import Dataset
 from tests.conftest import assert_table_matches, free_port, reference_for
 from tests.helpers import REPO, cli, run_convert
 

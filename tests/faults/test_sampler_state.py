@@ -14,15 +14,15 @@ import yaml
 
 from jetstore import JetDataset
 from jetstore.config.weaver import training_config_from_dict
+from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError, SchemaError
+from jetstore.model.table import class_index
 from jetstore.registry import Registry
 from jetstore.sampler import World
 from jetstore.sampler.schemes import SCHEMES, sequential
 from jetstore.sampler.schemes.base import Scheme
 from jetstore.stats.result import read_stats, write_stats
 from jetstore.stats.run import compute_stats
-from jetstore.store.dataset import Dataset
-from jetstore.store.table import class_index
 from tests.helpers import REPO, run_convert
 
 OPTIONS = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text())

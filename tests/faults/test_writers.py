@@ -13,11 +13,12 @@ import time
 
 import pytest
 
+from jetstore.dataset.dataset import Dataset
+from jetstore.dataset.lease import Lease, LeaseRecord
 from jetstore.errors import LeaseError
-from jetstore.store import paths, storage
-from jetstore.store.backend import open_backend
-from jetstore.store.dataset import Dataset
-from jetstore.store.lease import Lease, LeaseRecord
+from jetstore.io import filesystems
+from jetstore.io.backend import open_backend
+from jetstore.model import paths
 from tests.helpers import REPO, cli, run_convert
 
 
@@ -90,7 +91,7 @@ def test_a_run_that_loses_its_lease_stops_writing(dask_client, sample_files, tmp
     """Another run breaks the lease mid-conversion: this one fails with a LeaseError naming the new holder,
     and writes no manifest."""
     url = str(tmp_path / "ds.zarr")
-    fs, root = storage.filesystem(url, {})
+    fs, root = filesystems.filesystem(url, {})
     failure: dict[str, BaseException] = {}
 
     def convert() -> None:

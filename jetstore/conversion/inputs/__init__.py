@@ -13,7 +13,7 @@ from typing import Any
 from jetstore.conversion.inputs import hdf5, parquet, root
 from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, named_failures, open_binary
 from jetstore.errors import InputError, SchemaError
-from jetstore.store import storage
+from jetstore.io import filesystems, locations
 
 KINDS: dict[str, InputKind] = {k.name: k for k in (root.KIND, parquet.KIND, hdf5.KIND)}
 MAGIC_BYTES = max(len(k.magic) for k in KINDS.values())
@@ -59,10 +59,10 @@ def stem(url: str) -> str:
 def _head(url: str, options: Mapping[str, Any]) -> bytes:
     """The first bytes of a file (remote: one ranged read, not a read-ahead block)."""
     with named_failures(url, "cannot read"):
-        if storage.is_local(url):
+        if locations.is_local(url):
             with open_binary(url, options) as handle:
                 return handle.read(MAGIC_BYTES)
-        fs, path = storage.filesystem(url, options)
+        fs, path = filesystems.filesystem(url, options)
         return fs.cat_file(path, start=0, end=MAGIC_BYTES)
 
 

@@ -20,7 +20,7 @@ import xxhash
 
 from jetstore.documents import DocumentError, open_regular
 from jetstore.errors import InputError
-from jetstore.store import storage
+from jetstore.io import filesystems, locations
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,9 @@ def open_binary(url: str, options: Mapping[str, Any]) -> IO[bytes]:
     """A local path or fsspec URL opened for reading bytes; a missing file, or a local path that is not a regular
     file (a folder, a FIFO: refused without blocking), is an :class:`InputError`."""
     try:
-        if storage.is_local(url):
+        if locations.is_local(url):
             return open_regular(url.removeprefix("file://"))
-        fs, path = storage.filesystem(url, options)
+        fs, path = filesystems.filesystem(url, options)
         return fs.open(path, "rb")
     except FileNotFoundError:
         raise InputError(url, "no such file") from None
@@ -135,9 +135,9 @@ def named_failures(url: str, what: str) -> Iterator[None]:
 
 
 def file_size(url: str, options: Mapping[str, Any]) -> int:
-    if storage.is_local(url):
+    if locations.is_local(url):
         return os.path.getsize(url.removeprefix("file://"))
-    fs, path = storage.filesystem(url, options)
+    fs, path = filesystems.filesystem(url, options)
     return int(fs.size(path))
 
 

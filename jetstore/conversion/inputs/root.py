@@ -12,7 +12,7 @@ import uproot
 
 from jetstore.conversion.inputs.base import BranchType, InputFile, InputKind, named_failures
 from jetstore.errors import InputError
-from jetstore.store import storage
+from jetstore.io import locations
 
 DEFAULT_TREE = "Events"  # without a tree named: the only TTree, else this one (NanoAOD's, among Runs, ...)
 
@@ -56,7 +56,7 @@ class RootFile(InputFile):
 
 def _open(url: str, options: Mapping[str, Any]):
     with named_failures(url, "cannot open as a ROOT file"):
-        if storage.is_local(url):
+        if locations.is_local(url):
             path = url.removeprefix("file://")
             if not os.path.exists(path):
                 raise InputError(url, "no such file")

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jetstore.errors import echo
-from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
-from jetstore.store.format.parquet.footer import FooterError, RowGroup, row_groups
-from jetstore.store.layout import Selection
-from jetstore.store.ranges import SparseFile, coalesce
-from jetstore.store.table import BlockData, JetTable
+from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
+from jetstore.formats.parquet.footer import FooterError, RowGroup, row_groups
+from jetstore.io.ranges import SparseFile, coalesce
+from jetstore.model.layout import Selection
+from jetstore.model.table import BlockData, JetTable
 
 CACHE = MetadataCache()
 

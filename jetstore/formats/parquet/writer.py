@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jetstore.store.format.base import ShardWriter
-from jetstore.store.table import JetTable
+from jetstore.formats.base import ShardWriter
+from jetstore.model.table import JetTable
 
 
 class ParquetShardWriter(ShardWriter):

@@ -2,7 +2,7 @@
 
 A shard holds ~30,000 entries per 100k jets; :mod:`zipfile` spends ~30 µs of Python on each (a ``ZipInfo``,
 header packing, seeks back to patch sizes and CRC). Here the entries' bytes already lie in buffers with their
-CRCs (:mod:`jetstore.store.format.zarr.encode` computes them while encoding), so a kernel lays out every
+CRCs (:mod:`jetstore.formats.zarr.encode` computes them while encoding), so a kernel lays out every
 local header, name and payload, then the central directory and the end records, into one buffer written
 with one call. The archive is what ``zipfile`` writes for ``ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))``
 entries stored uncompressed (version 2.0, no extra fields; a zip64 offset for an entry beyond 2 GiB, as

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jetstore.errors import echo
-from jetstore.store.format.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
-from jetstore.store.format.zarr import directory
-from jetstore.store.format.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
-from jetstore.store.format.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
-from jetstore.store.layout import Selection
-from jetstore.store.ranges import SparseFile, coalesce
-from jetstore.store.table import BlockData, JetTable
+from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
+from jetstore.formats.zarr import directory
+from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
+from jetstore.formats.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
+from jetstore.io.ranges import SparseFile, coalesce
+from jetstore.model.layout import Selection
+from jetstore.model.table import BlockData, JetTable
 
 CACHE = MetadataCache()
 MAX_PLANS = 1024  # per shard

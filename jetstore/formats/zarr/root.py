@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from jetstore.store import paths
-from jetstore.store.format.base import RootFiles
-from jetstore.store.format.zarr.writer import NODE_LAYOUT
+from jetstore.formats.base import RootFiles
+from jetstore.formats.zarr.writer import NODE_LAYOUT
+from jetstore.model import paths
 
 if TYPE_CHECKING:
-    from jetstore.store.manifest import Manifest
+    from jetstore.dataset.manifest import Manifest
 
 
 def root_group(manifest: Manifest) -> dict[str, bytes]:

@@ -33,11 +33,11 @@ import zarr
 from numcodecs import Blosc
 from zarr.codecs import BloscCodec
 
-from jetstore.store.format.base import ShardWriter
-from jetstore.store.format.zarr.archive import Entries, write_zip
-from jetstore.store.format.zarr.encode import Codec, capacity, encode_chunks
-from jetstore.store.layout import BlockColumns
-from jetstore.store.table import BlockData, JetTable, offsets_of
+from jetstore.formats.base import ShardWriter
+from jetstore.formats.zarr.archive import Entries, write_zip
+from jetstore.formats.zarr.encode import Codec, capacity, encode_chunks
+from jetstore.model.layout import BlockColumns
+from jetstore.model.table import BlockData, JetTable, offsets_of
 
 COUNTS = "counts"
 STARTS = "starts"

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jetstore.store import storage
-from jetstore.store.backend.base import Backend, Capabilities, RangeReader, Token, Versioned, check_key
-from jetstore.store.backend.local import LocalBackend
-from jetstore.store.backend.objects import FsspecBackend, S3Backend
+from jetstore.io import filesystems
+from jetstore.io.backend.base import Backend, Capabilities, RangeReader, Token, Versioned, check_key
+from jetstore.io.backend.local import LocalBackend
+from jetstore.io.backend.objects import FsspecBackend, S3Backend
 
 BACKENDS: dict[str, type[Backend]] = {"file": LocalBackend, "local": LocalBackend, "s3": S3Backend,
                                       "s3a": S3Backend}
@@ -17,7 +17,7 @@ BACKENDS: dict[str, type[Backend]] = {"file": LocalBackend, "local": LocalBacken
 
 def open_backend(url: str, options: Mapping[str, Any] | None = None) -> Backend:
     """The backend of the dataset root ``url`` (storage options as for fsspec)."""
-    fs, root = storage.filesystem(url, options)
+    fs, root = filesystems.filesystem(url, options)
     return backend_of(fs, root, url, options)
 
 

@@ -8,7 +8,7 @@ refuses keys that resolve outside the root through a symbolic link.
 Conditional writes carry a :data:`Token`, the version of an object as the storage knows it (its S3 ETag, or
 the xxh3 digest of a local file's bytes): :meth:`Backend.put_if_match` replaces an object only while it
 still has the token read before, :meth:`Backend.put_if_absent` creates one only where there is none. They
-are what the write lease and the manifest are fenced with (``store/lease.py``, ``store/writer.py``).
+are what the write lease and the manifest are fenced with (``dataset/lease.py``, ``dataset/writer.py``).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import xxhash
 
 from jetstore.documents import DocumentError, open_regular
 from jetstore.errors import StorageError
-from jetstore.store import paths
-from jetstore.store.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
+from jetstore.io.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
+from jetstore.model import paths
 
 
 def digest(data: bytes) -> Token:

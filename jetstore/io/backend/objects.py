@@ -17,8 +17,8 @@ from pathlib import Path
 import fsspec.asyn
 
 from jetstore.errors import StorageError
-from jetstore.store import storage
-from jetstore.store.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
+from jetstore.io import storage_errors
+from jetstore.io.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
 
 MULTIPART_PART_SIZE = 64 << 20
 REFUSED = (412, 404, 409)  # precondition failed; If-Match on a missing key (AWS, moto); a concurrent conditional PUT
@@ -132,9 +132,10 @@ class S3Backend(FsspecBackend):
         try:
             fsspec.asyn.sync(self.fs.loop, self.fs._call_s3, "head_bucket", Bucket=bucket)
         except FileNotFoundError:
-            raise storage.missing_bucket(self.url, bucket, storage.endpoint(self.url, self.options)) from None
+            where = storage_errors.endpoint(self.url, self.options)
+            raise storage_errors.missing_bucket(self.url, bucket, where) from None
         except Exception as exc:
-            error = storage.failure(exc, self.url, self.options)
+            error = storage_errors.failure(exc, self.url, self.options)
             raise (error or exc) from None
 
     def _conditional(self, key: str, data: bytes, **condition: str) -> Token | None:

@@ -1,1 +1,2 @@
-"""The bundled schemas (``cms_ak4``, ``jetclass``, ...): this folder is installed as ``jetstore.schemas``."""
+"""The bundled schemas (``cms_ak4``, ``jetclass``, ``nano_ak4``, ``nano_ak8``): package data, read by name
+(``--schema cms_ak4``)."""

@@ -22,10 +22,10 @@ import yaml
 from jetstore.conversion.request import ConvertRequest
 from jetstore.documents import DocumentError, load_json, read_regular
 from jetstore.errors import JetstoreError, SchemaError, StorageError
+from jetstore.formats import FORMATS
+from jetstore.io import locations, redaction, settings, storage_errors
+from jetstore.model.layout import CODECS, Layout
 from jetstore.schema import load_schema
-from jetstore.store import storage
-from jetstore.store.format import FORMATS
-from jetstore.store.layout import CODECS, Layout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbosity = args.verbose - args.quiet
     given = [getattr(args, name, {}) for name in ("storage_options", "input_storage_options")]
-    _configure_logging(verbosity, [s for options in given for s in storage.StorageOptions(options).secrets()])
-    if any(isinstance(options, _Inline) and storage.StorageOptions(options).secrets() for options in given):
+    _configure_logging(verbosity, [s for options in given for s in settings.StorageOptions(options).secrets()])
+    if any(isinstance(options, _Inline) and settings.StorageOptions(options).secrets() for options in given):
         LOG.warning("jetstore: warning: credentials in --storage-options JSON are visible to every local user "
                     "(ps, /proc); use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --storage-options @FILE")
     return _guarded(args.handler, args, verbosity=verbosity)
@@ -66,7 +66,7 @@ def _configure_logging(verbosity: int, secrets: Sequence[str]) -> None:
     level = VERBOSITY_LEVELS[max(-1, min(2, verbosity))]
     handler = _StderrHandler()
     handler.setLevel(level)  # also for libraries that set their own loggers' levels (distributed)
-    handler.addFilter(storage.RedactingFilter(list(secrets)))
+    handler.addFilter(redaction.RedactingFilter(list(secrets)))
     handler.set_name("jetstore-cli")
     ours = logging.getLogger("jetstore")
     for logger in (ours, logging.getLogger()):  # main() may run several times in one process (tests, notebooks)
@@ -96,7 +96,7 @@ EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "p
 
 def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:
     """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
-    caught on the way (``storage.failure`` recognises it) is named after the command's dataset URL. ``extra``:
+    caught on the way (``storage_errors.failure`` recognises it) is named after the command's dataset URL. ``extra``:
     the extra that the command needs as a whole (else the one that installs the missing module)."""
     try:
         try:
@@ -106,15 +106,15 @@ def _guarded(handler: Callable[[object], int], args: object, verbosity: int, ext
         except Exception as exc:
             url = getattr(args, "url", None) or next(iter(getattr(args, "urls", None) or ()), None) \
                 or getattr(args, "output", None)  # the command's (first) dataset
-            error = storage.failure(exc, url) if isinstance(url, str) else None
+            error = storage_errors.failure(exc, url) if isinstance(url, str) else None
             if error is None:
                 raise
             raise error from exc
     except JetstoreError as exc:
         urls = _urls(args)  # whatever a message quotes of a URL, it shows without credentials
         if verbosity > 0:
-            print(storage.scrub_urls(traceback.format_exc(), urls), end="", file=sys.stderr)
-        print(f"jetstore: error: {storage.scrub_urls(str(exc), urls)}", file=sys.stderr)
+            print(locations.scrub_urls(traceback.format_exc(), urls), end="", file=sys.stderr)
+        print(f"jetstore: error: {locations.scrub_urls(str(exc), urls)}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         missing = EXTRAS.get((exc.name or "").partition(".")[0])
@@ -327,7 +327,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _open(args: argparse.Namespace):
     """The datasets named on the command line, as one collection."""
-    from jetstore.store.collection import Collection
+    from jetstore.dataset.collection import Collection
 
     return Collection.open(args.urls, args.storage_options)
 
@@ -388,7 +388,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.config import load_training_config
-    from jetstore.stats.export import export_weaver_yaml, weaver_command, weaver_hint, write_weaver_files
+    from jetstore.interop.weaver import export_weaver_yaml, weaver_command, weaver_hint, write_weaver_files
     from jetstore.stats.result import read_stats
 
     output_file(args.output, "--output")
@@ -574,7 +574,7 @@ def _storage_options(text: str) -> dict:
     checked for the types fsspec expects."""
     try:
         value = load_json(read_regular(text[1:], MAX_OPTIONS_BYTES) if text.startswith("@") else text)
-        problem = storage.options_problem(value)
+        problem = settings.options_problem(value)
     except DocumentError as exc:
         raise argparse.ArgumentTypeError(f"{text[1:]} {exc}" if text.startswith("@") else str(exc)) from None
     except OSError as exc:
