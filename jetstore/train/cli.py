@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jetstore.arguments import HelpWithDefaults
 from jetstore.errors import JetstoreError
 from jetstore.io import storage_errors
 from jetstore.train.options import RUN_FILE, TrainOptions, local_path, read_run
@@ -55,9 +56,7 @@ def _argument(name: str, hint: Any, metadata: dict[str, Any]) -> tuple[tuple[str
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The parser of every :class:`TrainOptions` field; without ``defaults`` only given options are set (the
     ones that override a stored run)."""
-    from jetstore.cli import _HelpWithDefaults
-
-    parser = _Parser(prog="jetstore train", description=__doc__, formatter_class=_HelpWithDefaults,
+    parser = _Parser(prog="jetstore train", description=__doc__, formatter_class=HelpWithDefaults,
                      argument_default=None if defaults else argparse.SUPPRESS)
     hints = typing.get_type_hints(TrainOptions)
     for item in dataclasses.fields(TrainOptions):
@@ -106,7 +105,7 @@ def _trusted(stored: TrainOptions, given: dict[str, Any], run_file: Path) -> Tra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command (logging is set up by ``jetstore.cli.main``, the one entry point of both spellings)."""
+    """The command (logging is set up by ``jetstore.cli.app.main``, the one entry point of both spellings)."""
     from jetstore.train.export import export_onnx
     from jetstore.train.loop import train
     from jetstore.train.predict import predict
