@@ -64,7 +64,6 @@ from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E4
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.dataset.dataset import Dataset  # noqa: E402
-from jetstore.model.cells import CellRule  # noqa: E402
 from jetstore.model.layout import Layout  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
@@ -612,7 +611,7 @@ def iid_reference(dataset: Dataset, config, jets: int) -> dict:
                            for index, shard in enumerate(dataset.manifest.shards)])
     draws = np.random.default_rng(1).choice(len(weights), size=2 * (jets - jets % BATCH), p=weights / weights.sum())
     batches = list(draws.reshape(-1, BATCH))
-    n_cells = CellRule.from_config(config).n_cells
+    n_cells = config.cell_rule().n_cells
     target = np.bincount(cells[cells >= 0], weights=weights[cells >= 0], minlength=n_cells)
     drawn = np.bincount(cells[draws], minlength=n_cells)
     return {"repeats": (repeats(batches, 1), repeats(batches, 4)),

@@ -20,6 +20,7 @@ import numpy as np
 import xxhash
 
 from jetstore.errors import SchemaError, echo
+from jetstore.model.cells import CellRule
 from jetstore.schema.expression import Expression
 from jetstore.schema.load import check_keys, read_yaml
 
@@ -112,6 +113,13 @@ class TrainingConfig:
     def auto_variables(self) -> tuple[str, ...]:
         """Variables whose centre and scale ``jetstore stats`` computes."""
         return tuple(n for n, v in self.variables.items() if v.is_auto)
+
+    def cell_rule(self) -> CellRule:
+        """The classes and reweighting cells this config asks for (the weights block's, else its labels)."""
+        spec = self.weights
+        if spec is not None:
+            return CellRule(spec.classes, spec.x_var, spec.y_var, spec.x_bins, spec.y_bins, spec.discard_under_overflow)
+        return CellRule(self.label_columns if self.label_type == "simple" else ())
 
     @property
     def hash(self) -> str:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from jetstore.config.weaver import TrainingConfig
 from jetstore.model.table import class_index
 
 EDGES = np.array([-np.inf, np.inf])
@@ -24,7 +23,7 @@ EDGES = np.array([-np.inf, np.inf])
 
 @dataclass(frozen=True)
 class CellRule:
-    """Classes and (x, y) bins of a config."""
+    """Classes and (x, y) bins of a config (``TrainingConfig.cell_rule``)."""
 
     classes: tuple[str, ...]
     x_var: str | None = None
@@ -32,13 +31,6 @@ class CellRule:
     x_edges: tuple[float, ...] = (-np.inf, np.inf)
     y_edges: tuple[float, ...] = (-np.inf, np.inf)
     discard_out_of_range: bool = False
-
-    @classmethod
-    def from_config(cls, config: TrainingConfig) -> CellRule:
-        spec = config.weights
-        if spec is not None:
-            return cls(spec.classes, spec.x_var, spec.y_var, spec.x_bins, spec.y_bins, spec.discard_under_overflow)
-        return cls(config.label_columns if config.label_type == "simple" else ())
 
     @property
     def n_classes(self) -> int:

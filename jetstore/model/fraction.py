@@ -15,16 +15,38 @@ part is not representative (files ordered by pT-hat, say).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from jetstore.dataset.manifest import ShardEntry
 from jetstore.errors import SchemaError
 
 MODES = ("weaver", "random")
 ALL, NONE, SOME = "all", "none", "some"
+
+
+class Piece(Protocol):
+    """An entry range of one input file in a shard."""
+
+    @property
+    def entry_start(self) -> int: ...
+    @property
+    def entry_stop(self) -> int: ...
+
+
+class Shard(Protocol):
+    """What a fraction reads of a shard (a manifest's ``ShardEntry``): its pieces and their input files."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def checksum(self) -> str: ...
+    @property
+    def pieces(self) -> Sequence[Piece]: ...
+    @property
+    def sources(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,7 @@ class Fraction:
         if self.mode not in MODES:
             raise SchemaError(f"fraction mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
-    def covers(self, shard: ShardEntry) -> str:
+    def covers(self, shard: Shard) -> str:
         """``all``, ``none`` or ``some`` of the shard's jets (``some``: :meth:`mask` decides per jet)."""
         if self.value >= 1:
             return ALL
@@ -52,7 +74,7 @@ class Fraction:
             return ALL
         return NONE if all(p.entry_start >= cut for p, cut in zip(shard.pieces, cuts, strict=True)) else SOME
 
-    def mask(self, shard: ShardEntry, entries: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
+    def mask(self, shard: Shard, entries: np.ndarray, inputs: np.ndarray | None = None) -> np.ndarray:
         """Per stored jet of a shard (``entries``: its ``_entry`` column, ``inputs`` its ``_input``: the piece; None
         for one piece): is it in the fraction."""
         if self.mode == "random":
@@ -60,7 +82,7 @@ class Fraction:
         cuts = np.asarray(self._cuts(shard), np.int64)
         return np.asarray(entries) < (cuts[inputs] if inputs is not None else cuts[0])
 
-    def _cuts(self, shard: ShardEntry) -> list[int]:
+    def _cuts(self, shard: Shard) -> list[int]:
         """The fraction's cut in every piece's input file."""
         cuts = []
         for source in shard.sources:

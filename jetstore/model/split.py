@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
+from jetstore.model.splitmix import MIX1, MIX2
+
 PARTS = ("all", "train", "holdout")
-# splitmix64 (Steele, Lea, Flood 2014): the golden-ratio increment and the finaliser's multipliers; one home for
-# the sampler's random streams (sampler/kernels.py) and the held-out split
-GOLDEN, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 @dataclass(frozen=True)

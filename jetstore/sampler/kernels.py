@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from jetstore.model.split import GOLDEN, MIX1, MIX2  # splitmix64: one home of the constants
+from jetstore.model.splitmix import GOLDEN, MIX1, MIX2
 
 
 @numba.njit(cache=True, nogil=True)

@@ -19,7 +19,7 @@ from jetstore.config.variables import check_agreement
 from jetstore.config.weaver import TrainingConfig, load_training_config
 from jetstore.dataset.collection import Collection, DataSpec, ShardCatalog
 from jetstore.errors import DatasetError, SchemaError
-from jetstore.io import locations
+from jetstore.io.backend import capabilities_of
 from jetstore.model.cells import CellRule
 from jetstore.model.split import Split
 from jetstore.sampler.batch import BatchBuilder
@@ -125,7 +125,7 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     collection = Collection.open(data, storage_options)
     check_agreement(collection, config)
     scheme = get_scheme(options.scheme or ("weighted" if options.training else "sequential"))
-    rule = CellRule.from_config(config)
+    rule = config.cell_rule()
     _check_classes(collection, rule)
     stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
                                                                                config.weights is not None))
@@ -143,7 +143,7 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     unit_bytes = collection.bytes / max(len(units), 1)
     ahead = int(np.clip(options.max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * options.threads, MAX_AHEAD))
     io_threads = options.io_threads
-    if all(locations.is_local(m.url) for m in collection):  # local reads take microseconds: a few threads suffice
+    if all(capabilities_of(m.url).cheap_requests for m in collection):  # microseconds a read: a few threads suffice
         io_threads = min(io_threads, LOCAL_IO_THREADS)
     cache = DiskCache.open(options.cache_dir, options.cache_limit) if options.cache_dir else None
     catalog = ShardCatalog.of(collection, cache)

@@ -19,7 +19,6 @@ from jetstore.config.variables import VariableResolver
 from jetstore.config.weaver import TrainingConfig
 from jetstore.dataset.dataset import ShardSource
 from jetstore.dataset.manifest import ShardEntry
-from jetstore.model.cells import CellRule
 from jetstore.model.fraction import ALL, NONE, SOME, Fraction
 from jetstore.model.layout import ENTRY, INPUT, Selection
 from jetstore.model.table import JetTable
@@ -196,7 +195,7 @@ def _weights_and_units(work: ShardWork, shard: ShardEntry, resolver: VariableRes
     fraction) and the jets per (unit, cell), which the sampler needs to pick units by weight and class
     without reading them."""
     spec = work.config.weights
-    rule = CellRule.from_config(work.config)
+    rule = work.config.cell_rule()
     table, covered = _read(work, shard, resolver.needs(rule.variables), work.weights)
     selected = resolver.selection_mask(table)
     values = {name: np.asarray(flat) for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}

@@ -18,7 +18,6 @@ import yaml
 from jetstore.config.weaver import TrainingConfig, training_config_from_dict
 from jetstore.errors import JetstoreError
 from jetstore.interop.weaver import export_weaver_yaml
-from jetstore.model.cells import CellRule
 from jetstore.stats.result import StatsResult
 
 EXPORTED_CONFIG = "data_config.yaml"
@@ -64,7 +63,7 @@ class MetricWeights:
     jets in proportion to it), 0 outside the cells; 1 for every jet without a ``weights`` block."""
 
     def __init__(self, config: TrainingConfig):
-        self.rule = CellRule.from_config(config) if config.weights is not None else None
+        self.rule = config.cell_rule() if config.weights is not None else None
         hists = config.weights.hists if config.weights is not None else None
         if self.rule is not None and not hists:
             raise JetstoreError(f"{config.source}: no weight tables (reweight_hists) to weigh validation jets with")
