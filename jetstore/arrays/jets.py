@@ -119,7 +119,7 @@ class Jets:
         (``pip install dask-awkward``; coffea brings it)."""
         from jetstore.arrays.partitions import collection
 
-        return collection(self, self.columns(columns), step_size)
+        return collection(self.catalog, self.entries, self.sample_of_shard, self.columns(columns), step_size)
 
 
 def open(data: DataSpec | Collection, storage_options: Mapping[str, Any] | None = None) -> Jets:

@@ -4,19 +4,16 @@ units of one shard, read by :class:`ReadPartition`, which reads only the columns
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import awkward as ak
 
 from jetstore.arrays.columns import Columns
 from jetstore.arrays.fetch import read_spans
 from jetstore.arrays.library import empty, gather, to_awkward
-from jetstore.arrays.spans import Span
+from jetstore.arrays.spans import Entries, Span
 from jetstore.dataset.collection import ShardCatalog
 from jetstore.errors import JetstoreError
-
-if TYPE_CHECKING:
-    from jetstore.arrays.jets import Jets
 
 try:
     from dask_awkward.lib.io.columnar import ColumnProjectionMixin
@@ -47,13 +44,15 @@ class ReadPartition(ColumnProjectionMixin):
         return to_awkward(gather(parts, self.columns), self.columns)
 
 
-def collection(jets: Jets, columns: Columns, step_size: int | None) -> Any:
-    """The dask-awkward array of ``columns`` of ``jets``, partitioned into unit ranges of about ``step_size``."""
+def collection(catalog: ShardCatalog, entries: Entries, samples: list[int], columns: Columns,
+               step_size: int | None) -> Any:
+    """The dask-awkward array of ``columns`` of the jets of ``catalog`` (numbered by ``entries``; ``samples``: each
+    shard's sample), partitioned into unit ranges of about ``step_size``."""
     try:
         import dask_awkward as dak
     except ImportError:
         raise JetstoreError("Jets.dask needs dask-awkward: pip install dask-awkward") from None
-    spans = jets.entries.partitions(step_size)
-    divisions = (*(int(jets.entries.starts[s.shard]) + s.start for s in spans), jets.num_entries)
-    reader = ReadPartition(jets.catalog, jets.sample_of_shard, columns)
+    spans = entries.partitions(step_size)
+    divisions = (*(int(entries.starts[s.shard]) + s.start for s in spans), entries.total)
+    reader = ReadPartition(catalog, samples, columns)
     return dak.from_map(reader, spans, label="jetstore", divisions=divisions if spans else None)

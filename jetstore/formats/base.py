@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,9 +24,6 @@ from jetstore.errors import DatasetError
 from jetstore.io.ranges import ByteSource, Coalesced, SparseFile
 from jetstore.model.layout import Layout, Selection, TableColumns
 from jetstore.model.table import JetTable
-
-if TYPE_CHECKING:
-    from jetstore.dataset.manifest import Manifest
 
 TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
@@ -195,6 +192,31 @@ class MetadataCache:
         return value
 
 
+class Listed(Protocol):
+    """A shard as a dataset lists it."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def n_jets(self) -> int: ...
+
+
+class Listing(Protocol):
+    """What a format's root files are made from: the dataset's manifest (``dataset.manifest.Manifest``), as far
+    as a format reads it."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def n_jets(self) -> int: ...
+    @property
+    def shards(self) -> Sequence[Listed]: ...
+    @property
+    def columns(self) -> TableColumns: ...
+
+
 @dataclass(frozen=True)
 class RootFiles:
     """Files a format keeps at a dataset's root beside the manifest (a Zarr root group), made from the manifest at
@@ -202,7 +224,7 @@ class RootFiles:
     wrote a file)."""
 
     keys: tuple[str, ...]
-    make: Callable[[Manifest], dict[str, bytes]]
+    make: Callable[[Listing], dict[str, bytes]]
     generation: Callable[[bytes], int]
 
 

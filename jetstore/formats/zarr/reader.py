@@ -20,7 +20,7 @@ from jetstore.errors import echo
 from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
 from jetstore.formats.zarr import directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
-from jetstore.formats.zarr.writer import COUNTS, JETS, UNIT_ALIGNED
+from jetstore.formats.zarr.layout import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.io.ranges import SparseFile, coalesce
 from jetstore.model.layout import Selection
 from jetstore.model.table import BlockData, JetTable

@@ -12,17 +12,13 @@ lease generation that wrote it (``attributes.jetstore.generation``) and never re
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
-from jetstore.formats.base import RootFiles
-from jetstore.formats.zarr.writer import NODE_LAYOUT
+from jetstore.formats.base import Listing, RootFiles
+from jetstore.formats.zarr.layout import NODE_LAYOUT
 from jetstore.model import paths
 
-if TYPE_CHECKING:
-    from jetstore.dataset.manifest import Manifest
 
-
-def root_group(manifest: Manifest) -> dict[str, bytes]:
+def root_group(manifest: Listing) -> dict[str, bytes]:
     """The root ``zarr.json`` of a dataset with ``manifest``."""
     attributes = {
         "jetstore": {"manifest": paths.MANIFEST, "version": manifest.version, "generation": manifest.generation},

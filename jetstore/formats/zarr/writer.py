@@ -36,27 +36,23 @@ from zarr.codecs import BloscCodec
 from jetstore.formats.base import ShardWriter
 from jetstore.formats.zarr.archive import Entries, write_zip
 from jetstore.formats.zarr.encode import Codec, capacity, encode_chunks
+from jetstore.formats.zarr.layout import (
+    CONSOLIDATED,
+    COUNTS,
+    JET_DIMENSION,
+    JETS,
+    NODE_LAYOUT,
+    STARTS,
+    UNIT_ALIGNED,
+    node_dimension,
+)
 from jetstore.model.layout import BlockColumns
 from jetstore.model.table import BlockData, JetTable, offsets_of
 
-COUNTS = "counts"
-STARTS = "starts"
-JETS = "jets"
-JET_DIMENSION = "jet"
 MIN_VALUE_CHUNK = 1024
 BLOCK_BYTES = 1 << 18  # Blosc compresses a whole chunk (≤ 256 KiB) as one block: faster both ways, no bigger
 SHUFFLE_NAMES = {Blosc.SHUFFLE: "shuffle", Blosc.BITSHUFFLE: "bitshuffle"}
-UNIT_ALIGNED = "unit_aligned"  # each unit's node values start at a chunk boundary
-CONSOLIDATED = "consolidated_metadata"
 _INLINE = {"kind": "inline", "must_understand": False}
-NODE_LAYOUT = ("jet i's nodes are values [starts[i], starts[i] + counts[i]) of every node array of this group; "
-               "the values after a unit's last jet are padding")
-
-
-def node_dimension(block: str) -> str:
-    return f"{block}_node"
-
-
 @dataclass
 class _Array:
     """One array of the shard: its key, values (a whole number of chunks), chunk length and the unit whose zip
