@@ -63,8 +63,9 @@ def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = No
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     found = {kind for kind, types in kinds().items() if any(isinstance(e, types) for e in chain)}
-    codes = {str(getattr(e, "response", {}).get("Error", {}).get("Code")) for e in chain if hasattr(e, "response")}
-    statuses = {getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") for e in chain}
+    responses = [e.response for e in chain if isinstance(getattr(e, "response", None), Mapping)]  # botocore's
+    codes = {str(r.get("Error", {}).get("Code")) for r in responses}
+    statuses = {r.get("ResponseMetadata", {}).get("HTTPStatusCode") for r in responses}
     scrub = StorageOptions(options or {}).scrub
     if "credentials" in found:
         return StorageError(f"{url}: no credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

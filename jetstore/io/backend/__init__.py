@@ -10,6 +10,7 @@ from jetstore.io import filesystems
 from jetstore.io.backend.base import Backend, Capabilities, RangeReader, Token, Versioned, check_key
 from jetstore.io.backend.local import LocalBackend
 from jetstore.io.backend.objects import FsspecBackend, S3Backend
+from jetstore.io.locations import protocol
 
 BACKENDS: dict[str, type[Backend]] = {"file": LocalBackend, "local": LocalBackend, "s3": S3Backend,
                                       "s3a": S3Backend}
@@ -19,6 +20,11 @@ def open_backend(url: str, options: Mapping[str, Any] | None = None) -> Backend:
     """The backend of the dataset root ``url`` (storage options as for fsspec)."""
     fs, root = filesystems.filesystem(url, options)
     return backend_of(fs, root, url, options)
+
+
+def capabilities_of(url: str) -> Capabilities:
+    """What the backend of ``url`` can do, without opening it."""
+    return BACKENDS.get(protocol(url), FsspecBackend).capabilities
 
 
 def backend_of(fs: Any, root: str, url: str | None = None, options: Mapping[str, Any] | None = None) -> Backend:
@@ -36,5 +42,5 @@ def write_bytes_atomic(fs: Any, path: str, data: bytes) -> None:
 
 
 __all__ = ["BACKENDS", "Backend", "Capabilities", "FsspecBackend", "LocalBackend", "RangeReader", "S3Backend",
-           "Token", "Versioned", "backend_of", "check_key", "open_backend",
+           "Token", "Versioned", "backend_of", "capabilities_of", "check_key", "open_backend",
            "write_bytes_atomic"]

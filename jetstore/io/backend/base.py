@@ -36,7 +36,6 @@ class Capabilities:
 
     writes: bool  # put, publish, delete
     conditional_writes: bool  # put_if_absent / put_if_match decided by the storage itself
-    rename: bool  # publish is one rename from a staging folder beside the data (plain files)
     cheap_requests: bool  # a request costs microseconds (local files): few reader threads suffice
 
 

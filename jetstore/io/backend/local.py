@@ -31,7 +31,7 @@ def digest(data: bytes) -> Token:
 
 
 class LocalBackend(Backend):
-    capabilities = Capabilities(writes=True, conditional_writes=True, rename=True, cheap_requests=True)
+    capabilities = Capabilities(writes=True, conditional_writes=True, cheap_requests=True)
 
     def path(self, key: str = "") -> str:
         """The path of ``key``, refused when it resolves outside the root (a symbolic link out of it)."""

@@ -28,7 +28,7 @@ class FsspecBackend(Backend):
     """Reading any fsspec filesystem (HTTP, GCS, memory, ...); jetstore writes datasets only where it can
     write conditionally."""
 
-    capabilities = Capabilities(writes=False, conditional_writes=False, rename=False, cheap_requests=False)
+    capabilities = Capabilities(writes=False, conditional_writes=False, cheap_requests=False)
 
     def read(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
@@ -88,7 +88,7 @@ class FsspecBackend(Backend):
 
 
 class S3Backend(FsspecBackend):
-    capabilities = Capabilities(writes=True, conditional_writes=True, rename=False, cheap_requests=False)
+    capabilities = Capabilities(writes=True, conditional_writes=True, cheap_requests=False)
     _prefix_listing = True  # one LIST request with a key prefix
 
     def read_versioned(self, key: str) -> Versioned | None:
