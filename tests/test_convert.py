@@ -191,7 +191,7 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     import logging
 
     from jetstore import convert
-    from jetstore.cli.app import _configure_logging
+    from jetstore.console import configure_logging
 
     with caplog.at_level(logging.INFO, logger="jetstore"):  # the API logs; the caller decides where it goes
         convert([str(f) for f in sample_files], "cms_ak4", str(tmp_path / "d.zarr"), client=dask_client,
@@ -201,13 +201,13 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
 
     capsys.readouterr()  # what the API wrote through handlers attached before (an earlier CLI run's) is not asked
     shown = logging.getLogger("jetstore.conversion.run")
-    _configure_logging(0, ["token-1234"])  # the CLI's default: bare lines on stderr, secrets masked
+    configure_logging(0, ["token-1234"])  # the CLI's default: bare lines on stderr, secrets masked
     shown.info("took over the lease with token-1234")
-    _configure_logging(-1, [])  # -q: errors only
+    configure_logging(-1, [])  # -q: errors only
     shown.info("a notice")
     shown.error("an error")
     assert capsys.readouterr().err.splitlines() == ["took over the lease with ***", "an error"]
-    _configure_logging(0, [])
+    configure_logging(0, [])
 
 
 def test_two_runs_of_the_same_inputs_share_a_cluster(dask_client, sample_files, tmp_path):

@@ -1,6 +1,10 @@
 """``python -m jetstore.train``: the same as ``jetstore train`` (one-line errors and exit codes included)."""
+import argparse
 import sys
 
-from jetstore.cli import main
+from jetstore.console import configure_logging, guarded
+from jetstore.train.cli import main
 
-raise SystemExit(main(["train", *sys.argv[1:]]))
+configure_logging(0, ())
+raise SystemExit(guarded(lambda args: main(args.arguments), argparse.Namespace(arguments=sys.argv[1:]), verbosity=0,
+                         extra="train"))
