@@ -1,0 +1,94 @@
+"""The layout: every module has one name, the module paths of earlier releases import for one release with a
+DeprecationWarning and give the very objects of their new homes, and the command line parses jetstore's own
+options before a command whose options are the trainer's."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from jetstore import _moved
+from jetstore.cli import main
+from tests.helpers import REPO
+
+OLD_NAMES = [  # an old path, a name in it, the new home of that name
+    ("jetstore.store.dataset", "Dataset", "jetstore.dataset.dataset"),
+    ("jetstore.store.collection", "Collection", "jetstore.dataset.collection"),
+    ("jetstore.store.manifest", "Manifest", "jetstore.dataset.manifest"),
+    ("jetstore.store.table", "JetTable", "jetstore.model.table"),
+    ("jetstore.store.paths", "shard_name", "jetstore.model.paths"),
+    ("jetstore.store.format", "FORMATS", "jetstore.formats"),
+    ("jetstore.store.format.zarr.reader", "ZarrShardReader", "jetstore.formats.zarr.reader"),
+    ("jetstore.store.backend", "open_backend", "jetstore.io.backend"),
+    ("jetstore.store.storage", "StorageOptions", "jetstore.io.settings"),
+    ("jetstore.store.storage", "failure", "jetstore.io.storage_errors"),
+    ("jetstore.store.storage", "public_url", "jetstore.io.locations"),
+    ("jetstore.stats.cells", "CellRule", "jetstore.model.cells"),
+    ("jetstore.stats.split", "Split", "jetstore.model.split"),
+    ("jetstore.stats.export", "export_weaver_yaml", "jetstore.interop.weaver"),
+    ("jetstore.conversion.plan", "ShardTask", "jetstore.conversion.tasks"),
+    ("jetstore.sampler.plan", "SamplerOptions", "jetstore.sampler.sampler_plan"),
+]
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Old paths not imported yet in this process (each import warns once)."""
+    for name in [m for m in sys.modules if m.startswith(("jetstore.store", "jetstore.schemas")) or m in
+                 {old for old, _, _ in OLD_NAMES}]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+@pytest.mark.parametrize(("old", "name", "home"), OLD_NAMES)
+def test_an_old_path_warns_and_gives_the_same_object(fresh, old, name, home):
+    if home.startswith("jetstore.sampler"):
+        pytest.importorskip("torch")
+    with pytest.warns(DeprecationWarning, match=old.replace(".", r"\.")):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(home), name)
+
+
+def test_an_old_from_import_gives_the_same_module(fresh):
+    with pytest.warns(DeprecationWarning):
+        from jetstore.store import paths
+    from jetstore.model import paths as new
+
+    assert paths is new
+
+
+def test_the_bundled_schemas_are_found_under_the_old_package_name(fresh):
+    from importlib import resources
+
+    with pytest.warns(DeprecationWarning):
+        names = {p.name for p in resources.files("jetstore.schemas").iterdir()}
+    assert "cms_ak4.yaml" in names
+
+
+def test_every_old_path_has_a_new_home():
+    for old, home in _moved.MOVED.items():
+        assert importlib.util.find_spec(home) is not None, (old, home)
+        assert importlib.util.find_spec(old, None) is not None
+    for homes in _moved.SPLIT.values():
+        assert all(importlib.util.find_spec(h) is not None for h in homes)
+
+
+def test_the_trainer_is_one_module_under_one_name():
+    """From the repository root (on sys.path, as for pytest), ``train`` is not a module: only jetstore.train."""
+    code = "import importlib.util as u, jetstore.train.options as o; print(u.find_spec('train') is None, o.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "jetstore.train.options"]
+
+
+def test_jetstore_options_go_before_the_trainer_s(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["-v", "train", "--help"])
+    assert exited.value.code == 0 and "usage: jetstore train" in capsys.readouterr().out
+
+
+def test_unknown_options_of_jetstore_s_own_commands_are_refused(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["inspect", "x", "--no-such-option"])
+    assert exited.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
