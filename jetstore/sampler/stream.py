@@ -23,7 +23,7 @@ from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena, Compact
 from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
-from jetstore.sampler.pools import ClassPools, FifoPool, split
+from jetstore.sampler.pools import BucketPools, ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
@@ -51,16 +51,19 @@ class StreamSpec:
     ahead: int
     window_jets: int
     split: Split = field(default_factory=Split)
+    bucket: int = 0  # batches grouped by multiplicity and trimmed, at least this long (0: neither)
 
 
 @dataclass
 class PreparedUnit:
-    """A read unit: the class of each kept row; with data, each kept row's row in ``compact``."""
+    """A read unit: the class of each kept row; with data, each kept row's row in ``compact``; with bucketing,
+    each kept row's multiplicity."""
 
     classes: np.ndarray
     refs: np.ndarray | None
     compact: Compact | None
     remaining: int
+    sizes: np.ndarray | None = None
 
 
 class SlotStream:
@@ -73,7 +76,7 @@ class SlotStream:
         self.skip, self.empty = skip, empty
         self.arena = arena or Arena()
         stored = [source.columns.provenance() for source in spec.catalog.sources]
-        self.light = tuple(_with_provenance(b.resolver.needs(spec.rule.variables), spec.split, p)
+        self.light = tuple(_with_provenance(b.with_counts(b.resolver.needs(spec.rule.variables)), spec.split, p)
                            for b, p in zip(builders, stored, strict=True))
         self.full = tuple(_with_provenance(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split, p)
                           for b, p in zip(builders, stored, strict=True))
@@ -129,7 +132,7 @@ class SlotStream:
     def _identify(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
         multiplicity, classes = self._kept_classes(read, table)
         rows = kernels.repeat_rows(multiplicity)
-        return PreparedUnit(classes[rows], None, None, len(rows))
+        return PreparedUnit(classes[rows], None, None, len(rows), self._sizes(read, table, rows))
 
     def _prepare(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
         """Kept rows with their data. A unit mostly kept is prepared whole (cheaper than gathering its kept
@@ -138,10 +141,16 @@ class SlotStream:
         rows = kernels.repeat_rows(multiplicity)
         distinct = np.nonzero(multiplicity)[0]
         builder, sample = self._builder(read), int(self.spec.units.sample[read.unit])
+        sizes = self._sizes(read, table, rows)
         if len(distinct) >= MOSTLY_KEPT * table.n_jets:
-            return PreparedUnit(classes[rows], rows, builder.prepare(table, sample), len(rows))
+            return PreparedUnit(classes[rows], rows, builder.prepare(table, sample), len(rows), sizes)
         refs = np.repeat(np.arange(len(distinct)), multiplicity[distinct])
-        return PreparedUnit(classes[rows], refs, builder.prepare(table.take(distinct), sample), len(rows))
+        return PreparedUnit(classes[rows], refs, builder.prepare(table.take(distinct), sample), len(rows), sizes)
+
+    def _sizes(self, read: UnitRead, table: JetTable, rows: np.ndarray) -> np.ndarray | None:
+        """The multiplicity of each kept row (bucketing), or None."""
+        sizes = self._builder(read).multiplicities(table)
+        return None if sizes is None else sizes[rows]
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -155,10 +164,13 @@ class SlotStream:
         spec, plan = self.spec, self.plan
         reads = ReadSequence(plan.reads())
         seed = _seed(spec.seed, self.epoch, self.slot)
-        if plan.fractions is not None:
-            pool = ClassPools(plan.fractions, seed)
+        fractions = plan.fractions if plan.fractions is not None else np.ones(1)
+        if plan.fractions is None and not plan.shuffle:
+            pool = FifoPool()
+        elif spec.bucket:  # a chunk of batches: half the shuffle window
+            pool = BucketPools(fractions, seed, spec.window_jets // (2 * spec.batch_size))
         else:
-            pool = ClassPools(np.ones(1), seed) if plan.shuffle else FifoPool()
+            pool = ClassPools(fractions, seed)
         self.arena.reset()
         state = _State(pool, self.arena, executors.cpu.submit, len(spec.units),
                        " + ".join(source.url for source in spec.catalog.sources))
@@ -241,7 +253,11 @@ class _State:
         """The entries of the next batch, reading units from ``source`` until it can be cut with at least
         ``wanted`` rows pooled (None: no more batches)."""
         pool = self.pool
-        counts = pool.next_counts(size) if isinstance(pool, ClassPools) else None
+        if isinstance(pool, ClassPools):
+            queued = pool.queued()
+            if queued is not None:
+                return queued
+        counts = pool.next_counts(size, wanted) if isinstance(pool, ClassPools) else None
         while not self.exhausted and not self._ready(counts, size, wanted):
             unit = next(source, None)
             if unit is None:
@@ -254,13 +270,13 @@ class _State:
             if unit.remaining:
                 self.read += 1
                 self.units[self.next_sequence] = unit.remaining
-                pool.add(self.next_sequence, unit.classes)
+                pool.add(self.next_sequence, unit.classes, unit.sizes)
                 if unit.compact is not None:
                     placed = self.arena.reserve(self.next_sequence, unit.compact, unit.refs)
                     self.copies[self.next_sequence] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
-            return pool.draw(counts) if pool.ready(counts) else None
+            return pool.draw(counts)
         drawn = pool.draw_first(size)
         return drawn if len(drawn) else None
 
@@ -286,6 +302,8 @@ class _State:
             self.units[sequence] -= count
             if self.units[sequence] == 0:
                 del self.units[sequence]
+                if isinstance(self.pool, BucketPools):
+                    self.pool.forget(sequence)
                 if sequence in self.arena.units:
                     self.arena.remove(sequence)
 
