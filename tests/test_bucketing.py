@@ -217,3 +217,20 @@ def test_networks_train_on_bucketed_batches(train_dataset):
                 loss.backward()
                 optimizer.step()
                 assert torch.isfinite(loss)
+
+
+def test_the_trainer_trains_on_bucketed_batches(train_dataset, tmp_path):
+    """``jetstore train --bucket``: the training batches are bucketed (validation reads the held-out jets as
+    before), and a few steps of the built-in ParT run on them."""
+    from jetstore.train.cli import parse_options
+    from jetstore.train.loop import build, train
+
+    argv = ["--data", train_dataset, "--config", CONFIG, "--output", str(tmp_path / "run"), "--size", "tiny",
+            "--steps", "3", "--batch-size", str(BATCH), "--jets-per-epoch", "400", "--jets-per-epoch-val", "128",
+            "--no-progress", "--bucket"]
+    options = parse_options(argv)
+    assert options.bucket == 1 and parse_options([*argv, "17"]).bucket == 17 and parse_options(argv[:-1]).bucket == 0
+    run = build(options, torch.device("cpu"))
+    assert run.dataset.plan.options.bucket == 1 and not run.validation.plan.options.bucket
+    summary = train(options)
+    assert summary["status"] == "finished" and summary["step"] == 3 and np.isfinite(summary["loss"])

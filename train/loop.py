@@ -97,7 +97,7 @@ def build(options: TrainOptions, device: torch.device) -> Run:
     config = load_training_config(options.config)
     common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed}
     dataset = JetDataset(options.data_url, config, options.batch_size, jets_per_epoch=options.jets_per_epoch,
-                         split="train" if options.holdout > 0 else "all", **common)
+                         split="train" if options.holdout > 0 else "all", bucket=options.bucket, **common)
     validation = None
     if options.val_data or options.holdout > 0:
         validation = JetDataset(options.val_data or options.data_url, config, options.batch_size,

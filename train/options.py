@@ -19,7 +19,7 @@ AMP = ("bf16", "fp16", "none")
 SIZES = ("tiny", "small", "full")
 # what a checkpoint depends on: resuming with another value would train a different model
 IDENTITY = ("config", "network_config", "network_options", "size", "batch_size", "seed", "optimizer", "features",
-            "vectors", "mask", "holdout", "data", "regression_mode")
+            "vectors", "mask", "holdout", "data", "regression_mode", "bucket")
 # actions of one command, never part of a run
 ACTIONS = ("predict", "predict_data", "export_onnx", "stop_at", "progress")
 
@@ -76,6 +76,10 @@ class TrainOptions:
     decay_start: float = option(0.7, "flat+decay: where the decay starts, as a fraction of all steps")
     amp: str | None = option(None, "mixed precision (default: bf16 on a GPU, none on CPU)", choices=AMP)
     seed: int = option(1, "seed of the sampler and the model")
+    bucket: int = option(0, "training batches of jets of similar multiplicity, trimmed to their longest jet (ParT: "
+                            "less padding, faster steps); MIN_LENGTH: the fewest positions kept (e.g. 17 for a "
+                            "ParticleNet of 16 neighbours); 0: random batches", nargs="?", const=1,
+                         metavar="MIN_LENGTH")
     # machine
     workers: int = option(0, "DataLoader worker processes (0: the sampler's threads feed the loop in-process)")
     threads: int = option(2, "sampler CPU threads per loading process")
