@@ -142,10 +142,14 @@ class BucketPools(ClassPools):
         return self.cut.popleft()
 
     def _multiplicity(self, drawn: np.ndarray) -> np.ndarray:
+        """The multiplicity of each drawn entry (looked up unit by unit)."""
         sequences, rows = split(drawn)
+        units, inverse = np.unique(sequences, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(units) + 1))
         out = np.empty(len(drawn), np.int64)
-        for sequence in np.unique(sequences).tolist():
-            where = sequences == sequence
+        for k, sequence in enumerate(units.tolist()):
+            where = order[bounds[k]:bounds[k + 1]]
             out[where] = self.multiplicities[sequence][rows[where]]
         return out
 
