@@ -97,11 +97,14 @@ def lengths(batches: list[dict], mask: str) -> tuple[np.ndarray, np.ndarray]:
             np.array([b[mask].shape[2] for b in batches]))
 
 
-def part_training_length(n: np.ndarray, rng: np.random.Generator, draws: int = 32) -> float:
-    """The mean squared length weaver-core's ParT trims a batch of multiplicities ``n`` to when training:
-    ``quantile(n, q)`` with q uniform in [0.9, 1.02] and clamped at 1 (SequenceTrimmer), averaged over q."""
+def part_training_trim(n: np.ndarray, rng: np.random.Generator, draws: int = 32) -> tuple[float, float, float]:
+    """What weaver-core's ParT does to a batch of multiplicities ``n`` when training (SequenceTrimmer: it keeps
+    ``quantile(n, q)`` positions, q uniform in [0.9, 1.02] clamped at 1, dropping the rest of longer jets'
+    particles), averaged over q: (squared length, real pairs kept, real pairs of all jets)."""
     q = np.minimum(rng.uniform(0.9, 1.02, draws), 1.0)
-    return float(np.mean(np.maximum(np.floor(np.quantile(n, q)), 1) ** 2))
+    kept = np.maximum(np.floor(np.quantile(n, q)), 1)
+    pairs = np.minimum(n[None, :], kept[:, None]).astype(float) ** 2
+    return float(np.mean(kept ** 2)), float(pairs.sum(axis=1).mean()), float((n.astype(float) ** 2).sum())
 
 
 # ---------------------------------------------------------------- sections
@@ -111,9 +114,10 @@ def section_padding(data, args) -> None:
     print("\n### Padding per delivered jet, random against bucketed batches (one epoch each, same seed)\n")
     print("| data | batch | block | jets' own mean n / n² | positions per jet: random padded / trimmed to longest / "
           "**bucketed** | pairs per jet ÷ jets' own mean n²: random padded / trimmed to longest / ParT's own training "
-          "trim / **bucketed** | spread of n in a batch (median p90−p10): random / bucketed | sampler jets/s: random "
-          "/ bucketed | units per batch: random / bucketed |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "trim / **bucketed** | real pairs ParT keeps when training: random / bucketed | spread of n in a batch "
+          "(median p90−p10): random / bucketed | sampler jets/s: random / bucketed | units per batch: random / "
+          "bucketed |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rng = np.random.default_rng(0)
     for name, (url, config, mask, sv) in data.items():
         lengths_of = {g.name: g.length for g in config.inputs}
@@ -126,20 +130,23 @@ def section_padding(data, args) -> None:
                 n, _ = lengths(runs[False][0], block)
                 nb, tensor = lengths(runs[True][0], block)
                 per_batch = np.split(n, len(runs[False][0]))
+                trims = {k: np.array([part_training_trim(p, rng) for p in np.split(m, len(runs[k][0]))])
+                         for k, m in ((False, n), (True, nb))}
+                kept = [f"{100 * t[:, 1].sum() / t[:, 2].sum():.0f}%" for t in trims.values()]
                 longest = np.array([max(1, p.max()) for p in per_batch])
                 mean_n, mean_n2 = n.mean(), (n.astype(float) ** 2).mean()
                 own_b = (nb.astype(float) ** 2).mean()
                 full = lengths_of[block]
                 positions = (full, longest.mean(), tensor.mean())
                 pairs = (full ** 2 / mean_n2, (longest.astype(float) ** 2).mean() / mean_n2,
-                         np.mean([part_training_length(p, rng) for p in per_batch]) / mean_n2,
+                         trims[False][:, 0].mean() / mean_n2,
                          (tensor.astype(float) ** 2).mean() / own_b)
                 spread = [np.median([np.subtract(*np.percentile(p, [90, 10])) for p in np.split(m, len(r[0]))])
                           for m, r in ((n, runs[False]), (nb, runs[True]))]
                 speed = [len(r[0]) * batch / r[1] for r in (runs[False], runs[True])]
                 print(f"| {name} | {batch} | {block.split('_')[0]} | {mean_n:.1f} / {mean_n2:.0f} | "
                       f"{positions[0]:.0f} / {positions[1]:.1f} / **{positions[2]:.1f}** | "
-                      f"{pairs[0]:.1f} / {pairs[1]:.2f} / {pairs[2]:.2f} / **{pairs[3]:.2f}** | "
+                      f"{pairs[0]:.1f} / {pairs[1]:.2f} / {pairs[2]:.2f} / **{pairs[3]:.2f}** | {' / '.join(kept)} | "
                       f"{spread[0]:.0f} / {spread[1]:.0f} | {speed[0]:,.0f} / {speed[1]:,.0f} | "
                       f"{runs[False][2]:.1f} / {runs[True][2]:.1f} |", flush=True)
 
@@ -182,7 +189,8 @@ def section_timing(data, args) -> None:
 
 def jetstore(*argv: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "jetstore", "-q", *argv], check=True, env=env, cwd=REPO)
+    quiet = [] if argv[0] == "train" else ["-q"]  # the trainer's options follow `train` directly
+    subprocess.run([sys.executable, "-m", "jetstore", *quiet, *argv], check=True, env=env, cwd=REPO)
 
 
 def aucs(prediction: Path, classes: list[str], rng: np.random.Generator, resamples: int = 200) -> dict:

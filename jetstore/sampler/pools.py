@@ -98,16 +98,15 @@ class BucketPools(ClassPools):
         super().__init__(fractions, seed)
         self.chunk = max(1, chunk)
         self.multiplicities: dict[int, np.ndarray] = {}  # unit sequence → multiplicity of each kept row
+        self.pooled: dict[int, int] = {}  # unit sequence → its rows still in the buffers
         self.planned = np.zeros((0, len(self.fractions)), np.int64)  # per batch of the next draw: rows per class
         self.cut: collections.deque[np.ndarray] = collections.deque()
 
     def add(self, sequence: int, classes: np.ndarray, sizes: np.ndarray | None = None) -> None:
         super().add(sequence, classes)
-        self.multiplicities[sequence] = sizes
-
-    def forget(self, sequence: int) -> None:
-        """A unit whose rows were all delivered."""
-        self.multiplicities.pop(sequence, None)
+        pooled = int((classes >= 0).sum())
+        if pooled:
+            self.multiplicities[sequence], self.pooled[sequence] = sizes, pooled
 
     def queued(self) -> np.ndarray | None:
         return self.cut.popleft() if self.cut else None
@@ -142,7 +141,8 @@ class BucketPools(ClassPools):
         return self.cut.popleft()
 
     def _multiplicity(self, drawn: np.ndarray) -> np.ndarray:
-        """The multiplicity of each drawn entry (looked up unit by unit)."""
+        """The multiplicity of each drawn entry (looked up unit by unit; a unit none of whose rows are left in the
+        buffers is forgotten)."""
         sequences, rows = split(drawn)
         units, inverse = np.unique(sequences, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
@@ -151,6 +151,9 @@ class BucketPools(ClassPools):
         for k, sequence in enumerate(units.tolist()):
             where = order[bounds[k]:bounds[k + 1]]
             out[where] = self.multiplicities[sequence][rows[where]]
+            self.pooled[sequence] -= len(where)
+            if not self.pooled[sequence]:
+                del self.multiplicities[sequence], self.pooled[sequence]
         return out
 
 

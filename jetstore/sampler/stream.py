@@ -302,8 +302,6 @@ class _State:
             self.units[sequence] -= count
             if self.units[sequence] == 0:
                 del self.units[sequence]
-                if isinstance(self.pool, BucketPools):
-                    self.pool.forget(sequence)
                 if sequence in self.arena.units:
                     self.arena.remove(sequence)
 
