@@ -114,10 +114,11 @@ def section_padding(data, args) -> None:
     print("\n### Padding per delivered jet, random against bucketed batches (one epoch each, same seed)\n")
     print("| data | batch | block | jets' own mean n / n² | positions per jet: random padded / trimmed to longest / "
           "**bucketed** | pairs per jet ÷ jets' own mean n²: random padded / trimmed to longest / ParT's own training "
-          "trim / **bucketed** | real pairs ParT keeps when training: random / bucketed | spread of n in a batch "
+          "trim / **bucketed** | the same, bucketed without class composition | real pairs ParT keeps when "
+          "training: random / bucketed | spread of n in a batch "
           "(median p90−p10): random / bucketed | sampler jets/s: random / bucketed | units per batch: random / "
           "bucketed |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rng = np.random.default_rng(0)
     for name, (url, config, mask, sv) in data.items():
         lengths_of = {g.name: g.length for g in config.inputs}
@@ -140,15 +141,26 @@ def section_padding(data, args) -> None:
                 positions = (full, longest.mean(), tensor.mean())
                 pairs = (full ** 2 / mean_n2, (longest.astype(float) ** 2).mean() / mean_n2,
                          trims[False][:, 0].mean() / mean_n2,
-                         (tensor.astype(float) ** 2).mean() / own_b)
+                         (tensor.astype(float) ** 2).mean() / own_b, unstratified(nb, batch) / own_b)
                 spread = [np.median([np.subtract(*np.percentile(p, [90, 10])) for p in np.split(m, len(r[0]))])
                           for m, r in ((n, runs[False]), (nb, runs[True]))]
                 speed = [len(r[0]) * batch / r[1] for r in (runs[False], runs[True])]
                 print(f"| {name} | {batch} | {block.split('_')[0]} | {mean_n:.1f} / {mean_n2:.0f} | "
                       f"{positions[0]:.0f} / {positions[1]:.1f} / **{positions[2]:.1f}** | "
-                      f"{pairs[0]:.1f} / {pairs[1]:.2f} / {pairs[2]:.2f} / **{pairs[3]:.2f}** | {' / '.join(kept)} | "
+                      f"{pairs[0]:.1f} / {pairs[1]:.2f} / {pairs[2]:.2f} / **{pairs[3]:.2f}** | {pairs[4]:.2f} | "
+                      f"{' / '.join(kept)} | "
                       f"{spread[0]:.0f} / {spread[1]:.0f} | {speed[0]:,.0f} / {speed[1]:,.0f} | "
                       f"{runs[False][2]:.1f} / {runs[True][2]:.1f} |", flush=True)
+
+
+def unstratified(n: np.ndarray, batch: int, window: int = 32768) -> float:
+    """Mean squared batch length were the bucketed epoch's chunks (``window / 2`` jets, consecutive batches)
+    sorted as one class: what keeping every batch's class composition costs."""
+    lengths = []
+    for chunk in np.split(n, np.arange(window // 2, len(n), window // 2)):
+        ordered = np.sort(chunk)
+        lengths += [max(1, part.max()) for part in np.split(ordered, np.arange(batch, len(ordered), batch))]
+    return float(np.mean(np.square(lengths, dtype=float)))
 
 
 def step_seconds(model: torch.nn.Module, optimizer, batch: dict, inputs: tuple[str, ...]) -> float:

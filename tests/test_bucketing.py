@@ -143,6 +143,21 @@ def test_resume_mid_chunk_gives_exactly_the_next_batch(train_dataset, world):
                 np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_dataloader_workers_hand_over_batches_of_every_length(train_dataset):
+    """Two DataLoader workers (batches in shared memory, each its own length) give the batches of the two slots
+    read in this process, in turn."""
+    def make(world=None):
+        return JetDataset(train_dataset, CONFIG, bucket=True, batch_size=BATCH, seed=5, jets_per_epoch=1200,
+                          window_jets=WINDOW, world=world)
+
+    loaded = [b["pf_features"].numpy().copy() for b in torch.utils.data.DataLoader(make(), batch_size=None,
+                                                                                   num_workers=2)]
+    slots = [[b["pf_features"].numpy() for b in make(World(0, 1, worker, 2))] for worker in (0, 1)]
+    assert len(loaded) == len(make()) and len({b.shape[2] for b in loaded}) > 8
+    for i, batch in enumerate(loaded):
+        np.testing.assert_array_equal(batch, slots[i % 2][i // 2])
+
+
 def test_bad_bucket_values_are_refused(train_dataset):
     for value in (-1, 1.5, "yes"):
         with pytest.raises(SchemaError, match="bucket must be"):
