@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,9 +160,17 @@ def test_dataloader_workers_hand_over_batches_of_every_length(train_dataset):
 
 
 def test_bad_bucket_values_are_refused(train_dataset):
+    import yaml
+
+    from jetstore.config.weaver import training_config_from_dict
+
     for value in (-1, 1.5, "yes"):
         with pytest.raises(SchemaError, match="bucket must be"):
             JetDataset(train_dataset, CONFIG, batch_size=BATCH, bucket=value)
+    options = yaml.safe_load(Path(CONFIG).read_text())
+    options["inputs"], options["weights"] = {"jet": {"length": None, "vars": [["jet_pt", None]]}}, None
+    with pytest.raises(SchemaError, match="bucket groups jets by multiplicity, but no input group has a length"):
+        JetDataset(train_dataset, training_config_from_dict(options), batch_size=BATCH, bucket=True)
 
 
 def _part(trim: bool):

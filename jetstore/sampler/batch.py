@@ -69,11 +69,12 @@ class BatchBuilder:
         self.group_params = {g.name: self._stacked_params(g) for g in config.inputs}
         self.sorting = self._sorting_block() if bucket else None
 
-    def _sorting_block(self) -> tuple[str, int] | None:
+    def _sorting_block(self) -> tuple[str, int]:
         """(block, length) of the longest group with a length: the multiplicity batches are grouped by."""
         groups = [g for g in self.config.inputs if g.length is not None]
         if not groups:
-            return None
+            raise SchemaError(f"{self.config.source}: bucket groups jets by multiplicity, but no input group has a "
+                              "length")
         longest = max(groups, key=lambda g: g.length)
         blocks = self.resolver.needs([v.name for v in longest.variables], with_selection=False).blocks
         if len(blocks) != 1:

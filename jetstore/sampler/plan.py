@@ -52,7 +52,8 @@ class SamplerOptions:
     bucket: True (or a number N): batches of jets of similar multiplicity, each with the class composition
         it would have had, every group with a length trimmed to the batch's longest jet (its block's own: PF
         and SV separately), at least N positions (1 for True; e.g. 17 for a ParticleNet of 16 neighbours);
-        False / 0: random batches padded to the configured lengths. See docs/sampler.md.
+        False / 0: random batches padded to the configured lengths. Unshuffled schemes (``sequential``) only
+        trim. See docs/sampler.md.
     """
 
     seed: int = 0
