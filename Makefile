@@ -18,6 +18,7 @@ docs: install
 
 bench: install
 	$(PY) bench/convert.py
+	$(PY) bench/read.py
 	$(PY) bench/stats.py
 	$(PY) bench/sampler.py
 

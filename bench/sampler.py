@@ -1,8 +1,8 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,jetclass,
-                                              oneclass,natural,memory]
+    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,
+                                              jetclass,oneclass,natural,memory]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
@@ -25,6 +25,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * s3: the Zarr dataset on a moto S3 server (its own process) behind a proxy (its own process) that adds
   30 ms to every request and counts bytes; the same epochs from local disk and with 0 ms; bytes on the
   wire per delivered jet, and for a 2,048-jet epoch;
+* cache: the node-local cache (``cache_dir``) over S3 + 30 ms (moto, or ``--ceph``): epochs 1, 2 and 10 of full and
+  1/10 weighted epochs against local disk and against S3 without the cache, bytes from S3 per epoch, and two
+  ranks (processes) of one node sharing a cache;
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
@@ -39,6 +42,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,7 @@ from tests.fixtures.mixing import (  # noqa: E402
     variation,
     worst_pull,
 )
+from tests.helpers import forget_shard_metadata  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -290,6 +295,15 @@ class S3Servers:
         boto3.client("s3", endpoint_url=f"http://{self.target}", aws_access_key_id=self.key,
                      aws_secret_access_key=self.secret, region_name="us-east-1").create_bucket(Bucket=name)
 
+    def upload(self, dataset: Dataset, bucket: str) -> str:
+        """A copy of ``dataset`` in a fresh ``bucket`` (as ``ds.zarr``); its URL."""
+        fs = self.fs()
+        if fs.exists(bucket):
+            fs.rm(bucket, recursive=True)
+        self.make_bucket(bucket)
+        fs.put(dataset.root + "/", f"{bucket}/ds.zarr/", recursive=True)
+        return f"s3://{bucket}/ds.zarr"
+
     def bytes_down(self) -> int:
         time.sleep(0.5)
         return json.loads(Path(self.counters).read_text())["bytes_down"]
@@ -316,11 +330,7 @@ def section_s3(datasets, configs, args, files) -> None:
     for latency in (0.030, 0.0):
         servers = S3Servers(latency, args.ceph)
         try:
-            fs = servers.fs()
-            if fs.exists("bench"):
-                fs.rm("bench", recursive=True)
-            servers.make_bucket("bench")
-            fs.put(dataset.root + "/", "bench/ds.zarr/", recursive=True)
+            servers.upload(dataset, "bench")
             for threads in (1, 2):
                 local = run_jetstore(dataset.url, configs["weights"], total, threads)
                 before = servers.bytes_down()
@@ -343,6 +353,99 @@ def section_s3(datasets, configs, args, files) -> None:
             servers.close()
 
 
+RANK_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from jetstore import JetDataset
+from jetstore.sampler.world import World
+url, config, jets, options, cache_dir, rank = sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]), \\
+    sys.argv[6], int(sys.argv[7])
+ds = JetDataset(url, config, batch_size=512, seed=1, jets_per_epoch=jets, threads=1, storage_options=options,
+                cache_dir=cache_dir, world=World(rank, 2))
+store = ds.spec.catalog.sources[0].cache.store()
+for epoch in (1, 2):
+    ds.set_epoch(epoch)
+    start, before = time.perf_counter(), store.counters.fetched_bytes
+    jets = sum(len(b["_label_"]) for b in ds)
+    print(json.dumps({"epoch": epoch, "jets": jets, "wall": time.perf_counter() - start,
+                      "fetched": store.counters.fetched_bytes - before}), flush=True)
+"""
+
+
+def cache_epochs(url: str, config, jets: int, epochs: int, servers: S3Servers | None = None,
+                 cache_dir: str | None = None) -> list[dict]:
+    """Epochs 1..``epochs`` as a fresh process reads them (shard metadata forgotten: the first epoch parses it):
+    each epoch's rates and, with ``servers``, its bytes from S3 (through the proxy)."""
+    forget_shard_metadata()
+    ds = JetDataset(url, config, batch_size=BATCH, seed=1, jets_per_epoch=jets, threads=1,
+                    storage_options=servers and servers.options, cache_dir=cache_dir)
+    out = []
+    for epoch in range(1, epochs + 1):
+        ds.set_epoch(epoch)
+        before = servers.bytes_down() if servers else 0
+        result = measure(ds)
+        result["s3"] = servers.bytes_down() - before if servers else 0
+        out.append(result)
+    return out
+
+
+def total(results: list[dict]) -> dict:
+    return {key: sum(r[key] for r in results) for key in results[0]}
+
+
+def section_cache(datasets, configs, args, files) -> None:
+    """The node-local cache (cache_dir) over S3 + 30 ms: epochs 1, 2 and 10 of full and 1/10 weighted epochs
+    against local disk, bytes from S3 per epoch, and 2 ranks of one node sharing a cache."""
+    server = f"Ceph RGW at {args.ceph}" if args.ceph else "moto, own process"
+    header(f"node-local cache (cache_dir) over S3 ({server}) + 30 ms per request, Zarr, weights, 1 thread")
+    dataset = datasets["zarr"]
+    n_jets, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    config = configs["weights"]
+    servers = S3Servers(0.030, args.ceph)
+    scratch = Path(tempfile.mkdtemp(prefix="jetstore-cache-bench-", dir=args.scratch))
+    try:
+        url = servers.upload(dataset, "bench")
+        cache_epochs(dataset.url, config, n_jets // 10, 1)  # warm up: numba compilation, page cache
+        for name, jets in (("full", n_jets), ("1/10", n_jets // 10)):
+            local = cache_epochs(dataset.url, config, jets, 4)
+            first, later = local[0], total(local[1:])
+            line(f"local disk, {name} epoch 1 (shard metadata parsed)", first)
+            line(f"local disk, {name} epochs 2-4", later)
+
+            def row(label: str, result: dict, reference: dict) -> None:
+                ratio = result["jets"] / result["wall"] / (reference["jets"] / reference["wall"])
+                per_core = result["jets"] / result["cpu"] / (reference["jets"] / reference["cpu"])
+                line(label, result, f"{per_core:.2f}× / {ratio:.2f}× local per core / wall; "
+                                    f"{result['s3'] / 1e6:.1f} MB from S3 = {100 * result['s3'] / stored:.1f}%")
+
+            plain = cache_epochs(url, config, jets, 2, servers)
+            row(f"S3 without cache, {name} epoch 1", plain[0], first)
+            row(f"S3 without cache, {name} epoch 2", plain[1], later)
+            cached = cache_epochs(url, config, jets, 10, servers, str(scratch / name[-2:]))
+            row(f"S3 + cache, {name} epoch 1", cached[0], first)
+            row(f"S3 + cache, {name} epoch 2", cached[1], later)
+            row(f"S3 + cache, {name} epoch 10", cached[9], later)
+            row(f"S3 + cache, {name} epochs 3-10 together", total(cached[2:]), later)
+            print(f"\n{name} epochs with the cache, MB from S3 per epoch: "
+                  + ", ".join(f"{r['s3'] / 1e6:.1f}" for r in cached) + "\n", flush=True)
+        before = servers.bytes_down()
+        ranks = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(REPO), url, args.config, str(n_jets),
+                                   json.dumps(servers.options), str(scratch / "ranks"), str(rank)],
+                                  stdout=subprocess.PIPE, text=True) for rank in range(2)]
+        reports = [[json.loads(text) for text in rank.communicate()[0].splitlines()] for rank in ranks]
+        wire = servers.bytes_down() - before
+        for epoch in (1, 2):
+            fetched = sum(r[epoch - 1]["fetched"] for r in reports)
+            walls = "/".join(f"{r[epoch - 1]['wall']:.1f}" for r in reports)
+            print(f"2 ranks sharing a cache, full epoch {epoch}: {fetched / 1e6:.1f} MB fetched from S3 by both "
+                  f"({100 * fetched / stored:.1f}% of the dataset), rank walls {walls} s", flush=True)
+        print(f"2 ranks, both epochs: {wire / 1e6:.1f} MB on the wire (manifests and stats included), the dataset "
+              f"{stored / 1e6:.1f} MB", flush=True)
+    finally:
+        servers.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore.config import load_training_config;"
                "ds = JetDataset(sys.argv[1], load_training_config(sys.argv[2]), batch_size=512, seed=7,"
                " jets_per_epoch=int(sys.argv[3]), storage_options=json.loads(sys.argv[4]));"
@@ -361,11 +464,7 @@ def section_s3fractions(datasets, configs, args, files) -> None:
           "the wire | per delivered jet | share of the dataset |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     servers = S3Servers(0.0, args.ceph)
     try:
-        fs = servers.fs()
-        if fs.exists("fractions"):
-            fs.rm("fractions", recursive=True)
-        servers.make_bucket("fractions")
-        fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
+        servers.upload(dataset, "fractions")
         for name, jets in (("1/10", n // 10), ("1/40", n // 40), ("2,048 jets", 2048)):
             before = servers.bytes_down()
             out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", args.config, str(jets),
@@ -689,7 +788,7 @@ def section_oneclass(datasets, configs, args, files) -> None:
 
 SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
             "startup": section_startup, "local": section_local,
-            "weaver": section_weaver, "s3": section_s3,
+            "weaver": section_weaver, "s3": section_s3, "cache": section_cache,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory}
 

@@ -3,7 +3,7 @@
 The package folders follow the pipeline: ``schema`` → ``conversion`` → ``store`` → ``stats`` → ``sampler``.
 The public API::
 
-    from jetstore import convert, load_schema, Dataset, Collection, compute_stats, JetDataset, SamplerOptions
+    from jetstore import convert, load_schema, Dataset, Collection, open, compute_stats, JetDataset, SamplerOptions
 
 Names are imported on first use, so ``import jetstore`` (and conversion) never loads torch or Dask's
 ``distributed``; type checkers see them through the ``TYPE_CHECKING`` imports below (the package ships
@@ -23,6 +23,8 @@ _PUBLIC = {
     "compute_stats": "jetstore.stats.run",
     "Dataset": "jetstore.store.dataset",
     "Collection": "jetstore.store.collection",
+    "open": "jetstore.arrays",  # a dataset's jets as arrays, uproot's way
+    "Jets": "jetstore.arrays",
     "JetDataset": "jetstore.sampler.dataset",  # needs torch: pip install jetstore[torch]
     "SamplerOptions": "jetstore.sampler.plan",
     "load_schema": "jetstore.schema",
@@ -31,6 +33,8 @@ _PUBLIC = {
 __all__ = ["DatasetError", "InputError", "JetstoreError", "SchemaError", "StorageError", "__version__", *_PUBLIC]
 
 if TYPE_CHECKING:  # what type checkers see instead of __getattr__: the names of _PUBLIC (``X as X``: re-exported)
+    from jetstore.arrays import Jets as Jets
+    from jetstore.arrays import open as open
     from jetstore.conversion import convert as convert
     from jetstore.sampler.dataset import JetDataset as JetDataset
     from jetstore.sampler.plan import SamplerOptions as SamplerOptions

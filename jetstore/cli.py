@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from jetstore.conversion.request import ConvertRequest
-from jetstore.errors import JetstoreError, SchemaError
+from jetstore.documents import DocumentError, load_json, read_regular
+from jetstore.errors import JetstoreError, SchemaError, StorageError
 from jetstore.schema import load_schema
 from jetstore.store import storage
 from jetstore.store.format import FORMATS
@@ -35,8 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = args.verbose - args.quiet
-    _configure_logging(verbosity, storage.StorageOptions({**getattr(args, "storage_options", {}),
-                                                          **getattr(args, "input_storage_options", {})}).secrets())
+    given = [getattr(args, name, {}) for name in ("storage_options", "input_storage_options")]
+    _configure_logging(verbosity, [s for options in given for s in storage.StorageOptions(options).secrets()])
+    if any(isinstance(options, _Inline) and storage.StorageOptions(options).secrets() for options in given):
+        LOG.warning("jetstore: warning: credentials in --storage-options JSON are visible to every local user "
+                    "(ps, /proc); use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --storage-options @FILE")
     return _guarded(args.handler, args, verbosity=verbosity)
 
 
@@ -75,6 +79,11 @@ def _configure_logging(verbosity: int, secrets: Sequence[str]) -> None:
         ours.addHandler(handler)
 
 
+STORAGE_OPTIONS_HELP = ("fsspec options for the dataset's storage (e.g. endpoint_url), as JSON or @FILE (a JSON file); "
+                        "credentials: from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or @FILE, never inline (the "
+                        "command line is visible to every local user)")
+LOG = logging.getLogger("jetstore.cli")
+MAX_OPTIONS_BYTES = 1 << 20
 DATASETS_HELP = "dataset URL, or NAME:URL to name its sample (several: read as one, like weaver's --data-train groups)"
 VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.INFO, 1: logging.INFO, 2: logging.DEBUG}
 # optional modules → the extra that installs them (the core needs none of them)
@@ -99,9 +108,10 @@ def _guarded(handler: Callable[[object], int], args: object, verbosity: int, ext
                 raise
             raise error from exc
     except JetstoreError as exc:
+        urls = _urls(args)  # whatever a message quotes of a URL, it shows without credentials
         if verbosity > 0:
-            traceback.print_exc()
-        print(f"jetstore: error: {exc}", file=sys.stderr)
+            print(storage.scrub_urls(traceback.format_exc(), urls), end="", file=sys.stderr)
+        print(f"jetstore: error: {storage.scrub_urls(str(exc), urls)}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
         missing = EXTRAS.get((exc.name or "").partition(".")[0])
@@ -114,6 +124,15 @@ def _guarded(handler: Callable[[object], int], args: object, verbosity: int, ext
     except KeyboardInterrupt:
         print("jetstore: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _urls(args: object) -> list[str]:
+    """The URLs a command was given (inputs, output, datasets; every ``://`` word of the trainer's argv)."""
+    if isinstance(args, list):
+        return [word for word in args if "://" in word]
+    given = [getattr(args, name, None) for name in ("output", "url", "files", "scheduler")]
+    given += [*(getattr(args, "inputs", None) or ()), *(getattr(args, "urls", None) or ())]
+    return [url for url in given if isinstance(url, str) and "://" in url]
 
 
 def _train(argv: list[str]) -> int:
@@ -158,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="input entries read at once")
     convert.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     convert.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
-    convert.add_argument("--storage-options", type=_json_object, default={},
-                         help="JSON fsspec options for the output (e.g. endpoint_url, key, secret)")
-    convert.add_argument("--input-storage-options", type=_json_object, default={},
-                         help="JSON fsspec options for remote inputs")
+    convert.add_argument("--storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                         help=STORAGE_OPTIONS_HELP)
+    convert.add_argument("--input-storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                         help="as --storage-options, for remote inputs")
     replace = convert.add_mutually_exclusive_group()
     replace.add_argument("--overwrite", action="store_true", help="delete any existing dataset first")
     replace.add_argument("--append", action="store_true",
@@ -176,13 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = command("inspect", help="summarise one or several datasets")
     inspect.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
-    inspect.add_argument("--storage-options", type=_json_object, default={})
+    inspect.add_argument("--storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                        help=STORAGE_OPTIONS_HELP)
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=cmd_inspect)
 
     verify = command("verify", help="check every shard against the manifest's checksums")
     verify.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
-    verify.add_argument("--storage-options", type=_json_object, default={})
+    verify.add_argument("--storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                        help=STORAGE_OPTIONS_HELP)
     verify.set_defaults(handler=cmd_verify)
 
     schema = command("schema", help="work with schemas")
@@ -210,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "pseudo-random subset of every shard")
     stats.add_argument("--scheduler", help="address of an existing Dask scheduler (default: a LocalCluster)")
     stats.add_argument("--workers", type=_positive, help="LocalCluster worker processes (default: cores)")
-    stats.add_argument("--storage-options", type=_json_object, default={})
+    stats.add_argument("--storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                        help=STORAGE_OPTIONS_HELP)
     stats.add_argument("--plots", metavar="DIR", help="write plots here (PNG and PDF; needs jetstore[plots])")
     stats.add_argument("--experiment-label", metavar="TEXT",
                        help='label every plot, e.g. "CMS Simulation" (first word bold)')
@@ -220,15 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("urls", nargs="+", metavar="DATASET", help=DATASETS_HELP)
     export.add_argument("--config", required=True)
     export.add_argument("--output", "-o", required=True)
-    export.add_argument("--storage-options", type=_json_object, default={})
+    export.add_argument("--storage-options", type=_storage_options, default={}, metavar="JSON|@FILE",
+                        help=STORAGE_OPTIONS_HELP)
     export.add_argument("--files", metavar="DIR", help="also write the jets as weaver-ready Parquet files here "
                         "(DIR/train, DIR/val: the held-out split; rows shuffled) and print the weaver command")
-    export.add_argument("--holdout", type=float, help="held-out fraction for DIR/val (default: the trainer's, 0.1)")
+    export.add_argument("--holdout", type=_fraction, help="held-out fraction for DIR/val (default: the trainer's, 0.1)")
     export.add_argument("--network-config", metavar="FILE", help="network file named in the printed command")
     export.set_defaults(handler=cmd_export_weaver)
 
     subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
                                         "with it, export it (see jetstore train --help)", add_help=False)
+
+    cache = command("cache", help="list or clear a node-local shard cache (the sampler's cache_dir)")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    listing = cache_commands.add_parser("ls", parents=[common], help="what the cache holds, per dataset")
+    listing.add_argument("directory", metavar="DIR", help="the cache directory (cache_dir, --cache-dir)")
+    listing.add_argument("--json", action="store_true", help="print every entry as JSON")
+    listing.set_defaults(handler=cmd_cache_ls)
+    clear = cache_commands.add_parser("clear", parents=[common], help="delete what the cache holds")
+    clear.add_argument("directory", metavar="DIR", help="the cache directory")
+    clear.add_argument("--dataset", metavar="URL", help="only the entries of this dataset")
+    clear.set_defaults(handler=cmd_cache_clear)
 
     demo = command("demo", help="convert the bundled sample on a local Dask cluster")
     demo.add_argument("--output", default="demo-output", help="folder for the demo datasets")
@@ -314,8 +348,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from jetstore.stats.result import write_stats
     from jetstore.stats.run import compute_stats
 
-    if args.plots:  # a missing plots extra is reported before the cluster starts
+    if args.plots:  # a missing plots extra or a file in the way is reported before the cluster starts
         from jetstore.stats.plots import write_plots
+
+        output_folder(args.plots, "--plots")
     config = load_training_config(args.config)
     collection = _open(args)
     with dask_client(args.scheduler, args.workers, quiet=bool(args.quiet)) as client:
@@ -342,6 +378,9 @@ def cmd_export_weaver(args: argparse.Namespace) -> int:
     from jetstore.stats.export import export_weaver_yaml, weaver_command, weaver_hint, write_weaver_files
     from jetstore.stats.result import read_stats
 
+    output_file(args.output, "--output")
+    if args.files:
+        output_folder(args.files, "--files")
     config = load_training_config(args.config)
     collection = _open(args)
     result = read_stats(collection, config.hash)
@@ -377,10 +416,48 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cache_store(directory: str):
+    from jetstore.cache import CacheStore  # the CLI loads it only for these commands
+
+    store = CacheStore(directory)
+    if not store.exists:
+        raise StorageError(f"{directory}: no jetstore cache there")
+    return store
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    entries = _cache_store(args.directory).entries()
+    if args.json:
+        print(json.dumps([{"entry": e.name, **(e.key.to_dict() if e.key else {}), "bytes": e.held,
+                           "verified": e.verified, "last_used": e.last_used} for e in entries], indent=1))
+        return 0
+    groups: dict[str, list] = {}
+    for entry in entries:
+        groups.setdefault(f"{entry.key.dataset} ({entry.key.endpoint})" if entry.key else "(unreadable)",
+                          []).append(entry)
+    for name, items in sorted(groups.items()):
+        held = sum(e.held for e in items)
+        print(f"{name}: {len(items)} shard(s), {held:,} bytes, {sum(e.verified for e in items)} complete and "
+              f"verified")
+    print(f"total: {sum(e.held for e in entries):,} bytes, {len(entries)} shard(s)")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from jetstore.cache import ObjectKey
+
+    dataset = ObjectKey.dataset_of(args.dataset) if args.dataset else None
+    gone = _cache_store(args.directory).clear(dataset)
+    print(f"deleted {len(gone)} shard(s), {sum(e.held for e in gone):,} bytes")
+    return 0
+
+
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     from jetstore.conversion.infer import infer_schema
     from jetstore.schema.load import schema_from_dict
 
+    if args.output:
+        output_file(args.output, "--output")
     data, skipped = infer_schema(args.files, args.tree, args.name)
     schema_from_dict(data, where=args.files[0])
     names = ", ".join(Path(f).name for f in args.files[:3]) + (f" and {len(args.files) - 3} more"
@@ -447,14 +524,51 @@ def _positive(text: str) -> int:
     return value
 
 
-def _json_object(text: str) -> dict:
+def _fraction(text: str) -> float:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), not {value:g}")
     return value
+
+
+def output_file(path: str, option: str) -> None:
+    """A file the command will write, checked before any work: not a folder, FIFO or device (writing to a FIFO
+    blocks), and in a folder that exists."""
+    target = Path(path)
+    if target.is_dir() or (target.exists() and not target.is_file()):
+        kind = "a folder" if target.is_dir() else "not a regular file"
+        raise JetstoreError(f"{option} {path}: is {kind}; give the name of a file to write")
+    if not target.absolute().parent.is_dir():
+        raise JetstoreError(f"{option} {path}: there is no folder {target.absolute().parent}")
+
+
+def output_folder(path: str, option: str) -> None:
+    """A folder the command will write into (made if absent), checked before any work: not a file."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise JetstoreError(f"{option} {path}: is a file; give a folder")
+
+
+class _Inline(dict):
+    """Storage options given as JSON on the command line (their secrets show in the process list)."""
+
+
+def _storage_options(text: str) -> dict:
+    """``--storage-options``: a JSON object, or ``@FILE`` holding one (a regular file: no FIFO, at most 1 MiB);
+    checked for the types fsspec expects."""
+    try:
+        value = load_json(read_regular(text[1:], MAX_OPTIONS_BYTES) if text.startswith("@") else text)
+        problem = storage.options_problem(value)
+    except DocumentError as exc:
+        raise argparse.ArgumentTypeError(f"{text[1:]} {exc}" if text.startswith("@") else str(exc)) from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value if text.startswith("@") else _Inline(value)
 
 
 __all__ = ["SchemaError", "main"]

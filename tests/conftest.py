@@ -171,15 +171,19 @@ def cms_ak4_skim(arrays) -> np.ndarray:
 
 def reference_for(dataset, skim=cms_ak4_skim, local=lambda url: url):
     """Independent expectation of a dataset's content: for every shard, uproot's reading of its entry
-    range, skimmed with plain numpy, ordered as the schema's ``sort_by`` asks (numpy lexsort)."""
+    range, skimmed with plain numpy, ordered as the schema's ``sort_by`` asks (numpy lexsort); with the
+    provenance fields ``_entry`` (each jet's entry) and ``_input`` (its piece of the shard)."""
     pieces = []
     schema = dataset.schema
     for shard in dataset.manifest.shards:
         parts = []
-        for piece in shard.pieces:  # small inputs are packed into one shard, in piece order
+        for index, piece in enumerate(shard.pieces):  # small inputs are packed into one shard, in piece order
             with uproot.open(local(piece.source)) as handle:
-                parts.append(handle[schema.tree].arrays(library="ak", entry_start=piece.entry_start,
-                                                        entry_stop=piece.entry_stop))
+                arrays = handle[schema.tree].arrays(library="ak", entry_start=piece.entry_start,
+                                                    entry_stop=piece.entry_stop)
+            entries = np.arange(piece.entry_start, piece.entry_stop, dtype=np.int64)
+            arrays = ak.with_field(arrays, entries, "_entry")
+            parts.append(ak.with_field(arrays, np.full(len(entries), index, np.int32), "_input"))
         arrays = ak.concatenate(parts) if len(parts) > 1 else parts[0]
         if skim is not None:
             arrays = arrays[skim(arrays)]
@@ -210,6 +214,31 @@ def assert_table_matches(table, reference, schema) -> None:
             np.testing.assert_array_equal(data.counts, ak.to_numpy(ak.num(values, axis=1)), err_msg=feature.name)
             np.testing.assert_array_equal(data.features[feature.name], ak.to_numpy(ak.flatten(values)),
                                           err_msg=feature.name)
+
+
+# ---------------------------------------------------------------- readers
+
+
+@pytest.fixture(scope="session")
+def ak4_zarr(dask_client, tmp_path_factory) -> Path:
+    """The bundled sample converted to Zarr, 3 shards named ak4.<n> (for the readers' tests)."""
+    from jetstore import convert
+
+    root = tmp_path_factory.mktemp("readers") / "ak4.zarr"
+    assert convert(SAMPLE_FILES, "cms_ak4", str(root), client=dask_client, jets_per_shard=1000, progress=False,
+                   log=lambda _: None).ok
+    return root
+
+
+@pytest.fixture(scope="session")
+def ak4_parquet(dask_client, tmp_path_factory) -> Path:
+    """The bundled sample converted to Parquet, as :func:`ak4_zarr`."""
+    from jetstore import convert
+
+    root = tmp_path_factory.mktemp("readers") / "ak4.parquet"
+    assert convert(SAMPLE_FILES, "cms_ak4", str(root), format="parquet", client=dask_client, jets_per_shard=1000,
+                   progress=False, log=lambda _: None).ok
+    return root
 
 
 # ---------------------------------------------------------------- training

@@ -26,6 +26,14 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           timeout=timeout, env=full_env, cwd=REPO)
 
 
+def forget_shard_metadata() -> None:
+    """Forget the shard metadata (zip directories) this process parsed, as a new process would start."""
+    from jetstore.store.format.zarr.reader import CACHE
+
+    with CACHE.lock:
+        CACHE.items.clear()
+
+
 def config_with_stats(dataset_url: str, path: Path, client, edit) -> str:
     """tests/fixtures/weaver_cms_ak4.yaml changed by ``edit(data)``, written to ``path``, its stats computed on
     ``client`` and stored in the dataset; returns the path."""

@@ -156,7 +156,7 @@ def test_killed_mid_append_then_rerun_loses_and_doubles_nothing(dask_client, sam
     assert len(os.listdir(out / "shards")) == 50 and len(os.listdir(out / "_commits")) == 50
     assert {name: shard_files(out)[name] for name in before} == before
     assert not (out / ".staging").exists() and json.loads((out / "_lease.json").read_text())["state"] == "released"
-    clean = tmp_path / "clean"
+    clean = tmp_path / "clean" / out.name  # the same dataset name: shards are named after it
     assert run_convert(dask_client, sample_files, clean, jets_per_shard=50).ok
     assert content(dataset) == content(Dataset.open(str(clean)))  # identical to an uninterrupted one-shot run
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)

@@ -71,10 +71,10 @@ def test_same_jets_as_the_root_conversion(converted, kind):
         np.testing.assert_array_equal(mine.blocks[block].counts, data.counts, err_msg=block)
         for name, values in data.features.items():
             np.testing.assert_array_equal(mine.blocks[block].features[name], values, err_msg=name)
-    shards = [(s.name.rsplit(".", 1)[0], s.n_jets, s.class_counts, s.node_counts, s.pieces[0].entry_start)
+    shards = [(s.name.split(".")[1], s.n_jets, s.class_counts, s.node_counts, s.pieces[0].entry_start)
               for s in ours.manifest.shards]
-    assert shards == [(s.name.rsplit(".", 1)[0], s.n_jets, s.class_counts, s.node_counts, s.pieces[0].entry_start)
-                      for s in root.manifest.shards]  # same names but for the key: the stem lost its suffix
+    assert shards == [(s.name.split(".")[1], s.n_jets, s.class_counts, s.node_counts, s.pieces[0].entry_start)
+                      for s in root.manifest.shards]  # the same shards, numbered alike (names: <dataset>.<number>)
     assert ours.manifest.columns == root.manifest.columns and ours.manifest.plan_hash != root.manifest.plan_hash
     assert [i.kind for i in ours.manifest.inputs] == [kind, kind]
 

@@ -39,9 +39,9 @@ def test_weaver_trains_on_the_exported_files(train_dataset, tmp_path, capsys):
     # the files hold every jet once: the held-out ones (jetstore's split) in val/, shuffled
     dataset = Dataset.open(train_dataset)
     held_out = 0
-    for shard in dataset.manifest.shards:
-        name = weaver_file_name(shard.path, dataset.manifest.format)
-        assert name.endswith(".parquet") and ".zarr" not in name
+    for index, shard in enumerate(dataset.manifest.shards):
+        name = weaver_file_name(dataset.url, index)
+        assert name == f"sample.{index:05d}.parquet"
         train, val = (pq.read_table(files / part / name) for part in ("train", "val"))
         provenance = dataset.read_shard(shard).jets
         entries, inputs = provenance["_entry"], provenance.get("_input")

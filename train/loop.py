@@ -95,7 +95,8 @@ class Run:
 def build(options: TrainOptions, device: torch.device) -> Run:
     """The datasets, network, objective, optimizer and schedule of a run (nothing restored yet)."""
     config = load_training_config(options.config)
-    common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed}
+    common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed,
+              "cache_dir": options.cache_dir, "cache_limit": options.cache_limit}
     dataset = JetDataset(options.data_url, config, options.batch_size, jets_per_epoch=options.jets_per_epoch,
                          split="train" if options.holdout > 0 else "all", bucket=options.bucket, **common)
     validation = None

@@ -85,6 +85,11 @@ class TrainOptions:
     threads: int = option(2, "sampler CPU threads per loading process")
     torch_threads: int | None = option(None, "torch intra-op threads (default: the cores the sampler leaves, "
                                              "at least 1)")
+    cache_dir: str | None = option(None, "node-local directory keeping the shards read from object storage, shared "
+                                         "by the node's ranks and workers: later epochs read it (an emptyDir or "
+                                         "node SSD on Kubernetes)", metavar="DIR")
+    cache_limit: str | None = option(None, "the most --cache-dir may take, e.g. 500G or 2Ti (default: until its "
+                                           "disk is full); keep it below an emptyDir's sizeLimit", metavar="SIZE")
     # output
     output: str = option("runs/part", "run folder: metrics, TensorBoard logs, run.json, predictions")
     checkpoints: str | None = option(None, "checkpoint directory or s3:// URL (default <output>/checkpoints)")

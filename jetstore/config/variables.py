@@ -18,14 +18,44 @@ from jetstore.schema import Expression, Schema
 from jetstore.store.layout import Selection
 from jetstore.store.table import JetTable
 
+MAX_CHAIN = 100  # new_variables defined through at most this many others (evaluation recurses along a chain)
+
 
 class VariableResolver:
-    """Maps config variable names onto a dataset schema."""
+    """Maps config variable names onto a dataset schema. A new variable that refers to itself, directly or
+    through others, or through a chain of more than :data:`MAX_CHAIN`, is a :class:`SchemaError` naming the
+    chain (a stored column of the same name is read, as weaver-core reads a branch: no cycle)."""
 
     def __init__(self, schema: Schema, config: TrainingConfig):
         self.schema, self.config = schema, config
         self.jet_columns = {c.name for c in schema.jet_columns}
         self.block_of = {f.name: b.name for b in schema.blocks for f in b.features}
+        self._check_chains()
+
+    def _check_chains(self) -> None:
+        """Refuse cyclic or over-long chains of new variables (walked without recursion)."""
+        derived = {name: expression for name, expression in self.config.new_variables.items()
+                   if name not in self.jet_columns and name not in self.block_of}
+        depth: dict[str, int] = {}  # finished: the longest chain below each name
+        for start in derived:
+            path, stack = [start], [iter(sorted(derived[start].names & derived.keys()))]
+            while stack:
+                child = next(stack[-1], None)
+                if child is None:
+                    name = path.pop()
+                    stack.pop()
+                    depth[name] = 1 + max((depth[c] for c in derived[name].names & derived.keys()), default=0)
+                    continue
+                if child in depth:
+                    continue
+                if child in path:
+                    cycle = " → ".join([*path[path.index(child):], child])
+                    raise SchemaError(f"{self.config.source}: new_variables.{child} refers to itself ({cycle})")
+                if len(path) >= MAX_CHAIN:
+                    raise SchemaError(f"{self.config.source}: new_variables.{start} is defined through a chain of "
+                                      f"more than {MAX_CHAIN} new variables")
+                path.append(child)
+                stack.append(iter(sorted(derived[child].names & derived.keys())))
 
     def needs(self, names: Iterable[str], with_selection: bool = True) -> Selection:
         """The stored columns needed to compute ``names`` (and the selection)."""

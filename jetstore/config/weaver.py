@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,7 @@ def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfi
     check_keys(preprocess, PREPROCESS_KEYS, f"{where}: preprocess")
     method = str(preprocess.get("method", "manual")).lower()
     auto = method.startswith("auto")
-    fraction = float(preprocess.get("data_fraction", 0.1))
+    fraction = _number(preprocess.get("data_fraction", 0.1), f"{where}: preprocess.data_fraction")
     if not 0 < fraction <= 1:
         raise SchemaError(f"{where}: preprocess.data_fraction must be in (0, 1], got {fraction}")
     known_params = preprocess.get("params") or {}
@@ -205,22 +206,21 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
             raise SchemaError(f"{where}.vars[{index}]: expected name or [name, subtract_by, multiply_by, "
                               f"clip_min, clip_max, pad_value], got {echo(item)}")
         if item[0] in known:  # parameters already computed (an exported config)
-            params = _mapping(known[item[0]], f"{where}: preprocess.params.{item[0]}")
-            check_keys(params, PARAM_KEYS, f"{where}: preprocess.params.{item[0]}")
-            variables.append(Variable(item[0], _center(item[0], params.get("center")), float(params.get("scale", 1)),
-                                      float(params.get("min", -5)), float(params.get("max", 5)),
-                                      float(params.get("pad_value", 0))))
-            continue
-        defaults = ["auto" if auto else None, 1, -5, 5, 0]
-        values = item[1:] + defaults[len(item) - 1:]
-        center = values[0]
-        if center is not None and center != "auto" and not isinstance(center, int | float):
-            raise SchemaError(f"{where}.vars[{index}] ({item[0]}): subtract_by must be a number, null or 'auto'")
-        try:
-            variables.append(Variable(item[0], _center(item[0], center), *(float(v) for v in values[1:])))
-        except (TypeError, ValueError):
-            raise SchemaError(
-                f"{where}.vars[{index}] ({item[0]}): scale, clip and pad values must be numbers") from None
+            here = f"{where}: preprocess.params.{item[0]}"
+            params = _mapping(known[item[0]], here)
+            check_keys(params, PARAM_KEYS, here)
+            center = params.get("center")
+            values = [center if center in (None, "auto") else _number(center, f"{here}.center")]
+            values += [_number(params.get(key, default), f"{here}.{key}")
+                       for key, default in (("scale", 1), ("min", -5), ("max", 5), ("pad_value", 0))]
+        else:
+            defaults = ["auto" if auto else None, 1, -5, 5, 0]
+            values = item[1:] + defaults[len(item) - 1:]
+            here = f"{where}.vars[{index}] ({item[0]})"
+            if values[0] is not None and values[0] != "auto":
+                values[0] = _number(values[0], f"{here}: subtract_by (a number, null or 'auto')")
+            values[1:] = [_number(v, f"{here}: scale, clip and pad values") for v in values[1:]]
+        variables.append(Variable(item[0], _center(item[0], values[0]), *values[1:]))
     return InputGroup(name, length, pad_mode, tuple(variables))
 
 
@@ -250,16 +250,43 @@ def _weights(data: Any, where: str) -> WeightsSpec | None:
     if not classes:
         raise SchemaError(f"{where}.reweight_classes must list the label columns to reweight")
     class_weights = data.get("class_weights") or [1.0] * len(classes)
-    if len(class_weights) != len(classes):
-        raise SchemaError(f"{where}.class_weights has {len(class_weights)} entries for {len(classes)} classes")
-    hists = data.get("reweight_hists")
+    if not isinstance(class_weights, list) or len(class_weights) != len(classes):
+        raise SchemaError(f"{where}.class_weights must list one number per class ({len(classes)})")
+    class_weights = [_number(w, f"{where}.class_weights") for w in class_weights]
+    if not all(w > 0 for w in class_weights):
+        raise SchemaError(f"{where}.class_weights must be positive numbers")
+    hists = _tables(data.get("reweight_hists"), (len(x_bins) - 1, len(y_bins) - 1), f"{where}.reweight_hists")
     return WeightsSpec(
         method=method, x_var=str(x_var), y_var=str(y_var), x_bins=tuple(map(float, x_bins)),
         y_bins=tuple(map(float, y_bins)), classes=classes, class_weights=tuple(map(float, class_weights)),
-        threshold=float(data.get("reweight_threshold", 10)),
+        threshold=_number(data.get("reweight_threshold", 10), f"{where}.reweight_threshold"),
         discard_under_overflow=bool(data.get("reweight_discard_under_overflow", True)),
-        hists={k: np.asarray(v, dtype=np.float32) for k, v in hists.items()} if hists else None,
+        hists=hists,
     )
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite number from a config (a bool, text, NaN or ±inf is a :class:`SchemaError` naming the key)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SchemaError(f"{where} must be a finite number, got {echo(value)}")
+    return float(value)
+
+
+def _tables(data: Any, shape: tuple[int, int], where: str) -> dict[str, np.ndarray] | None:
+    """``reweight_hists`` of an exported config: per class, a table of the bins' shape of weights in [0, 1]."""
+    if not data:
+        return None
+    tables = {}
+    for label, rows in _mapping(data, where).items():
+        try:
+            with np.errstate(over="ignore"):
+                table = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError):
+            table = np.zeros(0, dtype=np.float32)
+        if table.shape != shape or not (np.isfinite(table).all() and (table >= 0).all() and (table <= 1).all()):
+            raise SchemaError(f"{where}.{label} must be a {shape[0]}×{shape[1]} table of weights in [0, 1]")
+        tables[str(label)] = table
+    return tables
 
 
 def _check_unique_variables(inputs: tuple[InputGroup, ...], where: str) -> None:

@@ -12,6 +12,8 @@ from jetstore.schema import Schema
 from jetstore.store import storage
 from jetstore.store.layout import Layout
 
+OBJECT_STORES = ("s3", "s3a")
+
 
 @dataclass(frozen=True)
 class ConvertRequest:
@@ -36,7 +38,7 @@ class ConvertRequest:
     def resolved(self) -> ConvertRequest:
         """The request with local inputs and output as absolute paths."""
         return dataclasses.replace(self, inputs=tuple(storage.absolute(url) for url in self.inputs),
-                                   output=storage.absolute(self.output))
+                                   output=storage.dataset_location(self.output, write=True))
 
 
 def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) -> tuple[list[str], dict[str, str]]:
@@ -45,12 +47,16 @@ def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) ->
     its public form: no credentials)."""
     urls: list[str] = []
     failures: dict[str, str] = {}
+    probed: set[str] = set()
     for pattern in patterns:
         if not storage.is_pattern(pattern):
-            if storage.is_local(pattern) and not os.path.exists(pattern):
+            missing = (not os.path.exists(pattern) if storage.is_local(pattern)
+                       else _bucket(pattern) not in probed and not _reachable(pattern, options))
+            if missing:
                 failures[storage.public_url(pattern)] = "no such file"
             else:
                 urls.append(pattern)
+            probed.add(_bucket(pattern))
             continue
         if storage.is_local(pattern):
             matches = sorted(glob.glob(pattern))
@@ -63,3 +69,24 @@ def expand_inputs(patterns: tuple[str, ...], options: storage.StorageOptions) ->
             failures[storage.public_url(pattern)] = "no file matches this pattern"
         urls.extend(matches)
     return list(dict.fromkeys(urls)), failures
+
+
+def _bucket(url: str) -> str:
+    """Where an object-store input lies (protocol and bucket): one check before the run per place."""
+    return url.split("/", 3)[2] if storage.protocol(url) in OBJECT_STORES else ""
+
+
+def _reachable(url: str, options: storage.StorageOptions) -> bool:
+    """Whether an object-store input exists, asked once per bucket with few retries and a short timeout,
+    so an unreachable endpoint, refused credentials or a missing bucket fail the run in seconds as a
+    :class:`~jetstore.errors.StorageError` naming the endpoint (not as a failure of every input, after
+    minutes of retries on the workers). Other inputs (local, HTTP: a presigned URL may refuse HEAD) are True."""
+    if storage.protocol(url) not in OBJECT_STORES:
+        return True
+    with storage.access(storage.public_url(url), options):
+        fs, path = storage.filesystem(url, storage.probe_options(options))
+        try:
+            fs.info(path)
+        except FileNotFoundError:
+            return False
+    return True

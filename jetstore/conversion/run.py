@@ -19,13 +19,13 @@ from tqdm import tqdm
 
 from jetstore.conversion import append
 from jetstore.conversion.inputs import get_kind
-from jetstore.conversion.plan import ShardTask, pack, plan_hash, plan_shards
+from jetstore.conversion.plan import Naming, ShardTask, pack, plan_hash, plan_shards
 from jetstore.conversion.read import InputInfo, inspect_task
 from jetstore.conversion.request import ConvertRequest, expand_inputs
 from jetstore.conversion.shard import ShardJob, ShardOutcome, run_shard
 from jetstore.errors import DatasetError, InputError, JetstoreError, StorageError, TaskFailure
 from jetstore.schema import Schema
-from jetstore.store import storage
+from jetstore.store import paths, storage
 from jetstore.store.backend import open_backend
 from jetstore.store.format import get_format
 from jetstore.store.layout import TableColumns
@@ -110,11 +110,14 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
             return report
     reference = {k: v.name for k, v in base.columns.dtypes.items()} if base is not None else None
     infos = _consistent_dtypes(infos, report.failures, reference, request.output)
-    tasks = plan_shards(infos, request.jets_per_shard, request.schema.hash, request.format, request.layout)
+    naming = Naming(paths.dataset_name(request.output), len(base.shards) if base is not None else 0,
+                    {s.task_key: s.name for s in previous.shards} if previous is not None else {})
+    tasks = plan_shards(infos, request.jets_per_shard, request.schema.hash, request.format, request.layout, naming)
     identity = plan_hash(t.key for t in tasks)
     if base is None and previous is not None and previous.plan_hash != identity:
-        raise DatasetError(f"{request.output}: a dataset with other inputs, schema or options exists here; "
-                           "pass --append to add inputs to it, or --overwrite to replace it")
+        raise DatasetError(f"{request.output}: a dataset with other inputs, schema or options (or written by an "
+                           "earlier jetstore) exists here; pass --append to add inputs to it, or --overwrite to "
+                           "replace it")
     columns = base.columns if base is not None else _columns(request.schema, infos)
     log(f"{'appending' if base else 'converting'} {len(infos)} input(s) into {len(tasks)} shard(s) → "
         f"{request.output} [{request.format}]")
@@ -166,7 +169,8 @@ def _run_settled(client: Client, tasks: list[ShardTask], request: ConvertRequest
         tasks = [task for task in tasks if not set(task.urls) & bad]
         if not partners:
             break
-        retry = pack(partners, request.jets_per_shard, request.schema.hash, request.format, request.layout)
+        naming = Naming(paths.dataset_name(request.output), max(t.number for t in [*tasks, *broken]) + 1)
+        retry = pack(partners, request.jets_per_shard, request.schema.hash, request.format, request.layout, naming)
         more, storage_failures = _run_tasks(client, retry, request, writer, columns, failures, progress)
         outcomes.update(more)
         tasks += retry

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jetstore.cache import DiskCache, parse_size
 from jetstore.config.variables import check_agreement
 from jetstore.config.weaver import TrainingConfig, load_training_config
 from jetstore.errors import DatasetError, SchemaError
@@ -54,6 +55,9 @@ class SamplerOptions:
         and SV separately), at least N positions (1 for True; e.g. 17 for a ParticleNet of 16 neighbours);
         False / 0: random batches padded to the configured lengths. Unshuffled schemes (``sequential``) only
         trim. See docs/sampler.md.
+    cache_dir: a node-local directory keeping what is read from object storage, shared by the node's ranks and
+    workers (:mod:`jetstore.cache`); later epochs read it instead. cache_limit: the most it may take (bytes, or
+    a size such as ``500G`` / ``2Ti``; None: until its disk is full).
     """
 
     seed: int = 0
@@ -71,8 +75,11 @@ class SamplerOptions:
     max_inflight_mb: float = 32
     window_jets: int = 32768
     bucket: bool | int = False
+    cache_dir: str | None = None
+    cache_limit: int | str | None = None
 
     def __post_init__(self) -> None:
+        parse_size(self.cache_limit)
         for name in ("threads", "io_threads", "max_repeats", "window_jets"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -143,8 +150,11 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     io_threads = options.io_threads
     if all(storage.is_local(m.url) for m in collection):  # local reads take microseconds: a few threads suffice
         io_threads = min(io_threads, LOCAL_IO_THREADS)
-    spec = StreamSpec(ShardCatalog.of(collection), units, rule, cell_weights, batch_size, options.seed, shape.scale,
-                      options.threads, io_threads, ahead, options.window_jets, split, int(options.bucket))
+    cache = DiskCache.open(options.cache_dir, options.cache_limit) if options.cache_dir else None
+    catalog = ShardCatalog.of(collection, cache)
+    spec = StreamSpec(catalog, units, rule, cell_weights, batch_size, options.seed, shape.scale,
+                      options.threads, io_threads, ahead, options.window_jets, split,
+                      int(options.bucket))
     return SamplerPlan(collection, config, options, scheme, stats, builders, spec, shape)
 
 

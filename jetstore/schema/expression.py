@@ -54,6 +54,8 @@ FLAT_AWKWARD: dict[str, Callable[..., Any]] = {"ones_like": np.ones_like, "zeros
 # at most this many positional arguments (the inputs; a further positional argument is ``out`` or a copy flag)
 POSITIONAL_LIMITS = {"clip": 3, "where": 3, "round": 2, "nan_to_num": 1, "full_like": 2, "ones_like": 1,
                      "zeros_like": 1, "fill_none": 2, "local_index": 1, "firsts": 1, "is_none": 1}
+# at least this many: with fewer, the function means something else (np.where(c) is the indices where c holds)
+REQUIRED_POSITIONAL = {"where": 3}
 REDUCTIONS = frozenset({"num", "sum", "prod", "max", "min", "mean", "std", "var", "any", "all", "count",
                         "count_nonzero", "argmax", "argmin"})
 # keywords that only choose what to compute; their values must be constants
@@ -181,6 +183,9 @@ class _Validator:
                 if len(args) > _positional_limit(func, name):
                     raise self.fail(f"{ast.unparse(func)}() with {len(args)} positional arguments (only its inputs "
                                     "may be positional: a further one can be an output array)")
+                if len(args) < REQUIRED_POSITIONAL.get(name, 0):  # np.where(c) gives indices, not values
+                    raise self.fail(f"{ast.unparse(func)}() with {len(args)} positional argument(s) (it takes "
+                                    f"{REQUIRED_POSITIONAL[name]}: condition, value if true, value if false)")
                 for arg in args:
                     if isinstance(arg, ast.Starred):
                         raise self.fail("argument unpacking")

@@ -9,8 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from jetstore.documents import MAX_YAML_BYTES, DocumentError, load_yaml, read_regular
 from jetstore.errors import SchemaError, echo
 from jetstore.schema.expression import Expression
 from jetstore.schema.model import SORT_BY_LABEL, STORAGE_DTYPES, Block, Column, Link, Schema
@@ -55,10 +54,13 @@ def load_schema(name_or_path: str | Path) -> Schema:
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
-    """Parse a YAML file; unreadable files and bad YAML become a :class:`SchemaError` naming the file."""
+    """Parse a YAML file (a regular file: a FIFO or a folder is refused before anything waits on it); unreadable
+    files and bad YAML become a :class:`SchemaError` naming the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_regular(path, MAX_YAML_BYTES).decode()
+    except DocumentError as exc:
+        raise SchemaError(f"{what} {path} {exc}") from None
     except OSError as exc:
         raise SchemaError(f"cannot read {what} {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -66,25 +68,13 @@ def read_yaml(path: str | Path, what: str) -> Any:
     return yaml_load(text, str(path))
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: ``*name`` references are refused where they are met, before anything is
-    built, so an alias bomb (nested references that expand exponentially) cannot exhaust memory."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not supported; write the value out",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)
-
-
 def yaml_load(text: str, where: str) -> Any:
-    """Safe YAML without aliases, and without echoing file contents in errors."""
+    """Safe YAML without aliases, nested at most ``documents.MAX_DEPTH`` levels, and without echoing file
+    contents in errors."""
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SchemaError(f"{where}: invalid YAML{place}: {getattr(exc, 'problem', None) or 'parse error'}") from None
+        return load_yaml(text)
+    except DocumentError as exc:
+        raise SchemaError(f"{where}: {exc}") from None
 
 
 def schema_from_dict(data: Any, where: str = "schema") -> Schema:
@@ -215,12 +205,18 @@ def _check_collections(schema: Schema, where: str) -> None:
             owners[prefix] = block.name
 
 
+RESERVED = {"counts": "a block's nodes per jet", "starts": "where a jet's nodes start",
+            "jets": "the group of jet columns", "_sample_": "the sample a jet belongs to"}  # names the stores use
+
+
 def _check_unique(schema: Schema, where: str) -> None:
     seen: set[str] = set()
     names = [c.name for c in schema.jet_columns]
     names += [f.name for block in schema.blocks for f in block.features]
     names += [b.name for b in schema.blocks]
     for name in names:
+        if name in RESERVED:
+            raise SchemaError(f"{where}: the name '{name}' is reserved ({RESERVED[name]}); choose another")
         if name in seen:
             raise SchemaError(f"{where}: the name '{name}' is used twice")
         seen.add(name)

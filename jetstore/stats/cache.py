@@ -29,6 +29,8 @@ from jetstore.store.backend import write_bytes_atomic
 from jetstore.store.manifest import ShardEntry
 
 Arrays = dict[str, np.ndarray]
+MAX_BYTES = 64 << 20  # one shard's pass results: histograms of a few MB
+MAX_ARRAY_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,18 @@ class ShardCache:
         return cls(url, options, paths.join(paths.STATS, config_hash, fractions))
 
     def load(self, shard: ShardEntry, kind: str) -> Arrays | None:
+        """The arrays kept for ``shard``, or None when absent, damaged, or larger than :data:`MAX_BYTES` packed
+        or :data:`MAX_ARRAY_BYTES` unpacked (a file of someone else's dataset is not trusted to fit in memory);
+        a regular file only (a FIFO is not waited on)."""
         fs, root = storage.filesystem(self.url, self.options)
         try:
-            data = fs.cat_file(self._path(root, shard, kind))
+            data = storage.read_object(fs, self._path(root, shard, kind), MAX_BYTES)
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                if sum(member.file_size for member in archive.infolist()) > MAX_ARRAY_BYTES:
+                    return None
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 return {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):  # DocumentError is a ValueError
             return None
 
     def save(self, shard: ShardEntry, kind: str, arrays: Arrays) -> None:

@@ -23,6 +23,7 @@ from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import SchemaError
 from jetstore.stats.result import StatsResult
 from jetstore.stats.split import Split
+from jetstore.store import paths
 from jetstore.store.format import get_format
 from jetstore.store.layout import ENTRY, INPUT
 
@@ -71,9 +72,9 @@ def export_weaver_yaml(config: TrainingConfig, stats: StatsResult, reading: str 
 
 def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float | None = None, seed: int = 0,
                        log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
-    """The dataset's jets as weaver-ready Parquet files: ``DIR/train/<shard>.parquet`` (the jets jetstore's
-    trainer trains on) and ``DIR/val/<shard>.parquet`` (its held-out split, ``holdout`` of the jets), each file's
-    rows in a fixed random order. Returns the two folders.
+    """The dataset's jets as weaver-ready Parquet files, one per shard: ``DIR/train/<dataset>.<shard>.parquet`` (the
+    jets jetstore's trainer trains on) and ``DIR/val/<dataset>.<shard>.parquet`` (its held-out split, ``holdout``
+    of the jets), each file's rows in a fixed random order. Returns the two folders.
 
     Why: weaver-core reads local files and takes ranges of each (``--fetch-step`` slices, ``--train-val-split``
     the last 20%); in jetstore's shards, sorted by class and pT, those ranges are one class or the highest-pT
@@ -93,7 +94,7 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
         table = dataset.read_shard(shard)
         held = split.mask(shard.sources, table.jets[ENTRY], table.jets.get(INPUT))
         rng = np.random.default_rng([seed, index])
-        name = weaver_file_name(shard.path, manifest.format)
+        name = weaver_file_name(dataset.url, index)
         for folder, rows in zip(folders, (np.flatnonzero(~held), np.flatnonzero(held)), strict=True):
             final = folder / name
             partial = final.with_name(f".{name}.partial")
@@ -105,9 +106,9 @@ def write_weaver_files(dataset: Dataset, directory: str | Path, holdout: float |
     return folders
 
 
-def weaver_file_name(shard_path: str, format_name: str) -> str:
-    """The weaver-ready file of a shard: its name with ``.parquet`` for the format's suffix."""
-    return Path(shard_path).name.removesuffix(get_format(format_name).suffix) + ".parquet"
+def weaver_file_name(dataset_url: str, index: int) -> str:
+    """The weaver-ready file of the dataset's shard ``index`` (in manifest order): ``<dataset>.<index>.parquet``."""
+    return f"{paths.dataset_name(dataset_url)}.{index:05d}.parquet"
 
 
 def weaver_command(config_path: str | Path, folders: dict[str | None, tuple[Path, Path]], weights: bool,

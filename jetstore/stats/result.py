@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from jetstore.documents import MAX_JSON_BYTES, DocumentError, load_json
 from jetstore.errors import DatasetError, echo
 from jetstore.store import paths
 from jetstore.store.backend import write_bytes_atomic
 from jetstore.store.collection import Collection
 from jetstore.store.dataset import Dataset
+from jetstore.store.storage import read_object
 
 STATS_VERSION = 2
 
@@ -65,9 +68,9 @@ class StatsResult:
     def from_json(cls, text: str | bytes, where: str) -> StatsResult:
         """Parse stored stats; anything malformed is a :class:`DatasetError` naming the file and key."""
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc}); rerun `jetstore stats`") from None
+            data = load_json(text)
+        except DocumentError as exc:
+            raise DatasetError(f"{where}: {exc}; rerun `jetstore stats`") from None
         if not isinstance(data, dict):
             raise DatasetError(f"{where}: expected a JSON object; rerun `jetstore stats`")
         version = data.get("version")
@@ -80,14 +83,63 @@ class StatsResult:
             key = "variables"
             data["variables"] = {k: VariableStats(**v) for k, v in data["variables"].items()}
             for key, dtype in (("class_hists", np.float64), ("weight_tables", np.float32)):
-                data[key] = {k: np.asarray(v, dtype=dtype) for k, v in data[key].items()}
+                with np.errstate(over="ignore"):  # 1e300 as float32 is inf: refused below, naming the table
+                    data[key] = {k: np.asarray(v, dtype=dtype) for k, v in data[key].items()}
             key = "unit_counts"
             data["unit_counts"] = {shard: np.asarray(rows, dtype=np.int64).reshape(3, -1).T
                                    for shard, rows in data["unit_counts"].items()}
-            return cls(**data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            result = cls(**data)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise DatasetError(f"{where}: malformed stats at '{key}' ({type(exc).__name__}); "
                                "rerun `jetstore stats`") from None
+        problem = result.problem()
+        if problem is not None:
+            raise DatasetError(f"{where}: {problem}; rerun `jetstore stats`")
+        return result
+
+    def problem(self) -> str | None:
+        """What makes these stats unusable (None: nothing), naming the variable or class: a centre or scale
+        that is not a finite number (a scale must be positive), weights outside [0, 1] (weaver's acceptance
+        probabilities) or not finite, class histograms or unit counts that are negative or not finite, tables
+        of another shape than their histograms. Checked when computed and when read."""
+        for name, variable in self.variables.items():
+            reason = standardisation_problem(variable)
+            if reason is not None:
+                return f"variables.{name}: {reason}"
+        for label, table in self.weight_tables.items():
+            hist = self.class_hists.get(label)
+            if hist is None or table.ndim != 2 or table.shape != hist.shape:
+                return f"weight_tables.{label}: its shape {table.shape} is not its class histogram's"
+            if not (np.isfinite(table).all() and ((table >= 0) & (table <= 1)).all()):
+                return f"weight_tables.{label}: weights must be finite numbers in [0, 1] (found {_worst(table)})"
+        for label, hist in self.class_hists.items():
+            if hist.ndim != 2 or not (np.isfinite(hist).all() and (hist >= 0).all()):
+                return f"class_hists.{label}: counts must be a table of finite numbers ≥ 0 (found {_worst(hist)})"
+        for shard, rows in self.unit_counts.items():
+            if rows.size and rows.min() < 0:
+                return f"unit_counts.{echo(shard)}: negative counts"
+        return None
+
+
+def standardisation_problem(variable: VariableStats) -> str | None:
+    """Why a variable's standardisation cannot be used (None: it can): its centre and scale must be finite
+    numbers and its scale positive, or every standardised value would be NaN, ±inf or 0."""
+    values = {"center": variable.center, "scale": variable.scale, "count": variable.count}
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+        return "center, scale and count must be numbers"
+    if not (math.isfinite(variable.center) and math.isfinite(variable.scale) and variable.scale > 0):
+        return (f"center {variable.center:.6g} and scale {variable.scale:.6g} cannot standardise it (a finite "
+                "center and a finite scale > 0 are needed)")
+    return None
+
+
+def _worst(values: np.ndarray) -> str:
+    """The most out-of-range value of an array, for messages."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    bad = flat[~np.isfinite(flat)]
+    if bad.size:
+        return f"{bad[0]:g}"
+    return f"{flat.min():g} to {flat.max():g}" if flat.size else "nothing"
 
 
 def write_stats(data: Dataset | Collection, result: StatsResult) -> str:
@@ -108,9 +160,11 @@ def read_stats(data: Dataset | Collection, config_hash: str) -> StatsResult:
         dataset = member.dataset
         path = paths.stats_path(dataset.root, config_hash, union)
         try:
-            text = dataset.fs.cat_file(path)
+            text = read_object(dataset.fs, path, MAX_JSON_BYTES)
         except FileNotFoundError:
             continue
+        except DocumentError as exc:
+            raise DatasetError(f"{path}: {exc}; rerun `jetstore stats`") from None
         result = StatsResult.from_json(text, where=path)
         if result.config_hash != config_hash:
             raise DatasetError(f"{path}: holds stats for config {result.config_hash}, not {config_hash}")

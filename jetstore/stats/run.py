@@ -4,6 +4,7 @@ number of shards; a progress bar per pass."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -23,7 +24,7 @@ from jetstore.stats import quantiles
 from jetstore.stats.cache import ShardCache
 from jetstore.stats.fraction import Fraction
 from jetstore.stats.passes import ShardWork, merge_pass1, merge_pass2, pass1, pass2
-from jetstore.stats.result import StatsResult, VariableStats
+from jetstore.stats.result import StatsResult, VariableStats, standardisation_problem
 from jetstore.stats.weights import weight_tables
 from jetstore.store.collection import Collection
 from jetstore.store.dataset import Dataset
@@ -129,13 +130,17 @@ def compute_stats(data: Dataset | Collection, config: TrainingConfig, client: Cl
             tables = weight_tables(config.weights, first.class_hists)
         except ValueError as exc:
             raise DatasetError(f"cannot make weights: {exc}") from None
-    return StatsResult(
+    result = StatsResult(
         config_hash=config.hash, plan_hash=collection.identity,
         standardization_fraction=works[0].standardization.value, weights_fraction=works[0].weights.value,
         fraction_mode=fraction_mode, jets_read=first.jets_read, jets_selected=first.jets_selected,
         variables=variables, class_hists=first.class_hists, weight_tables=tables,
         unit_jets=max(w.unit_jets for w in works), unit_counts=first.unit_counts,
     )
+    problem = result.problem()
+    if problem is not None:  # e.g. weights of a class with no jets in any cell kept
+        raise DatasetError(f"{collection.url}: the stats computed are unusable: {problem}")
+    return result
 
 
 def map_reduce(client: Client, function: Callable, works: Sequence[Any], shards: Sequence[Sequence], merge: Callable,
@@ -183,11 +188,13 @@ def _variable_stats(name, moments, low, center, high, coarse, variable) -> Varia
     std = math.sqrt(max(total2 / finite - mean**2, 0.0)) if finite else math.nan
     scale = max(high - center, center - low)
     scale = 1.0 if scale == 0 else 1.0 / scale
-    return VariableStats(
-        name=name, count=int(count), nan_count=int(nan_count), mean=mean, std=std, min=float(lo), max=float(hi),
-        p16=low, p50=center, p84=high, center=center, scale=scale,
-        histogram=_plot_histograms(coarse, center, scale, variable.min, variable.max),
-    )
+    stats = VariableStats(name=name, count=int(count), nan_count=int(nan_count), mean=mean, std=std, min=float(lo),
+                          max=float(hi), p16=low, p50=center, p84=high, center=center, scale=scale)
+    problem = standardisation_problem(stats)
+    if problem is not None:  # mostly ±inf or NaN values: no standardisation can be derived
+        raise DatasetError(f"variable '{name}': {problem}; its values are mostly ±inf or NaN: clip it in "
+                           "new_variables or give it a fixed center and scale in the config")
+    return dataclasses.replace(stats, histogram=_plot_histograms(coarse, center, scale, variable.min, variable.max))
 
 
 def _plot_histograms(coarse: np.ndarray, center: float, scale: float, clip_min: float, clip_max: float) -> dict:

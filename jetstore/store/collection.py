@@ -9,6 +9,7 @@ had.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import xxhash
 
 from jetstore.errors import DatasetError
-from jetstore.store.dataset import Dataset, ShardSource
+from jetstore.store.dataset import Dataset, RangeCache, ShardSource
 from jetstore.store.format import ShardReader
 from jetstore.store.manifest import ShardEntry
 
@@ -168,9 +169,11 @@ class ShardCatalog:
     member: np.ndarray               # per shard
 
     @classmethod
-    def of(cls, collection: Collection) -> ShardCatalog:
+    def of(cls, collection: Collection, cache: RangeCache | None = None) -> ShardCatalog:
+        """The collection's shards, read through ``cache`` when given."""
         pairs = list(collection.shards())
-        return cls(tuple(m.dataset.source for m in collection), tuple(s for _, s in pairs),
+        return cls(tuple(dataclasses.replace(m.dataset.source, cache=cache) for m in collection),
+                   tuple(s for _, s in pairs),
                    np.array([m for m, _ in pairs], np.int64))
 
     def reader(self, shard: int) -> ShardReader:

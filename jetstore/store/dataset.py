@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from jetstore.errors import DatasetError
 from jetstore.schema import Schema, schema_from_dict
 from jetstore.store import paths, storage
-from jetstore.store.backend import open_backend
+from jetstore.store.backend import RangeReader, open_backend
 from jetstore.store.checksum import files_intact
 from jetstore.store.format import ShardReader, get_format
 from jetstore.store.format.base import ShardBounds
@@ -17,6 +17,12 @@ from jetstore.store.layout import Layout, TableColumns
 from jetstore.store.manifest import Manifest, ShardEntry, read_manifest
 from jetstore.store.ranges import ByteSource
 from jetstore.store.table import JetTable, content_counts
+
+
+class RangeCache(Protocol):
+    """Where a shard's byte ranges may be read instead of the storage (``jetstore.cache.DiskCache``)."""
+
+    def reader(self, remote: RangeReader, url: str, options: Mapping[str, Any], shard: ShardEntry) -> RangeReader: ...
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,15 @@ class ShardSource:
     format: str
     columns: TableColumns
     layout: Layout | None = None
+    cache: RangeCache | None = None
 
     def reader(self, shard: ShardEntry) -> ShardReader:
         """A reader of one shard (its metadata read once per process, then cached), bounded by what the
         manifest says of it."""
         size = shard.files.get("", (shard.bytes, ""))[0]
-        source = ByteSource(open_backend(self.url, self.options), shard.path, size)
+        backend = open_backend(self.url, self.options)
+        ranges = self.cache and self.cache.reader(backend.ranges(shard.path, size), self.url, self.options, shard)
+        source = ByteSource(backend, shard.path, size, ranges)
         bounds = ShardBounds(shard.n_jets, shard.node_counts, self.layout and self.layout.chunk_jets,
                              self.layout and self.layout.chunk_values)
         return get_format(self.format).reader(source, self.columns, shard.n_jets, f"{self.url}: shard {shard.path}",
@@ -101,7 +110,7 @@ class Dataset:
             The storage cannot be used (unreachable endpoint, no or refused credentials, TLS mismatch, no bucket):
             one line naming the URL and the cause.
         """
-        url = storage.absolute(url)
+        url = storage.dataset_location(url)
         opts = storage.resolve_storage_options(url, options)
         with storage.access(url, opts):
             # the manifest with few retries and short timeouts: a wrong endpoint, TLS or credentials fail in seconds

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 
+from jetstore.documents import DocumentError, load_json
 from jetstore.errors import DatasetError, LeaseError, echo
 from jetstore.store import paths
 from jetstore.store.backend import Backend, Versioned
@@ -37,6 +38,7 @@ TTL = 120.0
 HEARTBEAT = 30.0
 STATES = ("writing", "committing", "released")
 MAX_HOST = 255
+MAX_LEASE_BYTES = 4096  # a lease record is ~200 bytes
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,9 @@ class LeaseRecord:
             return DatasetError(f"{where}: {paths.LEASE} is malformed ({reason}); remove it or pass --break-lease")
 
         try:
-            fields = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise malformed("not JSON") from None
+            fields = load_json(data, limit=MAX_LEASE_BYTES)
+        except DocumentError as exc:
+            raise malformed(str(exc)) from None
         if not isinstance(fields, dict):
             raise malformed("not a JSON object")
         fields = {"generation": 0, "state": "writing", **fields}

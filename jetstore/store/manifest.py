@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -16,14 +17,19 @@ from typing import Any
 import jsonschema
 import xxhash
 
+from jetstore.documents import MAX_JSON_BYTES, DocumentError, load_json
 from jetstore.errors import DatasetError, LeaseError, StorageError
 from jetstore.store import paths
 from jetstore.store.backend import Backend
+from jetstore.store.fastcheck import Check, compile_schema
 from jetstore.store.layout import Layout, TableColumns
+from jetstore.store.storage import read_object
 
 FORMAT_VERSION = 3  # 3: input kinds and content identities, manifest versions (appends); 2 is read too
-SHARD_VERSION = 3  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column)
+SHARD_VERSION = 4  # what a shard's bytes follow (in every task key): 3 packs small inputs (the _input column), 4
+# stores each jet's node starts in Zarr shards
 MAX_MESSAGE = 200
+MAX_MANIFEST_BYTES = MAX_JSON_BYTES  # ~800,000 shards (a 200,000-shard manifest is 135 MB, read in ~10 s)
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,12 @@ class ShardEntry:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, where: str, jets_per_entry: int = 1) -> ShardEntry:
+    def from_dict(cls, data: Any, where: str, jets_per_entry: int = 1, checked: bool = False) -> ShardEntry:
         """A validated shard record (as in the manifest and the ``_commits/`` records; format 2's one
         ``source``/``entry_start``/``entry_stop`` is one piece); a shard holds at most ``jets_per_entry`` jets per
-        input entry (1 for per-jet trees)."""
-        validate(data, where, "#/$defs/shard")
+        input entry (1 for per-jet trees). ``checked``: ``data`` was validated already (with its manifest)."""
+        if not checked:
+            validate(data, where, "#/$defs/shard")
         entry = dict(data)
         entry["files"] = {k: (int(v[0]), str(v[1])) for k, v in data["files"].items()}
         if "pieces" in entry:
@@ -175,9 +182,10 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes, where: str = paths.MANIFEST) -> Manifest:
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc})") from None
+            data = load_json(text)
+        except DocumentError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        del text
         if isinstance(data, dict) and isinstance(data.get("format_version"), int) and \
                 data["format_version"] > FORMAT_VERSION:
             raise DatasetError(f"{where}: format_version {data['format_version']} is newer than this jetstore "
@@ -195,8 +203,7 @@ class Manifest:
             plan_hash=data["plan_hash"], layout=Layout.from_dict(data["layout"]),
             columns=TableColumns.from_dict(data["columns"]), jets_per_shard=data["jets_per_shard"],
             inputs=tuple(InputEntry(**i) for i in data["inputs"]),
-            shards=tuple(ShardEntry.from_dict(s, f"{where}: shards[{i}]", jets_per_entry(data["schema"]))
-                         for i, s in enumerate(data["shards"])),
+            shards=_shard_entries(data["shards"], where, jets_per_entry(data["schema"])),
             skipped_inputs=data["skipped_inputs"], created=data["created"],
             jetstore_version=data["jetstore_version"], format_version=data["format_version"], version=data["version"],
             generation=data.get("generation", 0),
@@ -204,6 +211,16 @@ class Manifest:
         if len({s.name for s in manifest.shards}) != len(manifest.shards):
             raise DatasetError(f"{where}: shard names are not unique")
         return manifest
+
+
+def _shard_entries(records: list[Any], where: str, per_entry: int) -> tuple[ShardEntry, ...]:
+    """The validated shard records as entries, each record dropped once built (a manifest of 200,000 shards
+    never holds both forms at once)."""
+    entries = []
+    for index, record in enumerate(records):
+        entries.append(ShardEntry.from_dict(record, f"{where}: shards[{index}]", per_entry, checked=True))
+        records[index] = None
+    return tuple(entries)
 
 
 def jets_per_entry(schema: dict[str, Any]) -> int:
@@ -215,39 +232,51 @@ def read_manifest(fs, root: str) -> Manifest:
     """Read the manifest at a dataset root; a missing one means "not a dataset"."""
     path = paths.join(root, paths.MANIFEST)
     try:
-        text = fs.cat_file(path)
+        return Manifest.from_json(read_object(fs, path, MAX_MANIFEST_BYTES), where=path)
     except FileNotFoundError:
         raise DatasetError(f"{root}: no {paths.MANIFEST}; not a jetstore dataset (or its conversion has not "
                            "finished)") from None
-    return Manifest.from_json(text, where=path)
+    except DocumentError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
 
-def install_manifest(backend: Backend, text: bytes, generation: int, url: str) -> bool:
-    """Install the manifest ``text`` of lease ``generation`` as ``_manifest.json`` by a conditional write
-    that never replaces the manifest of the same or a newer generation: True when this call wrote it,
-    False when it was there already (installed by a run completing this one's commit); a
-    :class:`LeaseError` when a newer generation's manifest is there."""
+def install_manifest(backend: Backend, text: bytes, generation: int, url: str, key: str = paths.MANIFEST) -> bool:
+    """Install the manifest ``text`` of lease ``generation`` as ``_manifest.json`` (or, ``key``, as a version in
+    the history) by a conditional write that never replaces the manifest of the same or a newer generation:
+    True when this call wrote it, False when it was there already (installed by a run completing this one's
+    commit); a :class:`LeaseError` when a newer generation's manifest is there."""
+    installed = install_newer(backend, key, text, generation, manifest_generation, url)
+    if installed is None:
+        raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
+                         "manifest is not installed")
+    return installed
+
+
+def install_newer(backend: Backend, key: str, text: bytes, generation: int, generation_of: Callable[[bytes], int],
+                  url: str) -> bool | None:
+    """Write ``text`` (of lease ``generation``) at ``key`` by a conditional write that never replaces an object of
+    the same or a newer generation (``generation_of`` reads it): True when written, False when ``text`` was there
+    already, None when a newer generation's object is there."""
     for _ in range(8):
-        current = backend.read_versioned(paths.MANIFEST)
+        current = backend.read_versioned(key)
         if current is not None and current.data == text:
             return False
-        if current is not None and manifest_generation(current.data) >= generation:
-            raise LeaseError(f"{url}: another conversion committed a newer dataset here meanwhile; this one's "
-                             "manifest is not installed")
+        if current is not None and generation_of(current.data) >= generation:
+            return None
         if current is None:
-            written = backend.put_if_absent(paths.MANIFEST, text)
+            written = backend.put_if_absent(key, text)
         else:
-            written = backend.put_if_match(paths.MANIFEST, text, current.token)
+            written = backend.put_if_match(key, text, current.token)
         if written is not None:
             return True
-    raise StorageError(f"{url}: {paths.MANIFEST} keeps changing under this conversion")
+    raise StorageError(f"{url}: {key} keeps changing under this conversion")
 
 
 def manifest_generation(text: bytes) -> int:
     """The lease generation a stored manifest was committed under (0: before generations, or unreadable)."""
     try:
-        value = json.loads(text).get("generation", 0)
-    except (ValueError, UnicodeDecodeError, AttributeError):
+        value = load_json(text).get("generation", 0)
+    except (ValueError, AttributeError):
         return 0
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -262,21 +291,37 @@ def read_manifest_version(fs, root: str, version: int) -> Manifest:
     """An earlier (or the current) version of a dataset's manifest."""
     path = paths.manifest_version_path(root, version)
     try:
-        text = fs.cat_file(path)
+        return Manifest.from_json(read_object(fs, path, MAX_MANIFEST_BYTES), where=path)
     except FileNotFoundError:
         raise DatasetError(f"{root}: no manifest version {version} ({path})") from None
-    return Manifest.from_json(text, where=path)
+    except DocumentError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
 
 
 def validate(data: Any, where: str, definition: str = "#") -> None:
     """Check ``data`` against the manifest JSON Schema (or one of its ``$defs``); errors name the key."""
-    schema = _schema()
-    target = schema if definition == "#" else {"$ref": definition, "$defs": schema["$defs"]}
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(target).iter_errors(data))
+    if _predicate(definition)(data):
+        return
+    error = jsonschema.exceptions.best_match(_validator(definition).iter_errors(data))  # names the key
     if error is not None:
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
         message = error.message if len(error.message) <= MAX_MESSAGE else error.message[:MAX_MESSAGE] + "…"
         raise DatasetError(f"{where}: {key or 'top level'}: {message}")
+
+
+@functools.cache
+def _validator(definition: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_target(definition))
+
+
+@functools.cache
+def _predicate(definition: str) -> Check:
+    return compile_schema(_target(definition))
+
+
+def _target(definition: str) -> dict[str, Any]:
+    schema = _schema()
+    return schema if definition == "#" else {"$ref": definition, "$defs": schema["$defs"]}
 
 
 @functools.cache

@@ -10,7 +10,8 @@ the root of a Parquet dataset as a plain Parquet dataset.
     <root>/_manifests/<n>.json            every version of the manifest (1: the conversion; one more per append)
     <root>/_stats/<config>.json           statistics per training config (<config>.<union>.json: of a union;
                                           <config>/...: per-shard partial results, reused by reruns)
-    <root>/shards/<shard>.g<G><suffix>    the shards
+    <root>/shards/<shard>.g<G><suffix>    the shards: <shard> is <dataset>.<number>.<key> (``shard_name``)
+    <root>/zarr.json                      Zarr datasets: the root group, its attributes listing the shards
     <root>/.staging/g<G>-<run>/           local staging of a running conversion (local datasets only)
     <root>/.jetstore.lock                 what conditional writes lock (local datasets only; empty)
 
@@ -23,6 +24,7 @@ before generations existed (generation 0).
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 MANIFEST = "_manifest.json"
 MANIFESTS = "_manifests"
@@ -32,10 +34,11 @@ PENDING = "_pending"
 STATS = "_stats"
 SHARDS = "shards"
 STAGING = ".staging"
-MANIFESTS = "_manifests"  # earlier manifests (the history of appends), jetstore's, never cleaned up
+ROOT_GROUP = "zarr.json"  # a Zarr dataset's root group (store/format/zarr/root.py): zarr.open_group(root) opens it
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-TASK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.\d{10}\.[0-9a-f]{8}"  # see conversion.plan: <stem>.<start>.<key>
+# <dataset>.<shard number>.<key> (shards of earlier versions: <first input's stem>.<its first entry, 10 digits>.<key>)
+TASK_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.\d{5,10}\.[0-9a-f]{8}"
 _TAG = r"(?:\.g(?P<generation>\d{1,12}))?"
 OWNED = {
     SHARDS: re.compile(rf"^(?P<name>{TASK_NAME}){_TAG}(?:\.zarr\.zip|\.parquet)$"),
@@ -46,13 +49,25 @@ OWNED = {
     MANIFESTS: re.compile(r"^(?P<name>\d{1,12})\.json$"),
 }
 LOCK = ".jetstore.lock"  # local disk: what conditional writes lock (store/backend/local.py)
-TOP_LEVEL = (MANIFEST, LEASE, COMMITS, PENDING, STATS, SHARDS, STAGING, MANIFESTS, LOCK)
+TOP_LEVEL = (MANIFEST, LEASE, COMMITS, PENDING, STATS, SHARDS, STAGING, MANIFESTS, LOCK, ROOT_GROUP)
 TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # an atomic write's temporary file (local disk)
 
 
 def join(*parts: str) -> str:
     """Join path pieces with '/' (no protocol handling: paths as fsspec gives them)."""
     return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts) if p)
+
+
+def dataset_name(url: str) -> str:
+    """What a dataset's shard and export names start with: its folder's name without the suffix
+    (``s3://bucket/ak4.zarr`` → ``ak4``), letters, digits, ``_`` and ``-`` only."""
+    stem = PurePosixPath(url.rstrip("/").split("://", 1)[-1]).name.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", stem).lstrip("-") or "dataset"
+
+
+def shard_name(dataset: str, number: int, key: str) -> str:
+    """A shard's name: what it holds (the dataset, its number in it) and its task key's first 8 digits."""
+    return f"{dataset}.{number:05d}.{key[:8]}"
 
 
 def shard_key(name: str, suffix: str, generation: int) -> str:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from jetstore.store.backend import Backend
+from jetstore.store.backend import Backend, RangeReader
 
 Range = tuple[int, int]
 
@@ -43,11 +43,12 @@ def coalesce(ranges: Sequence[Range], max_gap: int) -> Coalesced:
 
 
 class ByteSource:
-    """Range reads of the object ``key`` of a backend; counts bytes and requests. Thread-safe."""
+    """Range reads of the object ``key`` of a backend (through ``reader`` when given: a cache of it); counts bytes
+    and requests. Thread-safe."""
 
-    def __init__(self, backend: Backend, key: str, size: int):
+    def __init__(self, backend: Backend, key: str, size: int, reader: RangeReader | None = None):
         self.path, self.size = backend.path(key), size
-        self._reader = backend.ranges(key, size)
+        self._reader = reader or backend.ranges(key, size)
         self._lock = threading.Lock()
         self.bytes_fetched = 0
         self.requests = 0

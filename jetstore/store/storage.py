@@ -23,7 +23,8 @@ from typing import Any
 import fsspec
 import fsspec.asyn
 
-from jetstore.errors import StorageError
+from jetstore.documents import DocumentError, read_regular
+from jetstore.errors import JetstoreError, StorageError
 
 SECRET_KEYS = frozenset({"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
                          "aws_session_token", "session_token"})
@@ -53,10 +54,21 @@ class StorageOptions(dict):
         return found
 
     def scrub(self, text: str) -> str:
-        """Replace any secret held here that appears in ``text``."""
-        for secret in self.secrets():
-            text = text.replace(secret, "***")
-        return text
+        """Mask any secret held here that appears in ``text`` (see :func:`mask_secrets`)."""
+        return mask_secrets(text, self.secrets())
+
+
+MIN_SECRET = 4  # shorter values are not masked: "a" as a key would turn "cannot read" into "c***nnot re***d"
+_SECRET_EDGE = "A-Za-z0-9"
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """``text`` with every occurrence of the secrets (of at least :data:`MIN_SECRET` characters) replaced by
+    ``***``, longest first; only where they stand alone, not inside a longer run of letters and digits."""
+    for secret in sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True):
+        if secret in text:
+            text = re.sub(rf"(?<![{_SECRET_EDGE}]){re.escape(secret)}(?![{_SECRET_EDGE}])", "***", text)
+    return text
 
 
 SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature=)[0-9a-fA-F]{16,}"
@@ -71,11 +83,10 @@ class RedactingFilter(logging.Filter):
     def __init__(self, secrets: list[str] | None = None, environ: Mapping[str, str] = os.environ):
         super().__init__()
         found = [environ.get(name, "") for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
-        self.secrets = sorted({s for s in [*found, *(secrets or [])] if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = [*found, *(secrets or [])]
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
+        text = mask_secrets(text, self.secrets)
         return SIGNED.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -115,6 +126,27 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, "", ""))
 
 
+def dataset_location(url: str, write: bool = False) -> str:
+    """A dataset's URL made absolute (:func:`absolute`), or a one-line :class:`~jetstore.errors.JetstoreError`
+    (exit 2): when it is empty or names no folder or bucket, or carries credentials or a query (refused, and
+    named without them: user-info in a URL sits in the process list for every local user, and s3fs would take
+    ``key:secret@bucket`` for a bucket name; credentials come from the environment, a Kubernetes secret or
+    ``--storage-options @FILE``).
+    ``write``: the output of a conversion, which must also not be the filesystem's root or an existing file."""
+    if not isinstance(url, str) or not url.strip() or not url.split("://", 1)[-1].strip("/"):
+        raise JetstoreError(f"the dataset URL {url!r} names no folder; give a folder or an s3://bucket/prefix URL"
+                            if isinstance(url, str) and url.strip() else
+                            "the dataset URL is empty; give a folder or an s3://bucket/prefix URL")
+    if public_url(url) != url:
+        raise JetstoreError(f"{public_url(url)}: refusing a dataset URL with credentials or a query in it (any "
+                           "local user can read a command line); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                           "or pass --storage-options @FILE")
+    location = absolute(url)
+    if write and is_local(location) and os.path.lexists(location) and not os.path.isdir(location):
+        raise JetstoreError(f"{location}: is a file, not a folder; a dataset is written into a folder of its own")
+    return location
+
+
 def url_secrets(url: str) -> list[str]:
     """The parts of ``url`` that :func:`public_url` removes (to scrub them from messages)."""
     if is_local(url):
@@ -142,8 +174,31 @@ def is_pattern(url: str) -> bool:
     return protocol(url) not in ("http", "https") and any(ch in url for ch in "*?[")
 
 
+OPTION_TYPES = {"client_kwargs": dict, "config_kwargs": dict, "s3_additional_kwargs": dict, "endpoint_url": str,
+                "key": str, "secret": str, "token": str, "anon": bool, "use_ssl": bool}
+
+
+def options_problem(options: Any) -> str | None:
+    """What is wrong with storage options (None: nothing): they must be a JSON object, and the options fsspec's
+    S3 filesystem reads as objects, text or flags must have that type (``{"client_kwargs": 5}`` otherwise
+    fails deep inside s3fs)."""
+    if not isinstance(options, Mapping):
+        return "storage options must be a JSON object"
+    for key, kind in OPTION_TYPES.items():
+        if key in options and not isinstance(options[key], kind):
+            return f"storage option '{key}' must be {TYPE_NAMES[kind]}, not {type(options[key]).__name__}"
+    return None
+
+
+TYPE_NAMES = {dict: "a JSON object", str: "text", bool: "true or false"}
+
+
 def resolve_storage_options(url: str, user: Mapping[str, Any] | None = None) -> StorageOptions:
-    """Storage options for ``url``: environment defaults for S3, deep-merged with ``user`` options."""
+    """Storage options for ``url``: environment defaults for S3, deep-merged with ``user`` options (refused
+    when malformed: a :class:`~jetstore.errors.JetstoreError`, exit 2)."""
+    problem = options_problem(user or {})
+    if problem is not None:
+        raise JetstoreError(problem)
     options: dict[str, Any] = {}
     if protocol(url) in ("s3", "s3a"):
         options = s3_options_from_environment()
@@ -177,6 +232,21 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fssp
     """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
     fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
     return fs, path.rstrip("/")
+
+
+def read_object(fs: fsspec.AbstractFileSystem, path: str, limit: int) -> bytes:
+    """The bytes of one file or object of at most ``limit`` bytes (a :class:`~jetstore.documents.DocumentError`
+    when larger, or when a local path is not a regular file: a FIFO never blocks); ``FileNotFoundError`` when
+    absent. A remote object's size is asked first (an object too large is never fetched), then at most
+    ``limit + 1`` of its bytes are read (it may have grown meanwhile)."""
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return read_regular(path, limit)
+    if fs.size(path) > limit:
+        raise DocumentError(f"is larger than {limit:,} bytes")
+    data = fs.cat_file(path, start=0, end=limit + 1)
+    if len(data) > limit:
+        raise DocumentError(f"is larger than {limit:,} bytes")
+    return data
 
 
 def list_files(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, int]:

@@ -55,7 +55,10 @@ class JetTable:
 
     @property
     def n_jets(self) -> int:
-        return len(next(iter(self.jets.values()))) if self.jets else 0
+        """How many jets: the length of a jet column, or of a block's counts when only node columns are held."""
+        if self.jets:
+            return len(next(iter(self.jets.values())))
+        return len(next(iter(self.blocks.values())).counts) if self.blocks else 0
 
     def slice(self, start: int, stop: int) -> JetTable:
         return JetTable(

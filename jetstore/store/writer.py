@@ -30,12 +30,21 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
+from jetstore.documents import load_json
 from jetstore.errors import DatasetError, LeaseError
 from jetstore.store import paths, storage
 from jetstore.store.backend import Backend, open_backend
 from jetstore.store.checksum import combined_checksum, file_checksum, files_intact
+from jetstore.store.format import FORMATS, get_format
 from jetstore.store.lease import Lease, LeaseRecord
-from jetstore.store.manifest import Manifest, ShardEntry, install_manifest, manifest_generation, read_manifest
+from jetstore.store.manifest import (
+    Manifest,
+    ShardEntry,
+    install_manifest,
+    install_newer,
+    manifest_generation,
+    read_manifest,
+)
 from jetstore.store.manifest import version_key as manifest_version_key
 
 MAX_FOREIGN_SHOWN = 3
@@ -72,6 +81,8 @@ class DatasetWriter:
             writer = dataclasses.replace(self, generation=lease.generation)
             if previous is not None:
                 writer.remove_staging(previous)
+            if not self.reuse:  # --overwrite starts over: what failed runs left (nothing reuses it) goes first
+                writer._clean_up(writer.existing_manifest(), writer.generation - 1, stats=False)
             yield writer, previous
 
     def existing_manifest(self) -> Manifest | None:
@@ -115,7 +126,7 @@ class DatasetWriter:
                 records.append((found[1], key))
         for _, key in sorted(records, reverse=True):
             try:
-                entry = ShardEntry.from_dict(json.loads(backend.read(key)), key, self.jets_per_entry)
+                entry = ShardEntry.from_dict(load_json(backend.read(key)), key, self.jets_per_entry)
             except (FileNotFoundError, ValueError, DatasetError):
                 continue
             if paths.record_of(entry.path) != key:
@@ -157,11 +168,14 @@ class DatasetWriter:
         lease.check()
         backend.put(pending, text)
         lease.seal()
-        backend.put(manifest_version_key(manifest.version), text)  # sealed: no other run commits this generation
+        # the history first (every version a reader saw stays readable), fenced as the manifest: a writer that
+        # stalled here while a newer one committed this version never replaces the newer one's
+        install_manifest(backend, text, self.generation, self.url, manifest_version_key(manifest.version))
         installed = install_manifest(backend, text, self.generation, self.url)
         with contextlib.suppress(LeaseError):
             lease.check()  # still ours: nobody completed the commit for this run
             if installed:
+                self._install_root_files(manifest)
                 self._clean_up(manifest, self.generation, stats=not self.reuse)
         lease.release()
         backend.delete([pending])
@@ -186,15 +200,33 @@ class DatasetWriter:
         except FileNotFoundError:
             return
         manifest = Manifest.from_json(text, where=paths.pending_manifest_key(holder.generation))
-        backend.put(manifest_version_key(manifest.version), text)
+        install_manifest(backend, text, holder.generation, self.url, manifest_version_key(manifest.version))
         install_manifest(backend, text, holder.generation, self.url)
+        self._install_root_files(manifest)
         self._clean_up(manifest, holder.generation, stats=False)
 
-    def _clean_up(self, manifest: Manifest, generation: int, stats: bool) -> None:
-        """Remove jetstore's names of ``generation`` or older that ``manifest`` does not reference (and, for
-        ``--overwrite``, the old dataset's stats), and the staging of those generations."""
+    def _install_root_files(self, manifest: Manifest) -> None:
+        """The format's files beside the manifest (a Zarr root group), installed as the manifest is; those of
+        another format, left by a dataset this one replaced, are removed (when not newer than this commit)."""
+        backend, made = self.backend, {}
+        for name in FORMATS.names():
+            root = get_format(name).root
+            if root is None:
+                continue
+            if name == manifest.format:
+                made = root.make(manifest)
+                for key, text in made.items():
+                    install_newer(backend, key, text, manifest.generation, root.generation, self.url)
+            stale = [key for key in root.keys if key not in made and (found := backend.read_versioned(key))
+                     and root.generation(found.data) <= manifest.generation]
+            backend.delete(stale)
+
+    def _clean_up(self, manifest: Manifest | None, generation: int, stats: bool) -> None:
+        """Remove jetstore's names of ``generation`` or older that ``manifest`` (None: no dataset yet) does not
+        reference (and, for ``--overwrite``, the old dataset's stats), and the staging of those generations."""
         backend = self.backend
-        keep = {s.path for s in manifest.shards} | {paths.record_of(s.path) for s in manifest.shards}
+        shards = manifest.shards if manifest is not None else ()
+        keep = {s.path for s in shards} | {paths.record_of(s.path) for s in shards}
         keep.add(paths.pending_manifest_key(generation))
         doomed = []
         for folder in (paths.SHARDS, paths.COMMITS, paths.PENDING, *((paths.STATS,) if stats else ())):

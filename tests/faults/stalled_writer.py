@@ -4,8 +4,9 @@ paused VM or a suspended batch job would stop it: after its lease check, before 
 
     python tests/faults/stalled_writer.py POINT OUTPUT INPUT... [--jets-per-shard N] [--overwrite]
 
-POINT: ``publish`` (before the second shard's publish), ``seal`` (before the manifest's commit point) or
-``clean-up`` (after the manifest is installed, before its clean-up deletes). The pause wraps the real
+POINT: ``publish`` (before the second shard's publish), ``seal`` (before the manifest's commit point),
+``sealed`` (just after it, before the manifest's version is written to the history) or ``clean-up`` (after the
+manifest is installed, before its clean-up deletes). The pause wraps the real
 storage call, which runs unchanged once the process is continued (SIGCONT). Exit code and one-line error
 as the CLI gives them.
 """
@@ -36,9 +37,23 @@ def freeze_before(owner: type, name: str, when=lambda *args: True, skip: int = 0
     setattr(owner, name, paused)
 
 
+def freeze_after(owner: type, name: str) -> None:
+    """Stop this process when the first call of ``owner.name`` has returned."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def paused(*args, **kwargs):
+        result = original(*args, **kwargs)
+        print("frozen", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return result
+
+    setattr(owner, name, paused)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("point", choices=("publish", "seal", "clean-up"))
+    parser.add_argument("point", choices=("publish", "seal", "sealed", "clean-up"))
     parser.add_argument("output")
     parser.add_argument("inputs", nargs="+")
     parser.add_argument("--jets-per-shard", type=int, default=1000)
@@ -56,6 +71,8 @@ def main() -> int:
             freeze_before(kind, "publish", skip=1)
     elif args.point == "seal":
         freeze_before(lease.Lease, "seal")
+    elif args.point == "sealed":
+        freeze_after(lease.Lease, "seal")
     else:
         for kind in (backend.LocalBackend, backend.S3Backend):
             freeze_before(kind, "delete", when=lambda self, keys: any(k.startswith("shards/") for k in keys))

@@ -18,8 +18,8 @@ from tests.helpers import run_convert
 def test_killed_worker_then_identical_dataset(sample_files, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        clean = run_convert(client, sample_files, tmp_path / "clean", jets_per_shard=25)
-        out = tmp_path / "killed"
+        clean = run_convert(client, sample_files, tmp_path / "clean" / "ds", jets_per_shard=25)
+        out = tmp_path / "killed" / "ds"  # the same dataset name: shards are named after it
         result = {}
         worker = threading.Thread(target=lambda: result.setdefault(
             "report", run_convert(client, sample_files, out, jets_per_shard=25)))

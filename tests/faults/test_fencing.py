@@ -16,10 +16,11 @@ import time
 import pytest
 
 from jetstore.errors import LeaseError
-from jetstore.store import paths
+from jetstore.store import paths, storage
 from jetstore.store.backend import open_backend
 from jetstore.store.dataset import Dataset
 from jetstore.store.lease import Lease
+from jetstore.store.manifest import read_manifest_version
 from tests.helpers import REPO, run_convert
 
 WRITER = REPO / "tests" / "faults" / "stalled_writer.py"
@@ -101,6 +102,24 @@ def test_a_stalled_clean_up_deletes_nothing_newer(dask_client, sample_files, tar
     assert intact(url, options) == committed
     shards = {s.path for s in Dataset.open(url, options or None).manifest.shards}
     assert all(path.rsplit(".g", 1)[1].startswith(str(report.manifest.generation)) for path in shards)
+
+
+def test_a_writer_stalled_after_sealing_never_rewrites_the_history(dask_client, sample_files, tmp_path):
+    """A sealed its commit, then stalled before writing its manifest's version to the history
+    (``_manifests/1.json``); B takes over (completing A's commit), commits its own version 1; A's late write
+    must not replace B's: the history and ``_manifest.json`` agree (was: the history held A's losing manifest)."""
+    url = str(tmp_path / "ds.zarr")
+    writer_a = start_frozen("sealed", url, {}, sample_files[:1], "--jets-per-shard", "500")
+    try:
+        report = run_convert(dask_client, sample_files[:1], url, jets_per_shard=700, overwrite=True,
+                             break_lease=True)
+    finally:
+        code, output = resume(writer_a)
+    assert report.ok and code == 4 and "Traceback" not in output, output
+    committed = intact(url, {})
+    history = read_manifest_version(*storage.filesystem(url), 1)
+    assert history.jets_per_shard == 700 and (tmp_path / "ds.zarr" / paths.MANIFESTS / "1.json").read_bytes() \
+        == committed
 
 
 def test_a_stale_lease_token_never_writes(target):

@@ -134,6 +134,7 @@ def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sampl
     data["checksum"] = _checksum(data)
     (out / paths.MANIFEST).write_text(json.dumps(data))
     (out / paths.LEASE).unlink()
+    shutil.rmtree(out / paths.MANIFESTS)  # format 2 kept no history of versions
     legacy = Dataset.open(str(out))
     assert legacy.manifest.format_version == 2 and legacy.manifest.generation == 0
     assert all(legacy.verify(s) == [] for s in legacy.manifest.shards)
@@ -142,3 +143,36 @@ def test_a_dataset_of_the_previous_format_is_read_and_resumed(dask_client, sampl
     assert report.manifest.format_version == 3 and report.manifest.generation == 1
     assert {s.path for s in report.manifest.shards} == {s["path"] for s in data["shards"]}
     assert all(Dataset.open(str(out)).verify(s) == [] for s in report.manifest.shards)
+
+
+def test_a_planted_link_under_a_shard_name_is_removed_not_followed(dask_client, sample_files, tmp_path):
+    """A symbolic link out of the dataset under a name jetstore writes: a successful --overwrite unlinks it
+    (its target untouched) and removes the old shards (was: exit 3, the old shards left behind)."""
+    out, victim = tmp_path / "ds", tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    assert run_convert(dask_client, sample_files, out, jets_per_shard=1000).ok
+    link = out / paths.SHARDS / "planted.0000000000.deadbeef.g1.zarr.zip"
+    link.symlink_to(victim)
+    report = run_convert(dask_client, sample_files, out, jets_per_shard=700, overwrite=True)
+    assert report.ok and victim.read_text() == "keep me" and not os.path.lexists(link)
+    assert {f"{paths.SHARDS}/{p.name}" for p in (out / paths.SHARDS).iterdir()} == \
+        {s.path for s in report.manifest.shards}
+
+
+def test_overwrite_removes_what_a_failed_overwrite_left_first(dask_client, sample_files, tmp_path):
+    """Shards and records of a failed --overwrite (one of a later generation than the dataset: it died at its
+    seal on a full disk, or was killed) are removed before the rerun writes anything, so it does not run out of
+    space again; the dataset stays readable until a new one commits."""
+    out = tmp_path / "ds"
+    first = run_convert(dask_client, sample_files, out, jets_per_shard=1000).manifest
+    for shard in first.shards:  # what the failed run of generation 2 left: its committed shards and records
+        shutil.copy(out / shard.path, out / shard.path.replace(".g1.", ".g2."))
+        record = out / paths.record_of(shard.path)
+        shutil.copy(record, str(record).replace(".g1.", ".g2."))
+    report = run_convert(dask_client, [sample_files[0], str(tmp_path / "missing.root")], out, jets_per_shard=700,
+                         overwrite=True)
+    assert report.manifest is None and report.failures  # this rerun fails too: no manifest, but it cleaned up
+    left = [p.name for folder in (paths.SHARDS, paths.COMMITS) for p in (out / folder).iterdir()]
+    assert not [name for name in left if ".g2." in name], left
+    assert Dataset.open(str(out)).manifest == first and all(Dataset.open(str(out)).verify(s) == []
+                                                           for s in first.shards)

@@ -18,6 +18,7 @@ import awkward as ak
 import numpy as np
 import xxhash
 
+from jetstore.documents import DocumentError, open_regular
 from jetstore.errors import InputError
 from jetstore.store import storage
 
@@ -104,16 +105,19 @@ class InputKind:
 
 
 def open_binary(url: str, options: Mapping[str, Any]) -> IO[bytes]:
-    """A local path or fsspec URL opened for reading bytes; a missing file is an :class:`InputError`."""
+    """A local path or fsspec URL opened for reading bytes; a missing file, or a local path that is not a regular
+    file (a folder, a FIFO: refused without blocking), is an :class:`InputError`."""
     try:
         if storage.is_local(url):
-            return open(url.removeprefix("file://"), "rb")
+            return open_regular(url.removeprefix("file://"))
         fs, path = storage.filesystem(url, options)
         return fs.open(path, "rb")
     except FileNotFoundError:
         raise InputError(url, "no such file") from None
     except IsADirectoryError:
         raise InputError(url, "is a directory, not a file") from None
+    except DocumentError as exc:
+        raise InputError(url, str(exc)) from None
 
 
 @contextlib.contextmanager

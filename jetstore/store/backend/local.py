@@ -20,6 +20,7 @@ from pathlib import Path
 
 import xxhash
 
+from jetstore.documents import DocumentError, open_regular
 from jetstore.errors import StorageError
 from jetstore.store import paths
 from jetstore.store.backend.base import Backend, Capabilities, Range, RangeReader, Token, Versioned, check_key
@@ -44,7 +45,12 @@ class LocalBackend(Backend):
     # -- reading -------------------------------------------------------------------------------------------
 
     def read(self, key: str) -> bytes:
-        return Path(self.path(key)).read_bytes()
+        """The bytes of ``key``, a regular file (a FIFO planted under a dataset name never blocks a reader)."""
+        try:
+            with open_regular(self.path(key)) as handle:
+                return handle.read()
+        except DocumentError as exc:
+            raise StorageError(f"{self.url}: refusing {key!r}: it {exc}") from None
 
     def read_versioned(self, key: str) -> Versioned | None:
         try:
@@ -114,9 +120,12 @@ class LocalBackend(Backend):
         os.replace(local, target)
 
     def delete(self, keys: Sequence[str]) -> None:
+        """Unlink each key's name: its folder must resolve inside the root, the name itself is not followed
+        (a symbolic link planted under a jetstore name is removed, its target never touched)."""
         for key in keys:
+            folder, _, name = check_key(key, self.url).rpartition("/")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(check_key(key, self.url)))
+                os.unlink(os.path.join(self.path(folder), name))
 
     def delete_prefix(self, folder: str) -> None:
         path = self.path(check_key(folder, self.url))

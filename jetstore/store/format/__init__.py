@@ -6,7 +6,7 @@ a third-party package's ``jetstore.formats`` entry point (:mod:`jetstore.registr
 
 from jetstore.registry import Registry
 from jetstore.store.format import parquet, zarr
-from jetstore.store.format.base import Format, ReadPlan, ShardReader, ShardWriter
+from jetstore.store.format.base import Format, ReadPlan, RootFiles, ShardReader, ShardWriter
 
 FORMATS: Registry[Format] = Registry("format", "jetstore.formats", (zarr.FORMAT, parquet.FORMAT))
 
@@ -15,4 +15,4 @@ def get_format(name: str) -> Format:
     return FORMATS.get(name)
 
 
-__all__ = ["FORMATS", "Format", "ReadPlan", "ShardReader", "ShardWriter", "get_format"]
+__all__ = ["FORMATS", "Format", "ReadPlan", "RootFiles", "ShardReader", "ShardWriter", "get_format"]

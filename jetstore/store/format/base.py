@@ -16,12 +16,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jetstore.errors import DatasetError
 from jetstore.store.layout import Layout, Selection, TableColumns
 from jetstore.store.ranges import ByteSource, Coalesced, SparseFile
 from jetstore.store.table import JetTable
+
+if TYPE_CHECKING:
+    from jetstore.store.manifest import Manifest
 
 TAIL_BYTES = 64 << 10  # first read of a shard: its last 64 KiB (zip directory + metadata / Parquet footer)
 MIN_GAP = 64 << 10  # ranges closer than this are fetched as one
@@ -179,10 +182,23 @@ class MetadataCache:
 
 
 @dataclass(frozen=True)
+class RootFiles:
+    """Files a format keeps at a dataset's root beside the manifest (a Zarr root group), made from the manifest at
+    every commit and installed as it is (never over a newer lease generation's: ``generation`` reads which one
+    wrote a file)."""
+
+    keys: tuple[str, ...]
+    make: Callable[[Manifest], dict[str, bytes]]
+    generation: Callable[[bytes], int]
+
+
+@dataclass(frozen=True)
 class Format:
-    """A registered storage format: shard file suffix plus its writer and reader classes."""
+    """A registered storage format: shard file suffix plus its writer and reader classes (and the files it keeps
+    at a dataset's root, if any)."""
 
     name: str
     suffix: str
     writer: type[ShardWriter]
     reader: Callable[..., ShardReader]
+    root: RootFiles | None = None
