@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -289,6 +290,56 @@ def test_a_cache_smaller_than_an_epoch_keeps_what_it_holds(remote, tmp_path):
         assert store.usage() <= limit
     assert written[0] == written[2] > 0.6 * limit, written  # nothing evicted, nothing written again
     assert fetched[1] == fetched[2] < fetched[0] - 0.6 * limit, fetched
+
+
+def write(store, name: str, size: int) -> None:
+    """``size`` bytes at the start of entry ``name``'s data, as a reader writes what it was admitted."""
+    with open(store.path(name, "data"), "r+b") as handle:
+        handle.write(os.urandom(size))
+
+
+def keys(directory, n: int) -> list[ObjectKey]:
+    return [ObjectKey("local disk", str(directory / "ds"), f"shard{i}", "c", "", 10**6) for i in range(n)]
+
+
+def test_a_count_of_the_disk_waits_for_the_writes_in_flight(tmp_path):
+    """The cache, full, counts its disk again while another thread's admitted bytes are not yet written: they
+    stay counted (the count waits for them), so the entries never take more than the limit."""
+    store = DiskCache.open(str(tmp_path), 400_000).store()
+    first, second = (store.ensure(key) for key in keys(tmp_path, 2))
+    admitted, go, outcome = threading.Event(), threading.Event(), []
+
+    def in_flight() -> None:
+        with store.admit(first, 200_000) as ok:
+            admitted.set()
+            go.wait(10)
+            write(store, first, 200_000 if ok else 0)
+
+    def evicting() -> None:  # 208 kB counted + 250 kB > the limit: the disk is counted again
+        with store.admit(second, 250_000) as ok:
+            write(store, second, 250_000 if ok else 0)
+        outcome.append(ok)
+
+    threads = [threading.Thread(target=in_flight), threading.Thread(target=evicting)]
+    threads[0].start()
+    admitted.wait(10)
+    threads[1].start()
+    threads[1].join(1.0)  # waits for the first write (counted already, without the wait)
+    go.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcome == [False] and store.usage() <= 400_000, (outcome, store.usage())
+
+
+def test_a_full_cache_makes_no_entry(tmp_path):
+    """An entry's own files are admitted too: a cache full of this session's bytes makes no new entry."""
+    store = DiskCache.open(str(tmp_path), 100_000).store()
+    first, second = keys(tmp_path, 2)
+    name = store.ensure(first)
+    with store.admit(name, 94_208) as ok:  # 23 blocks: with meta.json's, no room for another 4 KiB block
+        write(store, name, 94_208)
+    assert ok and store.ensure(second) is None
+    assert [e.name for e in store.entries()] == [name] and store.usage() <= 100_000
 
 
 def test_eviction_of_what_an_earlier_session_left(local, tmp_path):

@@ -1,5 +1,5 @@
 """Locks shared by every process and thread of a node: a byte range of a file (who downloads it), and a whole
-file (who changes the cache's accounting).
+file (who changes the cache's accounting; shared by the writes in flight, exclusive for a count of the disk).
 
 Range locks are Linux open-file-description locks (``F_OFD_SETLKW``): held by one open descriptor, so two
 threads of a process exclude each other as two processes do, and a lock goes with its descriptor (a process
@@ -57,11 +57,12 @@ def in_use(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def file_lock(path: str) -> Iterator[None]:
-    """Hold the file ``path`` exclusively (``flock``; created if missing)."""
+def file_lock(path: str, shared: bool = False) -> Iterator[None]:
+    """Hold the file ``path`` exclusively, or ``shared`` with other shared holders (``flock``; created if
+    missing)."""
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        fcntl.flock(descriptor, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)

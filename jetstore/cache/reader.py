@@ -57,11 +57,14 @@ class CachedRanges(RangeReader):
                     cached = self._cached(ranges)
                     if cached is not None:
                         return cached
-                    if self.store.writable:
-                        pieces = self._fill(ranges)
-                        return [pieces.slice(a, b) for a, b in ranges]
-                if not self.store.writable:
-                    break
+                    if not self.store.writable:
+                        break
+                    if self.store.ensure(self.key) is None:  # no room for another entry
+                        out = self._remote(ranges)
+                        self.store.counters.add(refused_bytes=sum(len(p) for p in out))
+                        return out
+                    pieces = self._fill(ranges)
+                    return [pieces.slice(a, b) for a, b in ranges]
             return self._remote(ranges)
         except StorageFailed as exc:
             raise exc.__cause__ from None
@@ -131,8 +134,7 @@ class CachedRanges(RangeReader):
     # -- misses ----------------------------------------------------------------------------------------------
 
     def _fill(self, ranges: list[Range]) -> Pieces:
-        """Fetch what the cache lacks of ``ranges`` and keep it; the bytes of ``ranges``."""
-        self.store.ensure(self.key)
+        """Fetch what the cache lacks of ``ranges`` and keep it (in the entry, made); the bytes of ``ranges``."""
         span = (min(a for a, _ in ranges), max(b for _, b in ranges))
         with locks.range_lock(self.store.path(self.name, "data"), *span):
             self._refresh()  # another process may have filled some of it while we waited
@@ -159,21 +161,15 @@ class CachedRanges(RangeReader):
         kept = False
         with self._data(os.O_WRONLY) as descriptor:
             for start, data in fetched.items():
-                taken = len(data) + SLACK
-                if not self.store.admit(self.name, taken):
-                    self.store.counters.add(refused_bytes=len(data))
-                    continue
-                try:
-                    os.pwrite(descriptor, data, start)
-                    view = memoryview(data)
-                    self._append(b"".join(record(start + i, start + i + len(view[i:i + EXTENT]),
-                                                 verify.digest(view[i:i + EXTENT]))
-                                          for i in range(0, len(data), EXTENT)))
-                except OSError:
-                    self.store.release(taken)
-                    raise
-                self.store.counters.add(written_bytes=len(data))
-                kept = True
+                view = memoryview(data)
+                records = b"".join(record(start + i, start + i + len(view[i:i + EXTENT]),
+                                          verify.digest(view[i:i + EXTENT])) for i in range(0, len(data), EXTENT))
+                with self.store.admit(self.name, len(data) + SLACK) as admitted:
+                    if admitted:
+                        os.pwrite(descriptor, data, start)
+                        self._append(records)
+                self.store.counters.add(**{"written_bytes" if admitted else "refused_bytes": len(data)})
+                kept |= admitted
         self._refresh()
         return kept
 

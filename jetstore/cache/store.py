@@ -6,18 +6,26 @@
         entries/<name>/extents      which ranges ``data`` holds (``extents.py``)
         entries/<name>/verified     present once the whole object matched the manifest's checksum
         usage                       bytes the entries take, as counted by the processes (under ``lock``)
-        lock, tmp/, trash/
+        lock                        held to change ``usage``
+        writing                     held shared by every write in flight, exclusively to count the disk
+        tmp/, trash/
 
 An entry is made in ``tmp/`` and renamed into place (two processes making one at once: one wins, the other uses
 it), and dropped by a rename into ``trash/`` before it is deleted, so no process ever sees half an entry.
 Processes that still have files of a dropped entry open keep reading bytes they check, and notice the drop at
 their next write.
 
-**Eviction.** Before bytes are written they are admitted against ``limit``: when the entries would take more,
-the least recently used entries that this session (the sampler that opened the cache, with its ranks and
-workers) has not used are deleted. When every entry has been used by this session, the bytes are not cached:
-a cache smaller than what an epoch reads then keeps what it holds and serves it every epoch, where plain LRU
-would evict each entry just before the next epoch needs it.
+**Eviction.** Before bytes are written (an entry's files too) they are admitted against ``limit``: when the
+entries would take more, the least recently used entries that this session (the sampler that opened the cache,
+with its ranks and workers) has not used are deleted. When every entry has been used by this session, the
+bytes are not cached: a cache smaller than what an epoch reads then keeps what it holds and serves it every
+epoch, where plain LRU would evict each entry just before the next epoch needs it.
+
+**Counting.** ``usage`` is never below what the entries take on disk: bytes are counted when admitted (with
+room for partial blocks and records), before they are written, and written while ``writing`` is held shared.
+When the count says the cache is full, the disk is counted again (over-counted bytes, failed writes and dead
+processes' admissions are forgotten), holding ``writing`` exclusively: the writes in flight are waited for,
+so the count never misses bytes admitted but not yet on disk.
 """
 
 from __future__ import annotations
@@ -128,8 +136,9 @@ class CacheStore:
     def path(self, name: str, part: str = "") -> str:
         return os.path.join(self.root, "entries", name, part) if part else os.path.join(self.root, "entries", name)
 
-    def ensure(self, key: ObjectKey) -> str:
-        """The entry of ``key``, made (empty) if there is none; its name."""
+    def ensure(self, key: ObjectKey) -> str | None:
+        """The entry of ``key``, made (empty, its files admitted) if there is none; its name, or None when the
+        cache has no room for it."""
         name = key.name
         if os.path.exists(self.path(name, "meta.json")):
             return name
@@ -140,11 +149,14 @@ class CacheStore:
                 json.dump(key.to_dict(), handle)
             for part in ("data", "extents"):
                 open(os.path.join(staging, part), "wb").close()
-            try:
-                os.rename(staging, self.path(name))
-            except OSError:
-                if not os.path.exists(self.path(name, "meta.json")):  # else another process made it first
-                    raise
+            with self.admit(name, _held(staging)) as admitted:
+                if not admitted:
+                    return None
+                try:
+                    os.rename(staging, self.path(name))
+                except OSError:
+                    if not os.path.exists(self.path(name, "meta.json")):  # else another process made it first
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return name
@@ -211,26 +223,39 @@ class CacheStore:
 
     # -- space -----------------------------------------------------------------------------------------------
 
-    def admit(self, name: str, size: int) -> bool:
-        """Whether ``size`` more bytes of entry ``name`` may be written (they are counted if so). Eviction frees
-        a sixteenth of the limit more than needed, so it runs seldom; a cache full of this session's entries is
-        not counted again for ``RECHECK_SECONDS``."""
+    @contextlib.contextmanager
+    def admit(self, name: str, size: int) -> Iterator[bool]:
+        """Whether ``size`` more bytes of entry ``name`` may be written; they are counted if so, and written in
+        the ``with`` block (in flight until it ends: a count of the disk waits for them). Bytes a failed write
+        leaves counted stay so until the disk is counted again."""
         if self.limit is None:
+            yield True
+            return
+        with contextlib.ExitStack() as in_flight:
+            with self._locked_usage() as usage:
+                admitted = self._fits(usage, name, size)
+                if admitted:
+                    usage[0] += size
+                    in_flight.enter_context(locks.file_lock(os.path.join(self.root, "writing"), shared=True))
+            yield admitted
+
+    def _fits(self, usage: list[int], name: str, size: int) -> bool:
+        """Whether ``size`` more bytes fit under the limit, evicting if they would not. Eviction frees a
+        sixteenth of the limit more than needed, so it runs seldom; a cache full of this session's entries is
+        not counted again for ``RECHECK_SECONDS``."""
+        if usage[0] + size <= self.limit:
             return True
-        with self._locked_usage() as usage:
-            if usage[0] + size > self.limit:
-                now = time.monotonic()
-                if now - self._full_at < RECHECK_SECONDS:
-                    return False
-                usage[0] = self._evict(size + self.limit // 16, keep=name)
-                if usage[0] + size > self.limit:
-                    self._full_at = now
-                    return False
-            usage[0] += size
-            return True
+        now = time.monotonic()
+        if now - self._full_at < RECHECK_SECONDS:
+            return False
+        usage[0] = self._evict(size + self.limit // 16, keep=name)
+        if usage[0] + size > self.limit:
+            self._full_at = now
+            return False
+        return True
 
     def release(self, size: int) -> None:
-        """Bytes no longer taken: admitted but not written, or of a deleted entry."""
+        """Bytes no longer taken: of a deleted entry."""
         if self.limit is not None and size:
             self._count(-size)
 
@@ -250,7 +275,7 @@ class CacheStore:
     def _evict(self, size: int, keep: str) -> int:
         """Delete least recently used entries this session has not used until ``size`` more bytes fit (or none is
         left); the bytes the entries take afterwards."""
-        infos = self.entries()
+        infos = self._settled_entries()
         used = sum(info.held for info in infos)
         for info in sorted(infos, key=lambda i: i.last_used):
             if used + size <= self.limit or info.last_used >= self.since - CLOCK_SLACK:
@@ -272,13 +297,19 @@ class CacheStore:
                 with open(path, "rb") as handle:
                     (value,) = struct.unpack("<q", handle.read(8))
             except (FileNotFoundError, struct.error):
-                value = sum(info.held for info in self.entries())
+                value = sum(info.held for info in self._settled_entries())
             usage = [value]
             yield usage
             staging = f"{path}.{os.getpid()}.tmp"
             with open(staging, "wb") as handle:
                 handle.write(struct.pack("<q", usage[0]))
             os.replace(staging, path)
+
+    def _settled_entries(self) -> list[EntryInfo]:
+        """Every entry as the disk shows it with no write in flight (those under way are waited for; the caller
+        holds the usage lock, so no other starts): every byte counted is on disk then."""
+        with locks.file_lock(os.path.join(self.root, "writing")):
+            return self.entries()
 
     # -- listing ---------------------------------------------------------------------------------------------
 
