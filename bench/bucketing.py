@@ -17,7 +17,9 @@
   five cms_ak4 files, scored on every selected jet of ttbar_2 (never trained on): AUCs per seed, their mean and
   spread, and each AUC's statistical uncertainty (bootstrap).
 
-The physics section runs ``2 × len(seeds)`` trainings (~3-8 min each on 2 shared cores).
+The physics section runs ``2 × len(seeds)`` trainings (~1.5 min each at ``--steps 50``, 3-8 min at 300, on 2
+shared cores). The timing section's bucketed batches span the epoch's multiplicities, one chunk at a time: for a
+fair mean, time a chunk's worth (``--timing-batches 100`` at batch 128) on a quiet machine.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ class SlotStream:
         return self.builders[int(self.spec.catalog.member[self.spec.units.shard[reads[0].unit]])]
 
     @staticmethod
-    def _sizes(builder: BatchBuilder, table: JetTable, rows: np.ndarray, kept: np.ndarray) -> list:
+    def _sizes(builder: BatchBuilder, table: JetTable, rows: np.ndarray, kept: np.ndarray) -> list[np.ndarray | None]:
         """Per unit of a window: the multiplicity of each kept row (with bucketing), else None."""
         sizes = builder.multiplicities(table)
         if sizes is None:
