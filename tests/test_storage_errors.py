@@ -24,7 +24,7 @@ class Stalled(aiohttp.ServerTimeoutError):
     """A subclass some library might raise: still a timeout."""
 
 
-class EndpointConnectionError(Exception):  # noqa: N818 -- named like botocore's on purpose: not a storage failure
+class EndpointConnectionError(Exception):  # named like botocore's on purpose: not a storage failure
     """An unrelated class with the name of botocore's."""
 
 
