@@ -100,9 +100,10 @@ def _lookup(old: str, homes: Sequence[str]):
 
 
 def _homes(package: str) -> str:
-    moved = {home.rsplit(".", 1)[0] for old, home in MOVED.items() if old.startswith(package + ".")}
-    return ", ".join(sorted(moved | {h.rsplit(".", 1)[0] for o, hs in SPLIT.items() if o.startswith(package)
-                                     for h in hs}))
+    """The packages the modules of ``package`` moved to."""
+    homes = [home for old, home in MOVED.items() if old.startswith(package + ".")]
+    homes += [home for old, split in SPLIT.items() if old.startswith(package + ".") for home in split]
+    return ", ".join(sorted({".".join(home.split(".")[:2]) for home in homes}))
 
 
 def install() -> None:
