@@ -2,7 +2,7 @@
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
     python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,
-                                              jetclass,oneclass,natural,memory]
+                                              jetclass,oneclass,natural,memory,profile]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
@@ -31,7 +31,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
-* memory: peak RSS of a process reading one 135k-jet epoch from datasets of 1× and 10× the jets.
+* memory: peak RSS of a process reading one 135k-jet epoch from datasets of 1× and 10× the jets;
+* profile: py-spy on full weighted epochs (1 and 2 threads): where the active samples go, and which of them hold
+  the GIL (the share threads cannot run in parallel).
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def raw_limit(dataset: Dataset, config) -> dict:
     """Decode every needed array of every shard and pad all jets into batches: no sampling."""
     stats = read_stats(dataset, config.hash)
     builder = BatchBuilder(dataset.schema, config, {n: (v.center, v.scale) for n, v in stats.variables.items()})
-    from jetstore.sampler.arena import Arena
+    from jetstore.sampler.arena import Arena, PreparedBlock
 
     def once() -> dict:
         wall, cpu, jets = time.perf_counter(), cpu_seconds(), 0
@@ -175,7 +177,7 @@ def raw_limit(dataset: Dataset, config) -> dict:
             for start in range(0, table.n_jets, 8192):
                 compact = builder.prepare(table.slice(start, min(start + 8192, table.n_jets)))
                 arena = Arena(compact.n)
-                arena.add(0, compact, np.arange(compact.n))
+                arena.add(PreparedBlock(compact, np.zeros(1, np.int64), np.arange(compact.n), np.array([0, compact.n])))
                 for first in range(0, compact.n, BATCH):
                     builder.assemble(arena.view, np.arange(first, min(first + BATCH, compact.n)))
                 jets += compact.n
@@ -714,7 +716,8 @@ def section_fractions(datasets, configs, args, files) -> None:
               f"{100 * ds.last_stream.bytes_read / dataset.manifest.bytes:.2f}% of the dataset", flush=True)
 
 
-def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int, read_factor: float = 1.0) -> dict:
+def mix_row(url: str, config, jets_per_epoch: int | None, seeds: int, epochs: int,
+            read_factor: float | str = 1.0) -> dict:
     """Per-epoch (class, pT, eta) total variation from weaver's target, against an i.i.d. draw of the same size, over
     ``seeds`` × ``epochs`` epochs; the worst cell after ``epochs`` epochs in units of an i.i.d. draw's sigma (the
     largest over the seeds) against the same for i.i.d. draws of that size; stored bytes read per delivered jet."""
@@ -757,9 +760,12 @@ def section_mix(datasets, configs, args, files) -> None:
         n = dataset.manifest.n_jets
         for name, jets in (("1/40", n // 40), ("1/10", n // 10), ("natural", None), ("full", n)):
             epochs = args.mix_epochs if name != "full" else min(args.mix_epochs, 4)
-            for factor in [1.0, *(args.mix_read_factors if name in ("1/40", "natural") else ())]:
+            tried = args.mix_read_factors if name in ("1/40", "natural") else [f for f in args.mix_read_factors
+                                                                             if f == "auto" and name != "full"]
+            for factor in [1.0, *tried]:
                 row = mix_row(dataset.url, config, jets, args.mix_seeds, epochs, factor)
-                print(f"| {label} ({n:,} jets) | {name} | {factor:g} | {row['jets']:,} | {row['tv']:.4f} | "
+                shown = factor if factor == "auto" else f"{factor:g}"
+                print(f"| {label} ({n:,} jets) | {name} | {shown} | {row['jets']:,} | {row['tv']:.4f} | "
                       f"{row['iid']:.4f} | {row['tv'] / row['iid']:.2f} | {row['pull']:.1f} (after {epochs}) | "
                       f"{row['iid_pull']:.1f} | {row['bytes']:.2f}× stored |", flush=True)
 
@@ -786,11 +792,82 @@ def section_oneclass(datasets, configs, args, files) -> None:
     fraction_rows(dataset, config, f"{dataset.manifest.n_jets:,} jets, {inputs} one-class files")
 
 
+PROFILE_CHILD = ("import sys, time; from jetstore import JetDataset; from jetstore.config import load_training_config;"
+                 "ds = JetDataset(sys.argv[1], load_training_config(sys.argv[2]), batch_size=512, seed=1,"
+                 " jets_per_epoch=int(sys.argv[3]), threads=int(sys.argv[4])); list(ds); print('ready', flush=True);"
+                 "end = time.perf_counter() + float(sys.argv[5]); epoch = 0\n"
+                 "while time.perf_counter() < end:\n epoch += 1; ds.set_epoch(epoch); list(ds)")
+PROFILE_GROUPS = {  # what a sample is spent on: the first of these functions found in its stack, innermost first
+    "chunk decoding (Zarr: CRC + Blosc)": ("decode_chunks",),
+    "Parquet page decoding (pyarrow)": ("read_row_groups",),
+    "batch assembly (pad, standardise)": ("assemble",),
+    "arena: moving / copying prepared rows": ("_move", "_reallocate", "write"),
+    "preparing variables (builder.prepare)": ("prepare",),
+    "keeping rows (selection, cells, multiplicities)": ("_kept", "keep"),
+    "decode bookkeeping (tables, checks)": ("decode", "decode_window", "_table"),
+    "file reads": ("fetch", "_fetch"),
+    "pools and batch cutting": ("next_batch", "release", "_cut", "draw", "add"),
+}
+
+
+def profile_summary(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, float]]]:
+    """Samples of a py-spy raw file: their total, the share of each of :data:`PROFILE_GROUPS`, the top functions by
+    own (innermost-frame) share."""
+    groups: dict[str, int] = dict.fromkeys([*PROFILE_GROUPS, "other"], 0)
+    own: dict[str, int] = {}
+    total = 0
+    for row in raw.read_text(errors="replace").splitlines():  # (--nonblocking: a name may be read torn)
+        stack, _, count = row.rpartition(" ")
+        if not count.isdigit():  # (a frame's name holding a line break splits its row)
+            continue
+        frames = [frame.split(" (")[0] for frame in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        found = next((name for frame in reversed(frames) for name, functions in PROFILE_GROUPS.items()
+                      if frame in functions), "other")
+        groups[found] += n
+    top = sorted(own.items(), key=lambda item: -item[1])[:8]
+    return total, {k: v / max(total, 1) for k, v in groups.items()}, [(k, v / max(total, 1)) for k, v in top]
+
+
+def section_profile(datasets, configs, args, files) -> None:
+    """py-spy on a fresh process reading full weighted epochs (local Zarr, jittered cms_ak4) after a warm one: every
+    active thread's samples, then only those holding the GIL (the part threads cannot share)."""
+    copies = args.fraction_copies.split(",")[0]
+    with dask_client(workers=2, quiet=True) as client:
+        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+    spy = Path(sys.executable).with_name("py-spy")
+    for threads in (1, 2):
+        child = subprocess.Popen([sys.executable, "-c", PROFILE_CHILD, dataset.url, args.config,
+                                  str(dataset.manifest.n_jets), str(threads), str(2 * args.profile_seconds + 5)],
+                                 stdout=subprocess.PIPE, text=True, cwd=REPO)
+        child.stdout.readline()
+        results = {}
+        for kind, flags in (("all threads", []), ("holding the GIL", ["--gil"])):
+            raw = Path(tempfile.mktemp(suffix=".txt"))
+            subprocess.run([str(spy), "record", "-p", str(child.pid), "-d", str(int(args.profile_seconds)), "-r", "100",
+                            "-f", "raw", "--nolineno", "--nonblocking", "-o", str(raw), *flags],
+                           check=True, capture_output=True)
+            results[kind] = profile_summary(raw)
+        child.kill()
+        child.wait()
+        every, gil = results["all threads"], results["holding the GIL"]
+        print(f"\n### py-spy, full weighted epochs of {dataset.manifest.n_jets:,} jets, {threads} thread(s), "
+              f"{args.profile_seconds} s each\n\n| | share of active samples ({every[0]:,}) | share of GIL-holding "
+              f"samples ({gil[0]:,}) |\n| --- | ---: | ---: |")
+        for name in every[1]:
+            print(f"| {name} | {100 * every[1][name]:.0f}% | {100 * gil[1][name]:.0f}% |")
+        print(f"| **GIL held / active** | | **{gil[0] / max(every[0], 1):.2f}** |")
+        print("top functions by own samples (all threads): " +
+              ", ".join(f"{name} {100 * share:.0f}%" for name, share in every[2]), flush=True)
+
+
 SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
             "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3, "cache": section_cache,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
-            "memory": section_memory}
+            "memory": section_memory, "profile": section_profile}
 
 
 def main() -> None:
@@ -806,8 +883,11 @@ def main() -> None:
                         help="dataset sizes of the fractions section, in jittered copies of the inputs (34k jets each)")
     parser.add_argument("--mix-seeds", type=int, default=3, help="seeds of the mix section")
     parser.add_argument("--mix-epochs", type=int, default=10, help="epochs per seed of the mix section")
-    parser.add_argument("--mix-read-factors", type=lambda text: [float(f) for f in text.split(",")], default=[2.0, 4.0],
-                        help="read_factor values also tried at 1/40 and natural epochs in the mix section")
+    parser.add_argument("--mix-read-factors", default=[2.0, 4.0, "auto"],
+                        type=lambda text: [f if f == "auto" else float(f) for f in text.split(",")],
+                        help="read_factor values also tried at 1/40 and natural epochs in the mix section (auto: at "
+                             "1/10 too; at full epochs it reads no more)")
+    parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
@@ -828,7 +908,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        own = name in ("natural", "fractions", "startup", "mix", "s3fractions")  # making their own inputs
+        own = name in ("natural", "fractions", "startup", "mix", "s3fractions", "profile")  # making their own inputs
         SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 

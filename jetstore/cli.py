@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # the trainer has its own options: jetstore train --help
         _configure_logging(0, ())
         return _guarded(_train, argv[1:], verbosity=0, extra="train")
+    if argv[:1] == ["k8s"]:  # a training run's Kubernetes Jobs, from the trainer's options: jetstore k8s --help
+        _configure_logging(0, ())
+        return _guarded(_k8s, argv[1:], verbosity=0, extra="train")
     parser = build_parser()
     args = parser.parse_args(argv)
     verbosity = args.verbose - args.quiet
@@ -139,6 +142,12 @@ def _train(argv: list[str]) -> int:
     from jetstore.train.cli import main as train_main
 
     return train_main(argv)
+
+
+def _k8s(argv: list[str]) -> int:
+    from jetstore.train.k8s import main as k8s_main
+
+    return k8s_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     subparsers.add_parser("train", help="train a network (the built-in ParT or a weaver network file), predict "
                                         "with it, export it (see jetstore train --help)", add_help=False)
+    k8s = subparsers.add_parser("k8s", help="the Kubernetes Jobs of a training run, from the trainer's options: "
+                                            "jetstore k8s train|predict ... > job.yaml (see jetstore k8s --help)",
+                                add_help=False)
+    k8s.add_argument("arguments", nargs=argparse.REMAINDER)  # parsed by jetstore.train.k8s
 
     cache = command("cache", help="list or clear a node-local shard cache (the sampler's cache_dir)")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)

@@ -127,7 +127,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
     scores = tmp_path / "runs/demo/scores.parquet"
     assert scores.exists() and list((tmp_path / "runs/demo").glob("scores.roc*.png"))
 
-    snippet = re.search(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    snippets = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    snippet = next(s for s in snippets if "JetDataset(" in s)
     probe = "import torch\n" + snippet.replace("for batch in", "for n, batch in enumerate(") \
         .replace("num_workers=2):", "num_workers=2)):") + \
         "    assert batch['pf_features'].shape == (256, 10, 64) and batch['_label_'].dtype == torch.int64\n" \

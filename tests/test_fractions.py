@@ -86,3 +86,25 @@ def test_a_fraction_mixes_like_an_iid_draw(jittered_ak4):
     # units as a draw from the units read would give, not as one from the whole dataset
     from_read = read * (1 - (1 - 1 / read) ** BATCH)
     assert np.mean(units) >= 0.7 * from_read, (np.mean(units), from_read, read, iid_units)
+
+
+def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
+    """``read_factor="auto"`` reads more units, each thinned, the smaller the epoch is against the (class, pT) bins
+    it must fill: a 1/40 epoch's (class, pT, eta) histogram comes closer to the target than with whole units, and
+    every epoch still delivers its batches."""
+    dataset, config = jittered_ak4
+    n = dataset.manifest.n_jets
+    target = target_of(dataset, config)
+    full = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=n, read_factor="auto").plan.shape
+    per_epoch = {}
+    for factor in (1.0, "auto"):
+        ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=3, jets_per_epoch=n // 40, observers=True,
+                        read_factor=factor)
+        per_epoch[factor] = []
+        for epoch in range(6):
+            ds.set_epoch(epoch)
+            batches = list(ds)
+            assert len(batches) == len(ds)
+            per_epoch[factor].append(variation(histogram(batches, config), target))
+    assert ds.plan.shape.read_factor > max(2.0, full.read_factor)
+    assert np.mean(per_epoch["auto"]) < 0.8 * np.mean(per_epoch[1.0]), per_epoch

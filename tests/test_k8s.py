@@ -58,7 +58,7 @@ def containers():
 
 
 def train_pod() -> dict:
-    return document("Job", "jetstore-train-part")["spec"]["template"]["spec"]
+    return document("Job", "jetstore-train-part-v1")["spec"]["template"]["spec"]
 
 
 def train_container() -> dict:
@@ -95,8 +95,8 @@ def test_kubernetes_validate_strict(path):
 
 
 def test_kubernetes_validate_strict_is_not_vacuous(tmp_path):
-    broken = copy.deepcopy(document("Job", "jetstore-train-part"))
-    broken["spec"]["template"]["spec"]["initContainers"][0]["volumeMount"] = []  # a typo: volumeMounts
+    broken = copy.deepcopy(document("Job", "jetstore-train-part-v1"))
+    broken["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []  # a typo: volumeMounts
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
     result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
@@ -181,8 +181,8 @@ def test_staging_has_ephemeral_storage():
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             args = [*container.get("command", []), *container.get("args", [])]
-            if args[:2] == ["dask", "scheduler"] or args[:1] == ["python"]:
-                continue  # the scheduler and the upload step write nothing
+            if args[:2] == ["dask", "scheduler"] or args[:1] == ["tensorboard"]:
+                continue  # the scheduler and TensorBoard write nothing
             assert "/tmp" in mounts, (name, container["name"])
             size = quantity(volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"])
             assert size <= quantity(container["resources"]["limits"]["ephemeral-storage"]), (name, container["name"])
@@ -237,9 +237,11 @@ def test_operator_can_poll_the_scheduler_for_idleness():
 
 
 def test_training_output_outlives_the_pod():
+    """Training is the Job's main container (its logs are the Job's); --output on the ReadWriteMany PVC, which
+    the TensorBoard Job mounts read-only; checkpoints on S3. (tests/test_train_k8s.py checks the renderer.)"""
     spec = train_pod()
     train = train_container()
-    assert train in spec["initContainers"]  # the upload step runs after it
+    assert spec["containers"] == [train] and "initContainers" not in spec
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in train["volumeMounts"]}
     output = option(train, "output")
@@ -247,35 +249,9 @@ def test_training_output_outlives_the_pod():
     claim = volumes[mounts[mount]]["persistentVolumeClaim"]["claimName"]
     pvc = document("PersistentVolumeClaim", claim)
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
-    checkpoints = option(train, "checkpoints")
-    assert checkpoints.startswith("s3://")
-    upload = spec["containers"][0]
-    assert upload["command"] == ["python", "-c"] and upload["image"] == train["image"]
-    _, source, target = upload["args"]
-    assert source == output + "/"
-    assert target.startswith(checkpoints.rsplit("/", 1)[0] + "/")  # next to the checkpoints
-    assert {"name": mounts[mount], "mountPath": mount, "readOnly": True} in upload["volumeMounts"]
-
-
-def test_training_output_upload_runs(moto_server, s3_env, tmp_path):
-    """The upload step's own code, against an S3 server: copies the run, and again without nesting it."""
-    s3_env(moto_server)
-    upload = train_pod()["containers"][0]
-    code, _, target = upload["args"]
-    bucket, prefix = target.removeprefix("s3://").split("/", 1)
-    moto_server.make_bucket(bucket)
-    run = tmp_path / "run"
-    (run / "tensorboard").mkdir(parents=True)
-    (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    (run / "tensorboard" / "events.out").write_bytes(b"\x00" * 10)
-    for _ in range(2):
-        result = subprocess.run([sys.executable, "-c", code, f"{run}/", target], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-    import s3fs
-
-    fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
-    assert sorted(fs.find(f"{bucket}/{prefix}")) == [f"{bucket}/{prefix}metrics.jsonl",
-                                                     f"{bucket}/{prefix}tensorboard/events.out"]
+    assert option(train, "checkpoints").startswith("s3://")
+    board = document("Job", "jetstore-tensorboard-part-v1")["spec"]["template"]["spec"]
+    assert {"name": mounts[mount], "mountPath": mount, "readOnly": True} in board["containers"][0]["volumeMounts"]
 
 
 # ---------------------------------------------------------------- command lines
@@ -293,10 +269,7 @@ def test_commands_are_valid_invocations():
             assert command[module + 1] == "jetstore.train"
             train_parser().parse_args(command[module + 2:])
             checked += 1
-        elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]):
-            checked += 1
-        elif command[:2] == ["python", "-c"]:
-            compile(command[2], "<upload>", "exec")
+        elif command[:2] in (["dask", "worker"], ["dask", "scheduler"]) or command[:1] == ["tensorboard"]:
             checked += 1
         else:
             pytest.fail(f"unchecked command {command}")
@@ -351,7 +324,7 @@ def test_dockerfile(path):
     else:
         assert installs[0].startswith('--index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"')
         assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in installs[0]  # an explicit CUDA build
-        assert installs[1] == '"/build[train]"'
+        assert installs[1] == '"/build[train,xrootd]"'
         assert "import torch, weaver, jetstore.train" in text and "torch.__version__ ==" in text
 
 
@@ -428,7 +401,7 @@ def test_only_the_jobs_pods_reach_the_dask_scheduler():
     """Any pod could otherwise connect to the scheduler (8786) and run code as the workers, which hold the S3
     credentials: the NetworkPolicies admit only the Dask pods and the convert Job's (both layouts)."""
     clients = template_labels("jetstore-convert-ak4")
-    strangers = [{}, {"app": "someone-else"}, template_labels("jetstore-train-part"),
+    strangers = [{}, {"app": "someone-else"}, template_labels("jetstore-train-part-v1"),
                  {"app.kubernetes.io/name": "jetstore"}]
     layouts = {"fallback": (template_labels("jetstore-dask-scheduler"), template_labels("jetstore-dask-worker")),
                "operator": (OPERATOR_PODS["scheduler"], OPERATOR_PODS["worker"])}
@@ -452,5 +425,5 @@ def test_only_the_operator_reaches_the_scheduler_http_api():
     assert may_connect(operator, scheduler, 8787, "dask-operator")
     assert may_connect(template_labels("jetstore-convert-ak4"), scheduler, 8787)
     for labels, namespace in [({}, NAMESPACE), (operator, NAMESPACE), ({}, "dask-operator"), (operator, "other"),
-                              (template_labels("jetstore-train-part"), NAMESPACE), ({"app": "x"}, "kube-system")]:
+                              (template_labels("jetstore-train-part-v1"), NAMESPACE), ({"app": "x"}, "kube-system")]:
         assert not may_connect(labels, scheduler, 8787, namespace), (labels, namespace)

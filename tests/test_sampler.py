@@ -316,6 +316,21 @@ def test_dataloader_with_workers_and_resume(dataset):
         np.testing.assert_array_equal(a, b)
 
 
+def test_worker_batches_held_are_never_overwritten(dataset):
+    """A DataLoader worker reuses its shared blocks only for batches the main process has let go of: batches kept
+    (not copied) by the training loop still hold their values at the end, equal to those read in process (one
+    worker reads the same slot as none), and batches copied and dropped at once equal them too (blocks reused)."""
+    make = lambda: JetDataset(dataset.url, config_with(), batch_size=40, seed=5, jets_per_epoch=1200)  # noqa: E731
+    expected = [b["pf_features"].numpy().copy() for b in make()]
+    held = list(torch.utils.data.DataLoader(make(), batch_size=None, num_workers=1))
+    copied = [b["pf_features"].numpy().copy() for b in torch.utils.data.DataLoader(make(), batch_size=None,
+                                                                                   num_workers=1)]
+    assert len(held) == len(copied) == len(expected) > 20
+    for a, b, c in zip(expected, held, copied, strict=True):
+        np.testing.assert_array_equal(a, b["pf_features"].numpy())
+        np.testing.assert_array_equal(a, c)
+
+
 def test_reads_from_s3_like_from_local_disk(dataset, moto_server, s3_env):
     """The same dataset copied to a moto S3 bucket gives the same batches as from local disk."""
     import s3fs

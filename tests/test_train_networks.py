@@ -82,15 +82,16 @@ def test_part_network_file_trains_and_weaver_loads_its_weights(part_run):
 
 
 def test_predict_and_onnx_read_the_run_back(part_run, tmp_path, capsys):
-    """--predict / --export-onnx with nothing but the run folder; ONNX Runtime's scores equal torch's."""
+    """--predict / --export-onnx with the run folder and its network file named again (or --trust-run); ONNX
+    Runtime's scores equal torch's."""
     import onnxruntime
 
     out = tmp_path / "part.root"
-    assert main(["train", "--output", str(part_run), "--predict", str(out), "--no-progress"]) == 0
+    assert main(["train", "--output", str(part_run), "--predict", str(out), "-n", PART, "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"].endswith(BEST_MODEL) and 0 <= summary["auc_b_vs_uds"] <= 1
     onnx_path = tmp_path / "part.onnx"
-    assert main(["train", "--output", str(part_run), "--export-onnx", str(onnx_path)]) == 0
+    assert main(["train", "--output", str(part_run), "--export-onnx", str(onnx_path), "--trust-run"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["inputs"] == ["pf_points", "pf_features", "pf_vectors", "pf_mask", "sv_features", "sv_mask"]
     preprocess = json.loads((tmp_path / "preprocess.json").read_text())
@@ -124,7 +125,7 @@ def test_particlenet_network_file(train_dataset, tmp_path, capsys):
     # its ONNX export scores real (padded) held-out jets as torch does
     import onnxruntime
 
-    assert main(["train", "--output", str(tmp_path), "--export-onnx", str(tmp_path / "pn.onnx")]) == 0
+    assert main(["train", "--output", str(tmp_path), "--export-onnx", str(tmp_path / "pn.onnx"), "--trust-run"]) == 0
     capsys.readouterr()
     config = load_training_config(tmp_path / "data_config.yaml")
     batch = next(iter(JetDataset(train_dataset, config, 16, training=False, split="holdout")))
@@ -141,11 +142,12 @@ def test_regression_network_file(train_dataset, dask_client, tmp_path, capsys):
     config = config_with_stats(train_dataset, tmp_path / "regression.yaml", dask_client, lambda data: data.update(
         labels={"type": "custom", "value": {"response": "jet_mass / jet_pt"}}))
     summary = jetstore_train(capsys, "--data", train_dataset, "--config", config, "--output",
-                             str(tmp_path / "file"), "-n", str(NETWORKS / "example_regression.py"), "--steps", "6",
+                             str(tmp_path / "file"), "-n", str(NETWORKS / "deep_sets.py"), "--steps", "6",
                              "--regression-mode", "--lr", "0.01", "--optimizer", "sgd")
     assert summary["epochs"] == 2 and {"val_response_bias", "val_response_resolution"} <= set(summary)
     out = tmp_path / "file.parquet"
-    assert main(["train", "--output", str(tmp_path / "file"), "--predict", str(out), "--no-progress"]) == 0
+    assert main(["train", "--output", str(tmp_path / "file"), "--predict", str(out), "--trust-run",
+                 "--no-progress"]) == 0
     predicted = json.loads(capsys.readouterr().out)
     table = pq.read_table(out)
     residual = table.column("pred_response").to_numpy() - table.column("response").to_numpy()

@@ -2,12 +2,15 @@
 epoch's weights, plain state_dicts as weaver-core writes them) on local disk or S3, written atomically.
 
 A checkpoint holds tensors and plain Python data only, and is loaded with ``torch.load(weights_only=True)``:
-a file that would need to run code to unpickle (a crafted ``latest.pt``) is refused, never executed. Storage
-failures are one-line :class:`StorageError` naming the checkpoint URL."""
+a file that would need to run code to unpickle (a crafted ``latest.pt``) is refused, never executed. Before torch
+reads it, its zip directory is checked: torch.save stores its records uncompressed, so a compressed record, or
+records declaring more bytes than the file holds (a small file inflating to gigabytes), is refused before
+anything is decompressed. Storage failures are one-line :class:`StorageError` naming the checkpoint URL."""
 
 from __future__ import annotations
 
 import io
+import zipfile
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from jetstore.store.backend import write_bytes_atomic
 LATEST = "latest.pt"
 BEST_MODEL = "best_model.pt"
 LAST_MODEL = "last_model.pt"
+MAX_RECORDS = 100_000  # torch.save writes one record per tensor storage, and a few more
 
 
 def _write(url: str, name: str, value: Any) -> str:
@@ -42,12 +46,31 @@ def _read(url: str, name: str) -> Any | None:
             data = fs.cat_file(paths.join(root, name))
         except FileNotFoundError:
             return None
+    check_archive(data, f"{url}/{name}")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for anything but tensors and plain data, or a damaged file
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise DatasetError(f"{url}/{name}: not a loadable checkpoint (only tensors and plain "
                            f"data are accepted; nothing in it was run): {reason}") from None
+
+
+def check_archive(data: bytes, where: str) -> None:
+    """Refuse a zip (torch.save's format) whose directory declares compressed records or more bytes than it
+    holds, from the sizes in the directory alone (nothing is decompressed). Other files are left to torch.load,
+    which refuses what is not plain data."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not a zip: torch's legacy format, or not a checkpoint (torch.load says which)
+    declared = sum(record.file_size for record in records)
+    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if compressed or declared > len(data) or len(records) > MAX_RECORDS:
+        raise DatasetError(f"{where}: not a loadable checkpoint: its zip directory declares {len(records):,} "
+                           f"record(s) of {declared:,} bytes in a file of {len(data):,}"
+                           f"{', compressed (torch.save stores records as they are)' if compressed else ''}; "
+                           "nothing in it was read")
 
 
 def save_checkpoint(url: str, state: dict[str, Any], step: int) -> str:

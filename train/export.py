@@ -4,6 +4,7 @@ with weaver-core's ``preprocess.json`` (input names, standardisation) beside it,
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from jetstore.errors import JetstoreError
 from .network import DataConfig, Network
 from .options import TrainOptions
 
+LOG = logging.getLogger("jetstore.train")
 PREPROCESS = "preprocess.json"
 
 
@@ -55,6 +57,8 @@ def export_onnx(options: TrainOptions, path: str, opset: int = 15) -> dict[str, 
     with torch.no_grad():
         torch.onnx.export(model, inputs, str(target), **kwargs)
     DataConfig(config).export_json(target.with_name(PREPROCESS))
+    LOG.info("wrote %s (%s, weights %s; inputs %s) and %s beside it", target, "built-in ParT" if network.builtin
+             else options.network_config, source, ", ".join(info["input_names"]), PREPROCESS)
     return {"onnx": str(target), "preprocess": str(target.with_name(PREPROCESS)), "model": source,
             "inputs": list(info["input_names"]), "outputs": list(info["output_names"])}
 

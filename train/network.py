@@ -117,16 +117,53 @@ def network_options(options: TrainOptions) -> dict[str, Any]:
 
 
 def load_network_file(path: str) -> Any:
-    """Import a network file (user code: it runs)."""
+    """Import a network file (user code: it runs); a file that is not Python, or fails to import, is one line."""
     file = Path(path)
     if not file.is_file():
         raise SchemaError(f"{path}: no such network file")
+    if file.suffix != ".py":
+        raise SchemaError(f"{path}: a network file is a Python file (.py) defining get_model(data_config, **kwargs)")
     spec = importlib.util.spec_from_file_location(f"_jetstore_network_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (SyntaxError, ImportError) as exc:
+        raise SchemaError(f"{path}: the network file does not import: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not callable(getattr(module, "get_model", None)):
         raise SchemaError(f"{path}: a network file must define get_model(data_config, **kwargs)")
     return module
+
+
+def check_inputs(network: Network, config: TrainingConfig, path: str) -> None:
+    """A forward pass of the network file's model on two dummy jets of the config's input shapes: a model written
+    for other inputs (another number of groups or features) is one line naming both files, not a traceback at
+    the first batch. The random state and the model's statistics are left as they were."""
+    shapes = {g.name: (2, len(g.variables), g.length) if g.length else (2, len(g.variables)) for g in config.inputs}
+    training = network.model.training
+    network.model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            network.model(*(torch.ones(shapes[name]) for name in network.input_names))
+    except Exception as exc:  # any failure of user code on the config's inputs is this mismatch
+        groups = ", ".join(f"{n} {tuple(s[1:])}" for n, s in shapes.items())
+        reason = (str(exc).splitlines() or [""])[0][:160]
+        raise SchemaError(f"{path} does not fit {config.source}: its model fails on the config's {len(shapes)} "
+                          f"input group(s) ({groups}): {type(exc).__name__}: {reason}") from None
+    finally:
+        network.model.train(training)
+
+
+def load_model_state(model: nn.Module, weights: Mapping[str, torch.Tensor], where: str, network: Network) -> None:
+    """Load saved weights; weights of another shape or names (another network or config) are one line."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        what = "the built-in ParT" if network.builtin else "the network file's model"
+        raise JetstoreError(f"{where}: the saved weights do not fit {what} built from these options and config "
+                            f"({detail[:200]})") from None
 
 
 def build_network(options: TrainOptions, config: TrainingConfig, regression: bool, use_amp: bool = False,
@@ -155,9 +192,15 @@ def build_network(options: TrainOptions, config: TrainingConfig, regression: boo
         kwargs.setdefault("use_amp", True)  # as weaver's --use-amp
     if for_inference:
         kwargs["for_inference"] = True
-    model, info = module.get_model(data_config, **kwargs)
-    loss = module.get_loss(data_config, **kwargs) if callable(getattr(module, "get_loss", None)) else None
-    return Network(model, data_config.input_names, dict(info), loss, builtin=False, regression=regression)
+    try:
+        model, info = module.get_model(data_config, **kwargs)
+        loss = module.get_loss(data_config, **kwargs) if callable(getattr(module, "get_loss", None)) else None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # written for other inputs/options
+        raise SchemaError(f"{options.network_config}: get_model / get_loss fail on {config.source} with these -o "
+                          f"options: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}") from None
+    network = Network(model, data_config.input_names, dict(info), loss, builtin=False, regression=regression)
+    check_inputs(network, config, options.network_config)
+    return network
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 its data (or of ``--predict-data``), in weaver-core's output layout.
 
 Columns: ``score_<label>`` and ``<label>`` (true or false) per class and ``_label_`` (the class index), as
-weaver writes them; per regression target the truth and ``pred_<target>``; the config's observers;
-``_sample_`` (the sample's index) and, in Parquet, ``sample`` (its name; a ROOT file lists the names in its
+weaver writes them; per regression target the truth and ``pred_<target>``; the config's observers and the jet
+identity columns the datasets store (``run``, ``luminosityBlock``, ``event``, ``ijet``: to match other taggers jet by
+jet); ``_sample_`` (the sample's index) and, in Parquet, ``sample`` (its name; a ROOT file lists the names in its
 ``sample_names`` string). Beside it: ROC figures (``<stem>.roc.<signal>.png/.pdf``) and a per-sample AUC table
 (``<stem>.samples.csv``)."""
 
@@ -20,17 +21,22 @@ import torch
 
 from jetstore import JetDataset
 from jetstore.config import load_training_config
+from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError, JetstoreError
+from jetstore.store.collection import Collection
 
-from .checkpoint import model_file
+from .checkpoint import LATEST, load_checkpoint, model_file
+from .distributed import setup_distributed
 from .evaluate import performance, plot_rocs, regression_metrics
-from .loop import EXPORTED_CONFIG, set_torch_threads, setup_distributed
-from .network import LABEL, build_network
+from .frozen import EXPORTED_CONFIG, load_frozen, with_observers
+from .loop import set_torch_threads
+from .network import LABEL, build_network, load_model_state
 from .objective import Objective
-from .options import TrainOptions
+from .options import TrainOptions, absolute_location
 
 LOG = logging.getLogger("jetstore.train")
 SAMPLE = "_sample_"
+IDENTITY = ("run", "luminosityBlock", "lumi", "event", "ijet", "jet_index")
 SUFFIXES = (".root", ".parquet")
 
 
@@ -40,15 +46,43 @@ def sample_name(url: str) -> str:
     return named.group(1) if named else Path(url.rstrip("/")).name
 
 
-def run_config(options: TrainOptions):
-    """The config with the training data's standardisation (exported by the run), else ``--config``."""
+def run_config(options: TrainOptions) -> TrainingConfig:
+    """The config the model was trained with, its standardisation and weight tables written in: the run folder's
+    ``data_config.yaml``, else the latest checkpoint's copy. Never another dataset's stats."""
     exported = Path(options.output) / EXPORTED_CONFIG
-    if exported.exists():
+    if exported.is_file():
         return load_training_config(exported)
-    if options.config is None:
-        raise JetstoreError(f"{options.output}: no training run there (no {EXPORTED_CONFIG}); give the run's "
-                            "--output, or --config")
-    return load_training_config(options.config)
+    state = load_checkpoint(options.checkpoint_url)
+    if state is not None and isinstance(state.get("frozen_config"), str):
+        return load_frozen(state["frozen_config"], f"{options.checkpoint_url}/{LATEST}")
+    raise JetstoreError(f"{options.output}: no trained run there (no {EXPORTED_CONFIG}, no checkpoint with the "
+                        "model's standardisation); give the run's --output (or --checkpoints)")
+
+
+def identity_columns(collection: Collection) -> tuple[str, ...]:
+    """The jet identity columns every dataset stores (run, luminosity block, event, jet index): written beside
+    the scores, so that they match other taggers' jet by jet."""
+    names = None
+    for member in collection:
+        stored = {c.name for c in member.dataset.schema.jet_columns}
+        names = stored if names is None else names & stored
+    return tuple(n for n in IDENTITY if n in (names or ()))
+
+
+def prediction_split(options: TrainOptions) -> str:
+    """Which jets to score: all of --predict-data, else the held-out part of --data. Jets the model trained on
+    are refused (--holdout 0 leaves none held out) or named in a warning (--predict-data is a training set)."""
+    if options.predict_data is None:
+        if options.holdout == 0:
+            raise JetstoreError(f"{options.output}: the run trained on every jet of --data (--holdout 0): its "
+                                "scores would be of training jets; give --predict-data")
+        return "holdout"
+    trained = {absolute_location(d) for d in options.data}
+    if absolute_location(options.predict_data) in trained:
+        LOG.warning("--predict-data %s is training data of this run: its scores include the jets the model trained "
+                    "on (%d%% of them); omit --predict-data to score the held-out part", options.predict_data,
+                    round(100 * (1 - options.holdout)))
+    return "all"
 
 
 def load_trained(options: TrainOptions, config, for_inference: bool = False):
@@ -60,14 +94,14 @@ def load_trained(options: TrainOptions, config, for_inference: bool = False):
         raise DatasetError(f"{options.checkpoint_url}: no model to use; train first (or give the run's --output "
                            "/ --checkpoints)")
     name, weights = found
-    network.model.load_state_dict(weights)
+    load_model_state(network.model, weights, f"{options.checkpoint_url}/{name}", network)
     network.model.eval()
     return network, f"{options.checkpoint_url}/{name}"
 
 
-def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> dict[str, Any]:
-    """Scores (and regression outputs) of every selected jet with the run's best model: the output file, ROC
-    figures, the per-sample table, and the performance summary."""
+def predict(options: TrainOptions, output: str, max_jets: int | None = None, plots: bool = True) -> dict[str, Any]:
+    """Scores (and regression outputs) of every selected jet with the run's best model (the first ``max_jets``):
+    the output file, ROC figures (unless not ``plots``), the per-sample table, and the performance summary."""
     if Path(output).suffix not in SUFFIXES:
         raise JetstoreError(f"{output}: predictions are written as .root or .parquet")
     _, _, device = setup_distributed()
@@ -76,9 +110,11 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
     network, source = load_trained(options, config)
     network.model.to(device)
     objective = Objective.for_config(config, network.regression)
+    split = prediction_split(options)
     url = options.predict_data or options.data_url
-    split = "all" if options.predict_data or options.holdout == 0 else "holdout"
-    dataset = JetDataset(url, config, options.batch_size, training=False, observers=True, split=split,
+    collection = Collection.open(url)
+    config = with_observers(config, identity_columns(collection))
+    dataset = JetDataset(collection, config, options.batch_size, training=False, observers=True, split=split,
                          holdout=options.holdout, threads=options.threads)
     columns: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
@@ -114,8 +150,12 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None) -> 
         classes = objective.class_names
         labels = arrays[LABEL]
         note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(url)
-        plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, note=note)
-        summary.update(performance(scores, labels, classes))
+        if plots:
+            plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, options.experiment_label, note)
+        found = performance(scores, labels, classes)
+        summary.update(found)
+        for item in found["low_statistics"]:
+            LOG.warning("low statistics: %s; its rejection is uncertain (a lower bound when none passes)", item)
         summary["per_sample"] = per_sample_table(Path(output).with_suffix(".samples.csv"), scores, labels,
                                                  arrays[SAMPLE], samples, classes)
     LOG.info("wrote %s (%d jets, model %s)", output, summary["jets"], source)

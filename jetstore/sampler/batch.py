@@ -86,8 +86,7 @@ class BatchBuilder:
                     if values[name][0] is not None:
                         raise SchemaError(f"input group '{group.name}' has no length but '{name}' has several "
                                           "values per jet")
-                stacked = np.stack([values[name][1] for name in names])
-                groups[group.name] = (stacked.astype(np.float32, copy=False), None)
+                groups[group.name] = (_by_row([values[name][1] for name in names]), None)
                 continue
             blocks = {values[name][0] for name in names}
             if len(blocks) != 1:
@@ -95,8 +94,7 @@ class BatchBuilder:
                                   "number of entries per jet")
             block = blocks.pop()
             offsets = offsets_of[block] if block is not None else np.arange(n + 1, dtype=np.int64)
-            stacked = np.stack([values[name][1] for name in names])
-            groups[group.name] = (stacked.astype(np.float32, copy=False), offsets)
+            groups[group.name] = (_by_row([values[name][1] for name in names]), offsets)
         extras: dict[str, np.ndarray] = {}
         if self.config.label_type == "simple":
             extras[LABEL] = class_index([values[c][1] for c in self.config.label_columns])
@@ -132,3 +130,11 @@ class BatchBuilder:
             kernels.gather(values, rows, result)
             out[name] = result
         return out
+
+
+def _by_row(columns: list[np.ndarray]) -> np.ndarray:
+    """Variables side by side, ``[n, C]`` float32 (the arena's row-major layout)."""
+    out = np.empty((len(columns[0]) if columns else 0, len(columns)), np.float32)
+    for i, column in enumerate(columns):
+        out[:, i] = column
+    return out

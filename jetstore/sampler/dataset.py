@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,10 @@ import torch.utils.data
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import DatasetError
+from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena
+from jetstore.sampler.batch import Allocator
+from jetstore.sampler.handover import Block, Handover, padded, tensor_of, torch_dtype
 from jetstore.sampler.plan import SamplerOptions, SamplerPlan, build_plan
 from jetstore.sampler.schemes import EpochParams
 from jetstore.sampler.stream import SlotStream
@@ -73,6 +77,10 @@ class JetDataset(torch.utils.data.IterableDataset):
         self._resume: dict[str, Any] | None = None
         self._consumed = 0
         self._arenas: tuple[int, Arena | None] = (-1, None)
+        self._batch_bytes = 0  # the largest batch so far (a worker's shared block for the next one)
+        self._handover = Handover()  # made before DataLoader workers start: their blocks' shared table
+        kernels.warm()  # (DataLoader workers forked later inherit numba loaded)
+        self._blocks: collections.deque[Block] = collections.deque()  # a worker's blocks of the batches cut
         self.last_stream: SlotStream | None = None
 
     # -- what it reads -----------------------------------------------------------------------------------
@@ -107,7 +115,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         plan = self.plan
         return EpochParams(plan.options.seed, self.epoch, plan.spec.batch_size, world.world_size, world.num_workers,
                            plan.shape.scale, plan.shape.rounds, stratify=plan.stratify,
-                           read_factor=plan.options.read_factor)
+                           read_factor=plan.shape.read_factor)
 
     def __len__(self) -> int:
         """Batches this rank yields in this epoch, with any number of DataLoader workers (a training loop
@@ -179,13 +187,18 @@ class JetDataset(torch.utils.data.IterableDataset):
             world = World(base.rank, base.world_size, (info.id + skip_rank) % info.num_workers, info.num_workers)
         plan = self.scheme.plan(self.spec.units, self._params(world), world.rank, world.worker)
         skip = batches_before(skip_rank, world.worker, world.num_workers)
-        stream = SlotStream(self.spec, self.plan.builders, plan, self.epoch, world.slot, skip, self._empty,
+        stream = SlotStream(self.spec, self.plan.builders, plan, self.epoch, world.slot, skip, self._memory,
                             self._arena())
         self.last_stream = stream
         self._consumed = skip_rank
+        self._blocks.clear()
         for batch in stream:
             self._consumed += 1
-            yield {k: _tensor(v) for k, v in batch.items()}
+            if info is not None:  # a DataLoader worker: the batch goes to the main process in its shared block
+                self._batch_bytes = max(self._batch_bytes, sum(padded(v.nbytes) for v in batch.values()))
+                yield self._blocks.popleft().batch(batch)
+                continue
+            yield {k: tensor_of(v) for k, v in batch.items()}
 
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
@@ -194,22 +207,18 @@ class JetDataset(torch.utils.data.IterableDataset):
             self._arenas = (os.getpid(), Arena(rows))
         return self._arenas[1]
 
-    def _empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Batch arrays: in a DataLoader worker, in shared memory (the batch reaches the main process as a
-        handle, not pickled and copied); else in page-locked memory when ``pin_memory`` (fast, asynchronous copies
-        to the GPU)."""
-        if torch.utils.data.get_worker_info() is not None:
-            kind = torch.from_numpy(np.empty(0, dtype)).dtype
-            storage = torch.UntypedStorage._new_shared(max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))
-            return torch.empty(0, dtype=kind).set_(storage, 0, shape).numpy()
+    def _memory(self) -> Allocator:
+        """The allocator of one batch's arrays: in a DataLoader worker, a block of shared memory for all of them,
+        reused once the main process has dropped the batch it held (:mod:`~jetstore.sampler.handover`: the batch
+        reaches the main process as one handle, neither pickled nor copied); else page-locked memory when
+        ``pin_memory`` (fast, asynchronous copies to the GPU), or plain memory."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            block = self._handover.block(info.id, self._batch_bytes)
+            self._blocks.append(block)
+            return block
         if not self.pin_memory:
-            return np.empty(shape, dtype)
-        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True).numpy()
+            return np.empty
+        return lambda shape, dtype: torch.empty(shape, dtype=torch_dtype(dtype), pin_memory=True).numpy()
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """The tensor of a batch array: the one it was allocated as (shared or pinned memory), else a view of it."""
-    base = array.base
-    if isinstance(base, torch.Tensor) and base.shape == array.shape:
-        return base
-    return torch.from_numpy(array)

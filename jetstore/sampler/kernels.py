@@ -14,19 +14,32 @@ from jetstore.stats.split import GOLDEN, MIX1, MIX2  # splitmix64: one home of t
 
 
 @numba.njit(cache=True, nogil=True)
-def multiplicities(expected, start):
+def multiplicities(expected, bounds, starts):
     """How often each row is delivered, ``expected[i]`` times on average (floor or ceil), by systematic
-    sampling: the rows cover consecutive stretches of length ``expected[i]`` of a line, and row i is delivered
-    once per point ``start + k`` (k integer, ``start`` uniform in [0, 1)) in its stretch. So the rows' total is
-    within one of its expectation, and any run of rows (sorted shards: a pT range) too."""
+    sampling within each unit (rows ``bounds[u]:bounds[u + 1]``): a unit's rows cover consecutive stretches of
+    length ``expected[i]`` of a line, and row i is delivered once per point ``starts[u] + k`` (k integer,
+    ``starts[u]`` uniform in [0, 1)) in its stretch. So a unit's total is within one of its expectation, and
+    any run of its rows (sorted shards: a pT range) too."""
     out = np.empty(len(expected), np.int64)
-    end = 0.0
-    before = np.floor(-start)
-    for i in range(len(expected)):
-        end += expected[i]
-        after = np.floor(end - start)
-        out[i] = np.int64(after - before)
-        before = after
+    for u in range(len(bounds) - 1):
+        end = 0.0
+        before = np.floor(-starts[u])
+        for i in range(bounds[u], bounds[u + 1]):
+            end += expected[i]
+            after = np.floor(end - starts[u])
+            out[i] = np.int64(after - before)
+            before = after
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def unit_starts(seed, epoch, rounds, units):
+    """A uniform number in [0, 1) per (seed, epoch, round, unit): splitmix64 chained over the four."""
+    out = np.empty(len(units))
+    base = mix64(mix64(np.uint64(seed) + GOLDEN) + np.uint64(epoch))
+    for i in range(len(units)):
+        z = mix64(mix64(base + np.uint64(rounds[i])) + np.uint64(units[i]))
+        out[i] = np.float64(z >> np.uint64(11)) / 9007199254740992.0
     return out
 
 
@@ -60,21 +73,21 @@ def _transform(value, center, scale, low, high, standardize):
 
 @numba.njit(cache=True, nogil=True)
 def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standardize, pad_values, wrap, out):
-    """``out[r, v, :]`` = variable v of arena row ``rows[r]``: standardised and clipped where asked,
-    NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value (constant) or cyclically (wrap,
-    empty jets all 0), as weaver-core 0.5's fused kernels."""
+    """``out[r, v, :]`` = variable v of arena row ``rows[r]`` (its values ``values[starts[row]:][:counts[row], v]``):
+    standardised and clipped where asked, NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value
+    (constant) or cyclically (wrap, empty jets all 0), as weaver-core 0.5's fused kernels."""
     n_vars = out.shape[1]
     length = out.shape[2]
     for r in range(len(rows)):
         start = starts[rows[r]]
         count = counts[rows[r]]
         n = min(count, length)
+        block = values[start:start + n]  # the jet's values: one stretch of memory, in cache after the first variable
         for v in range(n_vars):
             center, scale, low, high, flag = centers[v], scales[v], lows[v], highs[v], standardize[v]
-            source = values[v]
             target = out[r, v]
             for j in range(n):
-                target[j] = _transform(source[start + j], center, scale, low, high, flag)
+                target[j] = _transform(block[j, v], center, scale, low, high, flag)
             if wrap:
                 if count == 0:
                     target[:] = 0.0
@@ -89,8 +102,9 @@ def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standar
 def scalar_rows(values, rows, centers, scales, lows, highs, standardize, out):
     """``out[r, v]`` = jet-level variable v of arena row ``rows[r]``, standardised and clipped, NaN → 0."""
     for r in range(len(rows)):
+        source = values[rows[r]]
         for v in range(out.shape[1]):
-            out[r, v] = _transform(values[v, rows[r]], centers[v], scales[v], lows[v], highs[v], standardize[v])
+            out[r, v] = _transform(source[v], centers[v], scales[v], lows[v], highs[v], standardize[v])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -165,3 +179,13 @@ def permutation(n, state):
         j = np.int64(z % np.uint64(i + 1))
         out[i], out[j] = out[j], out[i]
     return out, state
+
+
+def warm() -> None:
+    """Load numba (its extensions and JIT: seconds, once per process) and the per-window kernels from their cache
+    now. A JetDataset does this when it is made, so DataLoader workers forked from the process start with them
+    loaded, instead of paying it again in every worker of every epoch (without ``persistent_workers``)."""
+    counts = np.zeros(1, np.int64)
+    repeat_rows(counts)
+    multiplicities(np.zeros(1), np.array([0, 1], np.int64), np.zeros(1))
+    unit_starts(0, 0, counts, counts)

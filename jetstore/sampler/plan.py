@@ -43,7 +43,8 @@ class SamplerOptions:
     max_repeats: the most copies of one jet a sampling round gives (larger epochs span several rounds).
     read_factor: weighted epochs read this many times the units they need, keeping each one's rows thinned as
         much: epochs far smaller than the data follow the target more closely (as an i.i.d. draw from 2-4) for
-        as many times the bytes; 1 reads the fewest.
+        as many times the bytes; 1 reads the fewest; ``"auto"`` chooses from the epoch: enough units that every
+        (sample, class, pT bin) gets 2 per round (at most 16 times the units; 1 for epochs that read as many).
     split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
     proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
     observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.
@@ -60,7 +61,7 @@ class SamplerOptions:
     scheme: str | None = None
     jets_per_epoch: int | None = None
     max_repeats: int = 128
-    read_factor: float = 1.0
+    read_factor: float | str = 1.0
     split: str = "all"
     holdout: float = 0.1
     proportions: Mapping[str, float] | None = None
@@ -78,9 +79,9 @@ class SamplerOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SchemaError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.read_factor, int | float) or isinstance(self.read_factor, bool) \
-                or not 1 <= self.read_factor < float("inf"):
-            raise SchemaError(f"read_factor must be a number of at least 1, got {self.read_factor!r}")
+        if self.read_factor != "auto" and (not isinstance(self.read_factor, int | float) or isinstance(
+                self.read_factor, bool) or not 1 <= self.read_factor < float("inf")):
+            raise SchemaError(f"read_factor must be a number of at least 1 or 'auto', got {self.read_factor!r}")
         if self.jets_per_epoch is not None and (not isinstance(self.jets_per_epoch, int) or self.jets_per_epoch < 1):
             raise SchemaError(f"jets_per_epoch must be a positive integer or None, got {self.jets_per_epoch!r}")
 
@@ -128,14 +129,17 @@ def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: 
     _check_classes(collection, rule)
     stats = _stats(collection, config, needed=bool(config.auto_variables) or (scheme.weighted and
                                                                                config.weights is not None))
-    centers = {n: (v.center, v.scale) for n, v in stats.variables.items()} if stats else {}
+    # stored stats standardise only the config's `auto` variables: a manual centre (an exported config's, a
+    # trained model's) is never replaced by another dataset's stats
+    auto = set(config.auto_variables)
+    centers = {n: (v.center, v.scale) for n, v in stats.variables.items() if n in auto} if stats else {}
     builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)
     units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
                         options.proportions).scaled(split.share)
     shape = scheme.epoch(units, EpochRequest(options.jets_per_epoch, options.max_repeats, batch_size, world_size,
-                                             collection.n_jets))
+                                             collection.n_jets, options.read_factor, len(rule.x_edges) - 1))
     unit_bytes = collection.bytes / max(len(units), 1)
     ahead = int(np.clip(options.max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * options.threads, MAX_AHEAD))
     io_threads = options.io_threads

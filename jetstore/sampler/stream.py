@@ -20,7 +20,7 @@ import numpy as np
 
 from jetstore.errors import DatasetError
 from jetstore.sampler import kernels
-from jetstore.sampler.arena import Arena, Compact
+from jetstore.sampler.arena import Arena, PreparedBlock
 from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import ClassPools, FifoPool, split
@@ -55,22 +55,22 @@ class StreamSpec:
 
 @dataclass
 class PreparedUnit:
-    """A read unit: the class of each kept row; with data, each kept row's row in ``compact``."""
+    """A read unit: the class of each kept row; with data, the prepared rows of its window (``block``)."""
 
     classes: np.ndarray
-    refs: np.ndarray | None
-    compact: Compact | None
     remaining: int
+    block: PreparedBlock | None = None
 
 
 class SlotStream:
     """Iterates the batches (dicts of arrays) of one slot for one epoch."""
 
     def __init__(self, spec: StreamSpec, builders: tuple[BatchBuilder, ...], plan: SlotPlan, epoch: int, slot: int,
-                 skip: int = 0, empty: Allocator = np.empty, arena: Arena | None = None):
-        """``builders``: the batch builder of every dataset of the catalog (their schemas may differ)."""
+                 skip: int = 0, memory: Callable[[], Allocator] = lambda: np.empty, arena: Arena | None = None):
+        """``builders``: the batch builder of every dataset of the catalog (their schemas may differ); ``memory``:
+        the allocator of each batch's arrays (called once per batch)."""
         self.spec, self.builders, self.plan, self.epoch, self.slot = spec, builders, plan, epoch, slot
-        self.skip, self.empty = skip, empty
+        self.skip, self.memory = skip, memory
         self.arena = arena or Arena()
         stored = [source.columns.provenance() for source in spec.catalog.sources]
         self.light = tuple(_with_provenance(b.resolver.needs(spec.rule.variables), spec.split, p)
@@ -90,58 +90,83 @@ class SlotStream:
             return
         yield from self._batches(Executors.shared(self.spec.threads, self.spec.io_threads))
 
-    # -- rows of one unit ------------------------------------------------------------------------------
+    # -- rows of a window of units -----------------------------------------------------------------------
 
-    def _builder(self, read: UnitRead) -> BatchBuilder:
-        return self.builders[int(self.spec.catalog.member[self.spec.units.shard[read.unit]])]
-
-    def _kept(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
-        """Multiplicity and (sample, class) stratum of every row of a unit (deterministic in seed, epoch, round,
-        unit)."""
-        units, rule = self.spec.units, self.spec.rule
-        resolver = self._builder(read).resolver
+    def _kept(self, reads: list[UnitRead], table: JetTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Multiplicity and (sample, class) stratum of every row of a window of units of one dataset (their rows
+        one after the other in ``table``, unit k's at ``bounds[k]:bounds[k + 1]``), and the bounds; deterministic
+        in seed, epoch, round and unit. Every kept row is in stratum 0 unless batches follow the composition."""
+        units, rule, spec = self.spec.units, self.spec.rule, self.spec
+        index = np.array([read.unit for read in reads], np.int64)
+        sizes = units.stop[index] - units.start[index]
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        unit_of_row = np.repeat(np.arange(len(reads)), sizes)
+        resolver = self.builders[int(spec.catalog.member[units.shard[index[0]]])].resolver
         selected = resolver.selection_mask(table)
-        if self.spec.split.active:
-            sources = self.spec.catalog.shards[int(units.shard[read.unit])].sources
-            selected = selected & self.spec.split.mask(sources, table.jets[ENTRY], table.jets.get(INPUT))
-        if not self.plan.weighted:
-            return selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
-        values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
-        cells = rule.cells(values, selected)
-        weights = np.where(cells >= 0, self.spec.cell_weights[np.maximum(cells, 0)], 0.0) * units.factor[read.unit]
-        start = np.random.default_rng([self.spec.seed, self.epoch, read.round, read.unit]).random()
-        multiplicity = kernels.multiplicities(self.spec.scale * weights / read.probability, start)
-        if read.part is not None:  # the slot keeps only some of the unit's kept rows
-            position = np.cumsum(multiplicity) - multiplicity
-            multiplicity[(position < read.part[0]) | (position >= read.part[1])] = 0
-        classes = rule.class_of(cells)
-        if units.n_classes == 1:  # expectations without stats: every jet in one class
-            classes = np.minimum(classes, 0)
-        return multiplicity, np.where(classes >= 0, classes + units.sample[read.unit] * units.n_classes, -1)
-
-    def _kept_classes(self, read: UnitRead, table: JetTable) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_kept`, with every kept row in class 0 unless batches follow the class composition."""
-        multiplicity, classes = self._kept(read, table)
+        if spec.split.active:
+            selected &= self._split_mask(index, table, unit_of_row)
+        if self.plan.weighted:
+            values = {name: flat for name, (_, flat) in resolver.evaluate_flat(table, rule.variables).items()}
+            cells = rule.cells(values, selected)
+            scale = spec.scale * units.factor[index] / np.array([read.probability for read in reads])
+            expected = np.where(cells >= 0, spec.cell_weights[np.maximum(cells, 0)], 0.0) * scale[unit_of_row]
+            starts = kernels.unit_starts(spec.seed, self.epoch, np.array([read.round for read in reads]), index)
+            multiplicity = kernels.multiplicities(expected, bounds, starts)
+            classes = rule.class_of(cells)
+            if units.n_classes == 1:  # expectations without stats: every jet in one class
+                classes = np.minimum(classes, 0)
+            strata = np.where(classes >= 0, classes + (units.sample[index] * units.n_classes)[unit_of_row], -1)
+        else:
+            multiplicity, strata = selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
+        for k, read in enumerate(reads):
+            if read.part is not None:  # the slot keeps only some of the unit's kept rows
+                mine = multiplicity[bounds[k]:bounds[k + 1]]
+                position = np.cumsum(mine) - mine
+                mine[(position < read.part[0]) | (position >= read.part[1])] = 0
         if self.plan.fractions is None:
-            classes = np.where(classes >= 0, 0, classes)
-        return multiplicity, classes
+            strata = np.where(strata >= 0, 0, strata)
+        return multiplicity, strata, bounds
 
-    def _identify(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
-        multiplicity, classes = self._kept_classes(read, table)
-        rows = kernels.repeat_rows(multiplicity)
-        return PreparedUnit(classes[rows], None, None, len(rows))
+    def _split_mask(self, index: np.ndarray, table: JetTable, unit_of_row: np.ndarray) -> np.ndarray:
+        """Which rows of a window are in the split's part (each shard names its own input files)."""
+        shards = self.spec.units.shard[index][unit_of_row]
+        inputs = table.jets.get(INPUT)
+        mask = np.empty(table.n_jets, bool)
+        for shard in np.unique(shards).tolist():
+            rows = shards == shard
+            sources = self.spec.catalog.shards[shard].sources
+            mask[rows] = self.spec.split.mask(sources, table.jets[ENTRY][rows],
+                                              None if inputs is None else inputs[rows])
+        return mask
 
-    def _prepare(self, _: int, read: UnitRead, table: JetTable) -> PreparedUnit:
-        """Kept rows with their data. A unit mostly kept is prepared whole (cheaper than gathering its kept
-        rows first); a unit mostly dropped only for its kept rows (so the pool stays small)."""
-        multiplicity, classes = self._kept_classes(read, table)
+    def _identify(self, items: list[tuple[int, UnitRead]], table: JetTable) -> list[PreparedUnit]:
+        multiplicity, strata, bounds = self._kept([read for _, read in items], table)
         rows = kernels.repeat_rows(multiplicity)
+        return [PreparedUnit(classes, len(classes))
+                for classes in np.split(strata[rows], np.cumsum(_per_unit(multiplicity, bounds))[:-1])]
+
+    def _prepare(self, items: list[tuple[int, UnitRead]], table: JetTable) -> list[PreparedUnit]:
+        """Kept rows with their data, prepared in one call for the window. A window mostly kept is prepared
+        whole (cheaper than gathering its kept rows first); one mostly dropped only for its kept rows (so the
+        arena stays small)."""
+        reads = [read for _, read in items]
+        multiplicity, strata, bounds = self._kept(reads, table)
+        rows = kernels.repeat_rows(multiplicity)
+        kept = _per_unit(multiplicity, bounds)
         distinct = np.nonzero(multiplicity)[0]
-        builder, sample = self._builder(read), int(self.spec.units.sample[read.unit])
+        builder = self.builders[int(self.spec.catalog.member[self.spec.units.shard[reads[0].unit]])]
+        sample = int(self.spec.units.sample[reads[0].unit])
         if len(distinct) >= MOSTLY_KEPT * table.n_jets:
-            return PreparedUnit(classes[rows], rows, builder.prepare(table, sample), len(rows))
-        refs = np.repeat(np.arange(len(distinct)), multiplicity[distinct])
-        return PreparedUnit(classes[rows], refs, builder.prepare(table.take(distinct), sample), len(rows))
+            compact, refs = builder.prepare(table, sample), rows
+        else:
+            place = np.zeros(table.n_jets, np.int64)
+            place[distinct] = np.arange(len(distinct))
+            compact, refs = builder.prepare(table.take(distinct), sample), place[rows]
+        giving = kept > 0
+        sequences = np.array([sequence for sequence, _ in items], np.int64)[giving]
+        block = PreparedBlock(compact, sequences, refs, np.concatenate([[0], np.cumsum(kept[giving])]))
+        classes = np.split(strata[rows], np.cumsum(kept)[:-1])
+        return [PreparedUnit(c, len(c), block if len(c) else None) for c in classes]
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -168,7 +193,7 @@ class SlotStream:
                 drawn = state.next_batch(light, spec.batch_size, self._wanted(emitted))
                 if drawn is None:
                     return
-                state.release(drawn)
+                state.release(*np.unique(split(drawn)[0], return_counts=True))
             light.close()
             self._materialise(state, reads, executors)
         state.emitted = self.skip
@@ -195,11 +220,12 @@ class SlotStream:
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
-            self.units_per_batch.append(len(np.unique(split(drawn)[0])))
+            sequences, counts = np.unique(split(drawn)[0], return_counts=True)
+            self.units_per_batch.append(len(sequences))
             self.units_read = state.read
-            assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.empty,
-                                                  state.copies_of(drawn)))
-            state.release(drawn)
+            assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.memory(),
+                                                  state.copies_of(sequences)))
+            state.release(sequences, counts)
             state.emitted += 1
             while len(assembled) > executors.threads:
                 yield assembled.popleft().result()
@@ -215,10 +241,10 @@ class SlotStream:
 
     def _materialise(self, state: _State, reads: ReadSequence, executors: Executors) -> None:
         """After a replay: read in full the units whose rows are still pooled."""
-        waiting = sorted(state.units)
-        pipeline = self._pipeline(True, executors)
-        for sequence, unit in zip(waiting, pipeline.run((s, reads.get(s)) for s in waiting), strict=True):
-            state.arena.add(sequence, unit.compact, unit.refs)
+        waiting = np.nonzero(state.remaining > 0)[0].tolist()
+        for unit in self._pipeline(True, executors).run((s, reads.get(s)) for s in waiting):
+            if unit.block is not None and not unit.block.placed:
+                state.arena.add(unit.block)
 
 
 class _State:
@@ -230,9 +256,9 @@ class _State:
         self.pool, self.arena, self.submit = pool, arena, submit
         self.n_units, self.url = n_units, url
         self.barren = 0  # units read in a row that gave no row
-        self.copies: dict[int, Future] = {}  # units whose data is being copied into the arena
+        self.copies: dict[int, Future] = {}  # arena blocks whose data is being copied in
         self.emitted = 0
-        self.units: dict[int, int] = {}  # unit sequence → rows still pooled
+        self.remaining = np.zeros(1024, np.int64)  # unit sequence → rows still pooled
         self.next_sequence = 0
         self.read = 0  # units that gave rows
         self.exhausted = False
@@ -253,11 +279,13 @@ class _State:
                                    "keeps no jet, or none carries one of its classes)")
             if unit.remaining:
                 self.read += 1
-                self.units[self.next_sequence] = unit.remaining
+                if self.next_sequence >= len(self.remaining):
+                    self.remaining = np.concatenate([self.remaining, np.zeros_like(self.remaining)])
+                self.remaining[self.next_sequence] = unit.remaining
                 pool.add(self.next_sequence, unit.classes)
-                if unit.compact is not None:
-                    placed = self.arena.reserve(self.next_sequence, unit.compact, unit.refs)
-                    self.copies[self.next_sequence] = self.submit(self.arena.write, *placed)
+                if unit.block is not None and not unit.block.placed:
+                    placed = self.arena.reserve(unit.block)
+                    self.copies[int(self.arena.block_of[self.next_sequence])] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
             return pool.draw(counts) if pool.ready(counts) else None
@@ -269,25 +297,28 @@ class _State:
             return self.pool.rows >= size
         return self.pool.ready(counts) and self.pool.rows >= wanted
 
-    def copies_of(self, drawn: np.ndarray) -> list[Future]:
-        """The arena copies a batch must wait for (those not finished yet)."""
-        for sequence in [s for s, future in self.copies.items() if future.done()]:
-            del self.copies[sequence]
+    def copies_of(self, sequences: np.ndarray) -> list[Future]:
+        """The arena copies a batch drawn from units ``sequences`` must wait for (those not finished yet)."""
+        for block in [b for b, future in self.copies.items() if future.done()]:
+            del self.copies[block]
         if not self.copies:
             return []
-        return [self.copies[s] for s in np.unique(split(drawn)[0]).tolist() if s in self.copies]
+        blocks = np.unique(self.arena.block_of[sequences])
+        return [self.copies[b] for b in blocks.tolist() if b in self.copies]
 
-    def release(self, drawn: np.ndarray) -> None:
-        sequences = split(drawn)[0]
-        first = int(sequences.min())
-        counts = np.bincount(sequences - first)
-        for offset in np.nonzero(counts)[0].tolist():
-            sequence, count = first + offset, int(counts[offset])
-            self.units[sequence] -= count
-            if self.units[sequence] == 0:
-                del self.units[sequence]
-                if sequence in self.arena.units:
-                    self.arena.remove(sequence)
+    def release(self, sequences: np.ndarray, counts: np.ndarray) -> None:
+        """Count a batch's rows (``counts`` from each of units ``sequences``) as delivered; units with none left
+        leave the arena."""
+        self.remaining[sequences] -= counts
+        done = sequences[self.remaining[sequences] == 0]
+        if len(done):
+            self.arena.remove(done)
+
+
+def _per_unit(multiplicity: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Kept rows of every unit of a window."""
+    total = np.concatenate([[0], np.cumsum(multiplicity)])
+    return total[bounds[1:]] - total[bounds[:-1]]
 
 
 def _settle(futures: list[Future]) -> None:

@@ -100,12 +100,17 @@ def read_every_way(dataset: Dataset) -> None:
         assert all(isinstance(p, str) and "\n" not in p for p in problems)
         if outcomes[0] is not None:
             assert problems
-        try:  # the sampler: one reader per shard, then plan / fetch / decode per unit
+        try:  # the sampler: one reader per shard, then plan / fetch per unit, the units decoded as one window
             reader = dataset.source.reader(shard)
             selection = dataset.manifest.columns.select()
-            for start in range(0, shard.n_jets, dataset.unit_jets):
-                plan = reader.plan(start, min(start + dataset.unit_jets, shard.n_jets), selection)
-                reader.decode(plan, reader.fetch(plan))
+            plans = [reader.plan(start, min(start + dataset.unit_jets, shard.n_jets), selection)
+                     for start in range(0, shard.n_jets, dataset.unit_jets)]
+            window = type(reader).decode_window([(reader, plan, reader.fetch(plan)) for plan in plans]) if plans \
+                else None
+            assert window is None or window.n_jets == shard.n_jets
+            for block in window.blocks.values() if window is not None else ():
+                assert (block.counts >= 0).all()
+                assert all(len(v) == int(block.counts.sum()) for v in block.features.values())
         except DatasetError as exc:
             assert shard.path in str(exc), exc
         _, peak = tracemalloc.get_traced_memory()

@@ -69,15 +69,18 @@ class EpochRequest:
     batch_size: int
     world_size: int
     n_jets: int  # stored jets of the data
+    read_factor: float | str = 1.0  # a number, or "auto": the scheme chooses
+    pt_bins: int = 1  # reweighting bins per class along pT (the strata a small epoch must fill)
 
 
 @dataclass(frozen=True)
 class EpochShape:
     """How a scheme draws an epoch: expected deliveries of a jet of weight w per round are ``scale·w``, over
-    ``rounds`` rounds."""
+    ``rounds`` rounds, reading ``read_factor`` times the units needed (each thinned as much)."""
 
     scale: float = 1.0
     rounds: float = 1.0
+    read_factor: float = 1.0
 
 
 @dataclass(frozen=True)

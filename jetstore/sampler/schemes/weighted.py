@@ -46,6 +46,7 @@ LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
 GOLDEN_STEP = (5 ** 0.5 - 1) / 2  # the Weyl step of the rounds' starts from epoch to epoch
+AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, class, pT bin) stratum, the most
 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
@@ -200,7 +201,18 @@ def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
                     request.batch_size, jets)
     scale = jets / total if jets else 1.0
     rounds = max(1, math.ceil(scale * float(units.max_weight.max(initial=0.0)) / request.max_repeats - 1e-9))
-    return EpochShape(scale / rounds, rounds)  # whole rounds: an epoch never ends in a part of one
+    factor = request.read_factor
+    if factor == "auto":
+        factor = auto_read_factor(units, scale / rounds, units.n_samples * units.n_classes * request.pt_bins)
+    return EpochShape(scale / rounds, rounds, float(factor))  # whole rounds: an epoch never ends in a part of one
+
+
+def auto_read_factor(units: UnitTable, scale: float, strata: int) -> float:
+    """``read_factor="auto"``: enough units read that every (sample, class, pT bin) stratum gets ``AUTO_UNITS`` of
+    them per round on average (a unit gives its bin ~100-250 rows at once: fewer units per stratum leave an epoch's
+    histogram coarser than an i.i.d. draw's), at most ``AUTO_MAX``; 1 where the epoch reads that many already."""
+    read = float(np.minimum(1.0, scale * units.max_weight).sum())
+    return float(np.clip(AUTO_UNITS * strata / max(read, 1e-300), 1.0, AUTO_MAX))
 
 
 SCHEME = Scheme("weighted", plan, batches, epoch, weighted=True)

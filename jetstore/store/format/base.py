@@ -13,10 +13,12 @@ import collections
 import concurrent.futures
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from jetstore.errors import DatasetError
 from jetstore.store.layout import Layout, Selection, TableColumns
@@ -112,6 +114,18 @@ class ShardReader(ABC):
 
     def fetch(self, plan: ReadPlan) -> list[bytes]:
         return self.guard(lambda: self.source.fetch(plan.fetch.ranges))
+
+    def fetch_many(self, plans: Sequence[ReadPlan]) -> list[list[bytes]]:
+        """The pieces of several plans of this shard, fetched in one call (concurrent requests on object stores)."""
+        pieces = self.guard(lambda: self.source.fetch([r for plan in plans for r in plan.fetch.ranges]))
+        ends = np.cumsum([len(plan.fetch.ranges) for plan in plans]).tolist()
+        return [pieces[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+    @classmethod
+    def decode_window(cls, reads: Sequence[tuple[ShardReader, ReadPlan, list[bytes]]]) -> JetTable:
+        """The jets of several plans (of one dataset and selection, in any of its shards) as one table, plan after
+        plan: formats decode them with as few calls as they can; this default decodes each and concatenates."""
+        return JetTable.concat([reader.decode(plan, pieces) for reader, plan, pieces in reads])
 
     def guard(self, action: Callable[[], Any]) -> Any:
         """Run ``action``; a missing object or a storage failure becomes an error naming this shard."""

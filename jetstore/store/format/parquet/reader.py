@@ -4,6 +4,8 @@ chunks are contiguous) and decoded by pyarrow, which verifies every page's CRC."
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +46,24 @@ class ParquetShardReader(ShardReader):
         return ReadPlan(start, stop, selection, coalesce(ranges, max(MIN_GAP, needed // 2)), tuple(groups))
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
-        groups, selection = list(plan.parts), plan.selection
-        names = self._column_names(selection)
-        sparse = SparseFile(self.source.size, dict(zip((a for a, _ in plan.fetch.ranges), pieces, strict=True)),
-                            lambda a, b: self.guard(lambda: self.source.fetch([(a, b)])[0]))
+        return self._jets(self._arrow([(plan, pieces)]), plan.selection)
+
+    @classmethod
+    def decode_window(cls, reads: Sequence[tuple[ShardReader, ReadPlan, list[bytes]]]) -> JetTable:
+        """Plans of one dataset and selection: the row groups of each run of plans in one shard read by one
+        pyarrow call, every column turned into numpy once for them all."""
+        if not all(isinstance(r, ParquetShardReader) and p.selection == reads[0][1].selection for r, p, _ in reads):
+            return super().decode_window(reads)
+        runs = [list(run) for _, run in itertools.groupby(reads, key=lambda read: id(read[0]))]
+        tables = [run[0][0]._arrow([(plan, pieces) for _, plan, pieces in run]) for run in runs]
+        return reads[0][0]._jets(pa.concat_tables(tables) if len(tables) > 1 else tables[0], reads[0][1].selection)
+
+    def _arrow(self, plans: list[tuple[ReadPlan, list[bytes]]]) -> pa.Table:
+        """The jets of plans of this shard (one selection), plan after plan, as one Arrow table."""
+        groups = [g for plan, _ in plans for g in plan.parts]
+        names = self._column_names(plans[0][0].selection)
+        fetched = {a: piece for plan, pieces in plans for (a, _), piece in zip(plan.fetch.ranges, pieces, strict=True)}
+        sparse = SparseFile(self.source.size, fetched, lambda a, b: self.guard(lambda: self.source.fetch([(a, b)])[0]))
         try:
             parquet = pq.ParquetFile(sparse, metadata=self.index.metadata, pre_buffer=False,
                                      page_checksum_verification=True)
@@ -56,10 +72,18 @@ class ParquetShardReader(ShardReader):
                      else parquet.schema_arrow.empty_table().select(names))
         except (OSError, pa.ArrowException) as exc:
             raise self.damaged(f"{type(exc).__name__}: {exc}") from None
-        base = int(self.index.group_starts[groups[0]]) if groups else 0
-        arrow = arrow.slice(plan.start - base, plan.stop - plan.start)
-        if arrow.num_rows != plan.stop - plan.start:
-            raise self.damaged(f"its row groups hold {arrow.num_rows} of jets {plan.start}-{plan.stop}")
+        parts, position = [], 0
+        for plan, _ in plans:
+            begin = position + (plan.start - int(self.index.group_starts[plan.parts[0]]) if plan.parts else 0)
+            part = arrow.slice(begin, plan.stop - plan.start)
+            if part.num_rows != plan.stop - plan.start:
+                raise self.damaged(f"its row groups hold {part.num_rows} of jets {plan.start}-{plan.stop}")
+            parts.append(part)
+            position += sum(int(np.diff(self.index.group_starts[g:g + 2])[0]) for g in plan.parts)
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+    def _jets(self, arrow: pa.Table, selection: Selection) -> JetTable:
+        """An Arrow table's selected columns as numpy."""
         jets = {name: arrow.column(name).to_numpy() for name in selection.jets}
         blocks = {}
         for block, features in selection.blocks.items():

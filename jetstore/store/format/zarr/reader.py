@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,12 +48,16 @@ class ArrayIndex:
 @dataclass(frozen=True)
 class ZipParts:
     """What a plan's fetched bytes hold: per array (key, first chunk, end chunk, byte offset in the
-    decoded output), and per chunk its header, sizes, CRC and output place."""
+    decoded output), and per chunk its header, sizes, CRC, output place and array (``span``: its place in
+    ``layout``; ``rank``: its place among the array's chunks of the plan). ``packable``: the plan is one
+    unit whose every array starts at a chunk boundary, so plans of many units decode side by side (see
+    :meth:`ZarrShardReader.decode_window`)."""
 
     layout: tuple[tuple[str, int, int, int], ...]
     bytes: int
     chunks: dict[str, np.ndarray]
     where: np.ndarray  # per chunk: (fetched piece, offset of its header there)
+    packable: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,12 @@ class ZarrShardReader(ShardReader):
             for name in features:
                 array = self._array(f"{block}/{name}")
                 spans.append((f"{block}/{name}", lo // array.chunk, -(-hi // array.chunk)))
-        columns = {name: [] for name in ("header", "end", "name", "size", "crc", "out", "out_size")}
+        columns = {name: [] for name in ("header", "end", "name", "size", "crc", "out", "out_size", "span", "rank")}
         layout, position = [], 0
-        for key, begin, end in spans:
+        packable = start % index.unit_jets == 0 and stop - start <= index.unit_jets and all(
+            int(index.unit_offsets[block][first]) % self._array(f"{block}/{name}").chunk == 0
+            for block, features in selection.blocks.items() for name in features)
+        for number, (key, begin, end) in enumerate(spans):
             array = self._array(key)
             headers = array.offsets[begin:end]
             if (headers < 0).any():
@@ -108,6 +116,8 @@ class ZarrShardReader(ShardReader):
             columns["crc"].append(array.crcs[begin:end].astype(np.uint64))
             columns["out"].append(position + np.arange(end - begin, dtype=np.int64) * width)
             columns["out_size"].append(np.full(end - begin, width, np.int64))
+            columns["span"].append(np.full(end - begin, number, np.int64))
+            columns["rank"].append(np.arange(end - begin, dtype=np.int64))
             layout.append((key, begin, end, position))
             position += -(-(end - begin) * width // 8) * 8  # 8-byte aligned regions
         chunks = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in columns.items()}
@@ -116,7 +126,7 @@ class ZarrShardReader(ShardReader):
         self.check_expansion(start, stop, position, needed)
         fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
         where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
-        return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where))
+        return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where, packable))
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
         parts: ZipParts = plan.parts
@@ -134,6 +144,82 @@ class ZarrShardReader(ShardReader):
             array = self.index.arrays[key]
             arrays[key] = out[position:position + (end - begin) * array.chunk * array.dtype.itemsize].view(array.dtype)
         return self._table(plan, arrays)
+
+    @classmethod
+    def decode_window(cls, reads: Sequence[tuple[ShardReader, ReadPlan, list[bytes]]]) -> JetTable:
+        """Single-unit plans of one dataset (any of its shards) decoded side by side in two kernel calls for all
+        of them (jet arrays and node counts; then node values, placed by the counts), each array's values packed
+        plan after plan: a plan's chunks are decoded where the previous plan's values end, over the padding of
+        that plan's last chunk (chunks are decoded in place order, so no value is overwritten)."""
+        plans = [plan for _, plan, _ in reads]
+        if not all(isinstance(r, ZarrShardReader) and p.parts.packable and p.selection == plans[0].selection
+                   for r, p, _ in reads):
+            return super().decode_window(reads)
+        layout, selection, index = plans[0].parts.layout, plans[0].selection, reads[0][0].index
+        keys = [key for key, *_ in layout]
+        dtypes = [index.arrays[key].dtype for key in keys]
+        itemsize = np.array([dtype.itemsize for dtype in dtypes], np.int64)
+        per_jet = np.array([key.split("/")[0] == JETS or key.split("/")[1] == COUNTS for key in keys])
+        sizes = np.array([p.stop - p.start for p in plans], np.int64)
+        counts_in = [len(p.parts.where) for p in plans]
+        chunks = {name: np.concatenate([p.parts.chunks[name] for p in plans])
+                  for name in ("name", "size", "crc", "out_size", "span", "rank")}
+        plan_of = np.repeat(np.arange(len(plans)), counts_in)
+        pieces = [piece for _, _, ps in reads for piece in ps]
+        first_piece = np.cumsum([0] + [len(ps) for _, _, ps in reads])[:-1]
+        piece_start = np.cumsum([0] + [len(piece) for piece in pieces])
+        where = np.concatenate([p.parts.where for p in plans])
+        headers = piece_start[first_piece[plan_of] + where[:, 0]] + where[:, 1]
+        buffer = np.frombuffer(b"".join(pieces), np.uint8)
+        span, rank, width = chunks["span"], chunks["rank"], chunks["out_size"]
+        prefix = np.zeros((len(keys), len(plans)), np.int64)  # items of each array before each plan
+        prefix[per_jet] = np.cumsum(sizes) - sizes
+
+        def decode(phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Decode the chunks of the arrays ``phase`` (mask over spans): (output bytes, each array's offset)."""
+            mine = np.nonzero(phase[span])[0]
+            mine = mine[np.argsort(span[mine], kind="stable")]  # array by array, plan by plan, in place order
+            place = prefix[span[mine], plan_of[mine]] * itemsize[span[mine]] + rank[mine] * width[mine]
+            ends = np.zeros(len(keys), np.int64)
+            np.maximum.at(ends, span[mine], place + width[mine])
+            regions = np.concatenate([[0], np.cumsum(-(-ends // 8) * 8)])  # 8-byte aligned, one per array
+            base, out = regions[:-1], np.empty(int(regions[-1]), np.uint8)
+            failed, problem = decode_chunks(buffer, headers[mine], chunks["name"][mine], chunks["size"][mine],
+                                            chunks["crc"][mine], out, base[span[mine]] + place, width[mine])
+            if failed >= 0:
+                chunk = int(mine[failed])
+                k = int(plan_of[chunk])
+                reads[k][0]._failure(plans[k], chunk - int(np.sum(counts_in[:k])), problem)
+            return out, base
+
+        jets_out, jets_base = decode(per_jet)
+        total = int(sizes.sum())
+
+        def view(out: np.ndarray, base: np.ndarray, s: int, n: int) -> np.ndarray:
+            return out[base[s]:base[s] + n * itemsize[s]].view(dtypes[s])
+
+        nodes = {}
+        for block in selection.blocks:
+            counts = view(jets_out, jets_base, keys.index(f"{block}/{COUNTS}"), total)
+            cumulative = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+            nodes[block] = cumulative[np.cumsum(sizes)] - cumulative[np.cumsum(sizes) - sizes]
+            room = np.array([_unit_values(r.index, block, p.start) for r, p, _ in reads])
+            bad = nodes[block] > room
+            if (counts.min(initial=0) < 0) or bad.any():
+                k = int(np.argmax(bad)) if bad.any() else int(np.searchsorted(np.cumsum(sizes), np.argmin(counts),
+                                                                                "right"))
+                raise reads[k][0].damaged(f"the node counts of block '{block}' do not match its unit offsets")
+            for name in selection.blocks[block]:
+                prefix[keys.index(f"{block}/{name}")] = np.cumsum(nodes[block]) - nodes[block]
+        values_out, values_base = decode(~per_jet)
+        jets = {name: view(jets_out, jets_base, keys.index(f"{JETS}/{name}"), total) for name in selection.jets}
+        blocks = {}
+        for block, features in selection.blocks.items():
+            n = int(nodes[block].sum())
+            blocks[block] = BlockData(view(jets_out, jets_base, keys.index(f"{block}/{COUNTS}"), total),
+                                      {name: view(values_out, values_base, keys.index(f"{block}/{name}"), n)
+                                       for name in features})
+        return JetTable(jets, blocks)
 
     def _table(self, plan: ReadPlan, arrays: dict[str, np.ndarray]) -> JetTable:
         """The jets of ``plan`` from its decoded arrays (whole chunks)."""
@@ -344,6 +430,12 @@ class ZarrShardReader(ShardReader):
         data_offsets[numbers] = entries.offsets[rows] + LOCAL_HEADER_SIZE + entries.name_lengths[rows]
         sizes[numbers], crcs[numbers] = stored, entries.crcs[rows]
         return ArrayIndex(dtype, int(stored_chunk), int(size), offsets, data_offsets, sizes, crcs)
+
+
+def _unit_values(index: ShardIndex, block: str, start: int) -> int:
+    """The values (padding included) of the block in the unit starting at jet ``start``."""
+    offsets, unit = index.unit_offsets[block], start // index.unit_jets
+    return int(offsets[unit + 1] - offsets[unit])
 
 
 def _entry_name(entries: directory.Entries, i: int) -> str:
