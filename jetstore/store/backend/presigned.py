@@ -41,14 +41,21 @@ RENEW = 600  # seconds after which it is signed again
 RETRIED = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 20.0  # seconds, as botocore's
 DEFAULT_ATTEMPTS = 5  # botocore's default max_attempts
+DEFAULT_CONNECTIONS = 10  # botocore's default max_pool_connections
 ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 ERROR_MESSAGE = re.compile(rb"<Message>([^<]{1,500})</Message>")
 _SESSIONS: dict[int, aiohttp.ClientSession] = {}
 
 
+SWITCH = "JETSTORE_S3_PRESIGNED"  # "0": every range through botocore (for comparisons)
+
+
 def usable(fs: Any) -> bool:
-    """Whether reads of the S3 filesystem ``fs`` need nothing a plain GET lacks (request parameters such as
-    SSE-C keys or requester-pays, object versions, proxies given in its config)."""
+    """Whether reads of the S3 filesystem ``fs`` can be presigned GETs: not switched off (``SWITCH``), signed
+    (not anonymous), and needing nothing a plain GET lacks: request parameters (SSE-C keys and other extra
+    arguments, requester-pays), object versions, proxies given in its config."""
+    if os.environ.get(SWITCH, "1") == "0" or fs.anon:
+        return False
     return not (fs.s3_additional_kwargs or fs.req_kw or fs.version_aware or fs.config_kwargs.get("proxies"))
 
 
@@ -60,6 +67,7 @@ class PresignedRanges(RangeReader):
         self.bucket, self.key, _ = fs.split_path(path)
         self._signed: tuple[str, float] | None = None  # the URL, when it was signed (used on the loop only)
         self._proxy: str | None = None
+        self._signing = asyncio.Lock()  # one signature at a time, not one per range in flight
 
     def fetch(self, ranges: Sequence[Range]) -> list[bytes]:
         return fsspec.asyn.sync(self.fs.loop, self._fetch, list(ranges))
@@ -68,15 +76,17 @@ class PresignedRanges(RangeReader):
         session = await _session(self.fs)
         return list(await asyncio.gather(*(self._get(session, a, b) for a, b in ranges)))
 
-    async def _url(self, anew: bool = False) -> str:
-        now = time.monotonic()
-        if anew or self._signed is None or now - self._signed[1] > RENEW:
-            await self.fs.set_session()
-            client = await self.fs.get_s3(self.bucket)
-            url = await client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self.key},
-                                                      ExpiresIn=EXPIRES)
-            self._signed, self._proxy = (url, now), _proxy(url)
-        return self._signed[0]
+    async def _url(self, refused: str | None = None) -> str:
+        """The URL to read: signed anew when due for renewal or when it is ``refused`` (a 403)."""
+        async with self._signing:
+            now = time.monotonic()
+            if self._signed is None or self._signed[0] == refused or now - self._signed[1] > RENEW:
+                await self.fs.set_session()
+                client = await self.fs.get_s3(self.bucket)
+                url = await client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": self.key}, ExpiresIn=EXPIRES)
+                self._signed, self._proxy = (url, now), _proxy(url)
+            return self._signed[0]
 
     async def _get(self, session: aiohttp.ClientSession, start: int, end: int) -> bytes:
         if end <= start:
@@ -100,7 +110,7 @@ class PresignedRanges(RangeReader):
             if status in (200, 206):
                 return body[start:end] if status == 200 else body  # 200: the Range ignored, the whole object
             if status == 403 and not signed_anew:
-                await self._url(anew=True)
+                await self._url(refused=url)
                 signed_anew, attempt = True, attempt - 1
                 continue
             if status in RETRIED and attempt < attempts:
@@ -140,8 +150,8 @@ async def _session(fs: Any) -> aiohttp.ClientSession:
         config = fs.config_kwargs
         timeout = aiohttp.ClientTimeout(sock_connect=config.get("connect_timeout", 60),
                                         sock_read=config.get("read_timeout", 60))
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_tls(fs)), timeout=timeout,
-                                        auto_decompress=False)
+        connector = aiohttp.TCPConnector(ssl=_tls(fs), limit=config.get("max_pool_connections", DEFAULT_CONNECTIONS))
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
         _SESSIONS[id(fs)] = session
         weakref.finalize(fs, _close, fs.loop, id(fs))
     return session
