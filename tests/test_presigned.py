@@ -108,7 +108,7 @@ def test_no_signature_in_logs_or_errors(moto_server, caplog):
     reader.fetch(RANGES)
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")  # not moto's own log
     # the same key at an endpoint that does not answer: the failure, its chain and traceback
-    options = _options(moto_server, {"retries": {"max_attempts": 1}}, endpoint_url="http://127.0.0.1:9")
+    options = _options(moto_server, {"retries": {"total_max_attempts": 1}}, endpoint_url="http://127.0.0.1:9")
     gone = open_backend("s3://presigned/data", options).ranges("blob.bin", len(PAYLOAD))
     with pytest.raises(OSError) as raised:
         gone.fetch([(0, 10)])
@@ -153,3 +153,14 @@ def test_ceph_presigned_ranges_and_expired_urls(ceph_rgw, signings):
 def test_error_answers_read_as_botocore_errors(status, body, expected):
     error = storage.failure(presigned._error(status, body), "s3://b/data", {"endpoint_url": "http://s3"})
     assert expected in str(error) and "\n" not in str(error)
+
+
+def test_one_client_per_process_for_the_same_options(moto_server):
+    """botocore rewrites the retry settings it is given (max_attempts into total_max_attempts): the options
+    must not change with them, or every later open makes another filesystem and client (~0.1 s of CPU each)."""
+    moto_server.make_bucket("presigned")
+    options = _options(moto_server, {"retries": {"max_attempts": 3, "mode": "adaptive"}})
+    first = open_backend("s3://presigned/data", options)
+    first.put("blob.bin", PAYLOAD)  # the client made
+    assert options == _options(moto_server, {"retries": {"max_attempts": 3, "mode": "adaptive"}})
+    assert open_backend("s3://presigned/data", options).fs is first.fs

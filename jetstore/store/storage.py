@@ -229,8 +229,10 @@ def s3_options_from_environment(environ: Mapping[str, str] = os.environ) -> dict
 
 
 def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``. The filesystem gets a copy
+    of ``options``: botocore rewrites the retry settings it is given, and changed options would make the next
+    call another filesystem, with another client."""
+    fs, path = fsspec.core.url_to_fs(url, **copy.deepcopy(dict(options or {})))
     return fs, path.rstrip("/")
 
 

@@ -2,12 +2,13 @@
 
 Through botocore a request costs ~1 ms of CPU (built, signed and its answer parsed through the client's event
 hooks): as much as reading 150 kB, the size of one unit of jets. Here the S3 client signs one URL per object
-(SigV4 in its query string: the client's endpoint, path-style addressing and credentials), again after
-``RENEW`` seconds, and every range is a GET of that URL with a ``Range`` header, through aiohttp on fsspec's
-event loop: ~0.25 ms a request. Connections follow the client's settings: TLS verification and CA bundle,
-timeouts, proxies from the environment (looked up once per object: per request they would double the cost).
-Connection failures, timeouts and 429 / 5xx answers are retried with exponential backoff, the client's
-``max_attempts`` in all; a 403 is retried once with a URL signed anew (temporary credentials may have
+(its endpoint, addressing style and credentials; SigV2 where botocore presigns with it by default, SigV4 with
+``signature_version="s3v4"`` in ``config_kwargs``), again after ``RENEW`` seconds, and every range is a GET of
+that URL with a ``Range`` header, through aiohttp on fsspec's event loop: ~0.25 ms a request. Connections follow
+the client's settings: TLS verification and CA bundle, timeouts, ``max_pool_connections``, proxies from the
+environment (looked up once per object: per request they would double the cost).
+Connection failures, timeouts and 429 / 5xx answers are retried with exponential backoff, as many attempts
+in all as the client's ``retries`` allow; a 403 is retried once with a URL signed anew (temporary credentials may have
 expired); other answers become the errors s3fs raises for them (404 ``FileNotFoundError``, 403
 ``PermissionError``, ...). A presigned URL grants access until it expires: it is never logged nor put into an
 error message.
@@ -92,7 +93,7 @@ class PresignedRanges(RangeReader):
         if end <= start:
             return b""
         headers = {"Range": f"bytes={start}-{end - 1}"}
-        attempts = int(self.fs.config_kwargs.get("retries", {}).get("max_attempts", DEFAULT_ATTEMPTS))
+        attempts = _attempts(self.fs.config_kwargs.get("retries") or {})
         attempt, signed_anew = 0, False
         while True:
             attempt += 1
@@ -117,6 +118,14 @@ class PresignedRanges(RangeReader):
                 await _backoff(attempt)
                 continue
             raise _error(status, body)
+
+
+def _attempts(retries: dict[str, Any]) -> int:
+    """Attempts in all, as botocore counts them: ``total_max_attempts``, else ``max_attempts`` retries + 1 (botocore
+    rewrites the one into the other when it makes its client)."""
+    if "total_max_attempts" in retries:
+        return int(retries["total_max_attempts"])
+    return int(retries["max_attempts"]) + 1 if "max_attempts" in retries else DEFAULT_ATTEMPTS
 
 
 def _proxy(url: str) -> str | None:
