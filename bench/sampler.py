@@ -29,7 +29,8 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
   1/10 weighted epochs against local disk and against S3 without the cache, bytes from S3 per epoch, and two
   ranks (processes) of one node sharing a cache;
 * presigned: first epochs (full and 1/10) over S3 + 30 ms with a fresh cache, byte ranges through botocore and
-  through presigned URLs (``jetstore.store.backend.presigned``), each beside a local-disk epoch, twice;
+  through presigned URLs (``jetstore.store.backend.presigned``), each beside a local-disk epoch,
+  ``--presigned-runs`` times, and the medians of the ratios;
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
@@ -458,7 +459,7 @@ def section_cache(datasets, configs, args, files) -> None:
 
 def section_presigned(datasets, configs, args, files) -> None:
     """First epochs over S3 + 30 ms with a fresh cache: ranges through botocore (``JETSTORE_S3_PRESIGNED=0``) and
-    through presigned URLs, each beside a local-disk epoch, in turn, twice."""
+    through presigned URLs, each beside a local-disk epoch, in turn, ``--presigned-runs`` times; the medians."""
     server = f"Ceph RGW at {args.ceph}" if args.ceph else "moto, own process"
     header(f"first epochs over S3 ({server}) + 30 ms per request with a fresh cache_dir: ranges through botocore "
            "and through presigned URLs, Zarr, weights, 1 thread")
@@ -467,23 +468,30 @@ def section_presigned(datasets, configs, args, files) -> None:
     config = configs["weights"]
     servers = S3Servers(0.030, args.ceph)
     scratch = Path(tempfile.mkdtemp(prefix="jetstore-presigned-bench-", dir=args.scratch))
+    ratios: dict[str, list[tuple[float, float]]] = {}
     try:
         url = servers.upload(dataset, "bench")
         cache_epochs(dataset.url, config, n_jets // 10, 1)  # warm up: numba compilation, page cache
         for name, jets in (("full", n_jets), ("1/10", n_jets // 10)):
-            for run in (1, 2):
+            for run in range(1, args.presigned_runs + 1):
                 local = cache_epochs(dataset.url, config, jets, 1)[0]
                 line(f"local disk, {name} epoch 1, run {run}", local)
                 for reads, switch in (("botocore", "0"), ("presigned URLs", "1")):
                     os.environ[presigned.SWITCH] = switch
                     try:
-                        result = cache_epochs(url, config, jets, 1, servers, str(scratch / f"{run}{switch}{jets}"))
+                        result = cache_epochs(url, config, jets, 1, servers, str(scratch / f"{run}{switch}{jets}"))[0]
                     finally:
                         os.environ.pop(presigned.SWITCH)
-                    s3_row(f"S3 + cache, {name} epoch 1, {reads}, run {run}", result[0], local, stored)
+                    s3_row(f"S3 + cache, {name} epoch 1, {reads}, run {run}", result, local, stored)
+                    ratios.setdefault(f"{name} epoch 1, {reads}", []).append(
+                        (result["jets"] / result["cpu"] / (local["jets"] / local["cpu"]),
+                         result["jets"] / result["wall"] / (local["jets"] / local["wall"])))
     finally:
         servers.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    print("\nmedians of the ratios to local disk (per core / wall): " + "; ".join(
+        f"{label} {np.median([r[0] for r in values]):.2f}× / {np.median([r[1] for r in values]):.2f}×"
+        for label, values in ratios.items()), flush=True)
 
 
 FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore.config import load_training_config;"
@@ -926,6 +934,7 @@ def main() -> None:
                         help="read_factor values also tried at 1/40 and natural epochs in the mix section (auto: at "
                              "1/10 too; at full epochs it reads no more)")
     parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
+    parser.add_argument("--presigned-runs", type=int, default=3, help="runs of each first epoch, presigned section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()
