@@ -2,16 +2,15 @@
 
 Through botocore a request costs ~1 ms of CPU (built, signed and its answer parsed through the client's event
 hooks): as much as reading 150 kB, the size of one unit of jets. Here the S3 client signs one URL per object
-(its endpoint, addressing style and credentials; SigV2 where botocore presigns with it by default, SigV4 with
-``signature_version="s3v4"`` in ``config_kwargs``), again after ``RENEW`` seconds, and every range is a GET of
-that URL with a ``Range`` header, through aiohttp on fsspec's event loop: ~0.25 ms a request. Connections follow
-the client's settings: TLS verification and CA bundle, timeouts, ``max_pool_connections``, proxies from the
-environment (looked up once per object: per request they would double the cost).
-Connection failures, timeouts and 429 / 5xx answers are retried with exponential backoff, as many attempts
-in all as the client's ``retries`` allow; a 403 is retried once with a URL signed anew (temporary credentials may have
-expired); other answers become the errors s3fs raises for them (404 ``FileNotFoundError``, 403
-``PermissionError``, ...). A presigned URL grants access until it expires: it is never logged nor put into an
-error message.
+(its endpoint, addressing style, credentials and signature version: SigV4 unless ``config_kwargs`` choose
+another), again after ``RENEW`` seconds, and every range is a GET of that URL with a ``Range`` header, through
+aiohttp on fsspec's event loop: ~0.25 ms a request. Connections follow the client's settings: TLS verification
+and CA bundle, timeouts, ``max_pool_connections``, proxies from the environment (looked up once per object: per
+request they would double the cost). Connection failures, timeouts and 429 / 5xx answers are retried with
+exponential backoff, as many attempts in all as the client's ``retries`` allow; a 403 is retried once with a
+URL signed anew (the URL or temporary credentials may have expired); other answers become the errors s3fs
+raises for them (404 ``FileNotFoundError``, 403 ``PermissionError``, ...). A presigned URL grants access until
+it expires: it is never logged nor put into an error message.
 """
 
 from __future__ import annotations
@@ -84,6 +83,8 @@ class PresignedRanges(RangeReader):
             if self._signed is None or self._signed[0] == refused or now - self._signed[1] > RENEW:
                 await self.fs.set_session()
                 client = await self.fs.get_s3(self.bucket)
+                client.meta.events.register_first("choose-signer.s3.GetObject", _s3_sigv4,
+                                                  unique_id="jetstore-presigned-s3-sigv4")
                 url = await client.generate_presigned_url(
                     "get_object", Params={"Bucket": self.bucket, "Key": self.key}, ExpiresIn=EXPIRES)
                 self._signed, self._proxy = (url, now), _proxy(url)
@@ -118,6 +119,13 @@ class PresignedRanges(RangeReader):
                 await _backoff(attempt)
                 continue
             raise _error(status, body)
+
+
+def _s3_sigv4(signature_version: str, **kwargs: Any) -> str | None:
+    """S3's SigV4 for a presigned URL where the client signs with SigV4 (its default): botocore would presign
+    with SigV2 in regions that allow it (S3 refuses SigV2 for buckets made since 2020). Other choices (SigV2
+    configured, v4a, S3 Express) and requests that are not presigned are left to botocore's handlers."""
+    return "s3v4-query" if signature_version in ("v4-query", "s3v4-query") else None
 
 
 def _attempts(retries: dict[str, Any]) -> int:
