@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +13,10 @@ from jetstore.documents import DocumentError, read_regular
 
 
 def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``. The filesystem gets a copy
+    of ``options``: botocore rewrites the retry settings it is given, and changed options would make the next
+    call another filesystem, with another client."""
+    fs, path = fsspec.core.url_to_fs(url, **copy.deepcopy(dict(options or {})))
     return fs, path.rstrip("/")
 
 

@@ -21,8 +21,10 @@ def mask_secrets(text: str, secrets: list[str]) -> str:
     return text
 
 
-SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature=)[0-9a-fA-F]{16,}"
-                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")  # parts of signed requests
+# parts of signed requests and presigned URLs; a signature in hex (SigV4: also "Signature:" and a line break in
+# botocore's debug log) or in base64 (SigV2)
+SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature(?:=|:\s*))[0-9a-zA-Z%+/=]{16,}"
+                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")
 
 
 class RedactingFilter(logging.Filter):
