@@ -1,18 +1,16 @@
-"""The layout: every module has one name, the module paths of earlier releases import for one release with a
-DeprecationWarning and give the very objects of their new homes, and the command line parses jetstore's own
-options before a command whose options are the trainer's."""
+"""The layout: the module paths of earlier releases import for one release with a DeprecationWarning and give
+the very objects of their new homes, and the command line parses jetstore's own options before a command whose
+options are the trainer's (one name per module: tests/test_packaging.py)."""
 
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 
 import pytest
 
 from jetstore import _moved
 from jetstore.cli import main
-from tests.helpers import REPO
 
 OLD_NAMES = [  # an old path, a name in it, the new home of that name
     ("jetstore.store.dataset", "Dataset", "jetstore.dataset.dataset"),
@@ -73,13 +71,6 @@ def test_every_old_path_has_a_new_home():
         assert importlib.util.find_spec(old, None) is not None
     for homes in _moved.SPLIT.values():
         assert all(importlib.util.find_spec(h) is not None for h in homes)
-
-
-def test_the_trainer_is_one_module_under_one_name():
-    """From the repository root (on sys.path, as for pytest), ``train`` is not a module: only jetstore.train."""
-    code = "import importlib.util as u, jetstore.train.options as o; print(u.find_spec('train') is None, o.__name__)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "jetstore.train.options"]
 
 
 def test_jetstore_options_go_before_the_trainer_s(capsys):
