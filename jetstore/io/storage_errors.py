@@ -58,12 +58,13 @@ def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = No
     if isinstance(exc, StorageError):
         return exc
     where = endpoint(url, options)
-    chain, seen = [], exc
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     found = {kind for kind, types in kinds().items() if any(isinstance(e, types) for e in chain)}
-    responses = [e.response for e in chain if isinstance(getattr(e, "response", None), Mapping)]  # botocore's
+    responses = [r for e in chain if isinstance(r := getattr(e, "response", None), Mapping)]  # botocore's
     codes = {str(r.get("Error", {}).get("Code")) for r in responses}
     statuses = {r.get("ResponseMetadata", {}).get("HTTPStatusCode") for r in responses}
     scrub = StorageOptions(options or {}).scrub
