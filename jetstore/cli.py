@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _StderrHandler(logging.StreamHandler):
     """A handler that writes to the current ``sys.stderr`` (also when it was replaced after set-up)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 
@@ -94,7 +95,7 @@ EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "p
           "tensorboard": "train", "sklearn": "train", "onnx": "train"}
 
 
-def _guarded(handler: Callable[[object], int], args: object, verbosity: int, extra: str | None = None) -> int:
+def _guarded(handler: Callable[[Any], int], args: Any, verbosity: int, extra: str | None = None) -> int:
     """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
     caught on the way (``storage.failure`` recognises it) is named after the command's dataset URL. ``extra``:
     the extra that the command needs as a whole (else the one that installs the missing module)."""

@@ -8,7 +8,7 @@ standardises, clips and pads the rows of one batch, taken from several units, st
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import awkward as ak
@@ -43,7 +43,7 @@ class VariableParams:
 class BatchBuilder:
     """Computes the configured inputs, labels and observers of jets."""
 
-    def __init__(self, schema: Schema, config: TrainingConfig, centers: dict[str, tuple[float | None, float]],
+    def __init__(self, schema: Schema, config: TrainingConfig, centers: Mapping[str, tuple[float | None, float]],
                  observers: bool = False):
         self.config = config
         self.resolver = VariableResolver(schema, config)
@@ -78,7 +78,7 @@ class BatchBuilder:
         values = self.resolver.evaluate_flat(table, self.variable_names)
         n = table.n_jets
         offsets_of = {name: block.offsets for name, block in table.blocks.items()}
-        groups = {}
+        groups: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for group in self.config.inputs:
             names = [v.name for v in group.variables]
             if group.length is None:

@@ -29,7 +29,7 @@ def split(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ClassPools:
     """One random-draw buffer per class, and the class composition of successive batches."""
 
-    def __init__(self, fractions: np.ndarray, seed: int):
+    def __init__(self, fractions: np.ndarray, seed: int | np.integer):
         self.fractions = np.asarray(fractions, np.float64)
         n = len(self.fractions)
         self.pools = [np.empty(1024, np.int64) for _ in range(n)]

@@ -180,6 +180,7 @@ class SlotStream:
         spec, plan = self.spec, self.plan
         reads = ReadSequence(plan.reads())
         seed = _seed(spec.seed, self.epoch, self.slot)
+        pool: ClassPools | FifoPool
         if plan.fractions is not None:
             pool = ClassPools(plan.fractions, seed)
         else:
@@ -242,7 +243,8 @@ class SlotStream:
     def _materialise(self, state: _State, reads: ReadSequence, executors: Executors) -> None:
         """After a replay: read in full the units whose rows are still pooled."""
         waiting = np.nonzero(state.remaining > 0)[0].tolist()
-        for unit in self._pipeline(True, executors).run((s, reads.get(s)) for s in waiting):
+        known = ((s, read) for s in waiting if (read := reads.get(s)) is not None)  # all read before the replay
+        for unit in self._pipeline(True, executors).run(known):
             if unit.block is not None and not unit.block.placed:
                 state.arena.add(unit.block)
 
@@ -288,14 +290,16 @@ class _State:
                     self.copies[int(self.arena.block_of[self.next_sequence])] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
+            assert counts is not None  # a ClassPools always asks for counts
             return pool.draw(counts) if pool.ready(counts) else None
         drawn = pool.draw_first(size)
         return drawn if len(drawn) else None
 
     def _ready(self, counts: np.ndarray | None, size: int, wanted: int) -> bool:
-        if counts is None:
-            return self.pool.rows >= size
-        return self.pool.ready(counts) and self.pool.rows >= wanted
+        pool = self.pool
+        if counts is None or not isinstance(pool, ClassPools):
+            return pool.rows >= size
+        return pool.ready(counts) and pool.rows >= wanted
 
     def copies_of(self, sequences: np.ndarray) -> list[Future]:
         """The arena copies a batch drawn from units ``sequences`` must wait for (those not finished yet)."""

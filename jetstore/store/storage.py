@@ -310,7 +310,8 @@ def failure(exc: BaseException, url: str, options: Mapping[str, Any] | None = No
     if isinstance(exc, StorageError):
         return exc
     where = endpoint(url, options)
-    chain, seen = [], exc
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
