@@ -6,7 +6,8 @@ The LocalCluster listens on 127.0.0.1 only and speaks mutual TLS with credential
 processes and never written anywhere), so another process on the machine, another user's included,
 cannot connect to its scheduler or workers and run code as the converting user (whose storage
 credentials the workers hold). Its dashboard is on 127.0.0.1 too, on a free port: it shows task names
-(never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``).
+(never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``). distributed serves
+it with bokeh, the ``dashboard`` extra: without bokeh the cluster runs without one, and says so.
 
 The workers of a LocalCluster leave the terminal to the client: Ctrl-C reaches the client alone (one line,
 see ``cli.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
@@ -33,6 +34,7 @@ CONNECT_TIMEOUT = "10s"
 # workers and their metrics, to any local user; distributed fails to encode it once tasks ran, and tornado's
 # traceback landed in the converting user's terminal) and the API (retire workers: no user's business)
 PRIVATE_ROUTES = ("distributed.http.scheduler.json", "distributed.http.scheduler.api")
+NO_DASHBOARD = "off (pip install 'jetstore[dashboard]' for one)"
 CLOSING_NOISE = ("Failed to communicate with scheduler during heartbeat", "Async instruction for")  # while closing
 
 
@@ -58,7 +60,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
         with dask.config.set({"distributed.scheduler.http.routes": routes}):
             cluster = LocalCluster(
                 n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                protocol="tls", security=Security.temporary(), dashboard_address="127.0.0.1:0",
+                protocol="tls", security=Security.temporary(), dashboard_address=_dashboard_address(),
                 silence_logs=logging.WARNING,
             )
         client = Client(cluster)
@@ -68,7 +70,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
     try:
         if not quiet:
             where = f"scheduler {address}" if address else f"local cluster {client.scheduler.address}"
-            LOG.info("dask %s; dashboard: %s", where, client.dashboard_link)
+            LOG.info("dask %s; dashboard: %s", where, client.dashboard_link or NO_DASHBOARD)
         yield client
     except BaseException:
         failed = True
@@ -92,6 +94,15 @@ def _quiet_teardown(failed: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _dashboard_address() -> str | None:
+    """127.0.0.1 on a free port where bokeh is installed, else None (no dashboard)."""
+    try:
+        import bokeh  # noqa: F401  (imported by distributed to serve the dashboard: the `dashboard` extra)
+    except ImportError:
+        return None
+    return "127.0.0.1:0"
 
 
 class QuietWorkers(WorkerPlugin):
