@@ -390,6 +390,12 @@ def test_predictions_use_the_standardisation_trained_with(train_dataset, tmp_pat
                                   pq.read_table(tmp_path / "after.parquet").column("score_label_b").to_numpy())
 
 
+def test_training_without_a_config_is_one_line(train_dataset, tmp_path, capsys):
+    assert main(["train", "--data", train_dataset, "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config: give the weaver-core data-config file" in err, err
+
+
 def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):
     """A run.json naming a planted network file: --predict and --export-onnx refuse to import it unless -n names
     it again or --trust-run is given; the message names run.json and the file. --export-onnx says what it wrote."""
