@@ -140,6 +140,7 @@ def test_changed_options_refuse_without_overwrite(dask_client, sample_files, tmp
     assert report.written == 4 and len(os.listdir(out / "shards")) == 4 and len(os.listdir(out / "_commits")) == 4
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_path):
     """Kill the client process mid-run (its LocalCluster dies with it), then rerun the same command."""
     out = tmp_path / "ds"
@@ -170,6 +171,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(sample_files, tmp_pa
         [(s.name, s.checksum) for s in dataset.manifest.shards]  # identical to an uninterrupted run
 
 
+@pytest.mark.slow
 def test_jetclass_schema_converts(dask_client, jetclass_file, tmp_path):
     report = run_convert(dask_client, [jetclass_file], tmp_path / "jc", "zarr", schema="jetclass")
     assert report.ok, report.failures
@@ -180,6 +182,7 @@ def test_jetclass_schema_converts(dask_client, jetclass_file, tmp_path):
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_shared_cms_ak4_library(dask_client, shared_ak4, tmp_path):
     report = run_convert(dask_client, shared_ak4[:2], tmp_path / "ds", "zarr", jets_per_shard=4000)
     assert report.ok
@@ -210,6 +213,7 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     _configure_logging(0, [])
 
 
+@pytest.mark.slow
 def test_two_runs_of_the_same_inputs_share_a_cluster(dask_client, sample_files, tmp_path):
     """Two conversions of the same inputs to two outputs at once, on one cluster: each gets its own tasks (a task
     named after its input alone would be handed the other run's result), and both datasets are complete."""

@@ -104,6 +104,7 @@ def test_kubernetes_validate_strict_is_not_vacuous(tmp_path):
     assert result.returncode != 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_dask_cluster_against_the_operator_crd(tmp_path):
     pytest.importorskip("dask_kubernetes", reason="dask-kubernetes is in the dev extra")
     crd_path = importlib.resources.files("dask_kubernetes") / \
@@ -399,6 +400,7 @@ def template_labels(name: str) -> dict:
     return document("Job", name)["spec"]["template"]["metadata"]["labels"]
 
 
+@pytest.mark.slow
 def test_only_the_jobs_pods_reach_the_dask_scheduler():
     """Any pod could otherwise connect to the scheduler (8786) and run code as the workers, which hold the S3
     credentials: the NetworkPolicies admit only the Dask pods and the convert Job's (both layouts)."""

@@ -62,6 +62,7 @@ def jetstore(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_core_converts_and_computes_stats_without_optional_dependencies(without_optional, tmp_path):
     sample = str(REPO / "jetstore/data/sample_cms_ak4_a.root")
     config = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")

@@ -44,6 +44,7 @@ def options(url, output, steps, **extra):
                         progress=False, **values)
 
 
+@pytest.mark.slow
 def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch):
     """Two epochs of 6 batches, cut at step 8: every epoch validated on the held-out jets, best and last
     model saved; interrupted at step 5 and resumed, the weights equal the uninterrupted run's."""

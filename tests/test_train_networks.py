@@ -81,6 +81,7 @@ def test_part_network_file_trains_and_weaver_loads_its_weights(part_run):
     assert model.load_state_dict(weights, strict=True) is not None and all(k.startswith("mod.") for k in weights)
 
 
+@pytest.mark.slow
 def test_predict_and_onnx_read_the_run_back(part_run, tmp_path, capsys):
     """--predict / --export-onnx with the run folder and its network file named again (or --trust-run); ONNX
     Runtime's scores equal torch's."""

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jetstore.store import paths
 from tests.helpers import REPO, cli
 
@@ -26,6 +28,7 @@ def test_a_malformed_lease_field_is_one_line(sample_files, tmp_path):
         "not 'yesterday'); remove it or pass --break-lease")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: the workers ignore it, the client stops
     the cluster and says how to resume."""
