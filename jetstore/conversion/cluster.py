@@ -7,7 +7,7 @@ processes and never written anywhere), so another process on the machine, anothe
 cannot connect to its scheduler or workers and run code as the converting user (whose storage
 credentials the workers hold). Its dashboard is on 127.0.0.1 too, on a free port: it shows task names
 (never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``). distributed serves
-it with bokeh, the ``dashboard`` extra: without bokeh the cluster runs without one, and says so.
+its pages with bokeh, the ``dashboard`` extra: without bokeh there are none, and the printed line says so.
 
 The workers of a LocalCluster leave the terminal to the client: Ctrl-C reaches the client alone (one line,
 see ``cli.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
@@ -60,7 +60,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
         with dask.config.set({"distributed.scheduler.http.routes": routes}):
             cluster = LocalCluster(
                 n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                protocol="tls", security=Security.temporary(), dashboard_address=_dashboard_address(),
+                protocol="tls", security=Security.temporary(), dashboard_address="127.0.0.1:0",
                 silence_logs=logging.WARNING,
             )
         client = Client(cluster)
@@ -70,7 +70,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
     try:
         if not quiet:
             where = f"scheduler {address}" if address else f"local cluster {client.scheduler.address}"
-            LOG.info("dask %s; dashboard: %s", where, client.dashboard_link or NO_DASHBOARD)
+            dashboard = client.dashboard_link if address or _bokeh_installed() else NO_DASHBOARD
+            LOG.info("dask %s; dashboard: %s", where, dashboard)
         yield client
     except BaseException:
         failed = True
@@ -96,13 +97,14 @@ def _quiet_teardown(failed: bool) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _dashboard_address() -> str | None:
-    """127.0.0.1 on a free port where bokeh is installed, else None (no dashboard)."""
+def _bokeh_installed() -> bool:
+    """Whether the local cluster serves its dashboard pages (distributed needs bokeh for them: the ``dashboard``
+    extra; without it the same port serves only the scheduler's health and metrics routes)."""
     try:
-        import bokeh  # noqa: F401  (imported by distributed to serve the dashboard: the `dashboard` extra)
+        import bokeh  # noqa: F401
     except ImportError:
-        return None
-    return "127.0.0.1:0"
+        return False
+    return True
 
 
 class QuietWorkers(WorkerPlugin):
