@@ -311,7 +311,9 @@ def test_accumulation_is_the_big_batch_across_epochs_and_resumes(train_dataset, 
     for folder in ("run", "resumed"):
         weights = load_checkpoint(str(tmp_path / folder / "checkpoints"))["model"]
         for key, value in expected.items():
-            torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=f"{folder}: {key}")
+            # float32 sums in another order (3 scaled losses against one), amplified by Adam where a gradient is
+            # near 0: a few 1e-6; a batch too many or too few moves a weight by ~lr = 1e-2
+            torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5, msg=f"{folder}: {key}")
 
 
 def test_persistent_workers_follow_the_epochs_and_may_change_on_resume(train_dataset, tmp_path, caplog):

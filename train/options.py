@@ -148,6 +148,10 @@ class TrainOptions:
                                                 "optimizer option)", number(0, low_open=True))
     amp: str | None = option(None, "mixed precision (default: bf16 on a GPU, none on CPU)", choices=AMP)
     seed: int = option(1, "seed of the sampler and the model", integer(0), REFUSED)
+    bucket: int = option(0, "training batches of jets of similar multiplicity, trimmed to their longest jet (ParT: "
+                            "less padding, faster steps); MIN_LENGTH: the fewest positions kept (e.g. 17 for a "
+                            "ParticleNet of 16 neighbours); 0: random batches", integer(0), REFUSED, nargs="?",
+                         const=1, metavar="MIN_LENGTH")
     # machine
     workers: int = option(0, "DataLoader worker processes, kept for the whole run (0: the sampler's threads feed "
                              "the loop in-process)", integer(0), FREE)

@@ -4,6 +4,7 @@
 Two steps, so the shuffle buffer holds jets compactly (~1 kB/jet instead of ~5 kB padded): ``prepare``
 evaluates the variables of a unit's kept jets into flat float32 arrays (:class:`Compact`); ``assemble``
 standardises, clips and pads the rows of one batch, taken from several units, straight into the output.
+With ``bucket``, a batch's groups are trimmed to its longest jet (each block its own length).
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ class BatchBuilder:
     """Computes the configured inputs, labels and observers of jets."""
 
     def __init__(self, schema: Schema, config: TrainingConfig, centers: Mapping[str, tuple[float | None, float]],
-                 observers: bool = False):
-        self.config = config
+                 observers: bool = False, bucket: int = 0):
+        """``bucket``: trim every group with a length to the batch's longest jet, keeping at least ``bucket``
+        positions (0: pad to the configured lengths)."""
+        self.config, self.bucket = config, bucket
         self.resolver = VariableResolver(schema, config)
         self.params: dict[str, VariableParams] = {}
         for name, variable in config.variables.items():
@@ -64,6 +67,34 @@ class BatchBuilder:
         self.inputs = (*self.variable_names, *sorted(custom_inputs))  # every name the outputs read
         self.needs: Selection = self.resolver.needs(self.inputs)
         self.group_params = {g.name: self._stacked_params(g) for g in config.inputs}
+        self.sorting = self._sorting_block() if bucket else None
+
+    def _sorting_block(self) -> tuple[str, int]:
+        """(block, length) of the longest group with a length: the multiplicity batches are grouped by."""
+        groups = [(g, g.length) for g in self.config.inputs if g.length is not None]
+        if not groups:
+            raise SchemaError(f"{self.config.source}: bucket groups jets by multiplicity, but no input group has a "
+                              "length")
+        longest, length = max(groups, key=lambda pair: pair[1])
+        blocks = self.resolver.needs([v.name for v in longest.variables], with_selection=False).blocks
+        if len(blocks) != 1:
+            raise SchemaError(f"{self.config.source}: inputs.{longest.name}: its variables read "
+                              f"{len(blocks)} blocks; bucketing needs the one block its length counts")
+        return next(iter(blocks)), length
+
+    def with_counts(self, selection: Selection) -> Selection:
+        """``selection`` and what reading the multiplicities takes (the sorting block's counts, with bucketing)."""
+        if self.sorting is None or self.sorting[0] in selection.blocks:
+            return selection
+        return Selection(selection.jets, {**selection.blocks, self.sorting[0]: ()})
+
+    def multiplicities(self, table: JetTable) -> np.ndarray | None:
+        """Per jet of ``table``: its entries in the sorting block, at most the group's length (None without
+        bucketing)."""
+        if self.sorting is None:
+            return None
+        block, length = self.sorting
+        return np.minimum(table.blocks[block].counts, length).astype(np.int64)
 
     def _stacked_params(self, group: InputGroup) -> tuple[np.ndarray, ...]:
         params = [self.params[v.name] for v in group.variables]
@@ -121,7 +152,9 @@ class BatchBuilder:
                 result = empty((n, len(group.variables)), np.dtype(np.float32))
                 kernels.scalar_rows(arrays.values, rows, centers, scales, lows, highs, standardize, result)
             else:
-                result = empty((n, len(group.variables), group.length), np.dtype(np.float32))
+                assert arrays.counts is not None  # a group with a length
+                length = self._length(group.length, arrays.counts, rows)
+                result = empty((n, len(group.variables), length), np.dtype(np.float32))
                 kernels.pad_rows(arrays.values, arrays.starts, arrays.counts, rows, centers, scales, lows, highs,
                                  standardize, pads, group.pad_mode == "wrap", result)
             out[group.name] = result
@@ -130,6 +163,14 @@ class BatchBuilder:
             kernels.gather(values, rows, result)
             out[name] = result
         return out
+
+    def _length(self, length: int, counts: np.ndarray, rows: np.ndarray) -> int:
+        """A group's length in a batch: its configured one, or with bucketing the batch's longest jet (at least
+        ``bucket``, at most the configured length)."""
+        if not self.bucket:
+            return length
+        longest = int(counts[rows].max()) if len(rows) else 0
+        return min(length, max(self.bucket, longest))
 
 
 def _by_row(columns: list[np.ndarray]) -> np.ndarray:

@@ -24,7 +24,7 @@ from jetstore.sampler.stream import SlotStream
 from jetstore.sampler.world import World, batches_before
 from jetstore.store.collection import Collection, DataSpec
 
-STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "read_factor", "data")
+STATE_KEYS = ("seed", "world_size", "batch_size", "scheme", "split", "holdout", "read_factor", "bucket", "data")
 
 
 class JetDataset(torch.utils.data.IterableDataset):
@@ -131,7 +131,7 @@ class JetDataset(torch.utils.data.IterableDataset):
         return {"seed": plan.options.seed, "world_size": (self.world or World.detect()).world_size,
                 "batch_size": plan.spec.batch_size, "scheme": plan.scheme.name, "split": plan.options.split,
                 "holdout": plan.options.holdout, "read_factor": plan.options.read_factor,
-                "data": plan.collection.identity}
+                "bucket": bool(plan.options.bucket), "data": plan.collection.identity}
 
     def state_dict(self, batches_consumed: int | None = None, num_workers: int | None = None) -> dict[str, Any]:
         """Position to resume from: this rank has consumed ``batches_consumed`` batches of this epoch (counted

@@ -51,6 +51,11 @@ class SamplerOptions:
     threads, io_threads: CPU threads decoding and preparing; requests kept in flight.
     max_inflight_mb: stored bytes read ahead at most.
     window_jets: rows held in the shuffle buffers before a batch is cut.
+    bucket: True (or a number N): batches of jets of similar multiplicity, each with the class composition
+        it would have had, every group with a length trimmed to the batch's longest jet (its block's own: PF
+        and SV separately), at least N positions (1 for True; e.g. 17 for a ParticleNet of 16 neighbours);
+        False / 0: random batches padded to the configured lengths. Unshuffled schemes (``sequential``) only
+        trim. See docs/sampler.md.
     cache_dir: a node-local directory keeping what is read from object storage, shared by the node's ranks and
     workers (:mod:`jetstore.cache`); later epochs read it instead. cache_limit: the most it may take (bytes, or
     a size such as ``500G`` / ``2Ti``; None: until its disk is full).
@@ -70,6 +75,7 @@ class SamplerOptions:
     io_threads: int = 16
     max_inflight_mb: float = 32
     window_jets: int = 32768
+    bucket: bool | int = False
     cache_dir: str | None = None
     cache_limit: int | str | None = None
 
@@ -79,6 +85,8 @@ class SamplerOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SchemaError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.bucket, int) or self.bucket < 0:
+            raise SchemaError(f"bucket must be True, False or a non-negative integer, got {self.bucket!r}")
         if self.read_factor != "auto" and (not isinstance(self.read_factor, int | float) or isinstance(
                 self.read_factor, bool) or not 1 <= self.read_factor < float("inf")):
             raise SchemaError(f"read_factor must be a number of at least 1 or 'auto', got {self.read_factor!r}")
@@ -134,7 +142,8 @@ def build_plan(data: DataSpec | Collection, config: str | Path | TrainingConfig,
     # trained model's) is never replaced by another dataset's stats
     auto = set(config.auto_variables)
     centers = {n: (v.center, v.scale) for n, v in stats.variables.items() if n in auto} if stats else {}
-    builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers) for m in collection)
+    builders = tuple(BatchBuilder(m.dataset.schema, config, centers, options.observers, int(options.bucket))
+                     for m in collection)
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)
     units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
@@ -149,7 +158,8 @@ def build_plan(data: DataSpec | Collection, config: str | Path | TrainingConfig,
     cache = DiskCache.open(options.cache_dir, options.cache_limit) if options.cache_dir else None
     catalog = ShardCatalog.of(collection, cache)
     spec = StreamSpec(catalog, units, rule, cell_weights, batch_size, options.seed, shape.scale,
-                      options.threads, io_threads, ahead, options.window_jets, split)
+                      options.threads, io_threads, ahead, options.window_jets, split,
+                      int(options.bucket))
     return SamplerPlan(collection, config, options, scheme, stats, builders, spec, shape)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -23,7 +23,7 @@ from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena, PreparedBlock
 from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
-from jetstore.sampler.pools import ClassPools, FifoPool, split
+from jetstore.sampler.pools import BucketPools, ClassPools, FifoPool, split
 from jetstore.sampler.schemes import SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
 from jetstore.stats.cells import CellRule
@@ -51,15 +51,18 @@ class StreamSpec:
     ahead: int
     window_jets: int
     split: Split = field(default_factory=Split)
+    bucket: int = 0  # batches grouped by multiplicity and trimmed, at least this long (0: neither)
 
 
 @dataclass
 class PreparedUnit:
-    """A read unit: the class of each kept row; with data, the prepared rows of its window (``block``)."""
+    """A read unit: the class of each kept row; with data, the prepared rows of its window (``block``); with
+    bucketing, each kept row's multiplicity (``sizes``)."""
 
     classes: np.ndarray
     remaining: int
     block: PreparedBlock | None = None
+    sizes: np.ndarray | None = None
 
 
 class SlotStream:
@@ -73,7 +76,7 @@ class SlotStream:
         self.skip, self.memory = skip, memory
         self.arena = arena or Arena()
         stored = [source.columns.provenance() for source in spec.catalog.sources]
-        self.light = tuple(_with_provenance(b.resolver.needs(spec.rule.variables), spec.split, p)
+        self.light = tuple(_with_provenance(b.with_counts(b.resolver.needs(spec.rule.variables)), spec.split, p)
                            for b, p in zip(builders, stored, strict=True))
         self.full = tuple(_with_provenance(b.resolver.needs([*b.inputs, *spec.rule.variables]), spec.split, p)
                           for b, p in zip(builders, stored, strict=True))
@@ -101,7 +104,7 @@ class SlotStream:
         sizes = units.stop[index] - units.start[index]
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         unit_of_row = np.repeat(np.arange(len(reads)), sizes)
-        resolver = self.builders[int(spec.catalog.member[units.shard[index[0]]])].resolver
+        resolver = self._builder(reads).resolver
         selected = resolver.selection_mask(table)
         if spec.split.active:
             selected &= self._split_mask(index, table, unit_of_row)
@@ -140,10 +143,13 @@ class SlotStream:
         return mask
 
     def _identify(self, items: list[tuple[int, UnitRead]], table: JetTable) -> list[PreparedUnit]:
-        multiplicity, strata, bounds = self._kept([read for _, read in items], table)
+        reads = [read for _, read in items]
+        multiplicity, strata, bounds = self._kept(reads, table)
         rows = kernels.repeat_rows(multiplicity)
-        return [PreparedUnit(classes, len(classes))
-                for classes in np.split(strata[rows], np.cumsum(_per_unit(multiplicity, bounds))[:-1])]
+        kept = _per_unit(multiplicity, bounds)
+        sizes = self._sizes(self._builder(reads), table, rows, kept)
+        return [PreparedUnit(classes, len(classes), None, n)
+                for classes, n in zip(np.split(strata[rows], np.cumsum(kept)[:-1]), sizes, strict=True)]
 
     def _prepare(self, items: list[tuple[int, UnitRead]], table: JetTable) -> list[PreparedUnit]:
         """Kept rows with their data, prepared in one call for the window. A window mostly kept is prepared
@@ -154,7 +160,7 @@ class SlotStream:
         rows = kernels.repeat_rows(multiplicity)
         kept = _per_unit(multiplicity, bounds)
         distinct = np.nonzero(multiplicity)[0]
-        builder = self.builders[int(self.spec.catalog.member[self.spec.units.shard[reads[0].unit]])]
+        builder = self._builder(reads)
         sample = int(self.spec.units.sample[reads[0].unit])
         if len(distinct) >= MOSTLY_KEPT * table.n_jets:
             compact, refs = builder.prepare(table, sample), rows
@@ -166,7 +172,21 @@ class SlotStream:
         sequences = np.array([sequence for sequence, _ in items], np.int64)[giving]
         block = PreparedBlock(compact, sequences, refs, np.concatenate([[0], np.cumsum(kept[giving])]))
         classes = np.split(strata[rows], np.cumsum(kept)[:-1])
-        return [PreparedUnit(c, len(c), block if len(c) else None) for c in classes]
+        sizes = self._sizes(builder, table, rows, kept)
+        return [PreparedUnit(c, len(c), block if len(c) else None, n) for c, n in zip(classes, sizes, strict=True)]
+
+    def _builder(self, reads: list[UnitRead]) -> BatchBuilder:
+        """The batch builder of a window's dataset."""
+        return self.builders[int(self.spec.catalog.member[self.spec.units.shard[reads[0].unit]])]
+
+    @staticmethod
+    def _sizes(builder: BatchBuilder, table: JetTable, rows: np.ndarray, kept: np.ndarray
+               ) -> Sequence[np.ndarray | None]:
+        """Per unit of a window: the multiplicity of each kept row (with bucketing), else None."""
+        sizes = builder.multiplicities(table)
+        if sizes is None:
+            return [None] * len(kept)
+        return np.split(sizes[rows], np.cumsum(kept)[:-1])
 
     # -- batches ---------------------------------------------------------------------------------------
 
@@ -180,11 +200,14 @@ class SlotStream:
         spec, plan = self.spec, self.plan
         reads = ReadSequence(plan.reads())
         seed = _seed(spec.seed, self.epoch, self.slot)
+        fractions = plan.fractions if plan.fractions is not None else np.ones(1)
         pool: ClassPools | FifoPool
-        if plan.fractions is not None:
-            pool = ClassPools(plan.fractions, seed)
+        if plan.fractions is None and not plan.shuffle:
+            pool = FifoPool()
+        elif spec.bucket:  # a chunk of batches: half the shuffle window
+            pool = BucketPools(fractions, seed, spec.window_jets // (2 * spec.batch_size))
         else:
-            pool = ClassPools(np.ones(1), seed) if plan.shuffle else FifoPool()
+            pool = ClassPools(fractions, seed)
         self.arena.reset()
         state = _State(pool, self.arena, executors.cpu.submit, len(spec.units),
                        " + ".join(source.url for source in spec.catalog.sources))
@@ -269,7 +292,11 @@ class _State:
         """The entries of the next batch, reading units from ``source`` until it can be cut with at least
         ``wanted`` rows pooled (None: no more batches)."""
         pool = self.pool
-        counts = pool.next_counts(size) if isinstance(pool, ClassPools) else None
+        if isinstance(pool, ClassPools):
+            queued = pool.queued()
+            if queued is not None:
+                return queued
+        counts = pool.next_counts(size, wanted) if isinstance(pool, ClassPools) else None
         while not self.exhausted and not self._ready(counts, size, wanted):
             unit = next(source, None)
             if unit is None:
@@ -284,14 +311,14 @@ class _State:
                 if self.next_sequence >= len(self.remaining):
                     self.remaining = np.concatenate([self.remaining, np.zeros_like(self.remaining)])
                 self.remaining[self.next_sequence] = unit.remaining
-                pool.add(self.next_sequence, unit.classes)
+                pool.add(self.next_sequence, unit.classes, unit.sizes)
                 if unit.block is not None and not unit.block.placed:
                     placed = self.arena.reserve(unit.block)
                     self.copies[int(self.arena.block_of[self.next_sequence])] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
             assert counts is not None  # a ClassPools always asks for counts
-            return pool.draw(counts) if pool.ready(counts) else None
+            return pool.draw(counts)
         drawn = pool.draw_first(size)
         return drawn if len(drawn) else None
 
