@@ -37,7 +37,7 @@ install: $(VENV)/.installed
 # torch first: the pinned CPU build lies on this machine's disk; an unpinned one pulls a multi-GB CUDA build
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77"  # tests/test_packaging.py builds the wheel without isolation
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
