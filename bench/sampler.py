@@ -1,7 +1,7 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,
+    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,presigned,
                                               jetclass,oneclass,natural,memory,profile]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
@@ -28,6 +28,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * cache: the node-local cache (``cache_dir``) over S3 + 30 ms (moto, or ``--ceph``): epochs 1, 2 and 10 of full and
   1/10 weighted epochs against local disk and against S3 without the cache, bytes from S3 per epoch, and two
   ranks (processes) of one node sharing a cache;
+* presigned: first epochs (full and 1/10) over S3 + 30 ms with a fresh cache, byte ranges through botocore and
+  through presigned URLs (``jetstore.store.backend.presigned``), each beside a local-disk epoch,
+  ``--presigned-runs`` times, and the medians of the ratios;
 * jetclass: JetClass-style jets (~45 particles, 128-particle padded inputs; tests/fixtures/make_sample.py);
 * natural: epochs of the natural weighted size on a ~10k-jet held-out dataset (two files), against
   weaver-core on the same files: jets/s, epoch start-up time, (class, pT, eta) mix against weaver's target;
@@ -66,6 +69,7 @@ from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
 from jetstore.stats.cells import CellRule  # noqa: E402
 from jetstore.stats.result import read_stats, write_stats  # noqa: E402
+from jetstore.store.backend import presigned  # noqa: E402
 from jetstore.store.dataset import Dataset  # noqa: E402
 from jetstore.store.layout import Layout  # noqa: E402
 from tests.fixtures.jittered import jittered_copies  # noqa: E402
@@ -391,6 +395,14 @@ def cache_epochs(url: str, config, jets: int, epochs: int, servers: S3Servers | 
     return out
 
 
+def s3_row(label: str, result: dict, reference: dict, stored: int) -> None:
+    """A table line of epochs over S3: rates against ``reference`` (local disk), bytes from S3 (of ``stored``)."""
+    ratio = result["jets"] / result["wall"] / (reference["jets"] / reference["wall"])
+    per_core = result["jets"] / result["cpu"] / (reference["jets"] / reference["cpu"])
+    line(label, result, f"{per_core:.2f}× / {ratio:.2f}× local per core / wall; "
+                        f"{result['s3'] / 1e6:.1f} MB from S3 = {100 * result['s3'] / stored:.1f}%")
+
+
 def total(results: list[dict]) -> dict:
     return {key: sum(r[key] for r in results) for key in results[0]}
 
@@ -415,10 +427,7 @@ def section_cache(datasets, configs, args, files) -> None:
             line(f"local disk, {name} epochs 2-4", later)
 
             def row(label: str, result: dict, reference: dict) -> None:
-                ratio = result["jets"] / result["wall"] / (reference["jets"] / reference["wall"])
-                per_core = result["jets"] / result["cpu"] / (reference["jets"] / reference["cpu"])
-                line(label, result, f"{per_core:.2f}× / {ratio:.2f}× local per core / wall; "
-                                    f"{result['s3'] / 1e6:.1f} MB from S3 = {100 * result['s3'] / stored:.1f}%")
+                s3_row(label, result, reference, stored)
 
             plain = cache_epochs(url, config, jets, 2, servers)
             row(f"S3 without cache, {name} epoch 1", plain[0], first)
@@ -446,6 +455,43 @@ def section_cache(datasets, configs, args, files) -> None:
     finally:
         servers.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def section_presigned(datasets, configs, args, files) -> None:
+    """First epochs over S3 + 30 ms with a fresh cache: ranges through botocore (``JETSTORE_S3_PRESIGNED=0``) and
+    through presigned URLs, each beside a local-disk epoch, in turn, ``--presigned-runs`` times; the medians."""
+    server = f"Ceph RGW at {args.ceph}" if args.ceph else "moto, own process"
+    header(f"first epochs over S3 ({server}) + 30 ms per request with a fresh cache_dir: ranges through botocore "
+           "and through presigned URLs, Zarr, weights, 1 thread")
+    dataset = datasets["zarr"]
+    n_jets, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    config = configs["weights"]
+    servers = S3Servers(0.030, args.ceph)
+    scratch = Path(tempfile.mkdtemp(prefix="jetstore-presigned-bench-", dir=args.scratch))
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    try:
+        url = servers.upload(dataset, "bench")
+        cache_epochs(dataset.url, config, n_jets // 10, 1)  # warm up: numba compilation, page cache
+        for name, jets in (("full", n_jets), ("1/10", n_jets // 10)):
+            for run in range(1, args.presigned_runs + 1):
+                local = cache_epochs(dataset.url, config, jets, 1)[0]
+                line(f"local disk, {name} epoch 1, run {run}", local)
+                for reads, switch in (("botocore", "0"), ("presigned URLs", "1")):
+                    os.environ[presigned.SWITCH] = switch
+                    try:
+                        result = cache_epochs(url, config, jets, 1, servers, str(scratch / f"{run}{switch}{jets}"))[0]
+                    finally:
+                        os.environ.pop(presigned.SWITCH)
+                    s3_row(f"S3 + cache, {name} epoch 1, {reads}, run {run}", result, local, stored)
+                    ratios.setdefault(f"{name} epoch 1, {reads}", []).append(
+                        (result["jets"] / result["cpu"] / (local["jets"] / local["cpu"]),
+                         result["jets"] / result["wall"] / (local["jets"] / local["wall"])))
+    finally:
+        servers.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    print("\nmedians of the ratios to local disk (per core / wall): " + "; ".join(
+        f"{label} {np.median([r[0] for r in values]):.2f}× / {np.median([r[1] for r in values]):.2f}×"
+        for label, values in ratios.items()), flush=True)
 
 
 FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore.config import load_training_config;"
@@ -865,7 +911,7 @@ def section_profile(datasets, configs, args, files) -> None:
 
 SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
             "startup": section_startup, "local": section_local,
-            "weaver": section_weaver, "s3": section_s3, "cache": section_cache,
+            "weaver": section_weaver, "s3": section_s3, "cache": section_cache, "presigned": section_presigned,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory, "profile": section_profile}
 
@@ -888,6 +934,7 @@ def main() -> None:
                         help="read_factor values also tried at 1/40 and natural epochs in the mix section (auto: at "
                              "1/10 too; at full epochs it reads no more)")
     parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
+    parser.add_argument("--presigned-runs", type=int, default=3, help="runs of each first epoch, presigned section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
                                                       "start DIR prints it) instead of moto")
     args = parser.parse_args()

@@ -71,8 +71,10 @@ def mask_secrets(text: str, secrets: list[str]) -> str:
     return text
 
 
-SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature=)[0-9a-fA-F]{16,}"
-                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")  # parts of signed requests
+# parts of signed requests and presigned URLs; a signature in hex (SigV4: also "Signature:" and a line break in
+# botocore's debug log) or in base64 (SigV2)
+SIGNED = re.compile(r"(Credential=)[^/,\s'\"]+|(Signature(?:=|:\s*))[0-9a-zA-Z%+/=]{16,}"
+                    r"|(X-Amz-Security-Token['\"]?[=:]\s*['\"]?)[^\s'\",]+")
 
 
 class RedactingFilter(logging.Filter):
@@ -229,8 +231,10 @@ def s3_options_from_environment(environ: Mapping[str, str] = os.environ) -> dict
 
 
 def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+    """The fsspec filesystem and path (no protocol, no trailing slash) for ``url``. The filesystem gets a copy
+    of ``options``: botocore rewrites the retry settings it is given, and changed options would make the next
+    call another filesystem, with another client."""
+    fs, path = fsspec.core.url_to_fs(url, **copy.deepcopy(dict(options or {})))
     return fs, path.rstrip("/")
 
 
