@@ -35,7 +35,7 @@ def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     out = tmp_path / "ds"
     environ = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     process = subprocess.Popen([sys.executable, "-m", "jetstore", "convert", *sample_files, "--schema", "cms_ak4",
-                                "-o", str(out), "--workers", "2", "--jets-per-shard", "10", "--no-progress"],
+                                "-o", str(out), "--workers", "2", "--jets-per-shard", "4", "--no-progress"],
                                cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.time() + 120
