@@ -23,7 +23,7 @@ EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "p
 class _StderrHandler(logging.StreamHandler):
     """A handler that writes to the current ``sys.stderr`` (also when it was replaced after set-up)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 
@@ -55,7 +55,7 @@ def configure_logging(verbosity: int, secrets: Sequence[str]) -> None:
         ours.addHandler(handler)
 
 
-def guarded(handler: Callable[[Any], int], args: object, verbosity: int, extra: str | None = None) -> int:
+def guarded(handler: Callable[[Any], int], args: Any, verbosity: int, extra: str | None = None) -> int:
     """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
     caught on the way (``storage_errors.failure`` recognises it) is named after the command's dataset URL.
     ``extra``: the extra that the command needs as a whole (else the one that installs the missing module)."""

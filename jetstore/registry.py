@@ -18,7 +18,8 @@ from jetstore.errors import JetstoreError
 
 
 class Named(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
 
 T = TypeVar("T", bound=Named)

@@ -7,10 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from jetstore import convert
 from jetstore.conversion import ConvertReport
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def dev_tool(name: str) -> str:
+    """The path of a command installed by the ``dev`` extra beside this Python; the test is skipped, saying
+    so, where it is absent (CI installs it)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+    return str(path)
 
 
 def run_convert(client, inputs, output, fmt="zarr", schema="cms_ak4", options=None, **kwargs) -> ConvertReport:

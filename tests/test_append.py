@@ -46,6 +46,7 @@ def one_shot(dask_client, sample_files, tmp_path_factory) -> Dataset:
     return Dataset.open(str(out))
 
 
+@pytest.mark.slow
 def test_append_equals_a_one_shot_conversion(dask_client, sample_files, one_shot, tmp_path):
     out = tmp_path / "ds"
     first = run_convert(dask_client, sample_files[:1], out, jets_per_shard=500).manifest
@@ -128,6 +129,7 @@ def test_append_refuses_what_does_not_fit(dask_client, sample_files, one_shot, t
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+@pytest.mark.slow
 def test_killed_mid_append_then_rerun_loses_and_doubles_nothing(dask_client, sample_files, tmp_path):
     """kill -9 of the appending convert (its LocalCluster dies with it), then the same command again."""
     out = tmp_path / "ds"

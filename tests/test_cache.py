@@ -192,6 +192,7 @@ def test_a_changed_object_is_never_served_from_the_cache(local, tmp_path):
     assert len({ObjectKey.of(str(d), None, shard).name for d in (path.parent, other)}) == 2
 
 
+@pytest.mark.slow
 def test_stale_after_append(dask_client, sample_files, moto_server, tmp_path):
     """A dataset cached, then appended to: every read through the cache equals a read from storage, the old
     shards' entries serve the new manifest's old shards."""
@@ -389,6 +390,7 @@ print(json.dumps({"fetched": cache.store().counters.fetched_bytes, "digests": di
 """
 
 
+@pytest.mark.slow
 def test_two_processes_fill_one_cache_fetching_each_byte_once(remote, local, tmp_path):
     """Two processes read the same shards at once through one cache (requests take 50 ms, so they overlap):
     every byte is fetched from storage once, and both get the shards' exact bytes."""

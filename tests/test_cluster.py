@@ -31,6 +31,7 @@ def jetstore(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
                           timeout=600, env={**ENV_WITHOUT_SCHEDULER, **(env or {})})
 
 
+@pytest.mark.slow
 def test_convert_and_stats_with_relative_paths(external_cluster, sample_files, tmp_path):
     address, workers_home = external_cluster
     (tmp_path / "in").mkdir()
@@ -56,6 +57,7 @@ def test_convert_and_stats_with_relative_paths(external_cluster, sample_files, t
     assert len(list((tmp_path / "out/ak4.zarr/_stats").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_checks_come_before_the_cluster(sample_files, tmp_path, moto_server):
     """A missing bucket, bad inputs and a bad schema are reported in one line before any scheduler is
     contacted (this one does not exist)."""

@@ -99,6 +99,7 @@ def _run(line: str, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_the_readme_walkthrough_runs_as_written(tmp_path):
     """make demo's command, then the README's stats, export, batch and training commands, in a fresh folder."""
     (tmp_path / "tests").symlink_to(REPO / "tests")

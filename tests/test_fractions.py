@@ -40,6 +40,7 @@ def jittered_ak4(dask_client, sample_files, moto_server, tmp_path_factory):
     return dataset, config
 
 
+@pytest.mark.slow
 def test_a_tenth_weighted_epoch_fetches_what_it_delivers(jittered_ak4, moto_server):
     dataset, config = jittered_ak4
     n = dataset.manifest.n_jets

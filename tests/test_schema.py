@@ -110,6 +110,7 @@ def test_infer_names_the_file_and_branch_where_files_disagree(sample_files, jetc
         infer_schema([sample_files[0], str(short)])
 
 
+@pytest.mark.slow
 def test_cli_infer_then_convert_gives_sorted_shards(dask_client, sample_files, tmp_path):
     """An inferred schema sorts shards by (class, jet pT), as the sampler needs."""
     from jetstore.dataset.dataset import Dataset

@@ -255,6 +255,7 @@ def test_bad_bins_and_missing_variables(dask_client, unskimmed):
         compute_stats(unskimmed, training_config_from_dict(options), dask_client, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_cli_stats_plots_and_export(unskimmed, tmp_path):
     result = cli("stats", unskimmed.url, "--config", str(CONFIG), "--workers", "1", "--plots", str(tmp_path / "p"))
     assert result.returncode == 0, result.stderr

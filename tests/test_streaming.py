@@ -52,6 +52,7 @@ def one_class_per_file(dask_client, tmp_path_factory):
     return dataset, config
 
 
+@pytest.mark.slow
 def test_every_rank_and_worker_follows_the_class_target(one_class_per_file):
     """2 ranks × 2 workers on one-class-per-file data: every batch of every slot has the target's class
     composition (within one jet), every slot's class fractions are within 4σ, and its (class, pT, eta)
@@ -77,6 +78,7 @@ def test_every_rank_and_worker_follows_the_class_target(one_class_per_file):
             assert variation(delivered, target) < 0.1, (rank, worker)
 
 
+@pytest.mark.slow
 def test_dataloader_workers_deliver_len_batches_each_balanced(one_class_per_file):
     dataset, config = one_class_per_file
     ds = JetDataset(dataset.url, config, batch_size=64, seed=2, jets_per_epoch=1500)
@@ -94,6 +96,7 @@ def test_dataloader_workers_deliver_len_batches_each_balanced(one_class_per_file
         np.testing.assert_allclose(total / total.sum(), fractions, atol=0.01, err_msg=f"worker {worker}")
 
 
+@pytest.mark.slow
 def test_length_does_not_depend_on_the_worker_count(one_class_per_file):
     dataset, config = one_class_per_file
     lengths = {JetDataset(dataset.url, config, batch_size=64, seed=2, jets_per_epoch=1500,
@@ -104,6 +107,7 @@ def test_length_does_not_depend_on_the_worker_count(one_class_per_file):
     assert delivered == lengths.pop()
 
 
+@pytest.mark.slow
 def test_threads_give_the_same_batches(one_class_per_file):
     dataset, config = one_class_per_file
 
@@ -117,6 +121,7 @@ def test_threads_give_the_same_batches(one_class_per_file):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_natural_epochs_are_never_empty(one_class_per_file, caplog):
     """Natural weighted epochs (no jets_per_epoch) hold the expected weighted jets in whole batches; one
     smaller than a batch per rank defaults to the dataset's size, says so, and is never empty."""
@@ -135,6 +140,7 @@ def test_natural_epochs_are_never_empty(one_class_per_file, caplog):
         assert len(list(ds)) == len(ds) >= 1
 
 
+@pytest.mark.slow
 def test_data_without_the_configs_classes_is_refused_at_construction(one_class_per_file):
     """Four one-class files; a config training on two classes none of them holds: one line at construction (was:
     an epoch that never yields)."""
@@ -166,6 +172,7 @@ def bigger_ak4(dask_client, sample_files, tmp_path_factory):
     return dataset, config
 
 
+@pytest.mark.slow
 def test_s3_reads_are_exact_ranges(bigger_ak4, moto_server, s3_env):
     """Through a proxy adding latency and counting bytes: a full epoch fetches less than 1.5× the stored
     bytes per delivered jet, and an epoch of one batch a small fraction of the dataset."""

@@ -44,6 +44,7 @@ def options(url, output, steps, **extra):
                         progress=False, **values)
 
 
+@pytest.mark.slow
 def test_train_validate_resume_and_predict(train_dataset, tmp_path, monkeypatch):
     """Two epochs of 6 batches, cut at step 8: every epoch validated on the held-out jets, best and last
     model saved; interrupted at step 5 and resumed, the weights equal the uninterrupted run's."""
@@ -390,6 +391,12 @@ def test_predictions_use_the_standardisation_trained_with(train_dataset, tmp_pat
     assert before["jets"] == after["jets"] >= 200
     np.testing.assert_array_equal(pq.read_table(tmp_path / "before.parquet").column("score_label_b").to_numpy(),
                                   pq.read_table(tmp_path / "after.parquet").column("score_label_b").to_numpy())
+
+
+def test_training_without_a_config_is_one_line(train_dataset, tmp_path, capsys):
+    assert main(["train", "--data", train_dataset, "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config: give the weaver-core data-config file" in err, err
 
 
 def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):

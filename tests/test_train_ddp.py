@@ -57,6 +57,7 @@ def straight(train_dataset, tmp_path_factory):
     return output
 
 
+@pytest.mark.slow
 def test_every_rank_holds_the_same_weights(straight):
     """The same weights on both ranks (the optimizer made after the DDP wrap: Lookahead's slow weights agree),
     one all-reduce per optimizer step (no_sync on the other batches), every rank's random state in the
@@ -76,6 +77,7 @@ def test_every_rank_holds_the_same_weights(straight):
     assert [e["train_jets"] for e in epochs] == [EPOCH_JETS, EPOCH_JETS]
 
 
+@pytest.mark.slow
 def test_kill_9_and_rerun_equals_the_uninterrupted_run(straight, train_dataset, tmp_path):
     output = tmp_path / "killed"
     process = torchrun(output, train_dataset)
@@ -95,6 +97,7 @@ def test_kill_9_and_rerun_equals_the_uninterrupted_run(straight, train_dataset, 
     assert steps == list(range(1, STEPS + 1))
 
 
+@pytest.mark.slow
 def test_an_epoch_begun_on_2_ranks_finishes_on_1(straight, tmp_path, caplog):
     """The straight run's checkpoint at step 2 (epoch 0, 4 of 8 batches taken on each rank), resumed by one
     process: the epoch's 8 batches left are its next 4 steps, then epochs of 16 batches (8 steps) follow."""

@@ -8,17 +8,14 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from jetstore.cli import main
 from jetstore.train.cli import parse_options
-from tests.helpers import REPO
+from tests.helpers import REPO, dev_tool
 
-BIN = Path(sys.executable).parent
 CONFIG = "tests/fixtures/weaver_cms_ak4.yaml"
 NETWORK = "tests/fixtures/networks/deep_sets.py"
 BASE = ["--name", "pn-v2", "--image", "registry.example/me/jetstore:0.2.0-cu126", "--bucket", "mine",
@@ -37,7 +34,7 @@ def render(capsys, monkeypatch, *args: str) -> list[dict]:
 def validate(documents: list[dict], tmp_path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    result = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
+    result = subprocess.run([dev_tool("kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True)
     assert result.returncode == 0 and "ERROR" not in result.stdout, result.stdout + result.stderr
 
 

@@ -81,10 +81,11 @@ def test_part_network_file_trains_and_weaver_loads_its_weights(part_run):
     assert model.load_state_dict(weights, strict=True) is not None and all(k.startswith("mod.") for k in weights)
 
 
+@pytest.mark.slow
 def test_predict_and_onnx_read_the_run_back(part_run, tmp_path, capsys):
     """--predict / --export-onnx with the run folder and its network file named again (or --trust-run); ONNX
     Runtime's scores equal torch's."""
-    import onnxruntime
+    onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the dev extra")
 
     out = tmp_path / "part.root"
     assert main(["train", "--output", str(part_run), "--predict", str(out), "-n", PART, "--no-progress"]) == 0
@@ -123,7 +124,7 @@ def test_particlenet_network_file(train_dataset, tmp_path, capsys):
     weights = torch.load(tmp_path / "checkpoints" / BEST_MODEL, weights_only=True)
     assert any(k.startswith("mod.edge_convs.0") for k in weights)
     # its ONNX export scores real (padded) held-out jets as torch does
-    import onnxruntime
+    onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the dev extra")
 
     assert main(["train", "--output", str(tmp_path), "--export-onnx", str(tmp_path / "pn.onnx"), "--trust-run"]) == 0
     capsys.readouterr()

@@ -64,6 +64,7 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("case", ["unreachable", "denied", "no credentials", "tls"])
+@pytest.mark.slow
 def test_storage_failures_are_one_line(case, moto_server, authenticating_moto, trained_run, monkeypatch, tmp_path,
                                        capsys):
     endpoint, keys, fragment = {

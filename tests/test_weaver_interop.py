@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from jetstore.cli import main
@@ -26,6 +27,7 @@ SMALL = ["-o", "embed_dims", "[16, 32, 16]", "-o", "pair_embed_dims", "[8, 8]", 
          "-o", "num_layers", "1", "-o", "num_cls_layers", "1"]
 
 
+@pytest.mark.slow
 def test_weaver_trains_on_the_exported_files(train_dataset, tmp_path, capsys):
     files, config = tmp_path / "weaver", tmp_path / "weaver.yaml"
     assert main(["export-weaver", train_dataset, "--config", CONFIG, "-o", str(config), "--files", str(files),

@@ -71,6 +71,7 @@ def entries(names: list[str], payloads: list[bytes]) -> archive.Entries:
                            np.array([zlib.crc32(p) for p in payloads], np.int64))
 
 
+@pytest.mark.slow
 def test_a_zarr_array_written_in_one_pass_reads_back(tmp_path):
     values = np.arange(1000, dtype=np.float32)
     codec = Codec("zstd", 1, Blosc.SHUFFLE, 1 << 18)

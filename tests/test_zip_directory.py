@@ -44,6 +44,7 @@ def test_the_directory_is_zipfile_s(chunks):
     assert parsed == names  # not chunks: the documents, a non-numeric and an empty chunk number
 
 
+@pytest.mark.slow
 def test_a_broken_directory_is_one_clear_error():
     data = _zip(["zarr.json", "a/c/0", "a/c/1"])
     count, offset, size = directory.locate(data, 0, len(data))

@@ -59,7 +59,9 @@ def resolve(asked: str | Iterable[str] | None, stored: Sequence[tuple[str, Table
     first_url, first = stored[0]
     names = every_column(first) if asked is None else (asked,) if isinstance(asked, str) else tuple(asked)
     names = tuple(dict.fromkeys(names))
-    jets, blocks, dtypes = [], {}, {}
+    jets: list[str] = []
+    blocks: dict[str, list[str]] = {}
+    dtypes: dict[str, np.dtype] = {}
     for name in names:
         where = None
         for url, columns in stored:
@@ -70,6 +72,7 @@ def resolve(asked: str | Iterable[str] | None, stored: Sequence[tuple[str, Table
                 raise DatasetError(f"{url}: column '{name}' is {_shown(found)} here but {_shown(where)} in "
                                    f"{first_url}: the datasets cannot be read as one")
             where = found
+        assert where is not None  # stored holds at least one dataset
         block, dtype = where
         dtypes[name] = dtype
         if block is None:

@@ -67,7 +67,7 @@ class CachedRanges(RangeReader):
                     return [pieces.slice(a, b) for a, b in ranges]
             return self._remote(ranges)
         except StorageFailed as exc:
-            raise exc.__cause__ from None
+            raise (exc.__cause__ or exc) from None
 
     def complete(self) -> None:
         """Fetch whatever the cache lacks of the object, ``COMPLETE_STEP`` bytes at a time (on the store's
@@ -113,7 +113,7 @@ class CachedRanges(RangeReader):
         if any(cover is None for cover in covers):
             return None
         with self._data(os.O_RDONLY) as descriptor:
-            pieces = Pieces(self._read(descriptor, [e for cover in covers for e in cover]))
+            pieces = Pieces(self._read(descriptor, [e for cover in covers if cover is not None for e in cover]))
         out = [pieces.slice(a, b) for a, b in ranges]
         self.store.touch(self.name)
         self.store.counters.add(hit_bytes=sum(len(p) for p in out))
@@ -150,7 +150,7 @@ class CachedRanges(RangeReader):
             if any(cover is None for cover in covers):  # dropped by another process meanwhile
                 raise FileNotFoundError(self.store.path(self.name))
             with self._data(os.O_RDONLY) as descriptor:
-                pieces.add(self._read(descriptor, [e for cover in covers for e in cover]))
+                pieces.add(self._read(descriptor, [e for cover in covers if cover is not None for e in cover]))
         if kept:
             self._after_keeping()
         self.store.touch(self.name)

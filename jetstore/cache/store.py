@@ -243,13 +243,15 @@ class CacheStore:
         """Whether ``size`` more bytes fit under the limit, evicting if they would not. Eviction frees a
         sixteenth of the limit more than needed, so it runs seldom; a cache full of this session's entries is
         not counted again for ``RECHECK_SECONDS``."""
-        if usage[0] + size <= self.limit:
+        limit = self.limit
+        assert limit is not None  # admitting runs only under a limit
+        if usage[0] + size <= limit:
             return True
         now = time.monotonic()
         if now - self._full_at < RECHECK_SECONDS:
             return False
-        usage[0] = self._evict(size + self.limit // 16, keep=name)
-        if usage[0] + size > self.limit:
+        usage[0] = self._evict(size + limit // 16, keep=name)
+        if usage[0] + size > limit:
             self._full_at = now
             return False
         return True
@@ -275,10 +277,12 @@ class CacheStore:
     def _evict(self, size: int, keep: str) -> int:
         """Delete least recently used entries this session has not used until ``size`` more bytes fit (or none is
         left); the bytes the entries take afterwards."""
+        limit = self.limit
+        assert limit is not None  # evicting runs only under a limit
         infos = self._settled_entries()
         used = sum(info.held for info in infos)
         for info in sorted(infos, key=lambda i: i.last_used):
-            if used + size <= self.limit or info.last_used >= self.since - CLOCK_SLACK:
+            if used + size <= limit or info.last_used >= self.since - CLOCK_SLACK:
                 break
             if info.name != keep and not locks.in_use(self.path(info.name, "data")):
                 used -= self._remove(info.name) or 0

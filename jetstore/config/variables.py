@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -105,7 +106,9 @@ class VariableResolver:
         value = flat.expression(self.config.selection, "selection")
         if value is not None and value[0] is None:
             return np.asarray(value[1], dtype=bool)
-        return self._mask(self._columns(table))
+        mask = self._mask(self._columns(table))
+        assert mask is not None  # there is a selection
+        return mask
 
     def evaluate_flat(self, table: JetTable, names: Iterable[str]) -> dict[str, tuple[str | None, np.ndarray]]:
         """``name → (block, flat values)`` (block None: one value per jet) without building awkward arrays
@@ -134,7 +137,7 @@ class VariableResolver:
             return None
         return np.asarray(ak.to_numpy(self._value("selection", self.config.selection, values)), dtype=bool)
 
-    def _resolve(self, name: str, values: dict[str, object]) -> object:
+    def _resolve(self, name: str, values: dict[str, object]) -> Any:
         if name not in values:
             if name not in self.config.new_variables:
                 raise SchemaError(self._unknown(name))
@@ -190,8 +193,9 @@ class FlatValues:
     def expression(self, expression, where: str) -> tuple[str | None, np.ndarray] | None:
         if not expression.element_wise:
             return None
-        inputs = {n: self.get(n) for n in expression.names}
-        if any(v is None for v in inputs.values()):
+        found = {n: self.get(n) for n in expression.names}
+        inputs = {n: v for n, v in found.items() if v is not None}
+        if len(inputs) < len(found):
             return None
         blocks = {block for block, _ in inputs.values() if block is not None}
         if len(blocks) > 1 or (blocks and any(block is None for block, _ in inputs.values())):

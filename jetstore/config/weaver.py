@@ -218,7 +218,7 @@ def _input_group(name: str, spec: Any, auto: bool, known: Mapping, where: str) -
             params = _mapping(known[item[0]], here)
             check_keys(params, PARAM_KEYS, here)
             center = params.get("center")
-            values = [center if center in (None, "auto") else _number(center, f"{here}.center")]
+            values: list[Any] = [center if center in (None, "auto") else _number(center, f"{here}.center")]
             values += [_number(params.get(key, default), f"{here}.{key}")
                        for key, default in (("scale", 1), ("min", -5), ("max", 5), ("pad_value", 0))]
         else:

@@ -6,7 +6,8 @@ The LocalCluster listens on 127.0.0.1 only and speaks mutual TLS with credential
 processes and never written anywhere), so another process on the machine, another user's included,
 cannot connect to its scheduler or workers and run code as the converting user (whose storage
 credentials the workers hold). Its dashboard is on 127.0.0.1 too, on a free port: it shows task names
-(never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``).
+(never credentials) and accepts no work (no JSON identity, no HTTP API: ``PRIVATE_ROUTES``). distributed serves
+its pages with bokeh, the ``dashboard`` extra: without bokeh there are none, and the printed line says so.
 
 The workers of a LocalCluster leave the terminal to the client: Ctrl-C reaches the client alone (one line,
 see ``cli/app.py``), and a heartbeat that fails or a task cancelled because the cluster is closing is not
@@ -33,6 +34,7 @@ CONNECT_TIMEOUT = "10s"
 # workers and their metrics, to any local user; distributed fails to encode it once tasks ran, and tornado's
 # traceback landed in the converting user's terminal) and the API (retire workers: no user's business)
 PRIVATE_ROUTES = ("distributed.http.scheduler.json", "distributed.http.scheduler.api")
+NO_DASHBOARD = "off (pip install 'jetstore[dashboard]' for one)"
 CLOSING_NOISE = ("Failed to communicate with scheduler during heartbeat", "Async instruction for")  # while closing
 
 
@@ -68,7 +70,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, quiet:
     try:
         if not quiet:
             where = f"scheduler {address}" if address else f"local cluster {client.scheduler.address}"
-            LOG.info("dask %s; dashboard: %s", where, client.dashboard_link)
+            dashboard = client.dashboard_link if address or _bokeh_installed() else NO_DASHBOARD
+            LOG.info("dask %s; dashboard: %s", where, dashboard)
         yield client
     except BaseException:
         failed = True
@@ -92,6 +95,16 @@ def _quiet_teardown(failed: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _bokeh_installed() -> bool:
+    """Whether the local cluster serves its dashboard pages (distributed needs bokeh for them: the ``dashboard``
+    extra; without it the same port serves only the scheduler's health and metrics routes)."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class QuietWorkers(WorkerPlugin):

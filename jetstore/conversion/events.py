@@ -99,7 +99,7 @@ def _block_lists(block: Block, collection: str, arrays: Mapping[str, ak.Array], 
     for name in names["node"]:
         out[name] = ak.unflatten(_flat(url, arrays[name], name, node_counts)[global_node[order]], counts)
     for name in names["link"]:  # only link-table blocks have link branches
-        assert link_rows is not None
+        assert link_rows is not None and link.jet is not None
         values = _flat(url, arrays[name], name, ak.to_numpy(ak.num(arrays[link.jet], axis=1)))
         out[name] = ak.unflatten(values[link_rows[order]], counts)
     return out

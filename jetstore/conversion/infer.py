@@ -110,19 +110,20 @@ def _read_layout(url: str, tree_name: str | None, sample_entries: int, options: 
         branches, skipped, integers = {}, [], {}
         groups: dict[bytes, list[str]] = defaultdict(list)
         for branch, kind in types.items():
-            if kind.numbers:
+            dtype = kind.dtype
+            if dtype is not None and kind.numbers:
                 values = ak.to_numpy(arrays[branch])
                 is_label = branch.startswith("label_") and _is_binary(values)
-                branches[branch] = f"{'label' if is_label else 'scalar'} {kind.dtype.name}"
-            elif kind.lists:
-                branches[branch] = f"vector {kind.dtype.name}"
+                branches[branch] = f"{'label' if is_label else 'scalar'} {dtype.name}"
+            elif dtype is not None and kind.lists:
+                branches[branch] = f"vector {dtype.name}"
                 counts = ak.to_numpy(ak.num(arrays[branch], axis=1)).astype(np.int64)
                 groups[counts.tobytes()].append(branch)
                 values, is_label = ak.to_numpy(ak.flatten(arrays[branch])), False
             else:
                 skipped.append(branch)
                 continue
-            small = _small_integers(values) if kind.dtype.kind == "f" and not is_label else None
+            small = _small_integers(values) if dtype.kind == "f" and not is_label else None
             if small:
                 integers[branch] = small
         return FileLayout(handle.kind.name, handle.tree, branches, tuple(tuple(g) for g in groups.values()),

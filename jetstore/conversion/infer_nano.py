@@ -10,7 +10,7 @@ and Δη, Δφ to the jet."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,7 @@ def is_nanoaod(keys: set[str]) -> bool:
     return "event" in keys and any({f"n{c}", f"{c}_pt"} <= keys for c in ("Jet", "FatJet"))
 
 
-def propose(files: list[Mapping[str, BranchType]], tree: str | None, name: str | None) -> dict[str, Any]:
+def propose(files: Sequence[Mapping[str, BranchType]], tree: str | None, name: str | None) -> dict[str, Any]:
     """A per-event schema (plain data) for NanoAOD files (their branches; ``tree``: the ROOT tree, if any)."""
     common = set.intersection(*(set(branches) for branches in files))
     for bundled in BUNDLED:

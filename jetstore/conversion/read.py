@@ -66,6 +66,7 @@ def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> Input
             if column.expr is None and column.branch == JET_INDEX and schema.collection:
                 dtypes[column.name] = column.dtype or "int64"
             elif column.expr is None:
+                assert column.branch is not None  # a column without an expression reads a branch
                 source = _flat_dtype(handle, column.branch, types[column.branch], column, schema)
                 dtypes[column.name] = column.dtype or source.name
             else:
@@ -74,6 +75,7 @@ def inspect_input(url: str, schema: Schema, options: Mapping[str, Any]) -> Input
             for feature in block.features:
                 _require_branches(handle, feature, available)
                 if feature.expr is None:
+                    assert feature.branch is not None  # as above
                     _vector_dtype(handle, feature.branch, types[feature.branch], block.name)
                 dtypes[feature.name] = feature_dtype(feature).name
         if schema.selection is not None:
@@ -142,6 +144,7 @@ def build_table(url: str, schema: Schema, dtypes: Mapping[str, str], arrays: Map
                 raise InputError(url, f"block '{block.name}': '{feature.name}' and '{first}' have different "
                                       "numbers of entries per jet")
             features[feature.name] = cast_checked(url, feature.name, flat, dtypes[feature.name])
+        assert offsets is not None  # a block has at least one feature
         blocks[block.name] = BlockData(np.diff(offsets).astype(np.int32), features)
     return JetTable(jets, blocks)
 
@@ -183,6 +186,7 @@ def cast_checked(url: str, name: str, values: np.ndarray, dtype: str) -> np.ndar
 
 def _column_values(url: str, column: Column, arrays: Mapping[str, ak.Array]) -> Any:
     if column.expr is None:
+        assert column.branch is not None
         return arrays[column.branch]
     return _evaluate(url, column.expr, arrays, f"column '{column.name}'")
 
@@ -196,7 +200,8 @@ def _evaluate(url: str, expression, arrays: Mapping[str, ak.Array], what: str) -
 
 def _require_branches(handle: InputFile, column: Column | None, available: set[str],
                       names: frozenset[str] | None = None) -> None:
-    for name in sorted(names if names is not None else column.inputs):
+    wanted = names if names is not None else column.inputs if column is not None else frozenset()
+    for name in sorted(wanted):
         if name not in available:
             close = difflib.get_close_matches(name, sorted(available), n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -207,10 +212,10 @@ def _require_branches(handle: InputFile, column: Column | None, available: set[s
 def _flat_dtype(handle: InputFile, name: str, kind: BranchType, column: Column, schema: Schema) -> np.dtype:
     what = f"{handle.kind.member} '{name}' has type {kind.typename}; jet column '{column.name}' needs one number per"
     if schema.collection and branch_kind(schema, name).kind == "jet":  # one list per event, one per jet
-        if kind.lists:
+        if kind.lists and kind.dtype is not None:
             return kind.dtype
         raise InputError(handle.url, f"{what} {schema.collection} entry")
-    if kind.numbers:
+    if kind.numbers and kind.dtype is not None:
         return kind.dtype
     raise InputError(handle.url, f"{what} jet")
 

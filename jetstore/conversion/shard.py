@@ -7,7 +7,7 @@ how it is staged, published and committed belongs to :class:`jetstore.dataset.wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,23 +77,24 @@ def _write_shard(job: ShardJob) -> ShardEntry:
     with job.writer.staging() as staging:
         local = staging / f"{task.name}{shard_format.suffix}"
         writer = shard_format.writer(local, job.columns, job.layout)
-        pieces = _read_pieces(job)
+        pieces: Iterable[JetTable] = _read_pieces(job)
         if schema.sort_by:  # sorting needs the whole shard in memory (bounded by --jets-per-shard)
-            whole = [table for table in pieces if table.n_jets]
-            whole = JetTable.concat(whole) if whole else None
+            tables = [table for table in pieces if table.n_jets]
+            whole = JetTable.concat(tables) if tables else None
             pieces = [whole.take(sort_order(whole, schema))] if whole is not None else []
-        totals = {"n_jets": 0, "class_counts": dict.fromkeys(schema.label_names, 0),
-                  "node_counts": {b.name: 0 for b in schema.blocks}}
+        n_jets, class_counts = 0, dict.fromkeys(schema.label_names, 0)
+        node_counts = {b.name: 0 for b in schema.blocks}
         for table in pieces:
             writer.write(table)
             counts = content_counts(table, schema.label_names)
-            totals["n_jets"] += counts["n_jets"]
-            for key in ("class_counts", "node_counts"):
+            n_jets += counts["n_jets"]
+            for total, key in ((class_counts, "class_counts"), (node_counts, "node_counts")):
                 for name, value in counts[key].items():
-                    totals[key][name] += value
+                    total[name] += value
         writer.close()
         return job.writer.commit(task.name, local, shard_format.suffix, task.key,
-                                 pieces=tuple(p.record for p in task.pieces), **totals)
+                                 pieces=tuple(p.record for p in task.pieces), n_jets=n_jets,
+                                 class_counts=class_counts, node_counts=node_counts)
 
 
 def _read_pieces(job: ShardJob) -> Iterator[JetTable]:

@@ -60,7 +60,7 @@ class Collection:
     members: tuple[Member, ...]
 
     @classmethod
-    def open(cls, data: DataSpec, storage_options: Mapping[str, Any] | None = None) -> Collection:
+    def open(cls, data: DataSpec | Collection, storage_options: Mapping[str, Any] | None = None) -> Collection:
         """Open several datasets as one.
 
         Parameters
@@ -91,7 +91,9 @@ class Collection:
         items = list(data.items()) if isinstance(data, Mapping) else [_named(item) for item in data]
         if not items:
             raise DatasetError("no dataset given")
-        members, seen, taken = [], {}, {name for name, _ in items if name}
+        members: list[Member] = []
+        seen: dict[str, str] = {}  # plan hash → URL
+        taken = {name for name, _ in items if name}
         for name, item in items:
             dataset = item if isinstance(item, Dataset) else Dataset.open(item, storage_options)
             name = name or _free_name(default_name(dataset.url), taken)

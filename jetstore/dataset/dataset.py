@@ -42,10 +42,11 @@ class ShardSource:
         manifest says of it."""
         size = shard.files.get("", (shard.bytes, ""))[0]
         backend = open_backend(self.url, self.options)
-        ranges = self.cache and self.cache.reader(backend.ranges(shard.path, size), self.url, self.options, shard)
+        ranges = self.cache.reader(backend.ranges(shard.path, size), self.url, self.options, shard) if self.cache \
+            else None
         source = ByteSource(backend, shard.path, size, ranges)
-        bounds = ShardBounds(shard.n_jets, shard.node_counts, self.layout and self.layout.chunk_jets,
-                             self.layout and self.layout.chunk_values)
+        bounds = ShardBounds(shard.n_jets, shard.node_counts, self.layout.chunk_jets if self.layout else None,
+                             self.layout.chunk_values if self.layout else None)
         return get_format(self.format).reader(source, self.columns, shard.n_jets, f"{self.url}: shard {shard.path}",
                                               cache_key=(paths.join(self.url, shard.path), shard.checksum),
                                               bounds=bounds)

@@ -10,7 +10,7 @@ other keyword is refused when compiling, so a change of the schema cannot silent
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -102,7 +102,7 @@ def _strings(node: Mapping[str, Any], keys: set[str]) -> list[Check]:
     return out + _lengths(node, "minLength", "maxLength", str)
 
 
-def _lengths(node: Mapping[str, Any], low_key: str, high_key: str, kind: type) -> list[Check]:
+def _lengths(node: Mapping[str, Any], low_key: str, high_key: str, kind: type[Sized]) -> list[Check]:
     """Bounds on the length of the values of type ``kind`` (others pass)."""
     low, high = node.get(low_key, 0), node.get(high_key)
     if low_key not in node and high_key not in node:

@@ -189,6 +189,7 @@ class Lease:
         """One conditional write of this run's lease, changed by ``change``."""
         holder, current = self.read()
         record = self._mine(holder, state)
+        assert current is not None  # a missing lease is not this run's: refused above
         if self.backend.put_if_match(paths.LEASE, change(record).encode(), current.token) is None:
             self._mine(self.read()[0], state)  # names the new holder
             raise self._lost("it changed meanwhile")

@@ -6,6 +6,7 @@ checksum, so a damaged or hand-edited manifest is refused rather than trusted.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
 import json
@@ -180,7 +181,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, text: str | bytes, where: str = paths.MANIFEST) -> Manifest:
+    def from_json(cls, text: str | builtins.bytes, where: str = paths.MANIFEST) -> Manifest:
         try:
             data = load_json(text)
         except DocumentError as exc:

@@ -79,6 +79,7 @@ class DatasetWriter:
         self.backend.require_writes()
         lease = Lease(self.backend, self.url, self.run_id)
         with lease.held(break_lease, complete=self._complete, first_generation=self._first_generation) as previous:
+            assert lease.generation is not None  # set by taking the lease
             writer = dataclasses.replace(self, generation=lease.generation)
             if previous is not None:
                 writer.remove_staging(previous)

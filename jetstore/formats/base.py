@@ -172,7 +172,7 @@ class MetadataCache:
                 return self.items[key]
             pending = self.loading.get(key)
             owner = pending is None
-            if owner:
+            if pending is None:
                 pending = self.loading[key] = concurrent.futures.Future()
         if not owner:
             return pending.result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def overlaps(one_hot: list[np.ndarray]) -> np.ndarray:
     return np.nonzero(np.sum([is_member(column) for column in one_hot], axis=0) > 1)[0]
 
 
-def content_counts(table: JetTable, labels: tuple[str, ...]) -> dict[str, object]:
+def content_counts(table: JetTable, labels: tuple[str, ...]) -> dict[str, Any]:
     """What a shard record states about its content: jets, jets per set one-hot label, nodes per block
     (``table`` needs the label columns and each block's counts)."""
     return {

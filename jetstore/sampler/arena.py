@@ -81,7 +81,7 @@ class Arena:
         self.refs = np.zeros(0, np.int64)            # kept row of a unit → arena row
         self.values_used: dict[str, int] = {}
         self.reset()
-        self.before_move: Callable[[], None] = lambda: None  # waits for the batches and copies using the arrays
+        self.before_move: Callable[[], object] = lambda: None  # waits for the batches and copies using the arrays
 
     def reset(self) -> None:
         """Forget every block, keeping the arrays (an arena serves one epoch after another)."""
@@ -120,6 +120,7 @@ class Arena:
         self.next_block += 1
         self.refs_used += len(refs)
         self.rows_used += compact.n
+        assert self.view is not None  # made by _make_room
         return self.view, placed, compact
 
     @staticmethod
@@ -132,6 +133,7 @@ class Arena:
                 group.values[row:end] = values
                 continue
             first, size = block.values[name]
+            assert group.starts is not None and group.counts is not None  # a group with a length
             group.values[first:first + size] = values
             group.starts[row:end] = first + offsets[:-1]
             group.counts[row:end] = np.diff(offsets)
@@ -154,6 +156,7 @@ class Arena:
         return kernels.translate(entries, ROW_BITS, self.ref_start, self.refs)
 
     def _fits(self, rows: int, sizes: dict[str, int], refs: int) -> bool:
+        assert self.view is not None
         if self.rows_used + rows > self.row_capacity or self.refs_used + refs > len(self.refs):
             return False
         return all(self.values_used[name] + size <= len(self.view.groups[name].values)
@@ -203,7 +206,9 @@ class Arena:
         """Copy the live blocks (in arena order) from ``old`` to the front of the current arrays."""
         self.rows_used = self.refs_used = 0
         self.values_used = dict.fromkeys(self.values_used, 0)
-        groups = self.view.groups
+        view = self.view
+        assert view is not None
+        groups = view.groups
         for block in live:
             row, end = self.rows_used, self.rows_used + block.rows
             for name, group in groups.items():
@@ -212,13 +217,14 @@ class Arena:
                     group.values[row:end] = source.values[block.row:block.row + block.rows]
                     continue
                 first, size = block.values[name]
+                assert group.counts is not None and source.starts is not None and source.counts is not None
                 target = self.values_used[name]
                 group.values[target:target + size] = source.values[first:first + size]
                 group.starts[row:end] = source.starts[block.row:block.row + block.rows] - first + target
                 group.counts[row:end] = source.counts[block.row:block.row + block.rows]
                 block.values[name] = (target, size)
                 self.values_used[name] = target + size
-            for name, array in self.view.extras.items():
+            for name, array in view.extras.items():
                 array[row:end] = old.extras[name][block.row:block.row + block.rows]
             self.refs[self.refs_used:self.refs_used + block.refs] = old_refs[block.ref:block.ref + block.refs] \
                 - block.row + row

@@ -9,7 +9,7 @@ With ``bucket``, a batch's groups are trimmed to its longest jet (each block its
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import awkward as ak
@@ -44,7 +44,7 @@ class VariableParams:
 class BatchBuilder:
     """Computes the configured inputs, labels and observers of jets."""
 
-    def __init__(self, schema: Schema, config: TrainingConfig, centers: dict[str, tuple[float | None, float]],
+    def __init__(self, schema: Schema, config: TrainingConfig, centers: Mapping[str, tuple[float | None, float]],
                  observers: bool = False, bucket: int = 0):
         """``bucket``: trim every group with a length to the batch's longest jet, keeping at least ``bucket``
         positions (0: pad to the configured lengths)."""
@@ -71,16 +71,16 @@ class BatchBuilder:
 
     def _sorting_block(self) -> tuple[str, int]:
         """(block, length) of the longest group with a length: the multiplicity batches are grouped by."""
-        groups = [g for g in self.config.inputs if g.length is not None]
+        groups = [(g, g.length) for g in self.config.inputs if g.length is not None]
         if not groups:
             raise SchemaError(f"{self.config.source}: bucket groups jets by multiplicity, but no input group has a "
                               "length")
-        longest = max(groups, key=lambda g: g.length)
+        longest, length = max(groups, key=lambda pair: pair[1])
         blocks = self.resolver.needs([v.name for v in longest.variables], with_selection=False).blocks
         if len(blocks) != 1:
             raise SchemaError(f"{self.config.source}: inputs.{longest.name}: its variables read "
                               f"{len(blocks)} blocks; bucketing needs the one block its length counts")
-        return next(iter(blocks)), longest.length
+        return next(iter(blocks)), length
 
     def with_counts(self, selection: Selection) -> Selection:
         """``selection`` and what reading the multiplicities takes (the sorting block's counts, with bucketing)."""
@@ -109,7 +109,7 @@ class BatchBuilder:
         values = self.resolver.evaluate_flat(table, self.variable_names)
         n = table.n_jets
         offsets_of = {name: block.offsets for name, block in table.blocks.items()}
-        groups = {}
+        groups: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
         for group in self.config.inputs:
             names = [v.name for v in group.variables]
             if group.length is None:
@@ -152,6 +152,7 @@ class BatchBuilder:
                 result = empty((n, len(group.variables)), np.dtype(np.float32))
                 kernels.scalar_rows(arrays.values, rows, centers, scales, lows, highs, standardize, result)
             else:
+                assert arrays.counts is not None  # a group with a length
                 length = self._length(group.length, arrays.counts, rows)
                 result = empty((n, len(group.variables), length), np.dtype(np.float32))
                 kernels.pad_rows(arrays.values, arrays.starts, arrays.counts, rows, centers, scales, lows, highs,

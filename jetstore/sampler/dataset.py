@@ -13,7 +13,7 @@ import torch
 import torch.utils.data
 
 from jetstore.config.weaver import TrainingConfig
-from jetstore.dataset.collection import DataSpec
+from jetstore.dataset.collection import Collection, DataSpec
 from jetstore.errors import DatasetError
 from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena
@@ -65,7 +65,7 @@ class JetDataset(torch.utils.data.IterableDataset):
     exactly.
     """
 
-    def __init__(self, data: DataSpec, config: str | Path | TrainingConfig, batch_size: int,
+    def __init__(self, data: DataSpec | Collection, config: str | Path | TrainingConfig, batch_size: int,
                  options: SamplerOptions | None = None, *, world: World | None = None, pin_memory: bool = False,
                  storage_options: Mapping[str, Any] | None = None, **overrides: Any):
         super().__init__()
@@ -152,7 +152,8 @@ class JetDataset(torch.utils.data.IterableDataset):
                 raise DatasetError(f"the sampler state was saved with {key} {state[key]!r}, this dataset has "
                                    f"{ours[key]!r}: it cannot resume there")
         epoch, batches = state.get("epoch"), state.get("batches")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (epoch, batches)):
+        if not isinstance(epoch, int) or not isinstance(batches, int) \
+                or any(isinstance(v, bool) or v < 0 for v in (epoch, batches)):
             raise DatasetError(f"the sampler state's position (epoch {epoch!r}, batch {batches!r}) is not valid")
         self.epoch = epoch
         limit = self._max_batches()
@@ -202,10 +203,11 @@ class JetDataset(torch.utils.data.IterableDataset):
 
     def _arena(self) -> Arena:
         """This process's arena (DataLoader workers make their own), reused from epoch to epoch."""
-        if self._arenas[0] != os.getpid():
-            rows = max(self.spec.window_jets, 2 * self.spec.batch_size)
-            self._arenas = (os.getpid(), Arena(rows))
-        return self._arenas[1]
+        pid, arena = self._arenas
+        if pid != os.getpid() or arena is None:
+            arena = Arena(max(self.spec.window_jets, 2 * self.spec.batch_size))
+            self._arenas = (os.getpid(), arena)
+        return arena
 
     def _memory(self) -> Allocator:
         """The allocator of one batch's arrays: in a DataLoader worker, a block of shared memory for all of them,

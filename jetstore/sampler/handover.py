@@ -119,7 +119,8 @@ def _received(storage, places: dict, others: dict, token: int, slot: int, use: i
     out = {}
     for name, (offset, dtype, shape) in places.items():
         kind = torch_dtype(np.dtype(dtype))
-        out[name] = torch.empty(0, dtype=kind).set_(storage, offset // np.dtype(dtype).itemsize, shape)
+        out[name] = torch.empty(0, dtype=kind).set_(  # type: ignore[call-overload]  # torch's stubs require stride
+            storage, offset // np.dtype(dtype).itemsize, shape)
     out.update(others)
     table = TABLES.get(token)
     if storage is not None and slot >= 0 and table is not None:
@@ -138,8 +139,8 @@ def padded(nbytes: int) -> int:
 
 
 def _shared(nbytes: int) -> torch.Tensor:
-    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(1, nbytes)), 0,
-                                                  (max(1, nbytes),))
+    return torch.empty(0, dtype=torch.uint8).set_(  # type: ignore[call-overload]  # as above
+        torch.UntypedStorage._new_shared(max(1, nbytes)), 0, (max(1, nbytes),))
 
 
 def torch_dtype(dtype: np.dtype) -> torch.dtype:

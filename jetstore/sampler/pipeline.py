@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,7 +56,8 @@ class ReadSequence:
     """A slot's unit reads, generated lazily and kept, so several passes can start at any position."""
 
     def __init__(self, reads: Iterator[UnitRead]):
-        self.reads, self.items = reads, []
+        self.reads = reads
+        self.items: list[UnitRead] = []
 
     def get(self, index: int) -> UnitRead | None:
         while len(self.items) <= index:
@@ -81,7 +83,7 @@ class UnitPipeline:
         self.lock = threading.Lock()
 
     def run(self, items: Iterator[tuple[int, UnitRead]],
-            wanted: Callable[[float], bool] = lambda _: True) -> Iterator[Any]:
+            wanted: Callable[[float], bool] = lambda _: True) -> Generator[Any, None, None]:
         """``work``'s results for ``items`` (sequence number, read), in order. Windows are read up to ``ahead``
         units in advance while ``wanted(rows expected from the units in flight)`` says more will be needed; the
         next unit is always read when asked for."""
@@ -194,7 +196,7 @@ class UnitPipeline:
 
         for shard, reads in by_shard.items():
             self.executors.io.submit(self._fetch, shard, reads).add_done_callback(
-                lambda io, shard=shard: arrived(shard, io))
+                functools.partial(arrived, shard))
         return result
 
 

@@ -30,7 +30,7 @@ def split(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class ClassPools:
     """One random-draw buffer per class, and the class composition of successive batches."""
 
-    def __init__(self, fractions: np.ndarray, seed: int):
+    def __init__(self, fractions: np.ndarray, seed: int | np.integer):
         self.fractions = np.asarray(fractions, np.float64)
         n = len(self.fractions)
         self.pools = [np.empty(1024, np.int64) for _ in range(n)]
@@ -94,7 +94,7 @@ class BucketPools(ClassPools):
     in random order. Which rows are delivered does not depend on their multiplicity: a chunk is a uniform draw,
     and a chunk cut short by the epoch's end loses a random choice of its batches."""
 
-    def __init__(self, fractions: np.ndarray, seed: int, chunk: int):
+    def __init__(self, fractions: np.ndarray, seed: int | np.integer, chunk: int):
         super().__init__(fractions, seed)
         self.chunk = max(1, chunk)
         self.multiplicities: dict[int, np.ndarray] = {}  # unit sequence → multiplicity of each kept row
@@ -106,6 +106,7 @@ class BucketPools(ClassPools):
         super().add(sequence, classes)
         pooled = int((classes >= 0).sum())
         if pooled:
+            assert sizes is not None  # the stream gives the multiplicities when it buckets
             self.multiplicities[sequence], self.pooled[sequence] = sizes, pooled
 
     def queued(self) -> np.ndarray | None:
@@ -124,7 +125,7 @@ class BucketPools(ClassPools):
 
     def draw(self, counts: np.ndarray) -> np.ndarray | None:
         """Cut the planned batches (as many as the buffers can fill, in order) and take one of them."""
-        fits = (np.cumsum(self.planned, axis=0) <= self.sizes).all(axis=1)
+        fits = np.asarray((np.cumsum(self.planned, axis=0) <= self.sizes).all(axis=1))
         plan = self.planned[:int(np.argmin(fits)) if not fits.all() else len(fits)]
         if not len(plan):
             return None

@@ -124,8 +124,9 @@ class SamplerPlan:
         return self.config.weights is not None or bool(self.options.proportions)
 
 
-def build_plan(data: DataSpec, config: str | Path | TrainingConfig, batch_size: int, options: SamplerOptions,
-               storage_options: Mapping[str, Any] | None = None, world_size: int = 1) -> SamplerPlan:
+def build_plan(data: DataSpec | Collection, config: str | Path | TrainingConfig, batch_size: int,
+               options: SamplerOptions, storage_options: Mapping[str, Any] | None = None,
+               world_size: int = 1) -> SamplerPlan:
     """Open the data and make everything the sampler needs; no shard is read."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise SchemaError(f"batch_size must be a positive integer, got {batch_size!r}")

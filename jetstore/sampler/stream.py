@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -180,7 +180,8 @@ class SlotStream:
         return self.builders[int(self.spec.catalog.member[self.spec.units.shard[reads[0].unit]])]
 
     @staticmethod
-    def _sizes(builder: BatchBuilder, table: JetTable, rows: np.ndarray, kept: np.ndarray) -> list[np.ndarray | None]:
+    def _sizes(builder: BatchBuilder, table: JetTable, rows: np.ndarray, kept: np.ndarray
+               ) -> Sequence[np.ndarray | None]:
         """Per unit of a window: the multiplicity of each kept row (with bucketing), else None."""
         sizes = builder.multiplicities(table)
         if sizes is None:
@@ -200,6 +201,7 @@ class SlotStream:
         reads = ReadSequence(plan.reads())
         seed = _seed(spec.seed, self.epoch, self.slot)
         fractions = plan.fractions if plan.fractions is not None else np.ones(1)
+        pool: ClassPools | FifoPool
         if plan.fractions is None and not plan.shuffle:
             pool = FifoPool()
         elif spec.bucket:  # a chunk of batches: half the shuffle window
@@ -264,7 +266,8 @@ class SlotStream:
     def _materialise(self, state: _State, reads: ReadSequence, executors: Executors) -> None:
         """After a replay: read in full the units whose rows are still pooled."""
         waiting = np.nonzero(state.remaining > 0)[0].tolist()
-        for unit in self._pipeline(True, executors).run((s, reads.get(s)) for s in waiting):
+        known = ((s, read) for s in waiting if (read := reads.get(s)) is not None)  # all read before the replay
+        for unit in self._pipeline(True, executors).run(known):
             if unit.block is not None and not unit.block.placed:
                 state.arena.add(unit.block)
 
@@ -314,14 +317,16 @@ class _State:
                     self.copies[int(self.arena.block_of[self.next_sequence])] = self.submit(self.arena.write, *placed)
             self.next_sequence += 1
         if isinstance(pool, ClassPools):
+            assert counts is not None  # a ClassPools always asks for counts
             return pool.draw(counts)
         drawn = pool.draw_first(size)
         return drawn if len(drawn) else None
 
     def _ready(self, counts: np.ndarray | None, size: int, wanted: int) -> bool:
-        if counts is None:
-            return self.pool.rows >= size
-        return self.pool.ready(counts) and self.pool.rows >= wanted
+        pool = self.pool
+        if counts is None or not isinstance(pool, ClassPools):
+            return pool.rows >= size
+        return pool.ready(counts) and pool.rows >= wanted
 
     def copies_of(self, sequences: np.ndarray) -> list[Future]:
         """The arena copies a batch drawn from units ``sequences`` must wait for (those not finished yet)."""

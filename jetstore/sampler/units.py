@@ -87,11 +87,11 @@ def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | 
     """Units of every shard of every dataset with their expectations, from the per-unit cell counts recorded by
     ``jetstore stats`` (``unit_counts`` None: no stats; every stored jet counts once, in class 0)."""
     parts = []
-    for index, (member, shard) in enumerate(collection.shards()):
-        unit = collection.members[member].dataset.unit_jets
-        starts = np.arange(0, shard.n_jets, unit, dtype=np.int64)
-        parts.append((index, member, collection.shard_key(member, shard), starts, np.minimum(starts + unit,
-                                                                                              shard.n_jets), unit))
+    for index, (owner, entry) in enumerate(collection.shards()):
+        unit = collection.members[owner].dataset.unit_jets
+        starts = np.arange(0, entry.n_jets, unit, dtype=np.int64)
+        parts.append((index, owner, collection.shard_key(owner, entry), starts, np.minimum(starts + unit,
+                                                                                           entry.n_jets), unit))
     sizes = [len(p[3]) for p in parts]
     shard = np.repeat([p[0] for p in parts], sizes).astype(np.int64)
     member = np.repeat([p[1] for p in parts], sizes).astype(np.int64)

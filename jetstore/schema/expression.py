@@ -166,12 +166,12 @@ class _Validator:
             case ast.UnaryOp(op=op, operand=operand):
                 self.check(operand, depth + 1)
             case ast.BoolOp(values=values):
-                for value in values:
-                    self.check(value, depth + 1)
+                for term in values:
+                    self.check(term, depth + 1)
             case ast.Compare(left=left, ops=ops, comparators=comparators):
-                for op in ops:
-                    if type(op) not in COMPARISONS:
-                        raise self.fail(f"the comparison {type(op).__name__}")
+                for comparison in ops:
+                    if type(comparison) not in COMPARISONS:
+                        raise self.fail(f"the comparison {type(comparison).__name__}")
                 for operand in [left, *comparators]:
                     self.check(operand, depth + 1)
             case ast.Call(func=func, args=args, keywords=keywords):
@@ -287,14 +287,14 @@ def _evaluate(node: ast.AST, columns: Mapping[str, Any], flat_ak: Mapping[str, C
             return UNARY_OPERATORS[type(op)](_evaluate(operand, columns, flat_ak))
         case ast.BoolOp(op=op, values=values):
             result = _evaluate(values[0], columns, flat_ak)
-            for value in values[1:]:
-                result = BOOLEAN_OPERATORS[type(op)](result, _evaluate(value, columns, flat_ak))
+            for other in values[1:]:
+                result = BOOLEAN_OPERATORS[type(op)](result, _evaluate(other, columns, flat_ak))
             return result
         case ast.Compare(left=left, ops=ops, comparators=comparators):
             result, lhs = None, _evaluate(left, columns, flat_ak)
-            for op, comparator in zip(ops, comparators, strict=True):
+            for comparison, comparator in zip(ops, comparators, strict=True):
                 rhs = _evaluate(comparator, columns, flat_ak)
-                term = COMPARISONS[type(op)](lhs, rhs)
+                term = COMPARISONS[type(comparison)](lhs, rhs)
                 result = term if result is None else np.logical_and(result, term)
                 lhs = rhs
             return result

@@ -66,7 +66,7 @@ class ShardCache:
 
     def save(self, shard: ShardEntry, kind: str, arrays: Arrays) -> None:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as its allow_pickle
         fs, root = filesystems.filesystem(self.url, self.options)
         with contextlib.suppress(OSError):  # a read-only dataset (a colleague's): recompute next time
             write_bytes_atomic(fs, self._path(root, shard, kind), buffer.getvalue())

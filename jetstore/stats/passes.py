@@ -148,7 +148,7 @@ def merge_pass1(*parts: Pass1) -> Pass1:
         stacked = np.stack([p.moments[name] for p in parts])
         out.moments[name] = np.array([*stacked[:, :4].sum(axis=0), stacked[:, 4].min(), stacked[:, 5].max()])
     for label in parts[0].class_hists:
-        out.class_hists[label] = sum(p.class_hists[label] for p in parts)
+        out.class_hists[label] = np.sum([p.class_hists[label] for p in parts], axis=0)
     for part in parts:
         out.unit_counts.update(part.unit_counts)
     return out

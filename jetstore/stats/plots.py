@@ -113,7 +113,8 @@ def _reweighting(config: TrainingConfig, label: str, counts: np.ndarray, table: 
     assert spec is not None
     x_axis = hist.axis.Variable(spec.x_bins, name="x", label=axis_label(spec.x_var))
     y_axis = hist.axis.Variable(spec.y_bins, name="y", label=axis_label(spec.y_var))
-    before, after = hist.Hist(x_axis, y_axis), hist.Hist(x_axis, y_axis)
+    before: hist.Hist = hist.Hist(x_axis, y_axis)
+    after: hist.Hist = hist.Hist(x_axis, y_axis)
     before[...] = counts
     weighted = counts * table
     after[...] = weighted / weighted.sum() if weighted.sum() > 0 else weighted

@@ -40,9 +40,11 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
 
 
 def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    cpu, cuda = state["cpu"], state.get("cuda")
+    assert cpu is not None  # always saved
+    torch.set_rng_state(cpu)
+    if device.type == "cuda" and cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def seed_rank(seed: int, rank: int, device: torch.device, *position: int) -> None:

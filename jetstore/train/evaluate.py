@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -148,7 +148,7 @@ def rejection_on(curve: tuple[np.ndarray, np.ndarray, np.ndarray], efficiency: f
 
 
 def performance(scores: np.ndarray, labels: np.ndarray, classes: list[str],
-                weights: np.ndarray | None = None) -> dict[str, float | list[str]]:
+                weights: np.ndarray | None = None) -> dict[str, Any]:
     """AUC of each class against the rest; AUC with its uncertainty (``_error``) and rejections (with
     ``_error``) of every derived pair; ``low_statistics``: the rejections measured from fewer than
     :data:`MIN_PASSING` background jets."""

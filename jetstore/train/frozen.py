@@ -75,7 +75,7 @@ class MetricWeights:
         return self.rule.variables if self.rule is not None else ()
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        if self.rule is None:
+        if self.rule is None or self.table is None:
             return None
         values = {name: batch[name].numpy() for name in self.rule.variables}
         n = len(next(iter(values.values())))

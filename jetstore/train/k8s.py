@@ -141,8 +141,8 @@ def train_documents(pod: Pod, argv: Sequence[str]) -> list[dict[str, Any]]:
              if file is not None}
     if len({f.name for f in files.values()}) < len(files):
         raise JetstoreError("--config and -n have the same file name: rename one")
-    pod_options = dataclasses.replace(options, output=pod.run, checkpoints=checkpoints, progress=False,
-                                      **{k: f"{CONFIG_DIR}/{f.name}" for k, f in files.items()})
+    mounted: dict[str, Any] = {k: f"{CONFIG_DIR}/{f.name}" for k, f in files.items()}  # the ConfigMap's paths
+    pod_options = dataclasses.replace(options, output=pod.run, checkpoints=checkpoints, progress=False, **mounted)
     command = ["torchrun", "--standalone", f"--nproc_per_node={max(pod.gpus, 1)}", "-m", "jetstore.train",
                *arguments(pod_options)]
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",

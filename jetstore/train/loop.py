@@ -18,11 +18,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from jetstore import JetDataset
@@ -119,8 +120,8 @@ def validation_dataset(options: TrainOptions, config: TrainingConfig, weights: M
     url = options.val_data or options.data_url
     split, fraction = ("all", 0.0) if options.val_data else ("holdout", options.holdout)
     wanted = validation_jets(options)
-    common = {"threads": options.threads, "seed": options.seed, "cache_dir": options.cache_dir,
-              "cache_limit": options.cache_limit}
+    common: dict[str, Any] = {"threads": options.threads, "seed": options.seed, "cache_dir": options.cache_dir,
+                              "cache_limit": options.cache_limit}
     dataset = JetDataset(url, with_observers(config, weights.observers), options.batch_size, world=world,
                          training=False, observers=True, split=split, holdout=fraction, **common)
     stats = dataset.stats  # the selected jets (else every stored jet), times the part validated
@@ -132,17 +133,24 @@ def validation_dataset(options: TrainOptions, config: TrainingConfig, weights: M
     return dataset
 
 
+def training_config(options: TrainOptions) -> TrainingConfig:
+    """The run's data config (``--config``, required)."""
+    if options.config is None:
+        raise JetstoreError("--config: give the weaver-core data-config file to train with")
+    return load_training_config(options.config)
+
+
 def build(options: TrainOptions, device: torch.device, rank: int = 0, world: int = 1,
           frozen: str | None = None) -> Run:
     """The datasets, network (wrapped for DDP), objective and optimizer of a run (nothing restored yet); its
     frozen config: ``frozen`` (a checkpoint's) or the training data's standardisation now."""
-    original = load_training_config(options.config)
+    original = training_config(options)
     collection = Collection.open(options.data_url)
     stored = stored_stats(collection, original)
     if stored is not None:
         check_weights(stored.weight_tables, f"{options.data_url} (stats of {options.config})")
-    common = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed,
-              "cache_dir": options.cache_dir, "cache_limit": options.cache_limit}
+    common: dict[str, Any] = {"threads": options.threads, "holdout": options.holdout, "seed": options.seed,
+                              "cache_dir": options.cache_dir, "cache_limit": options.cache_limit}
 
     def make(where: World) -> JetDataset:
         return JetDataset(collection, original, options.batch_size, jets_per_epoch=options.jets_per_epoch,
@@ -315,6 +323,7 @@ def validate(run: Run, val_loader: torch.utils.data.DataLoader, device: torch.de
             with torch.autocast(device.type, dtype=run.amp or torch.bfloat16, enabled=run.amp is not None):
                 logits, regression = run.network(run.module, batch)
                 loss = run.objective.loss(logits, regression, batch)
+                assert loss is not None  # a batch's mean loss always exists
                 per_jet = run.objective.loss(logits, regression, batch, reduction="none") \
                     if weights is not None else None
             tally.add(loss, logits, regression, batch, weights, per_jet)
@@ -361,7 +370,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     rank, world, device = setup_distributed()
     torch_threads = set_torch_threads(options)
     state = load_checkpoint(options.checkpoint_url)
-    original = load_training_config(options.config)
+    original = training_config(options)
     if state is not None:
         check_resume(options, state, original)
     run = build(options, device, rank, world, state.get("frozen_config") if state else None)
@@ -418,10 +427,11 @@ def _loop(run: Run, progress: Progress, total: int, device: torch.device, log: M
             batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
             stepping = micro % k == 0
             # under DDP, gradients are averaged over the ranks once per step, at its last batch
-            with contextlib.nullcontext() if stepping or run.world == 1 else module.no_sync():
+            with contextlib.nullcontext() if stepping or run.world == 1 else cast(DDP, module).no_sync():
                 with torch.autocast(device.type, dtype=run.amp or torch.bfloat16, enabled=run.amp is not None):
                     logits, regression = run.network(module, batch)
                     loss = run.objective.loss(logits, regression, batch)
+                assert loss is not None  # as in validation
                 scaled = loss / k
                 (run.scaler.scale(scaled) if run.scaler else scaled).backward()
             for tally in (window, epoch_tally):

@@ -36,7 +36,7 @@ class MetricsLog:
     def __init__(self, directory: str | Path, enabled: bool = True, step: int = 0, epoch: int = 0):
         self.enabled = enabled
         self.directory = Path(directory)
-        self.writer = None
+        self.writer: Any = None  # a SummaryWriter while enabled (tensorboard is imported only then)
         if enabled:
             self.directory.mkdir(parents=True, exist_ok=True)
             _truncate(self.directory / STEPS, "step", step + 1)

@@ -40,6 +40,8 @@ class DataConfig:
         self.input_shapes = {g.name: (-1, len(g.variables), g.length) for g in config.inputs}
         self.label_type = config.label_type
         labels = config.options.get("labels") or {}
+        self.label_value: list[str] | dict[str, Any]
+        self.label_names: tuple[str, ...]
         if config.label_type == "simple":
             self.label_value = list(config.label_columns)
             self.label_names = (LABEL,)
@@ -123,6 +125,8 @@ def load_network_file(path: str) -> Any:
     if file.suffix != ".py":
         raise SchemaError(f"{path}: a network file is a Python file (.py) defining get_model(data_config, **kwargs)")
     spec = importlib.util.spec_from_file_location(f"_jetstore_network_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise SchemaError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -204,8 +208,10 @@ def build_network(options: TrainOptions, config: TrainingConfig, regression: boo
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Parameters with and without weight decay (biases, norms and the model's ``no_weight_decay()`` names)."""
-    skip = set(model.no_weight_decay()) if callable(getattr(model, "no_weight_decay", None)) else set()
-    decay, no_decay = [], []
+    names = getattr(model, "no_weight_decay", None)
+    skip = set(names()) if callable(names) else set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue

@@ -58,12 +58,14 @@ class Objective:
         cannot give it: a plain function rather than a torch loss module)."""
         per_jet = reduction == "none"
         if self.regression:
+            assert regression is not None  # a regression network outputs it
             target = self.target_values(batch, regression.shape[1])
             predicted = regression.float()
             if predicted.shape[1] == 1:  # weaver's shapes: model_output.squeeze() against the first label
                 predicted, target = predicted[:, 0], target[:, 0]
             loss = _reduced(self.main_loss, functional.huber_loss, predicted, target, reduction)
             return loss.reshape(len(loss), -1).mean(dim=1) if per_jet and loss is not None else loss
+        assert logits is not None  # a classifier outputs them
         loss = _reduced(self.main_loss, functional.cross_entropy, logits.float(), batch[LABEL], reduction)
         if loss is not None and regression is not None and self.targets:
             target = self.target_values(batch, regression.shape[1])
@@ -142,8 +144,8 @@ class Tally:
                 self.scores.append(torch.softmax(logits.detach().float(), dim=1).cpu().numpy())
                 self.labels.append(labels.cpu().numpy())
         if regression is not None and objective.targets:
-            residual = (regression.detach().float() - objective.target_values(batch, regression.shape[1])).cpu()
-            residual = residual.numpy().astype(np.float64)
+            difference = regression.detach().float() - objective.target_values(batch, regression.shape[1])
+            residual = difference.cpu().numpy().astype(np.float64)
             if objective.regression:
                 self.jets += n
                 self.weight += float(w.sum())
@@ -197,7 +199,7 @@ class Tally:
             from jetstore.train.evaluate import regression_metrics
 
             out.update(regression_metrics(np.concatenate(self.residuals), self.objective.targets, weights))
-        elif self.residual_sum is not None and self.weight:
+        elif self.residual_sum is not None and self.residual_squares is not None and self.weight:
             mean = self.residual_sum / self.weight
             spread = np.sqrt(np.maximum(self.residual_squares / self.weight - mean**2, 0))
             for i, name in enumerate(self.objective.targets[:len(mean)]):

@@ -135,7 +135,8 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None, plo
     if not columns:
         raise DatasetError(f"{url}: no selected jet in split {split!r} to predict on")
     arrays = {k: np.concatenate(v) for k, v in columns.items()}
-    samples = tuple(getattr(dataset, "sample_names", None) or (sample_name(url if isinstance(url, str) else url[0]),))
+    first_url = url if isinstance(url, str) else url[0]
+    samples = tuple(getattr(dataset, "sample_names", None) or (sample_name(first_url),))
     scores = arrays.pop("scores", None)
     table = _columns(arrays, scores, objective)
     write_predictions(output, table, samples)
@@ -148,7 +149,7 @@ def predict(options: TrainOptions, output: str, max_jets: int | None = None, plo
     if scores is not None:
         classes = objective.class_names
         labels = arrays[LABEL]
-        note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(url)
+        note = f"held-out {options.holdout:.0%} of the training data" if split == "holdout" else sample_name(first_url)
         if plots:
             plot_rocs(Path(output).with_suffix(".roc"), scores, labels, classes, options.experiment_label, note)
         found = performance(scores, labels, classes)

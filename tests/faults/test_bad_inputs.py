@@ -59,6 +59,7 @@ def bad_inputs(tmp_path_factory, sample_files):
     }
 
 
+@pytest.mark.slow
 def test_each_bad_input_is_named_and_good_ones_convert(dask_client, sample_files, bad_inputs, tmp_path):
     out = tmp_path / "ds"
     inputs = [sample_files[0], *(path for path, _ in bad_inputs.values()), sample_files[1]]
@@ -72,6 +73,7 @@ def test_each_bad_input_is_named_and_good_ones_convert(dask_client, sample_files
     assert not list((out / ".staging").glob("*")) if (out / ".staging").exists() else True
 
 
+@pytest.mark.slow
 def test_cli_exit_code_summary_and_skip_bad_inputs(sample_files, bad_inputs, tmp_path):
     out = tmp_path / "ds"
     bad = [bad_inputs["truncated"][0], bad_inputs["missing_branch"][0]]

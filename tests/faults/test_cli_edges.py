@@ -147,6 +147,7 @@ def test_credentials_in_a_dataset_url_are_refused_unprinted(command, sample_file
     assert "MySecretKey456" not in out + err and "AKID123" not in out + err
 
 
+@pytest.mark.slow
 def test_storage_options_from_a_file(dask_client, sample_files, moto_server, tmp_path, capsys, monkeypatch):
     """Credentials in ``--storage-options @FILE`` work and stay out of the process list; inline ones work too,
     with a warning saying who can read them."""
@@ -174,6 +175,7 @@ def test_masking_a_short_key_leaves_words_alone():
     assert RedactingFilter(["abcd"], environ={}).redact("abcde abcd") == "abcde ***"
 
 
+@pytest.mark.slow
 def test_an_s3_input_at_an_unreachable_endpoint_fails_in_seconds(tmp_path, capsys, monkeypatch):
     endpoint = f"http://127.0.0.1:{free_port()}"
     for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
@@ -189,6 +191,7 @@ def test_an_s3_input_at_an_unreachable_endpoint_fails_in_seconds(tmp_path, capsy
 # ---------------------------------------------------------------- Dask's noise
 
 
+@pytest.mark.slow
 def test_a_task_error_is_the_one_line_and_the_dashboard_stays_quiet(capfd, monkeypatch):
     """On the CLI's own LocalCluster: a task raising one of jetstore's errors prints no worker "Compute Failed …
     Traceback" block, and another local user's GET of /json/identity.json (which distributed fails to encode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ BASE_CONFIG = yaml.safe_load((REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_
 BASE_SCHEMA = yaml.safe_load((REPO / "jetstore/schema/bundled/cms_ak4.yaml").read_text())
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.dictionaries(st.sampled_from([*BASE_SCHEMA, "bogus"]), VALUES, max_size=6))
 def test_schema_loader_fuzz(changes):

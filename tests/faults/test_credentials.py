@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from distributed import get_task_stream
 
 from tests.helpers import run_convert
 
 
+@pytest.mark.slow
 def test_task_names_carry_no_secrets(dask_client, sample_files, moto_server):
     moto_server.make_bucket("keys")
     options = {"endpoint_url": moto_server.endpoint, "key": moto_server.key, "secret": moto_server.secret}
@@ -22,6 +24,7 @@ def test_task_names_carry_no_secrets(dask_client, sample_files, moto_server):
     assert moto_server.secret not in shown
 
 
+@pytest.mark.slow
 def test_environment_keys_never_reach_output_or_dataset(sample_files, moto_server, tmp_path):
     """Keys from AWS_* variables: absent from the CLI's output (progress, failures, worker logs) and the dataset."""
     import s3fs

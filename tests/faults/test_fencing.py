@@ -60,10 +60,12 @@ def intact(url: str, options: dict) -> bytes:
     return open_backend(url, options).read(paths.MANIFEST)
 
 
+@pytest.mark.slow
 def test_a_writer_stalled_before_its_commit_point_never_commits(dask_client, sample_files, target):
     stalled_writer_never_commits(dask_client, sample_files, target, "seal")
 
 
+@pytest.mark.slow
 def test_a_writer_stalled_before_a_shard_publish_never_commits(dask_client, sample_files, target_local_ceph):
     stalled_writer_never_commits(dask_client, sample_files, target_local_ceph, "publish")
 
@@ -83,6 +85,7 @@ def stalled_writer_never_commits(dask_client, sample_files, target, point: str) 
     assert Dataset.open(url, options or None).manifest.generation == report.manifest.generation
 
 
+@pytest.mark.slow
 def test_a_stalled_clean_up_deletes_nothing_newer(dask_client, sample_files, target_local_ceph):
     """A sealed and installed its manifest, then stalled before its clean-up: B completes A's commit
     (A's manifest stays committed), commits its own over it, and A's late deletes touch only older names."""
@@ -105,6 +108,7 @@ def test_a_stalled_clean_up_deletes_nothing_newer(dask_client, sample_files, tar
     assert all(path.rsplit(".g", 1)[1].startswith(str(report.manifest.generation)) for path in shards)
 
 
+@pytest.mark.slow
 def test_a_writer_stalled_after_sealing_never_rewrites_the_history(dask_client, sample_files, tmp_path):
     """A sealed its commit, then stalled before writing its manifest's version to the history
     (``_manifests/1.json``); B takes over (completing A's commit), commits its own version 1; A's late write

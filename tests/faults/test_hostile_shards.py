@@ -237,6 +237,7 @@ def original_shard(root) -> bytes:
     return kept.read_bytes()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_hostile_zarr_shards_give_one_clear_error(workspace, data):

@@ -53,6 +53,7 @@ def test_public_url_drops_user_info_and_query():
     assert not locations.is_pattern("https://host/f.root?X-Amz-Signature=a*b") and locations.is_pattern("s3://b/*.root")
 
 
+@pytest.mark.slow
 def test_presigned_inputs_convert_and_leave_no_credentials(dask_client, sample_files, moto_server, s3_env,
                                                            tmp_path):
     import boto3

@@ -124,6 +124,7 @@ def test_mistyped_manifest_field_names_the_key(copy):
     assert_one_line(result, 4, "shards", "n_jets")
 
 
+@pytest.mark.slow
 def test_truncated_or_malformed_stats_are_one_line(copy, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "tests/fixtures/weaver_cms_ak4.yaml", config)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from jetstore.model import paths
 from tests.helpers import REPO, cli
 
@@ -26,13 +28,14 @@ def test_a_malformed_lease_field_is_one_line(sample_files, tmp_path):
         "not 'yesterday'); remove it or pass --break-lease")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: the workers ignore it, the client stops
     the cluster and says how to resume."""
     out = tmp_path / "ds"
     environ = {k: v for k, v in os.environ.items() if k != "DASK_SCHEDULER_ADDRESS"}
     process = subprocess.Popen([sys.executable, "-m", "jetstore", "convert", *sample_files, "--schema", "cms_ak4",
-                                "-o", str(out), "--workers", "2", "--jets-per-shard", "10", "--no-progress"],
+                                "-o", str(out), "--workers", "2", "--jets-per-shard", "4", "--no-progress"],
                                cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.time() + 120

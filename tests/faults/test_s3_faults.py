@@ -77,6 +77,7 @@ def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) 
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_moto_restarted_during_convert(dask_client, sample_files):
     port = free_port()
     servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
@@ -163,6 +164,7 @@ class FlakyHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("backend", ["moto", pytest.param("ceph", marks=pytest.mark.ceph)])
+@pytest.mark.slow
 def test_transient_503s_are_retried(dask_client, sample_files, request, backend):
     server = request.getfixturevalue("moto_server") if backend == "moto" else \
         request.getfixturevalue("ceph_rgw")["http"]

@@ -51,6 +51,7 @@ def manual(**changes):
     return training_config_from_dict(options)
 
 
+@pytest.mark.slow
 def test_without_stats_no_unlabelled_jet_is_delivered(plain):
     ds = JetDataset(plain.url, manual(selection="jet_pt > 20"), batch_size=256, seed=1, jets_per_epoch=2048)
     labels = np.concatenate([b["_label_"].numpy() for b in ds])

@@ -42,6 +42,7 @@ def assert_storage_error(result: subprocess.CompletedProcess, files: list[str], 
     assert not any(Path(f).name in result.stderr for f in files), "an input was blamed"
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_fails_in_seconds(sample_files):
     endpoint = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
@@ -54,12 +55,14 @@ def test_unreachable_endpoint_fails_in_seconds(sample_files):
     assert verbose.returncode == 3 and "Traceback" in verbose.stderr  # -v shows where it happened
 
 
+@pytest.mark.slow
 def test_no_credentials(sample_files, moto_server):
     result = convert("s3://bucket/ds.zarr", sample_files, environment(AWS_ENDPOINT_URL=moto_server.endpoint))
     assert_storage_error(result, sample_files, "no credentials for", "AWS_ACCESS_KEY_ID")
 
 
 @pytest.mark.parametrize("backend", ["moto", "ceph"])
+@pytest.mark.slow
 def test_missing_bucket(sample_files, moto_server, backend, request):
     server = moto_server if backend == "moto" else request.getfixturevalue("ceph_rgw")["http"]
     bucket = f"missing-{uuid.uuid4().hex[:8]}"
@@ -80,6 +83,7 @@ def test_access_denied_on_ceph(sample_files, ceph_rgw):
     assert "not-the-secret" not in result.stderr
 
 
+@pytest.mark.slow
 def test_outage_during_the_run_is_a_storage_failure(sample_files, tmp_path):
     """A moto server in its own process, killed once shards are being committed and not restarted: the run
     ends with exit code 3 naming the endpoint, and blames no input."""

@@ -42,6 +42,7 @@ def test_second_writer_is_refused_naming_the_holder(dask_client, sample_files, t
     assert lease_at(url, options, "f" * 32).read()[0].state == "released"  # released at the end
 
 
+@pytest.mark.slow
 def test_racing_conversions_leave_one_intact_dataset(sample_files, target):
     """Two CLI conversions with different shard sizes started 0.5 s apart: one wins, the other refuses with
     exit code 4 and the holder, never blaming an input; the dataset verifies completely."""
@@ -65,6 +66,7 @@ def test_racing_conversions_leave_one_intact_dataset(sample_files, target):
     assert Dataset.open(url).manifest.jets_per_shard == winner
 
 
+@pytest.mark.slow
 def test_lease_of_a_crashed_writer_is_taken_over(dask_client, sample_files, target):
     url, options, _ = target
     now = time.time()

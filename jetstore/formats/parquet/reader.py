@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -55,8 +56,10 @@ class ParquetShardReader(ShardReader):
         if not all(isinstance(r, ParquetShardReader) and p.selection == reads[0][1].selection for r, p, _ in reads):
             return super().decode_window(reads)
         runs = [list(run) for _, run in itertools.groupby(reads, key=lambda read: id(read[0]))]
-        tables = [run[0][0]._arrow([(plan, pieces) for _, plan, pieces in run]) for run in runs]
-        return reads[0][0]._jets(pa.concat_tables(tables) if len(tables) > 1 else tables[0], reads[0][1].selection)
+        readers = [cast(ParquetShardReader, run[0][0]) for run in runs]
+        tables = [reader._arrow([(plan, pieces) for _, plan, pieces in run])
+                  for reader, run in zip(readers, runs, strict=True)]
+        return readers[0]._jets(pa.concat_tables(tables) if len(tables) > 1 else tables[0], reads[0][1].selection)
 
     def _arrow(self, plans: list[tuple[ReadPlan, list[bytes]]]) -> pa.Table:
         """The jets of plans of this shard (one selection), plan after plan, as one Arrow table."""

@@ -66,7 +66,7 @@ def write_zip(path: Path, parts: list[Entries]) -> None:
     if end != len(out):
         raise AssertionError(f"zip layout: wrote {end} of {len(out)} bytes")
     with open(path, "wb") as file:
-        file.write(memoryview(out))
+        file.write(out.data)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -116,7 +116,7 @@ def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndar
     (``out_sizes[i]`` bytes): ``(-1, OK)``, or the first failing chunk and its problem."""
     if FUNCTIONS is not None:
         return _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes, *FUNCTIONS)
-    view = memoryview(buffer)
+    view = buffer.data
     for i in range(len(headers)):
         h = int(headers[i])
         header = bytes(view[h:h + LOCAL_HEADER_SIZE])

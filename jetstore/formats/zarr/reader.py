@@ -13,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -98,7 +99,8 @@ class ZarrShardReader(ShardReader):
             for name in features:
                 array = self._array(f"{block}/{name}")
                 spans.append((f"{block}/{name}", lo // array.chunk, -(-hi // array.chunk)))
-        columns = {name: [] for name in ("header", "end", "name", "size", "crc", "out", "out_size", "span", "rank")}
+        names = ("header", "end", "name", "size", "crc", "out", "out_size", "span", "rank")
+        columns: dict[str, list[Any]] = {name: [] for name in names}
         layout, position = [], 0
         packable = start % index.unit_jets == 0 and stop - start <= index.unit_jets and all(
             int(index.unit_offsets[block][first]) % self._array(f"{block}/{name}").chunk == 0
@@ -155,7 +157,8 @@ class ZarrShardReader(ShardReader):
         if not all(isinstance(r, ZarrShardReader) and p.parts.packable and p.selection == plans[0].selection
                    for r, p, _ in reads):
             return super().decode_window(reads)
-        layout, selection, index = plans[0].parts.layout, plans[0].selection, reads[0][0].index
+        readers = [cast(ZarrShardReader, r) for r, _, _ in reads]
+        layout, selection, index = plans[0].parts.layout, plans[0].selection, readers[0].index
         keys = [key for key, *_ in layout]
         dtypes = [index.arrays[key].dtype for key in keys]
         itemsize = np.array([dtype.itemsize for dtype in dtypes], np.int64)
@@ -189,7 +192,7 @@ class ZarrShardReader(ShardReader):
             if failed >= 0:
                 chunk = int(mine[failed])
                 k = int(plan_of[chunk])
-                reads[k][0]._failure(plans[k], chunk - int(np.sum(counts_in[:k])), problem)
+                readers[k]._failure(plans[k], chunk - int(np.sum(counts_in[:k])), problem)
             return out, base
 
         jets_out, jets_base = decode(per_jet)
@@ -203,7 +206,7 @@ class ZarrShardReader(ShardReader):
             counts = view(jets_out, jets_base, keys.index(f"{block}/{COUNTS}"), total)
             cumulative = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
             nodes[block] = cumulative[np.cumsum(sizes)] - cumulative[np.cumsum(sizes) - sizes]
-            room = np.array([_unit_values(r.index, block, p.start) for r, p, _ in reads])
+            room = np.array([_unit_values(r.index, block, p.start) for r, p in zip(readers, plans, strict=True)])
             bad = nodes[block] > room
             if (counts.min(initial=0) < 0) or bad.any():
                 k = int(np.argmax(bad)) if bad.any() else int(np.searchsorted(np.cumsum(sizes), np.argmin(counts),

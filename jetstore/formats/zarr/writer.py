@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 from numcodecs import Blosc
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCname, BloscCodec, BloscShuffle
 
 from jetstore.formats.base import ShardWriter
 from jetstore.formats.zarr.archive import Entries, write_zip
@@ -204,7 +204,8 @@ def _shuffle(dtype: np.dtype) -> int:
 def _array_metadata(dtype: str, chunk: int, cname: str, level: int, shuffle: int, blocksize: int,
                     dimension: str) -> dict:
     """``zarr.json`` of a 1-D array exactly as zarr-python writes it (made once per process in memory)."""
-    codec = BloscCodec(cname=cname, clevel=level, shuffle=SHUFFLE_NAMES[shuffle], blocksize=blocksize)
+    codec = BloscCodec(cname=BloscCname(cname), clevel=level, shuffle=BloscShuffle(SHUFFLE_NAMES[shuffle]),
+                       blocksize=blocksize)
     array = zarr.create_array(zarr.storage.MemoryStore(), shape=(0,), chunks=(chunk,), dtype=np.dtype(dtype),
                               fill_value=0, zarr_format=3, compressors=codec, dimension_names=[dimension])
     return json.loads(json.dumps(array.metadata.to_dict()))

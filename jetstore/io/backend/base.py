@@ -13,6 +13,7 @@ are what the write lease and the manifest are fenced with (``dataset/lease.py``,
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import re
 import shutil
@@ -86,7 +87,7 @@ class Backend(ABC):
         """Key → size of every object whose key starts with ``prefix`` (a folder needs its trailing '/')."""
 
     @abstractmethod
-    def entries(self, folder: str = "") -> list[str]:
+    def entries(self, folder: str = "") -> builtins.list[str]:
         """The names directly inside ``folder`` (objects and sub-folders)."""
 
     @abstractmethod

@@ -8,6 +8,7 @@ writes never interleave (``.jetstore.lock``, an empty file). A token is the xxh3
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import os
@@ -74,7 +75,7 @@ class LocalBackend(Backend):
                     found[key] = os.lstat(os.path.join(directory, name)).st_size
         return found
 
-    def entries(self, folder: str = "") -> list[str]:
+    def entries(self, folder: str = "") -> builtins.list[str]:
         try:
             return sorted(os.listdir(self.path(folder)))
         except (FileNotFoundError, NotADirectoryError):
@@ -193,5 +194,6 @@ class _PreadReader(RangeReader):
                 self._fd = None
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)

@@ -10,6 +10,7 @@ can mean the first attempt succeeded: the object is read back before a write cou
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,7 +61,7 @@ class FsspecBackend(Backend):
 
     _prefix_listing = False
 
-    def entries(self, folder: str = "") -> list[str]:
+    def entries(self, folder: str = "") -> builtins.list[str]:
         try:
             return sorted(name.rstrip("/").rsplit("/", 1)[-1] for name in self.fs.ls(self.path(folder), detail=False))
         except FileNotFoundError:
@@ -74,9 +75,11 @@ class FsspecBackend(Backend):
 
     def put_if_absent(self, key: str, data: bytes) -> Token | None:
         self.require_writes()
+        return None  # not reached: require_writes refuses on a filesystem without conditional writes
 
     def put_if_match(self, key: str, data: bytes, token: Token) -> Token | None:
         self.require_writes()
+        return None  # not reached, as above
 
     def publish(self, local: Path, key: str) -> None:
         self.require_writes()
