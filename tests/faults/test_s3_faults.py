@@ -38,7 +38,7 @@ def commits(fs, prefix: str) -> int:
 
 
 def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) -> None:
-    """Convert with ~100 shards; stop the server after 5 commits, restart it 1.5 s later; then the first run
+    """Convert with 50 shards; stop the server after 5 commits, restart it 1.5 s later; then the first run
     has succeeded (retries) or failed naming shards with no manifest, and a rerun completes the dataset."""
     url = f"s3://{bucket}/ds.zarr"
     fs = s3fs.S3FileSystem(**{k: v for k, v in opts.items() if k != "config_kwargs"}, skip_instance_cache=True)
@@ -50,7 +50,7 @@ def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) 
 
     def first_run() -> None:
         try:
-            result["report"] = run_convert(client, files, url, options=opts, jets_per_shard=25, overwrite=True)
+            result["report"] = run_convert(client, files, url, options=opts, jets_per_shard=50, overwrite=True)
         except StorageError as exc:
             result["error"] = exc
 
@@ -69,8 +69,8 @@ def restart_during_convert(client, files, bucket: str, opts: dict, stop, start) 
         assert "could not be written" in str(result["error"]) and "rerun to resume" in str(result["error"])
     else:
         assert result["report"].ok
-    again = run_convert(client, files, url, options=opts, jets_per_shard=25)
-    assert again.ok and again.written + again.reused == 100
+    again = run_convert(client, files, url, options=opts, jets_per_shard=50)
+    assert again.ok and again.written + again.reused == 50
     dataset = Dataset.open(url, opts)
     assert_table_matches(dataset.read_all(), reference_for(dataset), dataset.schema)
     result = cli("verify", url, "--storage-options", json.dumps(opts))
