@@ -13,11 +13,14 @@
   forward + backward + optimizer step per jet on the same number of random and bucketed batches, alternating,
   one torch thread, the same batch size;
 * physics: ``jetstore train`` with and without ``--bucket`` (built-in ParT small, one epoch of ``--steps`` steps
-  of 128 jets, so the model scored is the one after the last step; Ranger at 1e-3, constant rate, ``--seeds``) on
-  five cms_ak4 files, scored on every selected jet of ttbar_2 (never trained on): AUCs per seed, their mean and
-  spread, and each AUC's statistical uncertainty (bootstrap).
+  of 128 jets, so the model scored is the one after the last step; Ranger at 1e-3, constant rate, ``--seeds``,
+  one sampler and one torch thread) on five cms_ak4 files, scored on every selected jet of ttbar_2 (never trained
+  on): AUCs per seed, their mean and spread, the paired (same seed) differences, and each AUC's statistical
+  uncertainty (bootstrap). ``--random-options`` / ``--bucketed-options`` add trainer options to either side
+  (e.g. ``--bucketed-options "--batchnorm batch"``); every training is kept in its own folder
+  (``bench/out/bucketing/physics/bucket_seed1_steps300_1epoch_batchnorm-batch``) and reused by later runs.
 
-The physics section runs ``2 × len(seeds)`` trainings (~1.5 min each at ``--steps 50``, 3-8 min at 300, on 2
+The physics section runs ``2 × len(seeds)`` trainings (~1.5 min each at ``--steps 50``, 1.5-3 min at 300, on 2
 shared cores). The timing section's bucketed batches span the epoch's multiplicities, one chunk at a time: for a
 fair mean, time a chunk's worth (``--timing-batches 100`` at batch 128) on a quiet machine.
 """
@@ -228,6 +231,13 @@ def aucs(prediction: Path, classes: list[str], rng: np.random.Generator, resampl
     return out
 
 
+def run_folder(bucket: bool, seed: int, steps: int, options: list[str]) -> str:
+    """A training's folder: its batches, seed, steps and its extra options (``--batchnorm running`` →
+    ``_batchnorm-running``)."""
+    extra = "_" + "-".join(t.lstrip("-") for t in options) if options else ""
+    return f"{'bucket' if bucket else 'random'}_seed{seed}_steps{steps}_1epoch{extra}"
+
+
 def section_physics(_, args) -> None:
     scratch = Path(args.scratch) / "physics"
     config = args.config
@@ -236,37 +246,47 @@ def section_physics(_, args) -> None:
     train, test = scratch / "train.zarr", scratch / "test.zarr"
     for inputs, url in ((files, train), ([str(SHARED / f"data/cms_ak4/{TEST_FILE}.root")], test)):
         if not (url / "_manifest.json").exists():
-            jetstore("convert", *inputs, "--schema", "cms_ak4", "--output", str(url))
+            jetstore("convert", *inputs, "--schema", "cms_ak4", "--output", str(url), "--workers", "1")
     jetstore("stats", str(train), "--config", config)
     results: dict[bool, list[dict]] = {False: [], True: []}
     rng = np.random.default_rng(0)
+    extra = {False: args.random_options, True: args.bucketed_options}
     for seed in args.seeds:
         for bucket in (False, True):
-            run = scratch / f"{'bucket' if bucket else 'random'}_seed{seed}_steps{args.steps}_1epoch"
+            run = scratch / run_folder(bucket, seed, args.steps, extra[bucket])
             prediction = run / "test.parquet"
             if not prediction.exists():
                 start = time.perf_counter()
                 jetstore("train", "--data", str(train), "--config", config, "--output", str(run), "--size", "small",
                          "--num-epochs", "1", "--batch-size", "128", "--jets-per-epoch", str(128 * args.steps),
                          "--jets-per-epoch-val", "1280", "--lr", "1e-3", "--optimizer", "ranger", "--lr-scheduler",
-                         "none", "--seed", str(seed), "--no-progress", *(["--bucket"] if bucket else []))
+                         "none", "--seed", str(seed), "--no-progress", "--threads", "1", "--torch-threads", "1",
+                         *(["--bucket"] if bucket else []), *extra[bucket])
                 trained = time.perf_counter() - start
-                jetstore("train", "--output", str(run), "--predict", str(prediction), "--predict-data", str(test))
+                jetstore("train", "--output", str(run), "--predict", str(prediction), "--predict-data", str(test),
+                         "--threads", "1", "--torch-threads", "1")
                 (run / "bench_seconds.json").write_text(json.dumps({"train": trained}))
             results[bucket].append(aucs(prediction, classes, rng))
             seconds = json.loads((run / "bench_seconds.json").read_text())["train"]
-            print(f"seed {seed}, {'bucketed' if bucket else 'random'}: trained in {seconds:.0f} s; "
+            print(f"seed {seed}, {run.name}: trained in {seconds:.0f} s; "
                   + ", ".join(f"{p} {v:.3f}" for p, (v, _) in results[bucket][-1].items()), flush=True)
-    print(f"\n### AUCs on {TEST_FILE} after {args.steps} steps of 128 jets, seeds {args.seeds}\n")
-    print("| pair | random batches | bucketed batches | difference of the means | seed spread (std) random / "
-          "bucketed | statistical uncertainty |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
+    names = [" ".join(["random", *extra[False]]), " ".join(["bucketed", *extra[True]])]
+    print(f"\n### AUCs on {TEST_FILE} after {args.steps} steps of 128 jets, seeds {args.seeds}: {names[0]} against "
+          f"{names[1]}\n")
+    print(f"| pair | {names[0]} (mean) | {names[1]} (mean) | bucketed − random per seed (mean ± its standard "
+          "error) | seed spread (std) random / bucketed | statistical uncertainty |")
+    print("| --- | --- | --- | --- | ---: | ---: |")
+    lower = 0
     for pair in PAIRS:
         values = {k: np.array([r[pair][0] for r in v]) for k, v in results.items()}
         stat = np.mean([r[pair][1] for v in results.values() for r in v])
         cells = [", ".join(f"{x:.3f}" for x in values[k]) + f" ({values[k].mean():.3f})" for k in (False, True)]
-        print(f"| {pair} | {cells[0]} | {cells[1]} | {values[True].mean() - values[False].mean():+.4f} | "
-              f"{values[False].std(ddof=1):.4f} / {values[True].std(ddof=1):.4f} | ±{stat:.4f} |", flush=True)
+        paired = values[True] - values[False]
+        lower += int((paired < 0).sum())
+        print(f"| {pair} | {cells[0]} | {cells[1]} | {', '.join(f'{d:+.3f}' for d in paired)} "
+              f"(**{paired.mean():+.3f}** ± {paired.std(ddof=1) / np.sqrt(len(paired)):.3f}) | "
+              f"{values[False].std(ddof=1):.3f} / {values[True].std(ddof=1):.3f} | ±{stat:.3f} |", flush=True)
+    print(f"\nbucketed lower in {lower} of {len(PAIRS) * len(args.seeds)} (seed, pair) comparisons", flush=True)
 
 
 SECTIONS = {"padding": section_padding, "timing": section_timing, "physics": section_physics}
@@ -283,6 +303,10 @@ def main() -> None:
     parser.add_argument("--timing-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[128, 512])
     parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--random-options", type=str.split, default=[],
+                        help="physics: more `jetstore train` options for the random batches' runs")
+    parser.add_argument("--bucketed-options", type=str.split, default=[],
+                        help="physics: more `jetstore train` options for the bucketed runs, e.g. '--batchnorm batch'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sections = args.sections.split(",")

@@ -257,3 +257,71 @@ def test_the_trainer_trains_on_bucketed_batches(train_dataset, tmp_path):
     assert run.dataset.plan.options.bucket == 1 and not run.validation.plan.options.bucket
     summary = train(options)
     assert summary["status"] == "finished" and summary["step"] == 3 and np.isfinite(summary["loss"])
+
+
+def _tagger(mode: str):
+    from jetstore.train import batchnorm
+    from jetstore.train.model import Tagger
+
+    torch.manual_seed(0)
+    tagger = Tagger(10, 6, size="tiny")
+    batchnorm.apply(tagger.backbone, mode)
+    return tagger
+
+
+def _inputs(batch):
+    return tuple(torch.from_numpy(batch[g]) for g in ("pf_features", "pf_vectors", "pf_mask"))
+
+
+def test_masked_batchnorm_counts_real_particles_only(epochs):
+    """``--batchnorm masked``: the input BatchNorm's statistics are those of the batch's real particles (a random
+    batch is mostly padding: weaver-core's own statistics differ)."""
+    batch = epochs[False][1][0]
+    real = torch.from_numpy(batch["pf_features"]).permute(0, 2, 1)[torch.from_numpy(batch["pf_mask"])[:, 0] > 0]
+    assert len(real) < 0.6 * batch["pf_mask"].size  # padding to count or not
+    expected_mean, expected_var = 0.1 * real.mean(0), 0.9 + 0.1 * real.var(0)  # one step of momentum 0.1 from 0, 1
+    for mode, same in (("masked", True), ("batch", False)):
+        tagger = _tagger(mode)
+        tagger(*_inputs(batch))
+        norm = tagger.backbone.embed.input_bn
+        close = torch.allclose(norm.running_mean, expected_mean, atol=1e-5) and torch.allclose(
+            norm.running_var, expected_var, atol=1e-4)
+        assert close == same, mode
+
+
+def test_running_batchnorm_normalises_each_jet_alike_in_training_and_evaluation(epochs):
+    """``--batchnorm running``: in training every BatchNorm normalises with its running statistics (learnt from
+    real particles, from the first batch on), so a jet's normalised inputs do not depend on its batch; the
+    weights and buffers are those of weaver-core's ParT (checkpoints, export) and evaluation is unchanged."""
+    tagger, plain = _tagger("running"), _tagger("batch")
+    norms = [m for m in tagger.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 6 and all(getattr(m, "use_running", False) for m in norms)  # input + 5 of pair_embed
+    outputs = []
+    tagger.backbone.embed.input_bn.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    short, long = epochs[True][1][0], epochs[True][1][-1]
+    for batch in (short, long):
+        tagger(*_inputs(batch))
+    norm = tagger.backbone.embed.input_bn
+    x, _, mask = _inputs(long)
+    real = x.permute(0, 2, 1)[mask[:, 0] > 0]
+    features = _inputs(short)[0].permute(0, 2, 1)[_inputs(short)[2][:, 0] > 0]
+    # a cumulative average over the first batches, of their real particles
+    torch.testing.assert_close(norm.running_mean, (features.mean(0) + real.mean(0)) / 2, atol=1e-5, rtol=0)
+    expected = (x - norm.running_mean[None, :, None]) / torch.sqrt(norm.running_var[None, :, None] + norm.eps)
+    torch.testing.assert_close(outputs[-1], expected * norm.weight[None, :, None] + norm.bias[None, :, None])
+    plain.load_state_dict(tagger.state_dict())
+    tagger.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tagger(*_inputs(long))[0], plain(*_inputs(long))[0])
+
+
+def test_batchnorm_modes_are_for_the_built_in_part(train_dataset, tmp_path):
+    from jetstore.errors import JetstoreError
+    from jetstore.train.cli import parse_options
+    from jetstore.train.loop import build
+
+    network = str(REPO / "tests/fixtures/networks/example_ParticleNet.py")
+    argv = ["--data", train_dataset, "--config", CONFIG, "--output", str(tmp_path / "run"), "--no-progress"]
+    assert parse_options(argv).batchnorm == "batch"
+    with pytest.raises(JetstoreError, match="--batchnorm running sets the built-in ParT's BatchNorms"):
+        build(parse_options([*argv, "-n", network, "--batchnorm", "running"]), torch.device("cpu"))

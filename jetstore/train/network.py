@@ -21,6 +21,7 @@ from torch import nn
 
 from jetstore.config.weaver import TrainingConfig
 from jetstore.errors import JetstoreError, SchemaError
+from jetstore.train import batchnorm
 from jetstore.train.model import Tagger
 from jetstore.train.options import TrainOptions
 
@@ -172,6 +173,9 @@ def load_model_state(model: nn.Module, weights: Mapping[str, torch.Tensor], wher
 def build_network(options: TrainOptions, config: TrainingConfig, regression: bool, use_amp: bool = False,
                   for_inference: bool = False) -> Network:
     """The run's network: the built-in ParT, or ``options.network_config``'s ``get_model``."""
+    if options.network_config is not None and options.batchnorm != "batch":
+        raise JetstoreError(f"--batchnorm {options.batchnorm} sets the built-in ParT's BatchNorms; a "
+                            "--network-config file's model is used as written")
     if options.network_config is None:
         if options.network_options:
             raise JetstoreError("-o/--network-option sets options of a --network-config file; the built-in ParT "
@@ -184,6 +188,7 @@ def build_network(options: TrainOptions, config: TrainingConfig, regression: boo
                                   f"{', '.join(groups)}); set --features/--vectors/--mask")
         model = Tagger(len(groups[options.features].variables), 0 if regression else len(config.label_columns),
                        len(config.custom_labels), options.size, use_amp=use_amp)
+        batchnorm.apply(model.backbone, options.batchnorm)
         shapes = {n: (1, len(groups[n].variables), groups[n].length) for n in names}
         info = {"input_names": list(names), "input_shapes": shapes, "output_names": ["softmax"],
                 "dynamic_axes": {**{n: {0: "N", 2: "n_" + n.split("_")[0]} for n in names}, "softmax": {0: "N"}}}

@@ -26,6 +26,7 @@ SCHEDULERS = ("flat+decay", "cosine", "one-cycle", "none", "flat+linear", "flat+
 SCHEDULE_MODES = ("per-step", "weaver")
 AMP = ("bf16", "fp16", "none")
 SIZES = ("tiny", "small", "full")
+BATCHNORM = ("batch", "masked", "running")  # see batchnorm.py
 MAX_RUN_FILE = 1 << 20  # bytes: a run.json is a page of options
 
 # What a resume does with an option that differs from the checkpoint's (``resume=`` of each field):
@@ -116,6 +117,10 @@ class TrainOptions:
     vectors: str = option("pf_vectors", "built-in ParT: the input group of 4-vectors (px, py, pz, E)", text,
                           REFUSED)
     mask: str = option("pf_mask", "built-in ParT: the input group of the particle mask", text, REFUSED)
+    batchnorm: str = option("batch", "built-in ParT: its BatchNorms when training: batch (weaver-core's batch "
+                                     "statistics), masked (the input one's over real particles only), running "
+                                     "(normalise with running statistics, learnt over real particles)",
+                            resume=REFUSED, choices=BATCHNORM)
     regression_mode: bool = option(False, "regression on weaver's custom labels (implied by labels.type: custom)",
                                    resume=REFUSED)
     regression_weight: float = option(1.0, "weight of the regression loss beside the classification loss "
