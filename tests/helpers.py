@@ -37,6 +37,27 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           timeout=timeout, env=full_env, cwd=REPO)
 
 
+def zip_entries(names: list[str], payloads: list[bytes]):
+    """``payloads`` as the entries ``names`` of a zip written by :func:`jetstore.formats.zarr.archive.write_zip`."""
+    import zlib
+
+    import numpy as np
+
+    from jetstore.formats.zarr import archive
+
+    sizes = np.array([len(p) for p in payloads], np.int64)
+    return archive.Entries(names, np.frombuffer(b"".join(payloads) or b"\0", np.uint8),
+                           np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64), sizes,
+                           np.array([zlib.crc32(p) for p in payloads], np.int64))
+
+
+def with_comment(data: bytes, comment: bytes) -> bytes:
+    """A zip's bytes with its comment replaced (an empty or foreign one: a Zarr shard then reads by its zip
+    directory, as shards written before the chunk index do)."""
+    end = data.rfind(b"PK\x05\x06")
+    return data[:end + 20] + len(comment).to_bytes(2, "little") + comment
+
+
 def forget_shard_metadata() -> None:
     """Forget the shard metadata (zip directories) this process parsed, as a new process would start."""
     from jetstore.formats.zarr.reader import CACHE
