@@ -63,13 +63,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import copies_of  # noqa: E402
+from common import best_of, copies_of  # noqa: E402
 
 from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.dataset.dataset import Dataset  # noqa: E402
-from jetstore.formats.zarr import directory  # noqa: E402
+from jetstore.formats.zarr import chunk_index, directory  # noqa: E402
 from jetstore.io.backend import presigned  # noqa: E402
 from jetstore.model.layout import Layout  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
@@ -85,7 +85,7 @@ from tests.fixtures.mixing import (  # noqa: E402
     variation,
     worst_pull,
 )
-from tests.helpers import forget_shard_metadata, with_comment  # noqa: E402
+from tests.helpers import forget_shard_metadata, shard_entries, with_comment  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -531,6 +531,29 @@ def section_s3fractions(datasets, configs, args, files) -> None:
         s3_metadata(servers, dataset, "by the zip directory")
     finally:
         servers.close()
+    index_cost(dataset)
+
+
+def index_cost(dataset: Dataset) -> None:
+    """What each shard's chunk index costs the conversion: its bytes against the zip directory's, and the CPU time
+    of building it (``chunk_index.build`` on the shard's own entries, best of 5)."""
+    print("\nchunk index per shard (stored bytes; CPU to build it, best of 5):")
+    total = 0
+    for shard in dataset.manifest.shards:
+        path = Path(dataset.root, shard.path)
+        chunks, keys, key_ids, documents = shard_entries(path)
+        seconds = best_of(5, lambda: chunk_index.build(chunks, keys, key_ids, documents), time.process_time)  # noqa: B023
+        member, _ = chunk_index.build(chunks, keys, key_ids, documents)
+        size = int(member.sizes[0])
+        data = path.read_bytes()
+        directory_bytes = len(data) - directory.locate(data[-(1 << 16):], len(data) - (1 << 16), len(data))[1]
+        total += size
+        print(f"  {shard.path}: {shard.n_jets:,} jets, {len(chunks.names):,} chunks: index {size:,} B "
+              f"({size / len(chunks.names):.2f} B per chunk), zip directory {directory_bytes:,} B "
+              f"({directory_bytes / size:.1f}×); built in {1e3 * seconds:.1f} ms ({1e6 * seconds / shard.n_jets:.2f} "
+              "µs per jet)")
+    print(f"  in all {total:,} B of {dataset.manifest.bytes:,} stored ({100 * total / dataset.manifest.bytes:.2f}%, "
+          f"{total / dataset.manifest.n_jets:.2f} B per jet)", flush=True)
 
 
 def s3_epoch(servers: S3Servers, dataset: Dataset, config: str, name: str, jets: int) -> None:

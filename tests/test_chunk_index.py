@@ -17,7 +17,7 @@ from jetstore.dataset.manifest import ShardEntry
 from jetstore.errors import DatasetError
 from jetstore.formats.zarr import archive, chunk_index, directory
 from jetstore.formats.zarr.reader import ZarrShardReader
-from tests.helpers import forget_shard_metadata, with_comment, zip_entries
+from tests.helpers import forget_shard_metadata, shard_entries, with_comment, zip_entries
 
 
 def reader_of(dataset: Dataset, shard: ShardEntry, data: bytes, folder: Path) -> ZarrShardReader:
@@ -51,18 +51,11 @@ def assert_same_tables(a, b) -> None:
 def rebuilt(path: Path, index: bool = True, lie=None) -> bytes:
     """The shard's zip written again by jetstore's zip writer from its members: with a chunk index (whose chunk
     columns ``lie(chunks)`` may change) or, ``index=False``, as jetstore wrote shards before the index."""
-    with zipfile.ZipFile(path) as handle:
-        members = [(info.filename, handle.read(info)) for info in handle.infolist()
-                   if info.filename != chunk_index.NAME]
-    chunks = [(name, payload) for name, payload in members if "/c/" in name]
-    documents = zip_entries(*map(list, zip(*[(n, p) for n, p in members if "/c/" not in n], strict=True)))
-    entries = zip_entries([n for n, _ in chunks], [p for _, p in chunks])
+    entries, keys, key_ids, documents = shard_entries(path)
     out = path.parent / "rebuilt.zip"
     if not index:
         archive.write_zip(out, [entries, documents])
         return out.read_bytes()
-    keys = list(dict.fromkeys(name.rsplit("/c/", 1)[0] for name, _ in chunks))
-    key_ids = np.array([keys.index(name.rsplit("/c/", 1)[0]) for name, _ in chunks], np.int64)
     told = dataclasses.replace(entries, **lie(entries)) if lie else entries
     member, pointer = chunk_index.build(told, keys, key_ids, documents)
     archive.write_zip(out, [entries, member, documents], pointer)

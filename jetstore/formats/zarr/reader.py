@@ -326,8 +326,8 @@ class ZarrShardReader(ShardReader):
 
     def _entries(self, sparse: SparseFile) -> directory.Entries:
         """The zip's entries from the shard's chunk index (one request after the tail: the index and the metadata
-        documents after it), or, in shards without one, from its central directory (then the documents before
-        it); either way every metadata document's bytes are fetched once they return."""
+        documents after it), or, in shards without one, from its central directory (then one request for the
+        documents before it, if the tail did not hold them): either way the documents are fetched with them."""
         tail_start, tail = sparse.pieces[0]
         try:
             count, offset, size = directory.locate(tail, tail_start, self.source.size)
