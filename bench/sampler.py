@@ -11,7 +11,9 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
   several seeds, against an i.i.d. draw of the same size, and the worst cell after ``--mix-epochs`` epochs in
   i.i.d. sigmas, on jittered cms_ak4 (~270k jets) and on one-class-per-file data, with ``read_factor`` 1, 2, 4;
 * s3fractions: 1/10, 1/40 and 2,048-jet weighted epochs over S3 (moto through the byte-counting proxy), each in
-  a fresh process: every byte on the wire (metadata included) per delivered jet;
+  a fresh process: every byte on the wire (metadata included) per delivered jet; the shards' metadata alone, and
+  the 2,048-jet epoch again with the shards read by their zip directory (as shards written before the chunk
+  index);
 * fractions: weighted epochs that are 1/10 and 1/40 of the data (and full ones) on jittered copies of cms_ak4
   at ~270k, ~2.7M and ~10M jets (``--fraction-copies``), beside the former layout (2,048-jet units, a shard per
   input file), Parquet and small shards: jets/s per core, bytes fetched per delivered jet, the (class, pT, eta)
@@ -61,12 +63,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import copies_of  # noqa: E402
+from common import best_of, copies_of  # noqa: E402
 
 from jetstore import JetDataset, compute_stats, convert, load_schema  # noqa: E402
 from jetstore.config.weaver import training_config_from_dict  # noqa: E402
 from jetstore.conversion.cluster import dask_client  # noqa: E402
 from jetstore.dataset.dataset import Dataset  # noqa: E402
+from jetstore.formats.zarr import chunk_index, directory  # noqa: E402
 from jetstore.io.backend import presigned  # noqa: E402
 from jetstore.model.layout import Layout  # noqa: E402
 from jetstore.sampler.batch import BatchBuilder  # noqa: E402
@@ -82,7 +85,7 @@ from tests.fixtures.mixing import (  # noqa: E402
     variation,
     worst_pull,
 )
-from tests.helpers import forget_shard_metadata  # noqa: E402
+from tests.helpers import forget_shard_metadata, shard_entries, with_comment  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 BATCH = 512
@@ -499,6 +502,11 @@ FRESH_EPOCH = ("import sys, json; from jetstore import JetDataset; from jetstore
                "print(sum(len(b['_label_']) for b in ds), ds.last_stream.units_read)")
 
 
+FRESH_OPEN = ("import sys, json; from jetstore.dataset.dataset import Dataset;"
+              "ds = Dataset.open(sys.argv[1], json.loads(sys.argv[2]));"
+              "[ds.source.reader(shard) for shard in ds.manifest.shards]")
+
+
 def section_s3fractions(datasets, configs, args, files) -> None:
     """Weighted epochs that are a fraction of the data, and a 2,048-jet one, each in a fresh process (metadata
     included), on moto through the byte-counting proxy: every byte on the wire per delivered jet."""
@@ -513,15 +521,64 @@ def section_s3fractions(datasets, configs, args, files) -> None:
     try:
         servers.upload(dataset, "fractions")
         for name, jets in (("1/10", n // 10), ("1/40", n // 40), ("2,048 jets", 2048)):
-            before = servers.bytes_down()
-            out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", args.config, str(jets),
-                                  json.dumps(servers.options)], capture_output=True, text=True, check=True, cwd=REPO)
-            wire = servers.bytes_down() - before
-            delivered, units = map(int, out.stdout.split())
-            print(f"| {name} | {delivered:,} | {units:,} | {wire:,} | {wire / delivered:,.0f} B = "
-                  f"{wire / delivered / (stored / n):.2f}× stored | {100 * wire / stored:.2f}% |", flush=True)
+            s3_epoch(servers, dataset, args.config, name, jets)
+        s3_metadata(servers, dataset, "by the chunk index")
+        fs = servers.fs()  # the same shards, their comment (the index's pointer) blanked: read by the zip directory
+        for shard in dataset.manifest.shards:  # as shards written before the index are
+            data = Path(dataset.root, shard.path).read_bytes()
+            fs.pipe(f"fractions/ds.zarr/{shard.path}", with_comment(data, b" " * len(directory.comment(data))))
+        s3_epoch(servers, dataset, args.config, "2,048 jets, by the zip directory (index pointer blanked)", 2048)
+        s3_metadata(servers, dataset, "by the zip directory")
     finally:
         servers.close()
+    index_cost(dataset)
+
+
+def index_cost(dataset: Dataset) -> None:
+    """What each shard's chunk index costs the conversion: its bytes against the zip directory's, and the CPU time
+    of building it (``chunk_index.build`` on the shard's own entries, best of 5)."""
+    print("\nchunk index per shard (stored bytes; CPU to build it, best of 5):")
+    total = 0
+    for shard in dataset.manifest.shards:
+        path = Path(dataset.root, shard.path)
+        chunks, keys, key_ids, documents = shard_entries(path)
+        seconds = best_of(5, lambda: chunk_index.build(chunks, keys, key_ids, documents), time.process_time)  # noqa: B023
+        member, _ = chunk_index.build(chunks, keys, key_ids, documents)
+        size = int(member.sizes[0])
+        data = path.read_bytes()
+        directory_bytes = len(data) - directory.locate(data[-(1 << 16):], len(data) - (1 << 16), len(data))[1]
+        total += size
+        print(f"  {shard.path}: {shard.n_jets:,} jets, {len(chunks.names):,} chunks: index {size:,} B "
+              f"({size / len(chunks.names):.2f} B per chunk), zip directory {directory_bytes:,} B "
+              f"({directory_bytes / size:.1f}×); built in {1e3 * seconds:.1f} ms ({1e6 * seconds / shard.n_jets:.2f} "
+              "µs per jet)")
+    print(f"  in all {total:,} B of {dataset.manifest.bytes:,} stored ({100 * total / dataset.manifest.bytes:.2f}%, "
+          f"{total / dataset.manifest.n_jets:.2f} B per jet)", flush=True)
+
+
+def s3_epoch(servers: S3Servers, dataset: Dataset, config: str, name: str, jets: int) -> None:
+    """One weighted epoch of ``jets`` jets of ``dataset`` (on the servers as ``fractions/ds.zarr``) in a fresh
+    process: its table row."""
+    n, stored = dataset.manifest.n_jets, dataset.manifest.bytes
+    before = servers.bytes_down()
+    out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", config, str(jets),
+                          json.dumps(servers.options)], capture_output=True, text=True, check=True, cwd=REPO)
+    wire = servers.bytes_down() - before
+    delivered, units = map(int, out.stdout.split())
+    print(f"| {name} | {delivered:,} | {units:,} | {wire:,} | {wire / delivered:,.0f} B = "
+          f"{wire / delivered / (stored / n):.2f}× stored | {100 * wire / stored:.2f}% |", flush=True)
+
+
+def s3_metadata(servers: S3Servers, dataset: Dataset, label: str) -> None:
+    """Bytes on the wire to open every shard of ``dataset`` (on the servers as ``fractions/ds.zarr``) in a fresh
+    process: the shards' metadata alone."""
+    before = servers.bytes_down()
+    subprocess.run([sys.executable, "-c", FRESH_OPEN, "s3://fractions/ds.zarr", json.dumps(servers.options)],
+                   check=True, cwd=REPO)
+    wire = servers.bytes_down() - before
+    shards = len(dataset.manifest.shards)
+    print(f"| metadata of the {shards} shards, {label} | | | {wire:,} | {wire // shards:,} B per shard | "
+          f"{100 * wire / dataset.manifest.bytes:.2f}% |", flush=True)
 
 
 def section_jetclass(datasets, configs, args, files) -> None:

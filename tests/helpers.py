@@ -37,6 +37,48 @@ def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
                           timeout=timeout, env=full_env, cwd=REPO)
 
 
+def zip_entries(names: list[str], payloads: list[bytes]):
+    """``payloads`` as the entries ``names`` of a zip written by :func:`jetstore.formats.zarr.archive.write_zip`."""
+    import zlib
+
+    import numpy as np
+
+    from jetstore.formats.zarr import archive
+
+    sizes = np.array([len(p) for p in payloads], np.int64)
+    return archive.Entries(names, np.frombuffer(b"".join(payloads) or b"\0", np.uint8),
+                           np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64), sizes,
+                           np.array([zlib.crc32(p) for p in payloads], np.int64))
+
+
+def shard_entries(path):
+    """A Zarr shard's zip entries as jetstore's writer hands them to the zip and the chunk index: (chunks, their
+    array keys, each chunk's key number, the metadata documents); the index entry itself left out."""
+    import zipfile
+
+    import numpy as np
+
+    from jetstore.formats.zarr import chunk_index
+
+    with zipfile.ZipFile(path) as handle:
+        members = [(info.filename, handle.read(info)) for info in handle.infolist()
+                   if info.filename != chunk_index.NAME]
+    chunks = [(name, payload) for name, payload in members if "/c/" in name]
+    documents = [(name, payload) for name, payload in members if "/c/" not in name]
+    keys = list(dict.fromkeys(name.rsplit("/c/", 1)[0] for name, _ in chunks))
+    number = {key: k for k, key in enumerate(keys)}
+    key_ids = np.array([number[name.rsplit("/c/", 1)[0]] for name, _ in chunks], np.int64)
+    return (zip_entries([n for n, _ in chunks], [p for _, p in chunks]), keys, key_ids,
+            zip_entries([n for n, _ in documents], [p for _, p in documents]))
+
+
+def with_comment(data: bytes, comment: bytes) -> bytes:
+    """A zip's bytes with its comment replaced (an empty or foreign one: a Zarr shard then reads by its zip
+    directory, as shards written before the chunk index do)."""
+    end = data.rfind(b"PK\x05\x06")
+    return data[:end + 20] + len(comment).to_bytes(2, "little") + comment
+
+
 def forget_shard_metadata() -> None:
     """Forget the shard metadata (zip directories) this process parsed, as a new process would start."""
     from jetstore.formats.zarr.reader import CACHE

@@ -5,6 +5,8 @@ shards), on the moto S3 server behind the byte-counting proxy."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import s3fs
@@ -12,11 +14,13 @@ import s3fs
 from jetstore import JetDataset
 from jetstore.config import load_training_config
 from jetstore.dataset.dataset import Dataset
+from jetstore.formats.base import TAIL_BYTES
+from jetstore.formats.zarr import chunk_index
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
 from tests.fixtures.jittered import jittered_copies
 from tests.fixtures.mixing import histogram, jet_keys, jet_weights, repeats, target_of, variation
-from tests.helpers import REPO, run_convert
+from tests.helpers import REPO, forget_shard_metadata, run_convert
 from tests.proxy import LatencyProxy
 
 CONFIG = REPO / "tests" / "fixtures" / "weaver_cms_ak4.yaml"
@@ -38,6 +42,30 @@ def jittered_ak4(dask_client, sample_files, moto_server, tmp_path_factory):
     fs = s3fs.S3FileSystem(endpoint_url=moto_server.endpoint, key=moto_server.key, secret=moto_server.secret)
     fs.put(dataset.root + "/", "fractions/ds.zarr/", recursive=True)
     return dataset, config
+
+
+def test_a_shard_opens_on_s3_by_its_chunk_index_not_its_zip_directory(jittered_ak4, moto_server):
+    """Opening a shard as a fresh process does, on S3 through the byte-counting proxy: its tail, then its chunk index
+    with the zarr.json documents after it (two requests), never its zip directory; the index is a fraction of the
+    directory (a 2,048-jet epoch of 270k jets read 3.2% of the dataset in directories, 3.0% in units)."""
+    dataset, _ = jittered_ak4
+    host, port = moto_server.endpoint.removeprefix("http://").split(":")
+    with LatencyProxy((host, int(port)), latency=0) as proxy:
+        remote = Dataset.open("s3://fractions/ds.zarr", {**moto_server.options, "endpoint_url": proxy.url})
+        for shard in remote.manifest.shards:
+            with zipfile.ZipFile(f"{dataset.root}/{shard.path}") as archive:
+                index = archive.getinfo(chunk_index.NAME)
+                directory = shard.bytes - archive.start_dir
+                documents = sum(i.file_size + 30 + len(i.filename) for i in archive.infolist()
+                                if i.filename.endswith("zarr.json"))
+            forget_shard_metadata()
+            before, requests = proxy.bytes_down, proxy.requests
+            remote.source.reader(shard)
+            wire = proxy.bytes_down - before
+            print(shard.path, wire, directory, index.file_size, documents)
+            assert index.file_size <= directory / 8
+            assert proxy.requests - requests == 2
+            assert TAIL_BYTES < wire <= TAIL_BYTES + documents + directory / 5, (wire, directory, documents)
 
 
 @pytest.mark.slow

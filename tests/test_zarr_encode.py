@@ -15,6 +15,7 @@ from numcodecs import Blosc
 
 from jetstore.formats.zarr import archive, directory, encode
 from jetstore.formats.zarr.encode import Codec, encode_chunks
+from tests.helpers import zip_entries
 
 
 def frames(values: np.ndarray, chunk: int, codec: Codec) -> list[bytes]:
@@ -64,13 +65,6 @@ def test_without_the_c_functions_numcodecs_encodes(monkeypatch):
     assert frames(values, 256, codec) == fast
 
 
-def entries(names: list[str], payloads: list[bytes]) -> archive.Entries:
-    sizes = np.array([len(p) for p in payloads], np.int64)
-    return archive.Entries(names, np.frombuffer(b"".join(payloads) or b"\0", np.uint8),
-                           np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64), sizes,
-                           np.array([zlib.crc32(p) for p in payloads], np.int64))
-
-
 @pytest.mark.slow
 def test_a_zarr_array_written_in_one_pass_reads_back(tmp_path):
     values = np.arange(1000, dtype=np.float32)
@@ -83,7 +77,7 @@ def test_a_zarr_array_written_in_one_pass_reads_back(tmp_path):
     path = tmp_path / "a.zip"
     archive.write_zip(path, [archive.Entries([f"x/c/{i}" for i in range(4)], chunks.data, chunks.offsets,
                                              chunks.sizes, chunks.crcs),
-                             entries([f"{k}/zarr.json".lstrip("/") for k in metadata], list(metadata.values()))])
+                             zip_entries([f"{k}/zarr.json".lstrip("/") for k in metadata], list(metadata.values()))])
     with zipfile.ZipFile(path) as handle:
         assert handle.testzip() is None and len(handle.infolist()) == 6
         assert all(i.compress_type == zipfile.ZIP_STORED and i.date_time == (1980, 1, 1, 0, 0, 0)
@@ -95,7 +89,7 @@ def test_a_zarr_array_written_in_one_pass_reads_back(tmp_path):
 def test_more_than_65535_entries_get_zip64_end_records(tmp_path):
     payloads = [f"{i}".encode() for i in range(70_000)]
     path = tmp_path / "many.zip"
-    archive.write_zip(path, [entries([f"a/c/{i}" for i in range(70_000)], payloads)])
+    archive.write_zip(path, [zip_entries([f"a/c/{i}" for i in range(70_000)], payloads)])
     with zipfile.ZipFile(path) as handle:
         infos = handle.infolist()
         assert len(infos) == 70_000 and handle.read(infos[-1]) == b"69999"

@@ -8,7 +8,8 @@ with one call. The archive is what ``zipfile`` writes for ``ZipInfo(name, date_t
 entries stored uncompressed (version 2.0, no extra fields; a zip64 offset for an entry beyond 2 GiB, as
 zipfile), except that the zip64 end records are written only where the end record cannot hold the count,
 size or offset (then it holds the 0xFFFF... markers that send every reader to them), so any zip reader
-(zipfile, ``zarr.storage.ZipStore``, jetstore's own directory parser) reads it.
+(zipfile, ``zarr.storage.ZipStore``, jetstore's own directory parser) reads it. The end record may carry a
+comment (a Zarr shard's: where its chunk index lies).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numba
 import numpy as np
+
+from jetstore.formats.zarr.directory import END_SIGNATURE, MAX_COMMENT
 
 LOCAL_HEADER, CENTRAL_HEADER, END_RECORD, ZIP64_END, ZIP64_LOCATOR, ZIP64_EXTRA = 30, 46, 22, 56, 20, 12
 ZIP64_LIMIT = (1 << 31) - 1  # as zipfile: an entry's header beyond this has its offset in a zip64 field
@@ -38,8 +41,8 @@ class Entries:
     crcs: np.ndarray
 
 
-def write_zip(path: Path, parts: list[Entries]) -> None:
-    """Write the entries of ``parts``, in order, as a zip archive at ``path``."""
+def write_zip(path: Path, parts: list[Entries], comment: bytes = b"") -> None:
+    """Write the entries of ``parts``, in order, as a zip archive at ``path``, with the archive's ``comment``."""
     names = [name.encode() for part in parts for name in part.names]
     name_bytes = np.frombuffer(b"".join(names), np.uint8)
     name_lengths = np.fromiter(map(len, names), np.int64, len(names))
@@ -48,12 +51,15 @@ def write_zip(path: Path, parts: list[Entries]) -> None:
     crcs = np.concatenate([part.crcs for part in parts]).astype(np.int64)
     if (sizes > ZIP64_LIMIT).any():
         raise ValueError("a zip entry of more than 2 GiB")
+    if len(comment) > MAX_COMMENT or END_SIGNATURE in comment:
+        raise ValueError("a zip comment must be at most 65535 bytes, without an end record signature")
     entries = sizes + LOCAL_HEADER + name_lengths
     data_end = int(entries.sum())
     far = int((np.cumsum(entries) - entries > ZIP64_LIMIT).sum())  # entries whose header lies beyond 2 GiB
     directory = int((CENTRAL_HEADER + name_lengths).sum()) + far * ZIP64_EXTRA
     zip64 = len(names) >= COUNT_MARK or data_end >= SIZE_MARK or directory >= SIZE_MARK
-    out = np.empty(data_end + directory + END_RECORD + (ZIP64_END + ZIP64_LOCATOR if zip64 else 0), np.uint8)
+    out = np.empty(data_end + directory + END_RECORD + (ZIP64_END + ZIP64_LOCATOR if zip64 else 0) + len(comment),
+                   np.uint8)
     headers = np.empty(len(names), np.int64)
     at, first = 0, 0
     for part in parts:
@@ -62,7 +68,9 @@ def write_zip(path: Path, parts: list[Entries]) -> None:
                             crcs[first:first + count], name_bytes, name_starts[first:first + count],
                             name_lengths[first:first + count], headers[first:first + count])
         first += count
-    end = _write_directory(out, at, sizes, crcs, name_bytes, name_starts, name_lengths, headers, zip64)
+    end = _write_directory(out, at, sizes, crcs, name_bytes, name_starts, name_lengths, headers, zip64, len(comment))
+    out[end:end + len(comment)] = np.frombuffer(comment, np.uint8)
+    end += len(comment)
     if end != len(out):
         raise AssertionError(f"zip layout: wrote {end} of {len(out)} bytes")
     with open(path, "wb") as file:
@@ -100,8 +108,9 @@ def _write_entries(out, at, source, offsets, sizes, crcs, names, name_starts, na
 
 
 @numba.njit(cache=True, nogil=True)
-def _write_directory(out, at, sizes, crcs, names, name_starts, name_lengths, headers, zip64):  # pragma: no cover
-    """The central directory from ``at``, then the end records. Returns the end."""
+def _write_directory(out, at, sizes, crcs, names, name_starts, name_lengths, headers, zip64,
+                     comment_length):  # pragma: no cover
+    """The central directory from ``at``, then the end records (the comment's bytes follow). Returns the end."""
     start = at
     for i in range(len(sizes)):
         far = headers[i] > ZIP64_LIMIT
@@ -149,5 +158,5 @@ def _write_directory(out, at, sizes, crcs, names, name_starts, name_lengths, hea
     _put(out, at + 10, COUNT_MARK if zip64 else count, 2)
     _put(out, at + 12, SIZE_MARK if zip64 else size, 4)
     _put(out, at + 16, SIZE_MARK if zip64 else start, 4)
-    _put(out, at + 20, 0, 2)
+    _put(out, at + 20, comment_length, 2)
     return at + END_RECORD

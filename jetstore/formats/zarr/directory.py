@@ -54,9 +54,7 @@ class Entries:
 
 def locate(tail: bytes, tail_start: int, size: int) -> tuple[int, int, int]:
     """(entries, directory offset, directory size) from the end records in the file's ``tail``."""
-    at = tail.rfind(END_SIGNATURE, max(0, len(tail) - END_SIZE - MAX_COMMENT))
-    if at < 0 or at + END_SIZE > len(tail):
-        raise DirectoryError("not a zip file: no end of central directory record")
+    at = _end_record(tail)
     count, directory_size, directory_offset = struct.unpack("<HII", tail[at + 10:at + 20])
     end = tail_start + at
     if 0xFFFF in (count,) or 0xFFFFFFFF in (directory_size, directory_offset):
@@ -74,6 +72,21 @@ def locate(tail: bytes, tail_start: int, size: int) -> tuple[int, int, int]:
     if count * CENTRAL_HEADER_SIZE > directory_size:
         raise DirectoryError(f"its zip directory claims {count} entries in {directory_size} bytes")
     return int(count), int(directory_offset), int(directory_size)
+
+
+def comment(tail: bytes) -> bytes:
+    """The zip's comment (after its end record, in the file's ``tail``)."""
+    at = _end_record(tail)
+    length = struct.unpack("<H", tail[at + 20:at + 22])[0]
+    return tail[at + END_SIZE:at + END_SIZE + length]
+
+
+def _end_record(tail: bytes) -> int:
+    """Where the end of central directory record starts in ``tail``."""
+    at = tail.rfind(END_SIGNATURE, max(0, len(tail) - END_SIZE - MAX_COMMENT))
+    if at < 0 or at + END_SIZE > len(tail):
+        raise DirectoryError("not a zip file: no end of central directory record")
+    return at
 
 
 def parse(directory: bytes, count: int) -> Entries:

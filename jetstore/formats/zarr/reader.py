@@ -1,7 +1,9 @@
 """Reading a Zarr v3 shard by exact byte ranges.
 
-The zip directory and every ``zarr.json`` sit at the end of the file (see ``writer.py``): one read of the
-tail (two for very large shards) gives each chunk's byte range and CRC, cached per process. A read of
+The chunk index, every ``zarr.json`` and the zip directory sit at the end of the file (see ``writer.py``): the
+tail's zip comment points at the index, and one more read (the index and the documents after it) gives each
+chunk's byte range and CRC, cached per process; shards written before the index are read by their zip
+directory (the tail, then the rest of the directory and the documents before it). A read of
 jets ``[start, stop)`` then fetches the chunks of the whole units covering them (one contiguous range per
 unit in the unit-grouped layout), checks each chunk's CRC, and Blosc-decodes it straight into the output.
 """
@@ -19,7 +21,7 @@ import numpy as np
 
 from jetstore.errors import echo
 from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadPlan, ShardReader
-from jetstore.formats.zarr import directory
+from jetstore.formats.zarr import chunk_index, directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.formats.zarr.layout import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.io.ranges import SparseFile, coalesce
@@ -293,19 +295,9 @@ class ZarrShardReader(ShardReader):
     def _parse_index(self) -> ShardIndex:
         """The chunk index, every size in it checked against the manifest and the shard's bytes first."""
         sparse = self.metadata_file()
-        tail_start, tail = sparse.pieces[0]
-        try:
-            count, offset, size = directory.locate(tail, tail_start, self.source.size)
-            entries = directory.parse(sparse.range(offset, offset + size), count)
-        except directory.DirectoryError as exc:
-            raise self.damaged(str(exc)) from None
+        entries = self._entries(sparse)
         documents = {i: name for i, name in entries.others.items() if name.endswith("zarr.json")}
         self._check_entries(entries, documents)
-        if documents:  # fetch every metadata document at once if the tail did not hold them (they lie before the
-            begin = min(int(entries.offsets[i]) for i in documents)  # directory, which was fetched just now)
-            end = min(tail_start, offset)
-            if begin < end:
-                sparse.pieces.append((begin, sparse.fetch_missing(begin, end)))
         try:
             metadata = {name.removesuffix("zarr.json").rstrip("/"): json.loads(self._document(sparse, entries, i))
                         for i, name in documents.items()}
@@ -331,6 +323,26 @@ class ZarrShardReader(ShardReader):
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise self.damaged(f"malformed metadata ({type(exc).__name__}: {exc})") from None
         return ShardIndex(arrays, n_jets, unit_jets, unit_offsets)
+
+    def _entries(self, sparse: SparseFile) -> directory.Entries:
+        """The zip's entries from the shard's chunk index (one request after the tail: the index and the metadata
+        documents after it), or, in shards without one, from its central directory (then one request for the
+        documents before it, if the tail did not hold them): either way the documents are fetched with them."""
+        tail_start, tail = sparse.pieces[0]
+        try:
+            count, offset, size = directory.locate(tail, tail_start, self.source.size)
+            where = chunk_index.pointer(directory.comment(tail), offset)
+            if where is not None:
+                sparse.range(where.offset, offset)  # the index, then the documents
+                return chunk_index.entries(sparse.range(where.offset, where.offset + where.size), where, count, offset)
+            entries = directory.parse(sparse.range(offset, offset + size), count)
+        except (directory.DirectoryError, chunk_index.ChunkIndexError) as exc:
+            raise self.damaged(str(exc)) from None
+        documents = [int(entries.offsets[i]) for i, name in entries.others.items() if name.endswith("zarr.json")]
+        if documents and min(documents) < min(tail_start, offset):  # before the directory, fetched just now
+            begin = min(documents)
+            sparse.pieces.append((begin, sparse.fetch_missing(begin, min(tail_start, offset))))
+        return entries
 
     def _check_entries(self, entries: directory.Entries, documents: dict[int, str]) -> None:
         """Every zip entry must be stored uncompressed, within the shard's bytes and at most its limit (a

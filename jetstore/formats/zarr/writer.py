@@ -11,10 +11,11 @@ right jets from what is stored, the padding included.
 
 The zip entries are ordered unit by unit, so a unit's chunks are one contiguous byte range: group ``k`` holds
 unit k's chunks of every array. The block offsets at every unit boundary are stored in the root group's
-attributes (``unit_offsets``), and every ``zarr.json`` plus the zip directory come last, so one read of the
-file's tail describes it all; the root's holds them all (consolidated metadata), so a reader opens any group
-without listing the zip. Chunks are encoded array by array in one call each (``encode.py``) and the zip
-is laid out in one pass (``archive.py``).
+attributes (``unit_offsets``), and the chunk index (``chunk_index.py``: where every chunk lies, pointed at by the
+zip's comment), every ``zarr.json`` and the zip directory come last, so a reader finds every chunk from the file's
+tail and one more read, without the directory; the root's ``zarr.json`` holds them all (consolidated metadata),
+so a reader opens any group without listing the zip. Chunks are encoded array by array in one call each
+(``encode.py``) and the zip is laid out in one pass (``archive.py``).
 
 Why a zip: a shard is one object, so publishing it is one rename locally and one PUT on S3 (atomic), a
 dataset has one object per shard instead of thousands, and any Zarr v3 reader opens it
@@ -34,6 +35,7 @@ from numcodecs import Blosc
 from zarr.codecs import BloscCname, BloscCodec, BloscShuffle
 
 from jetstore.formats.base import ShardWriter
+from jetstore.formats.zarr import chunk_index
 from jetstore.formats.zarr.archive import Entries, write_zip
 from jetstore.formats.zarr.encode import Codec, capacity, encode_chunks
 from jetstore.formats.zarr.layout import (
@@ -92,13 +94,15 @@ class ZarrShardWriter(ShardWriter):
         for block in self.columns.blocks:
             data = table.blocks[block.name] if table is not None else None
             unit_offsets[block.name] = self._block(block, data, bounds, arrays)
-        chunks, documents = self._encode(arrays), self._documents(arrays, n_jets)
+        (chunks, key_ids), documents = self._encode(arrays), self._documents(arrays, n_jets)
         nodes = {b.name: int(table.blocks[b.name].counts.sum()) if table is not None else 0
                  for b in self.columns.blocks}
         attributes = {"n_jets": n_jets, "unit_jets": unit, "value_layout": UNIT_ALIGNED, "node_counts": nodes,
                       "unit_offsets": {b: offsets.tolist() for b, offsets in unit_offsets.items()}}
         documents.append(("zarr.json", {**_group_metadata(attributes), CONSOLIDATED: _consolidated(documents)}))
-        write_zip(self.path, [chunks, _document_entries(documents)])
+        metadata = _document_entries(documents)
+        index, pointer = chunk_index.build(chunks, [a.key for a in arrays], key_ids, metadata)
+        write_zip(self.path, [chunks, index, metadata], pointer)
 
     def _block(self, block: BlockColumns, data: BlockData | None, bounds: np.ndarray,
                arrays: list[_Array]) -> np.ndarray:
@@ -132,9 +136,9 @@ class ZarrShardWriter(ShardWriter):
     def _codec(self, dtype: np.dtype) -> Codec:
         return Codec(self.layout.codec, self.layout.compression_level, _shuffle(dtype), BLOCK_BYTES)
 
-    def _encode(self, arrays: list[_Array]) -> Entries:
+    def _encode(self, arrays: list[_Array]) -> tuple[Entries, np.ndarray]:
         """Every chunk of every array encoded into one buffer, the zip entries ordered unit by unit (in a unit's
-        group: array by array, chunk by chunk)."""
+        group: array by array, chunk by chunk); and each entry's array (its place in ``arrays``)."""
         sizes = [capacity(len(a.values), a.chunk, a.values.dtype.itemsize) for a in arrays]
         source = np.empty(sum(sizes), np.uint8)
         bases = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -143,8 +147,9 @@ class ZarrShardWriter(ShardWriter):
         order = np.argsort(np.concatenate([a.owner for a in arrays] or [np.zeros(0, np.int64)]), kind="stable")
         names = [f"{a.key}/c/{i}" for a in arrays for i in range(len(a.owner))]
         offsets = np.concatenate([p.offsets + base for p, base in zip(parts, bases, strict=True)] or [[]])
+        key_ids = np.repeat(np.arange(len(arrays)), [len(a.owner) for a in arrays])[order]
         return Entries([names[i] for i in order.tolist()], source, offsets.astype(np.int64)[order],
-                       _joined([p.sizes for p in parts])[order], _joined([p.crcs for p in parts])[order])
+                       _joined([p.sizes for p in parts])[order], _joined([p.crcs for p in parts])[order]), key_ids
 
     def _documents(self, arrays: list[_Array], n_jets: int) -> list[tuple[str, dict]]:
         """Every array's ``zarr.json`` (its real length as shape: the padding of its last chunk is Zarr's edge
