@@ -1,8 +1,8 @@
 """Benchmark the streaming sampler: local disk and S3 behind a latency proxy, threads and DataLoader
 workers, a JetClass-style dataset, natural epochs against weaver-core, memory at 1× and 10× the data.
 
-    python bench/sampler.py [--copies 4] [--sections mix,fractions,s3fractions,startup,local,weaver,s3,cache,presigned,
-                                              jetclass,oneclass,natural,memory,profile]
+    python bench/sampler.py [--copies 4] [--sections mix,units,fractions,s3fractions,startup,local,weaver,s3,cache,
+                                              presigned,jetclass,oneclass,natural,memory,profile] [--chunk-jets 256]
 
 One run, side by side, on ``--copies`` copies of ../shared/data/cms_ak4 (distinct names, symlinked)
 converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weaver_cms_ak4.yaml:
@@ -10,6 +10,10 @@ converted to Zarr and Parquet with 100k-jet shards, config ../shared/bench/weave
 * mix: per-epoch (class, pT, eta) total variation from weaver's target at 1/40, 1/10, natural and full epochs,
   several seeds, against an i.i.d. draw of the same size, and the worst cell after ``--mix-epochs`` epochs in
   i.i.d. sigmas, on jittered cms_ak4 (~270k jets) and on one-class-per-file data, with ``read_factor`` 1, 2, 4;
+* units: the ~270k jittered cms_ak4 jets converted once per ``--chunk-jets`` unit size (e.g. 256,128,64), side by
+  side: convert time, stored bytes, full / 1/10 / 1/40 rates per core and bytes per delivered jet, per-epoch TV
+  against an i.i.d. draw at 1/40, 1/10, natural and full epochs, every byte over S3 of 1/40 and 2,048-jet epochs
+  (``--chunk-jets`` also gives the mix, s3fractions and profile sections one cms_ak4 dataset per unit size);
 * s3fractions: 1/10, 1/40 and 2,048-jet weighted epochs over S3 (moto through the byte-counting proxy), each in
   a fresh process: every byte on the wire (metadata included) per delivered jet; the shards' metadata alone, and
   the 2,048-jet epoch again with the shards read by their zip directory (as shards written before the chunk
@@ -55,6 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +95,7 @@ from tests.helpers import forget_shard_metadata, shard_entries, with_comment  # 
 SHARED = REPO.parent / "shared"
 BATCH = 512
 WORKER_PIDS: list[int] = []
+CONVERT_SECONDS: dict[str, float] = {}  # wall seconds of each conversion made in this run, by URL
 SEEN_CPU: dict[int, float] = {}
 
 
@@ -510,13 +516,19 @@ FRESH_OPEN = ("import sys, json; from jetstore.dataset.dataset import Dataset;"
 def section_s3fractions(datasets, configs, args, files) -> None:
     """Weighted epochs that are a fraction of the data, and a 2,048-jet one, each in a fresh process (metadata
     included), on moto through the byte-counting proxy: every byte on the wire per delivered jet."""
-    copies = args.fraction_copies.split(",")[0]
     with dask_client(workers=2, quiet=True) as client:
-        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+        by_units = ak4_by_units(client, files, args, configs["weights"])
+    for dataset in by_units.values():
+        s3_fractions(dataset, args)
+
+
+def s3_fractions(dataset: Dataset, args) -> None:
+    """The s3fractions section's table for one dataset."""
     n, stored = dataset.manifest.n_jets, dataset.manifest.bytes
     print(f"\n### weighted epochs over S3 (moto through the byte-counting proxy, fresh process each: metadata "
-          f"included), {n:,} jets, {stored / n:.0f} B/jet stored\n\n| epoch | jets delivered | units read | bytes on "
-          "the wire | per delivered jet | share of the dataset |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+          f"included), {n:,} jets, {dataset.unit_jets}-jet units, {stored / n:.0f} B/jet stored\n\n| epoch | jets "
+          "delivered | units read | bytes on the wire | per delivered jet | share of the dataset |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
     servers = S3Servers(0.0, args.ceph)
     try:
         servers.upload(dataset, "fractions")
@@ -556,9 +568,10 @@ def index_cost(dataset: Dataset) -> None:
           f"{total / dataset.manifest.n_jets:.2f} B per jet)", flush=True)
 
 
-def s3_epoch(servers: S3Servers, dataset: Dataset, config: str, name: str, jets: int) -> None:
+def s3_epoch(servers: S3Servers, dataset: Dataset, config: str, name: str, jets: int) -> dict[str, float]:
     """One weighted epoch of ``jets`` jets of ``dataset`` (on the servers as ``fractions/ds.zarr``) in a fresh
-    process: its table row."""
+    process: its table row; bytes on the wire per delivered jet over the stored bytes per jet, and over the
+    dataset's bytes."""
     n, stored = dataset.manifest.n_jets, dataset.manifest.bytes
     before = servers.bytes_down()
     out = subprocess.run([sys.executable, "-c", FRESH_EPOCH, "s3://fractions/ds.zarr", config, str(jets),
@@ -567,6 +580,7 @@ def s3_epoch(servers: S3Servers, dataset: Dataset, config: str, name: str, jets:
     delivered, units = map(int, out.stdout.split())
     print(f"| {name} | {delivered:,} | {units:,} | {wire:,} | {wire / delivered:,.0f} B = "
           f"{wire / delivered / (stored / n):.2f}× stored | {100 * wire / stored:.2f}% |", flush=True)
+    return {"stored": wire / delivered / (stored / n), "share": wire / stored}
 
 
 def s3_metadata(servers: S3Servers, dataset: Dataset, label: str) -> None:
@@ -740,10 +754,26 @@ def build_jittered(client, files: list[str], copies: int, scratch: Path, name: s
     inputs = jittered_copies(files, scratch / f"jittered{copies}", copies)
     url = str(scratch / f"{name}.{fmt}")
     if not Path(url, "_manifest.json").exists():
+        start = time.perf_counter()
         report = convert(inputs, load_schema("cms_ak4"), url, format=fmt, client=client, progress=False,
                          **convert_options)
+        CONVERT_SECONDS[url] = time.perf_counter() - start
         assert report.ok, report.failures
     return build(client, inputs, url, fmt, "cms_ak4", [config])
+
+
+def ak4_by_units(client, files: list[str], args, config) -> dict[int, Dataset]:
+    """The jittered cms_ak4 dataset of the first ``--fraction-copies`` size, once per ``--chunk-jets`` unit size."""
+    copies = int(args.fraction_copies.split(",")[0])
+    return {jets: build_jittered(client, files, copies, Path(args.scratch), ak4_name(copies, jets), config,
+                                 layout=Layout(jets))
+            for jets in args.chunk_jets}
+
+
+def ak4_name(copies: int, jets: int) -> str:
+    """The scratch name of ``copies`` jittered copies of cms_ak4 in ``jets``-jet units: ``frac{copies}x`` with the
+    default units, ``frac{copies}x_u{jets}`` with others."""
+    return f"frac{copies}x" if jets == Layout().chunk_jets else f"frac{copies}x_u{jets}"
 
 
 def startup(built, config_path: str) -> None:
@@ -853,11 +883,11 @@ def section_mix(datasets, configs, args, files) -> None:
           f"{args.mix_epochs} epochs, local Zarr)\n\n| data | epoch | read_factor | jets | TV | i.i.d. TV | × i.i.d. | "
           f"worst cell after {args.mix_epochs} epochs (σ) | i.i.d. worst (σ) | fetched per delivered jet |\n"
           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    copies = args.fraction_copies.split(",")[0]
     with dask_client(workers=2, quiet=True) as client:
-        ak4 = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+        by_units = ak4_by_units(client, files, args, configs["weights"])
     oneclass, oneclass_config, _ = oneclass_dataset(datasets, configs, args, files)
-    for label, dataset, config in (("cms_ak4 jittered", ak4, configs["weights"]),
+    for label, dataset, config in (*((f"cms_ak4 jittered, {jets}-jet units", ak4, configs["weights"])
+                                     for jets, ak4 in by_units.items()),
                                    ("one class per file", oneclass, oneclass_config)):
         n = dataset.manifest.n_jets
         for name, jets in (("1/40", n // 40), ("1/10", n // 10), ("natural", None), ("full", n)):
@@ -870,6 +900,68 @@ def section_mix(datasets, configs, args, files) -> None:
                 print(f"| {label} ({n:,} jets) | {name} | {shown} | {row['jets']:,} | {row['tv']:.4f} | "
                       f"{row['iid']:.4f} | {row['tv'] / row['iid']:.2f} | {row['pull']:.1f} (after {epochs}) | "
                       f"{row['iid_pull']:.1f} | {row['bytes']:.2f}× stored |", flush=True)
+
+
+def section_units(datasets, configs, args, files) -> None:
+    """Issue #34: what smaller units buy. The jittered cms_ak4 dataset converted once per ``--chunk-jets`` unit size
+    (afresh, timed), then side by side, each measure over every unit size in turn: convert wall time and stored
+    bytes per jet; per-core rates and bytes fetched per delivered jet of full, 1/10 and 1/40 weighted epochs (local,
+    1 thread); per-epoch (class, pT, eta) TV against an i.i.d. draw at 1/40, 1/10, natural and full epochs
+    (``--mix-seeds`` × ``--mix-epochs``, full epochs at most 2); every byte over S3 of a 1/40 and a 2,048-jet
+    epoch, each in a fresh process."""
+    config = configs["weights"]
+    copies = int(args.fraction_copies.split(",")[0])
+    for jets in args.chunk_jets:  # converted in this run, so that each conversion is timed
+        shutil.rmtree(Path(args.scratch, f"{ak4_name(copies, jets)}.zarr"), ignore_errors=True)
+    with dask_client(workers=2, quiet=True) as client:
+        by_units = ak4_by_units(client, files, args, config)
+    rows: dict[int, dict[str, Any]] = {jets: {} for jets in by_units}
+    for jets, dataset in by_units.items():
+        n = dataset.manifest.n_jets
+        rows[jets].update(convert=CONVERT_SECONDS.get(dataset.url, float("nan")), stored=dataset.manifest.bytes / n)
+    for name, fraction in (("full", 1.0), ("1/10", 0.1), ("1/40", 0.025)):
+        for jets, dataset in by_units.items():
+            n = dataset.manifest.n_jets
+            result = epoch_stats(dataset.url, config, int(fraction * n))
+            rows[jets][f"rate {name}"] = result["jets"] / result["cpu"]
+            rows[jets][f"bytes {name}"] = result["bytes"] / rows[jets]["stored"]
+            print(f"  {jets}-jet units, {name}: {result['jets'] / result['cpu']:,.0f} jets/s per core, "
+                  f"{result['bytes'] / rows[jets]['stored']:.2f}× stored, {result['units_read']} units read",
+                  flush=True)
+    for name in ("1/40", "1/10", "natural", "full"):
+        for jets, dataset in by_units.items():
+            n = dataset.manifest.n_jets
+            size = {"1/40": n // 40, "1/10": n // 10, "natural": None, "full": n}[name]
+            row = mix_row(dataset.url, config, size, args.mix_seeds,
+                          args.mix_epochs if name != "full" else min(args.mix_epochs, 2))
+            rows[jets][f"tv {name}"] = f"{row['tv'] / row['iid']:.2f} ({row['tv']:.3f} / {row['iid']:.3f})"
+            print(f"  {jets}-jet units, {name}: TV {row['tv']:.4f}, i.i.d. {row['iid']:.4f}, "
+                  f"{row['tv'] / row['iid']:.2f}×, worst cell {row['pull']:.1f}σ (i.i.d. {row['iid_pull']:.1f}σ)",
+                  flush=True)
+    servers = S3Servers(0.0, args.ceph)
+    try:
+        for jets, dataset in by_units.items():
+            n = dataset.manifest.n_jets
+            servers.upload(dataset, "fractions")
+            rows[jets]["s3 1/40"] = s3_epoch(servers, dataset, args.config, f"{jets} jets: 1/40", n // 40)["stored"]
+            rows[jets]["s3 2048"] = s3_epoch(servers, dataset, args.config, f"{jets} jets: 2,048", 2048)["share"]
+            s3_metadata(servers, dataset, f"{jets}-jet units")
+    finally:
+        servers.close()
+    print(f"\n### unit size, side by side ({copies} jittered copies of cms_ak4, local Zarr, 1 thread)\n\n"
+          "| jets per unit | convert (s, wall) | stored B/jet | full jets/s per core | 1/10 (× full) | 1/40 (× full) | "
+          "fetched per delivered jet 1/10 / 1/40 (local) | S3 1/40, every byte | S3 2,048-jet epoch | TV × i.i.d. "
+          "1/40 | 1/10 | natural | full |\n| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- "
+          "| --- | --- |")
+    for jets, row in rows.items():
+        full = row["rate full"]
+        print(f"| {jets} | {row['convert']:.1f} | {row['stored']:.0f} | {full:,.0f} | "
+              f"{row['rate 1/10']:,.0f} ({row['rate 1/10'] / full:.2f}×) | "
+              f"{row['rate 1/40']:,.0f} ({row['rate 1/40'] / full:.2f}×) | "
+              f"{row['bytes 1/10']:.2f}× / {row['bytes 1/40']:.2f}× ({row['bytes 1/40'] * row['stored']:,.0f} B) | "
+              f"{row['s3 1/40']:.2f}× ({row['s3 1/40'] * row['stored']:,.0f} B) | "
+              f"{100 * row['s3 2048']:.2f}% | {row['tv 1/40']} | {row['tv 1/10']} | {row['tv natural']} | "
+              f"{row['tv full']} |", flush=True)
 
 
 def oneclass_dataset(datasets, configs, args, files):
@@ -922,7 +1014,7 @@ def profile_summary(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, f
         stack, _, count = row.rpartition(" ")
         if not count.isdigit():  # (a frame's name holding a line break splits its row)
             continue
-        frames = [frame.split(" (")[0] for frame in stack.split(";")]
+        frames = [frame.split(" (")[0].rsplit(".", 1)[-1] for frame in stack.split(";")]  # (py-spy ≥ 0.4: Class.f)
         n = int(count)
         total += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
@@ -936,9 +1028,14 @@ def profile_summary(raw: Path) -> tuple[int, dict[str, float], list[tuple[str, f
 def section_profile(datasets, configs, args, files) -> None:
     """py-spy on a fresh process reading full weighted epochs (local Zarr, jittered cms_ak4) after a warm one: every
     active thread's samples, then only those holding the GIL (the part threads cannot share)."""
-    copies = args.fraction_copies.split(",")[0]
     with dask_client(workers=2, quiet=True) as client:
-        dataset = build_jittered(client, files, int(copies), Path(args.scratch), f"frac{copies}x", configs["weights"])
+        by_units = ak4_by_units(client, files, args, configs["weights"])
+    for dataset in by_units.values():
+        profile(dataset, args)
+
+
+def profile(dataset: Dataset, args) -> None:
+    """The profile section's tables for one dataset."""
     spy = Path(sys.executable).with_name("py-spy")
     for threads in (1, 2):
         child = subprocess.Popen([sys.executable, "-c", PROFILE_CHILD, dataset.url, args.config,
@@ -955,9 +1052,9 @@ def section_profile(datasets, configs, args, files) -> None:
         child.kill()
         child.wait()
         every, gil = results["all threads"], results["holding the GIL"]
-        print(f"\n### py-spy, full weighted epochs of {dataset.manifest.n_jets:,} jets, {threads} thread(s), "
-              f"{args.profile_seconds} s each\n\n| | share of active samples ({every[0]:,}) | share of GIL-holding "
-              f"samples ({gil[0]:,}) |\n| --- | ---: | ---: |")
+        print(f"\n### py-spy, full weighted epochs of {dataset.manifest.n_jets:,} jets ({dataset.unit_jets}-jet "
+              f"units), {threads} thread(s), {args.profile_seconds} s each\n\n| | share of active samples "
+              f"({every[0]:,}) | share of GIL-holding samples ({gil[0]:,}) |\n| --- | ---: | ---: |")
         for name in every[1]:
             print(f"| {name} | {100 * every[1][name]:.0f}% | {100 * gil[1][name]:.0f}% |")
         print(f"| **GIL held / active** | | **{gil[0] / max(every[0], 1):.2f}** |")
@@ -965,8 +1062,8 @@ def section_profile(datasets, configs, args, files) -> None:
               ", ".join(f"{name} {100 * share:.0f}%" for name, share in every[2]), flush=True)
 
 
-SECTIONS = {"mix": section_mix, "fractions": section_fractions, "s3fractions": section_s3fractions,
-            "startup": section_startup, "local": section_local,
+SECTIONS = {"mix": section_mix, "units": section_units, "fractions": section_fractions,
+            "s3fractions": section_s3fractions, "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3, "cache": section_cache, "presigned": section_presigned,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
             "memory": section_memory, "profile": section_profile}
@@ -989,6 +1086,10 @@ def main() -> None:
                         type=lambda text: [f if f == "auto" else float(f) for f in text.split(",")],
                         help="read_factor values also tried at 1/40 and natural epochs in the mix section (auto: at "
                              "1/10 too; at full epochs it reads no more)")
+    parser.add_argument("--chunk-jets", default=[Layout().chunk_jets],
+                        type=lambda text: [int(jets) for jets in text.split(",")],
+                        help="jets per unit (convert's --chunk-jets) of the jittered cms_ak4 datasets of the mix, "
+                             "s3fractions, profile and units sections, one dataset each, side by side (default 256)")
     parser.add_argument("--profile-seconds", type=int, default=20.0, help="py-spy's duration in the profile section")
     parser.add_argument("--presigned-runs", type=int, default=3, help="runs of each first epoch, presigned section")
     parser.add_argument("--ceph", metavar="URL", help="the s3 section against this running Ceph RGW (tests/ceph/rgw.sh "
@@ -1011,7 +1112,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        own = name in ("natural", "fractions", "startup", "mix", "s3fractions", "profile")  # making their own inputs
+        own = name in ("natural", "fractions", "startup", "mix", "units", "s3fractions", "profile")  # own inputs
         SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 
