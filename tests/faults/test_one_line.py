@@ -28,6 +28,13 @@ def test_a_malformed_lease_field_is_one_line(sample_files, tmp_path):
         "not 'yesterday'); remove it or pass --break-lease")
 
 
+def _default_sigint() -> None:
+    """SIGINT as a terminal's foreground command gets it: a suite started in the background by a
+    non-interactive shell (a CI script's ``cmd &``) inherits it ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: the workers ignore it, the client stops
@@ -37,7 +44,7 @@ def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "jetstore", "convert", *sample_files, "--schema", "cms_ak4",
                                 "-o", str(out), "--workers", "2", "--jets-per-shard", "4", "--no-progress"],
                                cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / paths.COMMITS).glob("*.json"))
                                          if (out / paths.COMMITS).exists() else []) < 3:
