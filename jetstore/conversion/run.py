@@ -127,8 +127,10 @@ def _convert(request: ConvertRequest, client: Client, writer: DatasetWriter, url
     report.written = sum(not o.reused for o in outcomes.values())
     report.reused = sum(o.reused for o in outcomes.values())
     if storage_failures:
+        # when another run took the lease, that is the cause: a LeaseError names it, and this run touches
+        # nothing more (the new holder removes this run's staging)
+        writer.lease().check()
         writer.remove_staging()
-        writer.lease().check()  # when another run took the lease, that is the cause: a LeaseError names it
         first = next(iter(storage_failures.values()))
         raise StorageError(f"{len(storage_failures)} shard(s) could not be written: {first} "
                            f"({report.written} written, {report.reused} reused; rerun to resume)")

@@ -129,11 +129,20 @@ class LocalBackend(Backend):
                 os.unlink(os.path.join(self.path(folder), name))
 
     def delete_prefix(self, folder: str) -> None:
+        """Remove a folder: renamed aside first, so a straggling writer (a cancelled task still running) can
+        no longer add files to what is being removed."""
         path = self.path(check_key(folder, self.url))
         if os.path.islink(path):
             os.unlink(path)
-        elif os.path.isdir(path):
-            shutil.rmtree(path)
+            return
+        if not os.path.isdir(path):
+            return
+        aside = f"{path}.removing-{uuid.uuid4().hex}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:  # removed meanwhile
+            return
+        shutil.rmtree(aside)
 
     def prune(self, folder: str) -> None:
         with contextlib.suppress(OSError):
