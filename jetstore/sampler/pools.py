@@ -27,6 +27,15 @@ def split(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return drawn >> ROW_BITS, drawn & ROW_MASK
 
 
+def units_of(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The units (sequence numbers, ascending) drawn entries come from, and how many entries from each."""
+    sequences = drawn >> ROW_BITS
+    first = int(sequences.min(initial=0))
+    counts = np.bincount(sequences - first)
+    units = np.flatnonzero(counts)
+    return units + first, counts[units]
+
+
 class ClassPools:
     """One random-draw buffer per class, and the class composition of successive batches."""
 
@@ -41,10 +50,11 @@ class ClassPools:
     def add(self, sequence: int, classes: np.ndarray, sizes: np.ndarray | None = None) -> None:
         """Kept rows ``0..len(classes)-1`` of unit ``sequence``, with their classes (-1: not delivered) and
         multiplicities (used by :class:`BucketPools`)."""
-        for c in np.unique(classes):
-            if c < 0:
-                continue
-            new = entries(sequence, np.nonzero(classes == c)[0])
+        kept = np.flatnonzero(classes >= 0)
+        by_class = kept[np.argsort(classes[kept], kind="stable")]  # each class's rows in row order
+        ends = np.cumsum(np.bincount(classes[kept], minlength=len(self.pools)))
+        for c in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
+            new = entries(sequence, by_class[ends[c - 1] if c else 0:ends[c]])
             size = int(self.sizes[c])
             if size + len(new) > len(self.pools[c]):
                 grown = np.empty(max(2 * len(self.pools[c]), size + len(new)), np.int64)
