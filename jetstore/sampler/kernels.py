@@ -60,6 +60,27 @@ def repeat_rows(counts):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def by_class(classes, n_classes):
+    """Rows grouped by class (a counting sort: each class's rows in row order; rows of class -1 left out), and
+    the end of each class's rows."""
+    counts = np.zeros(n_classes, np.int64)
+    for c in classes:
+        if c >= n_classes:
+            raise IndexError("a row's class is past the pools' classes")
+        if c >= 0:
+            counts[c] += 1
+    ends = np.cumsum(counts)
+    place = ends - counts
+    out = np.empty(ends[-1], np.int64)
+    for i in range(len(classes)):
+        c = classes[i]
+        if c >= 0:
+            out[place[c]] = i
+            place[c] += 1
+    return out, ends
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _transform(value, center, scale, low, high, standardize):
     if standardize:

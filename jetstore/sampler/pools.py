@@ -50,18 +50,22 @@ class ClassPools:
     def add(self, sequence: int, classes: np.ndarray, sizes: np.ndarray | None = None) -> None:
         """Kept rows ``0..len(classes)-1`` of unit ``sequence``, with their classes (-1: not delivered) and
         multiplicities (used by :class:`BucketPools`)."""
-        kept = np.flatnonzero(classes >= 0)
-        by_class = kept[np.argsort(classes[kept], kind="stable")]  # each class's rows in row order
-        ends = np.cumsum(np.bincount(classes[kept], minlength=len(self.pools)))
-        for c in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
-            new = entries(sequence, by_class[ends[c - 1] if c else 0:ends[c]])
-            size = int(self.sizes[c])
-            if size + len(new) > len(self.pools[c]):
-                grown = np.empty(max(2 * len(self.pools[c]), size + len(new)), np.int64)
-                grown[:size] = self.pools[c][:size]
-                self.pools[c] = grown
-            self.pools[c][size:size + len(new)] = new
-            self.sizes[c] += len(new)
+        rows, ends = kernels.by_class(classes, len(self.pools))
+        start = 0
+        for c, end in enumerate(ends.tolist()):
+            if end > start:
+                self._append(c, entries(sequence, rows[start:end]))
+            start = end
+
+    def _append(self, c: int, new: np.ndarray) -> None:
+        """Put entries in class ``c``'s buffer (grown when full)."""
+        size = int(self.sizes[c])
+        if size + len(new) > len(self.pools[c]):
+            grown = np.empty(max(2 * len(self.pools[c]), size + len(new)), np.int64)
+            grown[:size] = self.pools[c][:size]
+            self.pools[c] = grown
+        self.pools[c][size:size + len(new)] = new
+        self.sizes[c] += len(new)
 
     def queued(self) -> np.ndarray | None:
         """A batch cut before (None: the next one is drawn from the buffers)."""
