@@ -146,6 +146,14 @@ def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standar
 
 
 @numba.njit(cache=True, nogil=True)
+def side_by_side(columns, out):
+    """``out[i, c] = columns[c][i]``: equal-length float32 columns into one row-major array."""
+    for i in range(out.shape[0]):
+        for c in range(len(columns)):
+            out[i, c] = columns[c][i]
+
+
+@numba.njit(cache=True, nogil=True)
 def scalar_rows(values, rows, centers, scales, lows, highs, standardize, out):
     """``out[r, v]`` = jet-level variable v of arena row ``rows[r]``, standardised and clipped, NaN → 0."""
     for r in range(len(rows)):
