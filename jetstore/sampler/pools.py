@@ -27,6 +27,15 @@ def split(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return drawn >> ROW_BITS, drawn & ROW_MASK
 
 
+def units_of(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The units (sequence numbers, ascending) drawn entries come from, and how many entries from each."""
+    sequences = drawn >> ROW_BITS
+    first = int(sequences.min(initial=0))
+    counts = np.bincount(sequences - first)
+    units = np.flatnonzero(counts)
+    return units + first, counts[units]
+
+
 class ClassPools:
     """One random-draw buffer per class, and the class composition of successive batches."""
 
@@ -41,17 +50,22 @@ class ClassPools:
     def add(self, sequence: int, classes: np.ndarray, sizes: np.ndarray | None = None) -> None:
         """Kept rows ``0..len(classes)-1`` of unit ``sequence``, with their classes (-1: not delivered) and
         multiplicities (used by :class:`BucketPools`)."""
-        for c in np.unique(classes):
-            if c < 0:
-                continue
-            new = entries(sequence, np.nonzero(classes == c)[0])
-            size = int(self.sizes[c])
-            if size + len(new) > len(self.pools[c]):
-                grown = np.empty(max(2 * len(self.pools[c]), size + len(new)), np.int64)
-                grown[:size] = self.pools[c][:size]
-                self.pools[c] = grown
-            self.pools[c][size:size + len(new)] = new
-            self.sizes[c] += len(new)
+        rows, ends = kernels.by_class(classes, len(self.pools))
+        start = 0
+        for c, end in enumerate(ends.tolist()):
+            if end > start:
+                self._append(c, entries(sequence, rows[start:end]))
+            start = end
+
+    def _append(self, c: int, new: np.ndarray) -> None:
+        """Put entries in class ``c``'s buffer (grown when full)."""
+        size = int(self.sizes[c])
+        if size + len(new) > len(self.pools[c]):
+            grown = np.empty(max(2 * len(self.pools[c]), size + len(new)), np.int64)
+            grown[:size] = self.pools[c][:size]
+            self.pools[c] = grown
+        self.pools[c][size:size + len(new)] = new
+        self.sizes[c] += len(new)
 
     def queued(self) -> np.ndarray | None:
         """A batch cut before (None: the next one is drawn from the buffers)."""

@@ -28,7 +28,7 @@ from jetstore.sampler import kernels
 from jetstore.sampler.arena import Arena, PreparedBlock
 from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
-from jetstore.sampler.pools import BucketPools, ClassPools, FifoPool, split
+from jetstore.sampler.pools import BucketPools, ClassPools, FifoPool, units_of
 from jetstore.sampler.schemes import SlotPlan, UnitRead
 from jetstore.sampler.units import UnitTable
 
@@ -217,7 +217,7 @@ class SlotStream:
                 drawn = state.next_batch(light, spec.batch_size, self._wanted(emitted))
                 if drawn is None:
                     return
-                state.release(*np.unique(split(drawn)[0], return_counts=True))
+                state.release(*units_of(drawn))
             light.close()
             self._materialise(state, reads, executors)
         state.emitted = self.skip
@@ -244,7 +244,7 @@ class SlotStream:
             if drawn is None:
                 break
             rows = state.arena.rows(drawn)
-            sequences, counts = np.unique(split(drawn)[0], return_counts=True)
+            sequences, counts = units_of(drawn)
             self.units_per_batch.append(len(sequences))
             self.units_read = state.read
             assembled.append(executors.cpu.submit(_assemble, self.builders[0], state.arena.view, rows, self.memory(),
