@@ -37,17 +37,29 @@ EVAL_CONFIG = config_with(
 )
 
 
-@pytest.fixture(scope="module")
-def dataset(dask_client, sample_files, tmp_path_factory):
+def converted(client, files, folder, fmt: str) -> Dataset:
     """The bundled sample, small units (128 jets) so epochs hold many of them, with stats for two configs."""
     from jetstore.model.layout import Layout
 
-    out = tmp_path_factory.mktemp("sampler") / "ds.zarr"
-    assert run_convert(dask_client, sample_files, out, "zarr", layout=Layout(chunk_jets=128, chunk_values=2048)).ok
+    out = folder / f"ds.{fmt}"
+    assert run_convert(client, files, out, fmt, layout=Layout(chunk_jets=128, chunk_values=2048)).ok
     ds = Dataset.open(str(out))
     for config in (config_with(), EVAL_CONFIG):
-        write_stats(ds, compute_stats(ds, config, dask_client, log=lambda _: None))
+        write_stats(ds, compute_stats(ds, config, client, log=lambda _: None))
     return ds
+
+
+@pytest.fixture(scope="module")
+def dataset(dask_client, sample_files, tmp_path_factory):
+    return converted(dask_client, sample_files, tmp_path_factory.mktemp("sampler"), "zarr")
+
+
+@pytest.fixture(scope="module", params=["zarr", "parquet"])
+def each_format(request, dataset, dask_client, sample_files, tmp_path_factory):
+    """:func:`dataset`, and its Parquet twin (Arrow's read-only buffers beside computed variables in one group)."""
+    if request.param == "zarr":
+        return dataset
+    return converted(dask_client, sample_files, tmp_path_factory.mktemp("sampler"), "parquet")
 
 
 def collect(ds, limit=None):
@@ -107,8 +119,10 @@ def expected_inputs(dataset, config, stats):
     return out
 
 
-def test_batches_equal_an_independent_computation(dataset):
+def test_batches_equal_an_independent_computation(each_format):
     from jetstore.stats.result import read_stats
+
+    dataset = each_format
 
     stats = read_stats(dataset, EVAL_CONFIG.hash)
     ds = JetDataset(dataset.url, EVAL_CONFIG, batch_size=100, training=False, observers=True)

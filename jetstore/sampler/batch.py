@@ -178,5 +178,13 @@ def _by_row(columns: list[np.ndarray]) -> np.ndarray:
     kernel (a column at a time, numpy's strided writes took 5x as long)."""
     out = np.empty((len(columns[0]) if columns else 0, len(columns)), np.float32)
     if columns:
-        kernels.side_by_side(tuple(np.ascontiguousarray(column, np.float32) for column in columns), out)
+        kernels.side_by_side(tuple(_read_only(column) for column in columns), out)
     return out
+
+
+def _read_only(column: np.ndarray) -> np.ndarray:
+    """A C-contiguous float32 read-only view: the kernel indexes its tuple of columns at run time, which numba
+    allows only when every column has the same type (decoded arrays are writable, others may be read-only)."""
+    view = np.ascontiguousarray(column, np.float32).view()
+    view.flags.writeable = False
+    return view
