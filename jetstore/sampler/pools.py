@@ -30,7 +30,7 @@ def split(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def units_of(drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The units (sequence numbers, ascending) drawn entries come from, and how many entries from each."""
     sequences = drawn >> ROW_BITS
-    first = int(sequences.min(initial=0))
+    first = int(sequences.min()) if len(sequences) else 0  # counts span the batch's units, not the epoch's
     counts = np.bincount(sequences - first)
     units = np.flatnonzero(counts)
     return units + first, counts[units]
