@@ -75,7 +75,9 @@ def shard_entries(path):
 def with_comment(data: bytes, comment: bytes) -> bytes:
     """A zip's bytes with its comment replaced (an empty or foreign one: a Zarr shard then reads by its zip
     directory, as shards written before the chunk index do)."""
-    end = data.rfind(b"PK\x05\x06")
+    from jetstore.formats.zarr.directory import END_SIGNATURE
+
+    end = data.rfind(END_SIGNATURE)
     return data[:end + 20] + len(comment).to_bytes(2, "little") + comment
 
 

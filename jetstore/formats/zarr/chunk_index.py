@@ -40,14 +40,14 @@ import numpy as np
 from jetstore.formats.zarr import archive, directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE
 
-NAME = "jetstore.chunk_index"
-FORMAT, VERSION = "jetstore.chunk_index", 1
+NAME = FORMAT = "jetstore.chunk_index"  # the member's name, and the format its header and the pointer name
+VERSION = 1
 COLUMNS: tuple[np.dtype, ...] = (np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u4"))  # array number, stored size, CRC-32
 ROW = sum(dtype.itemsize for dtype in COLUMNS)  # bytes per chunk
 MAX_KEYS = 1 << 16
 MAX_HEADER = 4 << 20  # the JSON header (array keys, document names)
-_POINTER = re.compile(rb"jetstore\.chunk_index/1 offset=(\d{1,15}) size=(\d{1,15}) crc=([0-9a-f]{8})")
-_PREFIX = b"jetstore.chunk_index/"
+_PREFIX = f"{FORMAT}/{VERSION} ".encode()  # the end record's comment: the pointer, this version's
+_POINTER = re.compile(re.escape(_PREFIX) + rb"offset=(\d{1,15}) size=(\d{1,15}) crc=([0-9a-f]{8})")
 
 
 class ChunkIndexError(ValueError):
@@ -84,7 +84,7 @@ def build(chunks: archive.Entries, keys: list[str], key_ids: np.ndarray,
     crc = zlib.crc32(data)
     entry = archive.Entries([NAME], np.frombuffer(data, np.uint8), np.zeros(1, np.int64),
                             np.array([len(data)], np.int64), np.array([crc], np.int64))
-    return entry, f"jetstore.chunk_index/{VERSION} offset={offset} size={len(data)} crc={crc:08x}".encode()
+    return entry, _PREFIX + f"offset={offset} size={len(data)} crc={crc:08x}".encode()
 
 
 def _transposed(column: np.ndarray) -> bytes:
@@ -98,8 +98,6 @@ def pointer(comment: bytes, directory_offset: int) -> Pointer | None:
     ``directory_offset``); None for a shard without one (written before the index, or by another tool) or of a
     later version (read by its directory)."""
     if not comment.startswith(_PREFIX):
-        return None
-    if not comment.startswith(_PREFIX + f"{VERSION} ".encode()):
         return None
     match = _POINTER.fullmatch(comment)
     if match is None:
