@@ -15,6 +15,7 @@ from jetstore.config.weaver import training_config_from_dict
 from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
 from jetstore.sampler import World
+from jetstore.sampler.handover import Handover
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
 from tests.helpers import REPO, run_convert
@@ -343,6 +344,56 @@ def test_worker_batches_held_are_never_overwritten(dataset):
     for a, b, c in zip(expected, held, copied, strict=True):
         np.testing.assert_array_equal(a, b["pf_features"].numpy())
         np.testing.assert_array_equal(a, c)
+
+
+def test_a_new_worker_process_cuts_batches_around_blocks_still_held(dataset):
+    """Non-persistent workers: a batch of the last epoch that the training loop still holds keeps its block, the
+    next epoch's new worker process takes the blocks around it, and every batch equals the one read in process."""
+    make = lambda: JetDataset(dataset.url, config_with(), batch_size=40, seed=5, jets_per_epoch=1200)  # noqa: E731
+    ds = make()
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1)
+    batches = iter(loader)
+    next(batches)
+    held = next(batches)  # in the worker's second block
+    for _ in batches:  # (the rest of the epoch, each batch dropped at once)
+        pass
+    held_values = held["pf_features"].numpy().copy()
+    ds.set_epoch(1)
+    second = [b["pf_features"].numpy().copy() for b in loader]
+    reference = make()
+    reference.set_epoch(1)
+    expected = [b["pf_features"].numpy().copy() for b in reference]
+    assert len(second) == len(expected) > 20
+    for a, b in zip(expected, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(held["pf_features"].numpy(), held_values)
+
+
+def test_a_worker_block_travels_once_and_blocks_held_by_a_replaced_worker_are_left_alone():
+    """A block's handle goes to the main process with its first batch only; a worker takes its blocks around one
+    still held by a batch of the worker process it replaced, and reuses a block once its batch is dropped."""
+    from multiprocessing.reduction import ForkingPickler
+
+    handover = Handover()
+    handover.table.numpy()[1] = 7  # slot 1 (worker 0's second block): a replaced process's batch, still held
+
+    def send(value: float) -> tuple[int, bytes, dict[str, torch.Tensor]]:
+        block = handover.block(0, 4096)
+        array = block((4, 8), np.float32)
+        array[:] = value
+        payload = bytes(ForkingPickler.dumps(block.batch({"x": array})))
+        return block.slot, payload, ForkingPickler.loads(payload)
+
+    first_slot, first_payload, first = send(1.0)
+    second_slot, _, second = send(2.0)
+    assert (first_slot, second_slot) == (0, 2)
+    assert (first["x"].numpy() == 1).all() and (second["x"].numpy() == 2).all()
+    del first, second
+    again_slot, again_payload, again = send(3.0)
+    assert again_slot == 0
+    assert (again["x"].numpy() == 3).all()
+    assert b"rebuild_storage" in first_payload and b"rebuild_storage" not in again_payload
+    assert handover.table.numpy()[1] == 7
 
 
 def test_reads_from_s3_like_from_local_disk(dataset, moto_server, s3_env):

@@ -192,7 +192,8 @@ class JetDataset(torch.utils.data.IterableDataset):
                             self._arena())
         self.last_stream = stream
         self._consumed = skip_rank
-        self._blocks.clear()
+        while self._blocks:  # blocks of batches cut but never yielded (an epoch left early)
+            self._blocks.popleft().release()
         for batch in stream:
             self._consumed += 1
             if info is not None:  # a DataLoader worker: the batch goes to the main process in its shared block
