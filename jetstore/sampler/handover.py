@@ -2,14 +2,14 @@
 
 A fresh block of shared memory per batch costs more than the batch itself (creating it, faulting and zeroing
 its pages, passing its handle: ~6 µs per jet, as much as reading and preparing the jet). Passing even a reused
-block's handle costs ~2.5 µs per jet: torch sends a file descriptor over a socket, authenticated, per batch, and
-the main process maps the block anew and faults its pages in. So each worker keeps a few blocks (``BLOCKS``),
-carves every batch's arrays out of one of them, and sends a block's handle once, with its first batch; the main
-process keeps the block mapped and later batches name it by slot. The main process rebuilds a batch's tensors
-as views of one storage of its own over the batch's bytes, and when the last view is gone (the storage frees
-its bytes) marks the block free again in a small table shared by all processes. A worker takes a block only
-when the table says it is free, else allocates one that is not reused, so a batch the training loop still holds
-is never overwritten.
+block's handle costs ~3 µs per jet in the two processes: torch sends a file descriptor over an authenticated
+socket per batch, and the main process maps the block anew and faults its pages in. So each worker keeps a few
+blocks (``BLOCKS``), carves every batch's arrays out of one of them, and sends a block's handle once, with its
+first batch; the main process keeps the block mapped and later batches name it by slot. The main process
+rebuilds a batch's tensors as views of one storage of its own over the batch's bytes, and when the last view is
+gone (the storage frees its bytes) marks the block free again in a small table shared by all processes. A worker
+takes a block only when the table says it is free, else allocates one that is not reused, so a batch the
+training loop still holds is never overwritten.
 
 The table holds, per (worker, block), 0 (free) or the identity of the batch using it (unique per worker
 process and batch); the main process frees a block only if it still holds the identity it received, so a
