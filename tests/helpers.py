@@ -15,6 +15,17 @@ from jetstore.conversion import ConvertReport
 REPO = Path(__file__).resolve().parents[1]
 
 
+FIXTURE_CONFIG = REPO / "tests/fixtures/weaver_cms_ak4.yaml"
+
+
+def stats_file(root: str | Path, config: str | Path = FIXTURE_CONFIG) -> Path:
+    """A dataset's stored stats for ``config`` (the tests' datasets also hold other configs' stats)."""
+    from jetstore.config import load_training_config
+    from jetstore.model import paths
+
+    return Path(root) / paths.STATS / f"{load_training_config(config).hash}.json"
+
+
 def dev_tool(name: str) -> str:
     """The path of a command installed by the ``dev`` extra beside this Python; the test is skipped, saying
     so, where it is absent (CI installs it)."""

@@ -468,3 +468,40 @@ def test_a_shards_metadata_is_read_once(dataset, monkeypatch):
     assert shard.bytes - directory > TAIL_BYTES  # the directory is not all in the first read, of the tail
     assert reader.source.requests == 2
     assert TAIL_BYTES < reader.bytes_fetched <= TAIL_BYTES + directory - index
+
+
+def test_shared_pieces_partition_every_unit_and_give_each_part_its_share():
+    """Sharing a round's units among parts: every (unit, class) is cut into pieces that cover [0, 1) once over
+    all parts; every part gets its weight's share of every class's expected rows, spread over the pT order;
+    cutting the ranks' pieces again among workers keeps both; the rows a piece keeps partition the unit's."""
+    from jetstore.sampler.schemes.shares import Pieces, kept
+
+    rng = np.random.default_rng(5)
+    yields = rng.exponential(100.0, size=(60, 3)) * (rng.random((60, 3)) < [0.9, 0.3, 0.05])  # class 2: rare
+    yields[:3, 2] = 5000.0  # up-sampled into three big units
+    order = rng.permutation(60)
+    whole = Pieces.of(yields, np.zeros(60, np.int64))
+    weights = np.array([3.0, 2.0, 2.0])
+    parts = [whole.share(order[whole.index], 3, weights, k, np.random.default_rng(1)) for k in range(3)]
+    for c in range(3):
+        cover = np.zeros(60)
+        for k, part in enumerate(parts):
+            mine = part.stratum == c
+            np.add.at(cover, part.index[mine], part.hi[mine] - part.lo[mine])
+            assert part.rows[mine].sum() == pytest.approx(yields[:, c].sum() * weights[k] / weights.sum())
+            if c == 0:  # spread over the pT order (the whole range, not a slice of it)
+                assert np.ptp(order[part.index[mine]]) > 45
+        np.testing.assert_allclose(cover[yields[:, c] > 0], 1.0)
+    workers = [parts[1].share(order[parts[1].index], 3, np.array([1.0, 1.0]), w, np.random.default_rng(2))
+               for w in range(2)]
+    for c in range(3):
+        rows = [w.rows[w.stratum == c].sum() for w in workers]
+        assert rows == pytest.approx([yields[:, c].sum() * 2 / 7 / 2] * 2)
+    strata = rng.integers(0, 3, size=256)  # one unit's rows; every row kept by exactly one part
+    unit = int(parts[0].index[parts[0].stratum == 2][0])
+    owners = np.zeros(256, np.int64)
+    for part in parts:
+        pieces = tuple((int(part.stratum[i]), float(part.lo[i]), float(part.hi[i]))
+                       for i in np.nonzero(part.index == unit)[0])
+        owners += kept(pieces, strata)
+    np.testing.assert_array_equal(owners[np.isin(strata, np.nonzero(yields[unit] > 0)[0])], 1)

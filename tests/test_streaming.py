@@ -173,6 +173,32 @@ def bigger_ak4(dask_client, sample_files, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_slots_share_each_class_so_none_reads_past_its_round(bigger_ak4, dask_client):
+    """Weighted full epochs split over ranks and DataLoader workers read together little more than the units one
+    slot reads: every slot gets its share of every class (dealing whole units left slots short of the rare
+    classes, each up-sampled into a few units, and a slot short of a class read on into the next round, every
+    class's units, until one of that class came)."""
+    dataset, _ = bigger_ak4
+    config = training_config_from_dict(copy.deepcopy(AK4_CONFIG))
+    write_stats(dataset, compute_stats(dataset, config, dask_client, log=lambda _: None))
+
+    def units_read(world: World, epoch: int) -> int:
+        ds = JetDataset(dataset.url, config, batch_size=256, seed=3, jets_per_epoch=dataset.manifest.n_jets,
+                        world=world)
+        ds.set_epoch(epoch)
+        for _ in ds:
+            pass
+        assert ds.last_stream is not None
+        return ds.last_stream.units_read
+
+    for epoch in range(3):  # ~36 units an epoch: a slot's few units, and a cut piece of every class, read twice
+        one = units_read(World(0, 1, 0, 1), epoch)
+        for ranks, workers, most in ((2, 2, 2.4), (1, 8, 3.7)):  # whole units dealt: 2.1-3.1× and 3.8-4.9×
+            split = [units_read(World(r, ranks, w, workers), epoch) for r in range(ranks) for w in range(workers)]
+            assert sum(split) <= most * one, (epoch, ranks, workers, split, one)
+
+
+@pytest.mark.slow
 def test_s3_reads_are_exact_ranges(bigger_ak4, moto_server, s3_env):
     """Through a proxy adding latency and counting bytes: a full epoch fetches less than 1.5× the stored
     bytes per delivered jet, and an epoch of one batch a small fraction of the dataset."""

@@ -29,7 +29,7 @@ from jetstore.sampler.arena import Arena, PreparedBlock
 from jetstore.sampler.batch import Allocator, BatchBuilder
 from jetstore.sampler.pipeline import Executors, ReadSequence, UnitPipeline
 from jetstore.sampler.pools import BucketPools, ClassPools, FifoPool, units_of
-from jetstore.sampler.schemes import SlotPlan, UnitRead
+from jetstore.sampler.schemes import SlotPlan, UnitRead, shares
 from jetstore.sampler.units import UnitTable
 
 MOSTLY_KEPT = 0.25
@@ -122,10 +122,12 @@ class SlotStream:
         else:
             multiplicity, strata = selected.astype(np.int64), np.zeros(table.n_jets, np.int64)
         for k, read in enumerate(reads):
+            mine = multiplicity[bounds[k]:bounds[k + 1]]
             if read.part is not None:  # the slot keeps only some of the unit's kept rows
-                mine = multiplicity[bounds[k]:bounds[k + 1]]
                 position = np.cumsum(mine) - mine
                 mine[(position < read.part[0]) | (position >= read.part[1])] = 0
+            if read.shares is not None:  # the slot keeps only its pieces of the unit (schemes/shares.py)
+                mine[~shares.kept(read.shares, strata[bounds[k]:bounds[k + 1]])] = 0
         if self.plan.fractions is None:
             strata = np.where(strata >= 0, 0, strata)
         return multiplicity, strata, bounds

@@ -20,7 +20,7 @@ from jetstore.io.redaction import RedactingFilter
 from jetstore.io.settings import StorageOptions
 from jetstore.model import paths
 from tests.conftest import free_port
-from tests.helpers import REPO
+from tests.helpers import REPO, stats_file
 
 CONFIG = REPO / "tests/fixtures/weaver_cms_ak4.yaml"
 
@@ -121,7 +121,7 @@ def test_configs_no_stats_can_come_from_are_one_line(new_variables, variable, co
 def test_stored_stats_are_validated_when_read(where, value, fragment, dataset, tmp_path, capsys):
     copy = tmp_path / "ds.zarr"
     shutil.copytree(dataset, copy)
-    path = next((copy / paths.STATS).glob("*.json"))
+    path = stats_file(copy, CONFIG)
     data = json.loads(path.read_text())
     if where in ("scale", "center"):
         data["variables"]["jet_pfcand_pt_log"][where] = value

@@ -26,7 +26,7 @@ from jetstore.errors import DatasetError, SchemaError
 from jetstore.model import paths
 from jetstore.schema.load import yaml_load
 from jetstore.stats.result import StatsResult
-from tests.helpers import REPO
+from tests.helpers import REPO, stats_file
 
 CONFIG_TEXT = (REPO / "tests/fixtures/weaver_cms_ak4.yaml").read_text()
 CONFIG = yaml_load(CONFIG_TEXT, "config")
@@ -45,7 +45,7 @@ def schema(train_dataset):
 
 @pytest.fixture(scope="module")
 def stats_text(train_dataset) -> str:
-    return next((Path(train_dataset) / paths.STATS).glob("*.json")).read_text()
+    return stats_file(train_dataset).read_text()
 
 
 @pytest.fixture(scope="module")

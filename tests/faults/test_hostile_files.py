@@ -14,7 +14,7 @@ import pytest
 
 from jetstore.cli import main
 from jetstore.model import paths
-from tests.helpers import REPO
+from tests.helpers import REPO, stats_file
 
 CONFIG = str(REPO / "tests/fixtures/weaver_cms_ak4.yaml")
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
@@ -79,7 +79,7 @@ def test_deeply_nested_documents_are_one_line(case, dataset, tmp_path, capsys, s
     copy = tmp_path / "ds.zarr"
     shutil.copytree(dataset, copy)
     planted = {"manifest": copy / paths.MANIFEST, "lease": copy / paths.LEASE,
-               "stats": next((copy / paths.STATS).glob("*.json")), "schema": tmp_path / "schema.yaml",
+               "stats": stats_file(copy), "schema": tmp_path / "schema.yaml",
                "config": tmp_path / "config.yaml"}.get(case)
     if planted is not None:  # a lease is at most 4 kB: 1,000 levels there
         planted.write_text(DEEP_YAML if case in ("schema", "config") else "[" * 1000 + "]" * 1000 if case == "lease"

@@ -12,7 +12,7 @@ import pytest
 
 from jetstore.dataset.dataset import Dataset
 from jetstore.errors import DatasetError
-from tests.helpers import REPO, cli, run_convert
+from tests.helpers import REPO, cli, run_convert, stats_file
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_truncated_or_malformed_stats_are_one_line(copy, tmp_path):
     config = tmp_path / "config.yaml"
     shutil.copy(REPO / "tests/fixtures/weaver_cms_ak4.yaml", config)
     assert cli("stats", str(copy), "--config", str(config), "--workers", "1").returncode == 0
-    stats = next((copy / "_stats").glob("*.json"))
+    stats = stats_file(copy, config)
     text = stats.read_text()
     out = tmp_path / "exported.yaml"
     for damaged, fragment in ((text[: len(text) // 2], "not valid JSON"), ("[]", "expected a JSON object"),

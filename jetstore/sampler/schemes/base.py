@@ -40,6 +40,7 @@ class UnitRead:
     probability: float = 1.0
     expected: float = 0.0
     part: tuple[int, int] | None = None  # only these kept rows (by position) belong to the slot
+    shares: tuple[tuple[int, float, float], ...] | None = None  # only rows of these (stratum, lo, hi): see shares.py
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ import numpy as np
 
 from jetstore.errors import DatasetError
 from jetstore.sampler.schemes.base import EpochParams, EpochRequest, EpochShape, Scheme, SlotPlan, UnitRead
+from jetstore.sampler.schemes.shares import Pieces
 from jetstore.sampler.units import UnitTable
 
 LOG = logging.getLogger(__name__)
@@ -60,14 +61,14 @@ def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotP
         if _exact(params):
             yield from exact_reads(units, params, per_rank, rank, worker)
         empty = 0
+        regular = math.ceil(params.epoch_rounds)  # rounds past these are read only by a slot short of a class
         for round_ in itertools.count(1 if _exact(params) else 0):
-            chosen, probability, expected = slot_units(units, params, round_, rank, worker)
-            empty = 0 if len(chosen) else empty + 1
+            mine = slot_units(units, params, round_, rank, worker, tail=round_ >= regular)
+            empty = 0 if mine else empty + 1
             if empty > MAX_EMPTY_ROUNDS:
                 raise DatasetError("no jets can be sampled: every unit has weight 0 (check the selection, the "
                                    "reweighting classes and bins)")
-            for unit, p, rows in zip(chosen.tolist(), probability.tolist(), expected.tolist(), strict=True):
-                yield UnitRead(round_, unit, p, rows)
+            yield from mine
 
     return SlotPlan(reads, quota, weighted=True, shuffle=True, fractions=fractions)
 
@@ -134,18 +135,43 @@ def balanced(probability: np.ndarray, order: np.ndarray, start: float) -> np.nda
     return np.sort(order[hit])
 
 
-def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int,
-               worker: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The units of one slot in a round, in reading order (classes interleaved), with read probabilities
-    and expected kept rows."""
+def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int, worker: int,
+               tail: bool = False) -> list[UnitRead]:
+    """The reads of one slot in a round, in reading order: its pieces of the round's units
+    (:mod:`~jetstore.sampler.schemes.shares`: the rank's share of every stratum, then the worker's share of the
+    rank's, in proportion to the workers' batches). Classes are interleaved in proportion to their expected rows;
+    in a ``tail`` round (one read past the epoch's rounds, by a slot a few rows short of some class) a unit of
+    every stratum comes first, then a second of each, and so on: the class it lacks comes within a few units."""
     chosen, probability, yields = sample_round(units, params, round_)
-    dominant, strata = units.dominant_strata(chosen, yields), units.n_strata
-    ranks = units.rank[chosen]
-    mine = np.nonzero(deal(ranks, dominant, strata, params.num_ranks, _rng(params, round_, RANKS)) == rank)[0]
-    mine = mine[deal(ranks[mine], dominant[mine], strata, params.num_workers,
-                     _rng(params, round_, WORKERS, rank)) == worker]
-    mine = mine[np.argsort(_positions(yields[mine].sum(axis=1), dominant[mine]), kind="stable")]  # round's order
-    return chosen[mine], probability[mine], yields[mine].sum(axis=1)
+    pieces = Pieces.of(yields, units.sample[chosen] * units.n_classes)
+    strata = units.n_strata
+    pieces = pieces.share(units.rank[chosen][pieces.index], strata, np.ones(params.num_ranks), rank,
+                          _rng(params, round_, RANKS))
+    per_rank, workers = batches(units, params), params.num_workers
+    quotas = np.array([per_rank // workers + (1 if w < per_rank % workers else 0) for w in range(workers)])
+    pieces = pieces.share(units.rank[chosen][pieces.index], strata, quotas, worker,
+                          _rng(params, round_, WORKERS, rank))
+    mine, inverse = np.unique(pieces.index, return_inverse=True)
+    rows = np.bincount(inverse, weights=pieces.rows, minlength=len(mine))
+    dominant = units.dominant_strata(chosen[mine], yields[mine])
+    positions = _positions(rows, dominant)
+    order = np.argsort(positions, kind="stable")  # the round's order
+    if tail:
+        nth = np.empty(len(order), np.int64)  # each unit's place among its stratum's, in the round's order
+        for stratum in np.unique(dominant).tolist():
+            members = order[dominant[order] == stratum]
+            nth[members] = np.arange(len(members))
+        order = np.lexsort((positions, nth))
+    reads = []
+    for k in order.tolist():
+        own = np.nonzero(inverse == k)[0]
+        whole = bool((pieces.lo[own] == 0).all() and (pieces.hi[own] == 1).all()
+                     and len(own) == int((yields[mine[k]] > 0).sum()))
+        shares = None if whole else tuple((int(pieces.stratum[i]), float(pieces.lo[i]), float(pieces.hi[i]))
+                                          for i in own.tolist())
+        reads.append(UnitRead(round_, int(chosen[mine[k]]), float(probability[mine[k]]), float(rows[k]),
+                              shares=shares))
+    return reads
 
 
 def deal(rank: np.ndarray, dominant: np.ndarray, strata: int, parts: int, rng: np.random.Generator) -> np.ndarray:
