@@ -18,15 +18,16 @@ close to the target as an i.i.d. draw of its size, or closer, where independent 
 units. The round's start runs over epochs as a Weyl sequence (``offset + epoch·φ``), so across epochs every
 unit is read in a share p_u of them to within a few epochs (the remainder carried from epoch to epoch).
 
-The units of a round are dealt to ranks, then to each rank's workers, class by class (a unit counts for
-its dominant class), round robin in dataset order from a random offset, so every slot gets the same share
-of every class, spread over the whole pT spectrum (shards are sorted by class, then pT). A slot reads its
-units in the round's random order with the classes interleaved in proportion to their expected yields,
-and draws batches at random from its shuffle buffer. With a ``weights`` block every batch has the
-target's class composition (within one jet, running totals exact), drawn from one buffer per class. Every
-rank yields the same number of batches, its share of the epoch in whole batches (at least one), split
-over its workers; a slot whose share runs short reads on into the next round (without weights, at the
-natural epoch size, ranks and workers split the jets exactly instead).
+The units of a round are shared among ranks, then among each rank's workers (in proportion to their
+batches), class by class: every slot gets its expected share of every (sample, class) stratum's rows, spread
+over the whole pT spectrum (shards are sorted by class, then pT), a unit at a cut read by both slots, each
+keeping its rows (:mod:`~jetstore.sampler.schemes.shares`). A slot reads its units in the round's random
+order with the classes interleaved in proportion to their expected yields, and draws batches at random from
+its shuffle buffer. With a ``weights`` block every batch has the target's class composition (within one
+jet, running totals exact), drawn from one buffer per class. Every rank yields the same number of batches,
+its share of the epoch in whole batches (at least one), split over its workers; a slot whose share runs a
+few rows short of a class reads on into the next round, a unit of every stratum first (without weights, at
+the natural epoch size, ranks and workers split the jets exactly instead).
 """
 
 from __future__ import annotations
