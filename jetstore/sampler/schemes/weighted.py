@@ -53,8 +53,7 @@ AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
     per_rank = batches(units, params)
-    workers = params.num_workers
-    quota = per_rank // workers + (1 if worker < per_rank % workers else 0)
+    quota = int(worker_batches(per_rank, params.num_workers)[worker])
     totals = units.stratum_totals()
     fractions = totals / totals.sum() if params.stratify else None
 
@@ -88,6 +87,11 @@ def batches(units: UnitTable, params: EpochParams) -> int:
     return max(1, int(jets / params.batch_size + 1e-9))  # jets_per_epoch / Σw · Σw is not always exact
 
 
+def worker_batches(per_rank: int, workers: int) -> np.ndarray:
+    """Batches of each of a rank's workers: ``per_rank // workers``, one more for the first ``per_rank % workers``."""
+    return per_rank // workers + (np.arange(workers) < per_rank % workers).astype(np.int64)
+
+
 def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int, worker: int) -> Iterator[UnitRead]:
     """Without weights at the natural epoch size every selected jet is kept once, so a rank's supply is
     known exactly: its units (classes interleaved) are cut among its workers where each worker's batches
@@ -101,7 +105,7 @@ def exact_reads(units: UnitTable, params: EpochParams, per_rank: int, rank: int,
     ends = np.cumsum(rows)
     starts = ends - rows
     workers, size = params.num_workers, params.batch_size
-    quotas = [per_rank // workers + (1 if w < per_rank % workers else 0) for w in range(workers)]
+    quotas = worker_batches(per_rank, workers).tolist()
     lo = sum(quotas[:worker]) * size
     hi = lo + quotas[worker] * size
     for i, index in enumerate(mine.tolist()):
@@ -148,9 +152,8 @@ def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int, wo
     strata = units.n_strata
     pieces = pieces.share(units.rank[chosen][pieces.index], strata, np.ones(params.num_ranks), rank,
                           _rng(params, round_, RANKS))
-    per_rank, workers = batches(units, params), params.num_workers
-    quotas = np.array([per_rank // workers + (1 if w < per_rank % workers else 0) for w in range(workers)])
-    pieces = pieces.share(units.rank[chosen][pieces.index], strata, quotas, worker,
+    pieces = pieces.share(units.rank[chosen][pieces.index], strata,
+                          worker_batches(batches(units, params), params.num_workers), worker,
                           _rng(params, round_, WORKERS, rank))
     mine, inverse = np.unique(pieces.index, return_inverse=True)
     rows = np.bincount(inverse, weights=pieces.rows, minlength=len(mine))
