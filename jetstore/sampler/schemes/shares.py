@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GOLDEN = (5 ** 0.5 - 1) / 2
+GOLDEN = (5 ** 0.5 - 1) / 2  # φ - 1: the step of the sequences below (and of the rounds' starts over epochs)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Pieces:
         for stratum in np.unique(self.stratum).tolist():
             members = np.nonzero(self.stratum == stratum)[0]
             members = members[np.argsort(order[members], kind="stable")]
-            place = np.modf(offsets[stratum] + GOLDEN * np.arange(1, len(members) + 1))[0]
+            place = golden(len(members), offsets[stratum])
             cuts.append(self._cut(members[np.argsort(place, kind="stable")], bounds[part], bounds[part + 1]))
         if not cuts:
             return self
@@ -81,9 +81,14 @@ class Pieces:
                 np.where(end > b, lo + (b - start) / total, self.hi[members]))
 
 
+def golden(n: int, offset: float = 0.0) -> np.ndarray:
+    """``offset + k·φ mod 1`` for k = 1..n: n places in [0, 1), any run of consecutive ones spread evenly."""
+    return np.modf(offset + GOLDEN * np.arange(1, n + 1))[0]
+
+
 def places(n: int) -> np.ndarray:
     """The places in [0, 1) of a unit's ``n`` rows: consecutive rows (one class, rising pT) spread evenly."""
-    return np.modf((np.arange(n) + 1) * GOLDEN)[0]
+    return golden(n)
 
 
 def kept(pieces: tuple[tuple[int, float, float], ...], strata: np.ndarray) -> np.ndarray:

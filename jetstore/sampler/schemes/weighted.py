@@ -41,13 +41,12 @@ import numpy as np
 
 from jetstore.errors import DatasetError
 from jetstore.sampler.schemes.base import EpochParams, EpochRequest, EpochShape, Scheme, SlotPlan, UnitRead
-from jetstore.sampler.schemes.shares import Pieces
+from jetstore.sampler.schemes.shares import GOLDEN, Pieces
 from jetstore.sampler.units import UnitTable
 
 LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
-GOLDEN_STEP = (5 ** 0.5 - 1) / 2  # the Weyl step of the rounds' starts from epoch to epoch
 AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, class, pT bin) stratum, the most
 
 
@@ -123,7 +122,7 @@ def _exact(params: EpochParams) -> bool:
 def sample_round(units: UnitTable, params: EpochParams, round_: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The units read in a round (shuffled), their read probabilities and expected yields per class."""
     probability = np.minimum(1.0, params.read_factor * params.scale * units.max_weight)
-    start = (np.random.default_rng([params.seed, round_, START]).random() + params.epoch * GOLDEN_STEP) % 1.0
+    start = (np.random.default_rng([params.seed, round_, START]).random() + params.epoch * GOLDEN) % 1.0
     chosen = _rng(params, round_, ROUND).permutation(balanced(probability, units.order, start))
     p = probability[chosen]
     yields = params.scale * units.expected[chosen] / np.maximum(p, 1e-300)[:, None]
