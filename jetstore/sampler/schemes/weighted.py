@@ -165,13 +165,14 @@ def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int, wo
             members = order[dominant[order] == stratum]
             nth[members] = np.arange(len(members))
         order = np.lexsort((positions, nth))
+    counts = np.bincount(inverse, minlength=len(mine))
+    cut = np.bincount(inverse, weights=(pieces.lo != 0) | (pieces.hi != 1), minlength=len(mine)) > 0
+    partial = cut | (counts < (yields[mine] > 0).sum(axis=1))  # a piece cut, or a class not this slot's
+    own = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])  # each unit's pieces
     reads = []
     for k in order.tolist():
-        own = np.nonzero(inverse == k)[0]
-        whole = bool((pieces.lo[own] == 0).all() and (pieces.hi[own] == 1).all()
-                     and len(own) == int((yields[mine[k]] > 0).sum()))
-        shares = None if whole else tuple((int(pieces.stratum[i]), float(pieces.lo[i]), float(pieces.hi[i]))
-                                          for i in own.tolist())
+        shares = tuple((int(pieces.stratum[i]), float(pieces.lo[i]), float(pieces.hi[i]))
+                       for i in own[k].tolist()) if partial[k] else None
         reads.append(UnitRead(round_, int(chosen[mine[k]]), float(probability[mine[k]]), float(rows[k]),
                               shares=shares))
     return reads
