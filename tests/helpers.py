@@ -23,7 +23,7 @@ def stats_file(root: str | Path, config: str | Path = FIXTURE_CONFIG) -> Path:
     from jetstore.config import load_training_config
     from jetstore.model import paths
 
-    return Path(root) / paths.STATS / f"{load_training_config(config).hash}.json"
+    return Path(paths.stats_path(str(root), load_training_config(config).hash))
 
 
 def dev_tool(name: str) -> str:
