@@ -62,7 +62,7 @@ def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotP
         empty = 0
         regular = math.ceil(params.epoch_rounds)  # rounds past these are read only by a slot short of a class
         for round_ in itertools.count(1 if _exact(params) else 0):
-            mine = slot_units(units, params, round_, rank, worker, tail=round_ >= regular)
+            mine = slot_units(units, params, round_, rank, worker, per_rank, tail=round_ >= regular)
             empty = 0 if mine else empty + 1
             if empty > MAX_EMPTY_ROUNDS:
                 raise DatasetError("no jets can be sampled: every unit has weight 0 (check the selection, the "
@@ -139,20 +139,21 @@ def balanced(probability: np.ndarray, order: np.ndarray, start: float) -> np.nda
     return np.sort(order[hit])
 
 
-def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int, worker: int,
+def slot_units(units: UnitTable, params: EpochParams, round_: int, rank: int, worker: int, per_rank: int,
                tail: bool = False) -> list[UnitRead]:
     """The reads of one slot in a round, in reading order: its pieces of the round's units
     (:mod:`~jetstore.sampler.schemes.shares`: the rank's share of every stratum, then the worker's share of the
-    rank's, in proportion to the workers' batches). Classes are interleaved in proportion to their expected rows;
-    in a ``tail`` round (one read past the epoch's rounds, by a slot a few rows short of some class) a unit of
-    every stratum comes first, then a second of each, and so on: the class it lacks comes within a few units."""
+    rank's, in proportion to the workers' batches of the rank's ``per_rank``). Classes are interleaved in
+    proportion to their expected rows; in a ``tail`` round (one read past the epoch's rounds, by a slot a few
+    rows short of some class) a unit of every stratum comes first, then a second of each, and so on: the class
+    it lacks comes within a few units."""
     chosen, probability, yields = sample_round(units, params, round_)
     pieces = Pieces.of(yields, units.sample[chosen] * units.n_classes)
     strata = units.n_strata
     pieces = pieces.share(units.rank[chosen][pieces.index], strata, np.ones(params.num_ranks), rank,
                           _rng(params, round_, RANKS))
     pieces = pieces.share(units.rank[chosen][pieces.index], strata,
-                          worker_batches(batches(units, params), params.num_workers), worker,
+                          worker_batches(per_rank, params.num_workers), worker,
                           _rng(params, round_, WORKERS, rank))
     mine, inverse = np.unique(pieces.index, return_inverse=True)
     rows = np.bincount(inverse, weights=pieces.rows, minlength=len(mine))
