@@ -112,6 +112,10 @@ class ShardReader(ABC):
     def fetch(self, plan: ReadPlan) -> list[bytes]:
         return self.guard(lambda: self.source.fetch(plan.fetch.ranges))
 
+    def plan_units(self, bounds: Sequence[tuple[int, int]], selection: Selection) -> list[ReadPlan]:
+        """The plans of several reads ``[start, stop)`` of this shard (formats may make them together)."""
+        return [self.plan(start, stop, selection) for start, stop in bounds]
+
     def fetch_many(self, plans: Sequence[ReadPlan]) -> list[list[bytes]]:
         """The pieces of several plans of this shard, fetched in one call (concurrent requests on object stores)."""
         pieces = self.guard(lambda: self.source.fetch([r for plan in plans for r in plan.fetch.ranges]))

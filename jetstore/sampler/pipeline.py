@@ -148,7 +148,9 @@ class UnitPipeline:
         """I/O thread: the plans of a window's units in one shard, and their bytes, fetched in one call."""
         units, reader = self.units, self._reader(shard)
         selection = self.selections[int(self.catalog.member[shard])]
-        plans = [reader.plan(int(units.start[read.unit]), int(units.stop[read.unit]), selection) for read in reads]
+        index = [read.unit for read in reads]
+        plans = reader.plan_units(list(zip(units.start[index].tolist(), units.stop[index].tolist(), strict=True)),
+                                  selection)
         return reader, plans, reader.fetch_many(plans)
 
     def _process(self, window: list[tuple[int, UnitRead]],

@@ -15,7 +15,7 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -24,43 +24,15 @@ from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadP
 from jetstore.formats.zarr import chunk_index, directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.formats.zarr.layout import COUNTS, JETS, UNIT_ALIGNED
-from jetstore.io.ranges import SparseFile, coalesce
+from jetstore.formats.zarr.plans import ArrayIndex, SpanRule, ZipParts, chunk_table, plan_chunks, unit_chunks
+from jetstore.io.ranges import Coalesced, SparseFile, coalesce
 from jetstore.model.layout import Selection
 from jetstore.model.table import BlockData, JetTable
 
 CACHE = MetadataCache()
-MAX_PLANS = 1024  # per shard
 MAX_DOCUMENT_BYTES = 4 << 20  # one zarr.json (the root's lists every unit's block offsets)
 MAX_UNIT_JETS = 1 << 24  # as the manifest schema bounds layout.chunk_jets
 BLOSC_OVERHEAD = 16  # Blosc never stores more than the data plus its 16-byte header
-
-
-@dataclass(frozen=True)
-class ArrayIndex:
-    """Where every chunk of one array lies in the zip: header offset, stored size, CRC-32."""
-
-    dtype: np.dtype
-    chunk: int
-    size: int
-    offsets: np.ndarray       # local header
-    data_offsets: np.ndarray  # stored bytes (local header + name, no extra field: as jetstore writes)
-    sizes: np.ndarray
-    crcs: np.ndarray
-
-
-@dataclass(frozen=True)
-class ZipParts:
-    """What a plan's fetched bytes hold: per array (key, first chunk, end chunk, byte offset in the
-    decoded output), and per chunk its header, sizes, CRC, output place and array (``span``: its place in
-    ``layout``; ``rank``: its place among the array's chunks of the plan). ``packable``: the plan is one
-    unit whose every array starts at a chunk boundary, so plans of many units decode side by side (see
-    :meth:`ZarrShardReader.decode_window`)."""
-
-    layout: tuple[tuple[str, int, int, int], ...]
-    bytes: int
-    chunks: dict[str, np.ndarray]
-    where: np.ndarray  # per chunk: (fetched piece, offset of its header there)
-    packable: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +41,8 @@ class ShardIndex:
     n_jets: int
     unit_jets: int
     unit_offsets: dict[str, np.ndarray]
-    plans: dict = field(default_factory=dict, compare=False)
+    table: np.ndarray  # every array's chunks (:func:`~jetstore.formats.zarr.plans.chunk_table`)
+    rules: dict[Selection, SpanRule] = field(default_factory=dict, compare=False)
 
 
 class ZarrShardReader(ShardReader):
@@ -78,59 +51,64 @@ class ZarrShardReader(ShardReader):
         self.index: ShardIndex = CACHE.get(cache_key or (self.source.path, ""), self._load_index)
 
     def plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
-        """The chunks holding jets ``[start, stop)`` (plans are kept with the shard's index: epochs read the
-        same units again)."""
-        key = (start, stop, selection)
-        plan = self.index.plans.get(key)
-        if plan is None:
-            plan = self._plan(start, stop, selection)
-            if len(self.index.plans) < MAX_PLANS:
-                self.index.plans[key] = plan
-        return plan
-
-    def _plan(self, start: int, stop: int, selection: Selection) -> ReadPlan:
-        index = self.index
-        first, last = start // index.unit_jets, -(-stop // index.unit_jets)
-        spans: list[tuple[str, int, int]] = []  # (array, first chunk, last chunk + 1)
-        for name in selection.jets:
-            spans.append((f"{JETS}/{name}", first, last))
-        for block, features in selection.blocks.items():
-            spans.append((f"{block}/{COUNTS}", first, last))
-            offsets = index.unit_offsets[block]
-            lo, hi = int(offsets[first]), int(offsets[last])
-            for name in features:
-                array = self._array(f"{block}/{name}")
-                spans.append((f"{block}/{name}", lo // array.chunk, -(-hi // array.chunk)))
-        names = ("header", "end", "name", "size", "crc", "out", "out_size", "span", "rank")
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-        layout, position = [], 0
-        packable = start % index.unit_jets == 0 and stop - start <= index.unit_jets and all(
-            int(index.unit_offsets[block][first]) % self._array(f"{block}/{name}").chunk == 0
-            for block, features in selection.blocks.items() for name in features)
-        for number, (key, begin, end) in enumerate(spans):
-            array = self._array(key)
-            headers = array.offsets[begin:end]
+        """The chunks holding jets ``[start, stop)``."""
+        index, rule = self.index, self._rule(selection)
+        first = np.array([start // index.unit_jets])
+        begins, ends = rule.spans(first, np.array([-(-stop // index.unit_jets)]))
+        for column, key in enumerate(rule.keys):
+            headers = self._array(key).offsets[begins[0, column]:ends[0, column]]
             if (headers < 0).any():
-                raise self.damaged(f"chunk {key}/c/{begin + int(np.argmin(headers))} is missing")
-            width = array.chunk * array.dtype.itemsize
-            columns["header"].append(headers)
-            columns["end"].append(array.data_offsets[begin:end] + array.sizes[begin:end])
-            columns["name"].append(array.data_offsets[begin:end] - headers - LOCAL_HEADER_SIZE)
-            columns["size"].append(array.sizes[begin:end])
-            columns["crc"].append(array.crcs[begin:end].astype(np.uint64))
-            columns["out"].append(position + np.arange(end - begin, dtype=np.int64) * width)
-            columns["out_size"].append(np.full(end - begin, width, np.int64))
-            columns["span"].append(np.full(end - begin, number, np.int64))
-            columns["rank"].append(np.arange(end - begin, dtype=np.int64))
-            layout.append((key, begin, end, position))
-            position += -(-(end - begin) * width // 8) * 8  # 8-byte aligned regions
-        chunks = {name: np.concatenate(parts) if parts else np.zeros(0, np.int64) for name, parts in columns.items()}
+                raise self.damaged(f"chunk {key}/c/{int(begins[0, column]) + int(np.argmin(headers))} is missing")
+        packable = start % index.unit_jets == 0 and stop - start <= index.unit_jets and rule.aligned(first)
+        chunks, placed, decoded = plan_chunks(index.table, rule, begins, ends)
         ranges = list(zip(chunks["header"].tolist(), chunks["end"].tolist(), strict=True))
         needed = sum(b - a for a, b in ranges)
-        self.check_expansion(start, stop, position, needed)
+        self.check_expansion(start, stop, decoded, needed)
         fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
         where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
-        return ReadPlan(start, stop, selection, fetch, ZipParts(tuple(layout), position, chunks, where, packable))
+        return ReadPlan(start, stop, selection, fetch, ZipParts(rule.keys, placed, decoded, chunks, where, packable))
+
+    def plan_units(self, bounds: Sequence[tuple[int, int]], selection: Selection) -> list[ReadPlan]:
+        """Plans of whole units (each ``[start, stop)`` a unit, from its first jet to its end), made together
+        (:func:`~jetstore.formats.zarr.plans.unit_chunks`: ~40 µs a unit of 32 arrays, against ~300 µs for
+        :meth:`plan`), each the plan :meth:`plan` gives. Reads of anything else, and damaged shards (so that the
+        error names the chunk), go through :meth:`plan`."""
+        index = self.index
+        edges = np.array(bounds, np.int64).reshape(-1, 2)
+        first = edges[:, 0] // index.unit_jets
+        rule = self._rule(selection)
+        if (edges[:, 0] % index.unit_jets).any() or not rule.aligned(first) or \
+                (edges[:, 1] != np.minimum(edges[:, 0] + index.unit_jets, index.n_jets)).any():
+            return [self.plan(a, b, selection) for a, b in bounds]
+        planned = unit_chunks(index.table, rule, *rule.spans(first, first + 1), MIN_GAP)
+        if (planned.chunks["header"] < 0).any():
+            return [self.plan(a, b, selection) for a, b in bounds]
+        plans = []
+        ranges = [tuple(r) for r in planned.ranges.tolist()]
+        for k, ((start, stop), a, b, ra, rb, decoded, needed) in enumerate(zip(
+                edges.tolist(), planned.bounds[:-1].tolist(), planned.bounds[1:].tolist(),
+                planned.range_bounds[:-1].tolist(), planned.range_bounds[1:].tolist(), planned.decoded.tolist(),
+                planned.needed.tolist(), strict=True)):
+            self.check_expansion(start, stop, decoded, needed)
+            where = planned.where[a:b]
+            fetch = Coalesced(tuple(ranges[ra:rb]), tuple(zip(where[:, 0].tolist(), where[:, 1].tolist(), strict=True)))
+            parts = ZipParts(rule.keys, planned.spans[k], decoded, {n: c[a:b] for n, c in planned.chunks.items()},
+                             where, True)
+            plans.append(ReadPlan(start, stop, selection, fetch, parts))
+        return plans
+
+    def _rule(self, selection: Selection) -> SpanRule:
+        """Which chunks hold a unit's jets of ``selection`` (kept with the shard's index)."""
+        rule = self.index.rules.get(selection)
+        if rule is None:
+            for block, features in selection.blocks.items():
+                for name in (COUNTS, *features):
+                    self._array(f"{block}/{name}")  # a missing array named
+            for name in selection.jets:
+                self._array(f"{JETS}/{name}")
+            rule = SpanRule.of(self.index.arrays, self.index.unit_offsets, selection)
+            self.index.rules[selection] = rule
+        return rule
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
         parts: ZipParts = plan.parts
@@ -160,8 +138,7 @@ class ZarrShardReader(ShardReader):
                    for r, p, _ in reads):
             return super().decode_window(reads)
         readers = [cast(ZarrShardReader, r) for r, _, _ in reads]
-        layout, selection, index = plans[0].parts.layout, plans[0].selection, readers[0].index
-        keys = [key for key, *_ in layout]
+        keys, selection, index = list(plans[0].parts.keys), plans[0].selection, readers[0].index
         dtypes = [index.arrays[key].dtype for key in keys]
         itemsize = np.array([dtype.itemsize for dtype in dtypes], np.int64)
         per_jet = np.array([key.split("/")[0] == JETS or key.split("/")[1] == COUNTS for key in keys])
@@ -322,7 +299,8 @@ class ZarrShardReader(ShardReader):
                     arrays[key] = self._array_index(key, metadata[key], dtype, size, chunk, entries, rows)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise self.damaged(f"malformed metadata ({type(exc).__name__}: {exc})") from None
-        return ShardIndex(arrays, n_jets, unit_jets, unit_offsets)
+        table, arrays = chunk_table(arrays)
+        return ShardIndex(arrays, n_jets, unit_jets, unit_offsets, table)
 
     def _entries(self, sparse: SparseFile) -> directory.Entries:
         """The zip's entries from the shard's chunk index (one request after the tail: the index and the metadata
