@@ -1062,11 +1062,49 @@ def profile(dataset: Dataset, args) -> None:
               ", ".join(f"{name} {100 * share:.0f}%" for name, share in every[2]), flush=True)
 
 
+def section_plans(datasets, configs, args, files) -> None:
+    """The Zarr read plans of the sampler's units (the weighted config's columns): µs of one process per unit,
+    planned one at a time (``plan``) and a window's units of one shard together (``plan_units``, as the sampler
+    does), windows of 10 random units, best of 5, for every ``--chunk-jets`` unit size."""
+    config = configs["weights"]
+    with dask_client(workers=2, quiet=True) as client:
+        by_units = ak4_by_units(client, files, args, config)
+    for jets, dataset in by_units.items():
+        stats = read_stats(dataset, config.hash)
+        selection = BatchBuilder(dataset.schema, config, {n: (v.center, v.scale) for n, v in
+                                                          stats.variables.items()}).needs
+        shard = dataset.manifest.shards[0]
+        reader = dataset.source.reader(shard)
+        starts = np.random.default_rng(0).permutation(np.arange(0, shard.n_jets - jets + 1, jets)).tolist()
+        windows = [[(a, a + jets) for a in starts[i:i + 10]] for i in range(0, len(starts), 10)]
+        times = plan_times(reader, selection, windows)
+        arrays = len(selection.jets) + sum(1 + len(f) for f in selection.blocks.values())
+        print(f"  {jets}-jet units, {arrays} arrays: one at a time {1e6 * times['one at a time']:.1f} µs per unit "
+              f"({1e6 * times['one at a time'] / jets:.2f} per jet), together {1e6 * times['together']:.1f} "
+              f"({1e6 * times['together'] / jets:.2f} per jet)", flush=True)
+
+
+def plan_times(reader, selection, windows: list[list[tuple[int, int]]]) -> dict[str, float]:
+    """Seconds per unit to plan ``windows`` of units one plan at a time and together, best of 5."""
+    ways = {"one at a time": lambda window: [reader.plan(a, b, selection) for a, b in window],
+            "together": lambda window: reader.plan_units(window, selection)}
+    times = {}
+    for name, plan in ways.items():
+        best = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for window in windows:
+                plan(window)
+            best.append((time.perf_counter() - start) / sum(map(len, windows)))
+        times[name] = min(best)
+    return times
+
+
 SECTIONS = {"mix": section_mix, "units": section_units, "fractions": section_fractions,
             "s3fractions": section_s3fractions, "startup": section_startup, "local": section_local,
             "weaver": section_weaver, "s3": section_s3, "cache": section_cache, "presigned": section_presigned,
             "jetclass": section_jetclass, "oneclass": section_oneclass, "natural": section_natural,
-            "memory": section_memory, "profile": section_profile}
+            "memory": section_memory, "profile": section_profile, "plans": section_plans}
 
 
 def main() -> None:
@@ -1112,7 +1150,7 @@ def main() -> None:
     print(f"{len(inputs)} input files, {datasets['zarr'].manifest.n_jets:,} jets; torch {torch.__version__}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}", flush=True)
     for name in args.sections.split(","):
-        own = name in ("natural", "fractions", "startup", "mix", "units", "s3fractions", "profile")  # own inputs
+        own = name in ("natural", "fractions", "startup", "mix", "units", "s3fractions", "profile", "plans")
         SECTIONS[name](datasets, configs, args, files if own else inputs)
 
 
