@@ -3,9 +3,10 @@
 A plan lists, array by array, the chunks holding jets ``[start, stop)`` with each chunk's local header, stored
 size, CRC and place in the decoded output, and the byte ranges to fetch (nearby chunks merged). The shard's
 chunks sit in one table (:func:`chunk_table`), so a plan gathers them in one step, and the sampler's plans of
-many whole units of one shard are made in a few array operations over all of them (:func:`unit_chunks`: ~40 µs
-a unit of 32 arrays; one plan at a time took ~300 µs, ~1.2 µs per jet of 256-jet units, and was kept for the
-next epoch only up to 1,024 plans per shard and 256 shards: never for datasets of users' size).
+many whole units of one shard are made in a few array operations over all of them (:func:`unit_chunks`: ~60 µs
+a unit of 32 arrays against ~400 µs one plan at a time, 1.6 µs per jet of 256-jet units, which were kept for the
+next epoch only up to 1,024 plans per shard and 256 shards: never for datasets of users' size;
+``bench/sampler.py --sections plans``).
 """
 
 from __future__ import annotations
