@@ -5,8 +5,9 @@ comparisons of two versions of the sampler on the same data, alternating process
                                         [--plans-kept N]
 
 TREE: a checkout of jetstore (e.g. ``git worktree add /tmp/main main``; its own ``bench/sampler.py`` measures);
-ROW: ``limit`` (decode + pad, no sampling), ``t1`` / ``t2`` (a full weighted epoch with 1 / 2 threads) or ``w2``
-(1 thread, 2 DataLoader workers). The dataset is the local section's (built by ``bench/sampler.py``); ``--fraction``:
+ROW: ``limit`` (decode + pad, no sampling), ``t1`` / ``t2`` (a full weighted epoch with 1 / 2 threads), ``w2``
+(1 thread, 2 DataLoader workers) or ``chunks`` (every chunk of a Zarr dataset's shards checked and decoded by the
+tree's kernel, ``decode_chunks``, in one call per shard; best of 5, CPU µs per chunk). The dataset is the local section's (built by ``bench/sampler.py``); ``--fraction``:
 weighted epochs of that fraction of its jets instead of all. ``--plans-kept``: for trees that kept Zarr read plans
 per shard (before plans were made together), keep at most this many (0: as on datasets beyond those caches).
 Prints jets/s per core and wall, as that section does.
@@ -16,7 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+import zipfile
 from pathlib import Path
+
+import numpy as np
 
 ROWS = {"t1": (1, 0), "t2": (2, 0), "w2": (1, 2)}  # threads, DataLoader workers
 
@@ -25,7 +30,7 @@ def main() -> None:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tree", type=Path)
-    parser.add_argument("row", choices=["limit", *ROWS])
+    parser.add_argument("row", choices=["limit", "chunks", *ROWS])
     parser.add_argument("--data", default=str(here / "bench/out/sampler/ak4.zarr"))
     parser.add_argument("--config", default=str(here.parent / "shared/bench/weaver_cms_ak4.yaml"))
     parser.add_argument("--fraction", type=float, default=1.0, help="epoch size, as a fraction of the jets")
@@ -49,6 +54,8 @@ def main() -> None:
         if not hasattr(zarr_reader, "MAX_PLANS"):
             sys.exit(f"{tree} keeps no read plans (--plans-kept is for trees that did)")
         zarr_reader.MAX_PLANS = args.plans_kept
+    if args.row == "chunks":
+        return decode_all_chunks(tree, Path(args.data))
     config = training_config_from_dict(yaml.safe_load(Path(args.config).read_text()))
     dataset = Dataset.open(args.data)
     if args.row == "limit":
@@ -59,6 +66,32 @@ def main() -> None:
     print(f"{args.row} {tree.name} {Path(args.data).name} {args.fraction:g}: {result['jets'] / result['cpu']:,.0f} "
           "jets/s per core, "
           f"{result['jets'] / result['wall']:,.0f} wall", flush=True)
+
+
+def decode_all_chunks(tree: Path, data: Path) -> None:
+    """The ``chunks`` row: each shard's chunks found by its zip directory (so every tree decodes the same ones)."""
+    from jetstore.formats.zarr.chunks import decode_chunks
+
+    best, chunks = 0.0, 0
+    for path in sorted((data / "shards").glob("*.zip")):
+        raw = np.fromfile(path, np.uint8)
+        entries = [e for e in zipfile.ZipFile(path).infolist() if "/c/" in e.filename and e.compress_size >= 16]
+        headers = np.array([e.header_offset for e in entries], np.int64)
+        names = np.array([len(e.filename.encode()) for e in entries], np.int64)
+        starts = headers + 30 + names + np.array([len(e.extra) for e in entries], np.int64)
+        decoded = np.array([int.from_bytes(raw[s + 4:s + 8].tobytes(), "little") for s in starts], np.int64)
+        places = np.concatenate([[0], np.cumsum(decoded)[:-1]]).astype(np.int64)
+        out = np.empty(int(decoded.sum()), np.uint8)
+        times = []
+        for _ in range(5):
+            start = time.process_time()
+            failed, _ = decode_chunks(raw, headers, names, np.array([e.compress_size for e in entries], np.int64),
+                                      np.array([e.CRC for e in entries], np.uint64), out, places, decoded)
+            times.append(time.process_time() - start)
+            if failed >= 0:
+                sys.exit(f"{path}: chunk {entries[failed].filename} does not decode")
+        best, chunks = best + min(times), chunks + len(entries)
+    print(f"chunks {tree.name} {data.name}: {chunks:,} chunks, {best / chunks * 1e6:.2f} µs per chunk", flush=True)
 
 
 if __name__ == "__main__":
