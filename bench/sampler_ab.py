@@ -7,8 +7,9 @@ comparisons of two versions of the sampler on the same data, alternating process
 TREE: a checkout of jetstore (e.g. ``git worktree add /tmp/main main``; its own ``bench/sampler.py`` measures);
 ROW: ``limit`` (decode + pad, no sampling), ``t1`` / ``t2`` (a full weighted epoch with 1 / 2 threads), ``w2``
 (1 thread, 2 DataLoader workers) or ``chunks`` (every chunk of a Zarr dataset's shards checked and decoded by the
-tree's kernel, ``decode_chunks``, in one call per shard; best of 5, CPU µs per chunk). The dataset is the local section's (built by ``bench/sampler.py``); ``--fraction``:
-weighted epochs of that fraction of its jets instead of all. ``--plans-kept``: for trees that kept Zarr read plans
+tree's kernel, ``decode_chunks``, in one call per shard; best of 5, CPU µs per chunk). The dataset is the local
+section's (built by ``bench/sampler.py``); ``--fraction``: weighted epochs of that fraction of its jets instead of
+all. ``--plans-kept``: for trees that kept Zarr read plans
 per shard (before plans were made together), keep at most this many (0: as on datasets beyond those caches).
 Prints jets/s per core and wall, as that section does.
 """

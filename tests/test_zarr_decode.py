@@ -63,7 +63,7 @@ def test_both_paths_decode_numcodecs_frames_to_the_same_bytes(path, codec):
 
 
 @pytest.mark.parametrize("shuffle", [Blosc.NOSHUFFLE, Blosc.SHUFFLE, Blosc.BITSHUFFLE])
-@pytest.mark.parametrize("dtype", ["u1", "i2", "f4", "i8"])
+@pytest.mark.parametrize("dtype", ["u1", "i2", "S3", "f4", "i8"])
 def test_the_writers_frames_are_unframed_in_the_kernel_to_numcodecs_bytes(shuffle, dtype):
     """Stored, zstd and raw-stream frames, byte and bit shuffles, element counts off a multiple of 8 included."""
     rng = np.random.default_rng(7)
@@ -72,8 +72,8 @@ def test_the_writers_frames_are_unframed_in_the_kernel_to_numcodecs_bytes(shuffl
             encoded = encode_chunks(values, n, Codec("zstd", 1, shuffle, 1 << 18))
             frame = encoded.data[encoded.offsets[0]:encoded.offsets[0] + encoded.sizes[0]]
             target = np.zeros(values.nbytes, np.uint8)
-            kernel = chunks._unframe(frame, target, np.empty(values.nbytes, np.uint8), chunks._zstd_context(),
-                                     chunks.FUNCTIONS[2])
+            kernel = chunks._unframe(frame, target, np.empty(values.nbytes, np.uint8),
+                                     np.empty(values.nbytes, np.uint8), chunks._zstd_context(), chunks.FUNCTIONS[2])
             if shuffle == Blosc.BITSHUFFLE and n % 8 and frame[2] & 0x2 == 0:
                 assert kernel == NOT_MINE  # c-blosc leaves these bytes as they are: c-blosc decodes them
                 continue
