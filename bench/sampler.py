@@ -1065,7 +1065,8 @@ def profile(dataset: Dataset, args) -> None:
 def section_plans(datasets, configs, args, files) -> None:
     """The Zarr read plans of the sampler's units (the weighted config's columns): µs of one process per unit,
     planned one at a time (``plan``) and a window's units of one shard together (``plan_units``, as the sampler
-    does), windows of 10 random units, best of 5, for every ``--chunk-jets`` unit size."""
+    does), windows of 10 random units (a window's share of a shard on few shards) and of 1 (on datasets of many
+    shards, a window reads ~1 unit per shard), best of 5, for every ``--chunk-jets`` unit size."""
     config = configs["weights"]
     with dask_client(workers=2, quiet=True) as client:
         by_units = ak4_by_units(client, files, args, config)
@@ -1076,20 +1077,25 @@ def section_plans(datasets, configs, args, files) -> None:
         shard = dataset.manifest.shards[0]
         reader = dataset.source.reader(shard)
         starts = np.random.default_rng(0).permutation(np.arange(0, shard.n_jets - jets + 1, jets)).tolist()
-        windows = [[(a, a + jets) for a in starts[i:i + 10]] for i in range(0, len(starts), 10)]
-        times = plan_times(reader, selection, windows)
+        times = {}
+        for size in (10, 1):
+            windows = [[(a, a + jets) for a in starts[i:i + size]] for i in range(0, len(starts), size)]
+            times.update({f"{name}, windows of {size}": seconds
+                          for name, seconds in plan_times(reader, selection, windows, alone=size == 10).items()})
         arrays = len(selection.jets) + sum(1 + len(f) for f in selection.blocks.values())
-        print(f"  {jets}-jet units, {arrays} arrays: one at a time {1e6 * times['one at a time']:.1f} µs per unit "
-              f"({1e6 * times['one at a time'] / jets:.2f} per jet), together {1e6 * times['together']:.1f} "
-              f"({1e6 * times['together'] / jets:.2f} per jet)", flush=True)
+        print(f"  {jets}-jet units, {arrays} arrays, µs per unit (per jet): " +
+              ", ".join(f"{name} {1e6 * seconds:.1f} ({1e6 * seconds / jets:.2f})" for name, seconds in times.items()),
+              flush=True)
 
 
-def plan_times(reader, selection, windows: list[list[tuple[int, int]]]) -> dict[str, float]:
-    """Seconds per unit to plan ``windows`` of units one plan at a time and together, best of 5."""
+def plan_times(reader, selection, windows: list[list[tuple[int, int]]], alone: bool = True) -> dict[str, float]:
+    """Seconds per unit to plan ``windows`` of units one plan at a time (where ``alone``) and together, best of 5."""
     ways = {"one at a time": lambda window: [reader.plan(a, b, selection) for a, b in window],
             "together": lambda window: reader.plan_units(window, selection)}
     times = {}
     for name, plan in ways.items():
+        if name == "one at a time" and not alone:
+            continue
         best = []
         for _ in range(5):
             start = time.perf_counter()

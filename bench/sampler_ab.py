@@ -4,14 +4,14 @@ comparisons of two versions of the sampler on the same data, alternating process
     python bench/sampler_ab.py TREE ROW [--data bench/out/sampler/ak4.zarr] [--config ...] [--fraction F]
                                         [--plans-kept N]
 
-TREE: a checkout of jetstore (e.g. ``git worktree add /tmp/main main``; its own ``bench/sampler.py`` measures);
-ROW: ``limit`` (decode + pad, no sampling), ``t1`` / ``t2`` (a full weighted epoch with 1 / 2 threads), ``w2``
-(1 thread, 2 DataLoader workers) or ``chunks`` (every chunk of a Zarr dataset's shards checked and decoded by the
-tree's kernel, ``decode_chunks``, in one call per shard; best of 5, CPU µs per chunk). The dataset is the local
+TREE: a checkout of jetstore (e.g. ``git worktree add /tmp/main main``; its own ``bench/sampler.py`` measures); ROW:
+``limit`` (decode + pad, no sampling), ``t1`` / ``t2`` (a full weighted epoch with 1 / 2 threads), ``w2`` (1 thread, 2
+DataLoader workers), ``chunks`` (every chunk of a Zarr dataset's shards checked and decoded by the tree's kernel,
+``decode_chunks``, in one call per shard; best of 5, CPU µs per chunk) or ``plans`` (the weighted config's plans of a
+shard's units, ``plan_units``, in windows of 1 and 10 random units; best of 5, µs per unit). The dataset is the local
 section's (built by ``bench/sampler.py``); ``--fraction``: weighted epochs of that fraction of its jets instead of
-all. ``--plans-kept``: for trees that kept Zarr read plans
-per shard (before plans were made together), keep at most this many (0: as on datasets beyond those caches).
-Prints jets/s per core and wall, as that section does.
+all. ``--plans-kept``: for trees that kept Zarr read plans per shard (before plans were made together), keep at most
+this many (0: as on datasets beyond those caches). Prints jets/s per core and wall, as that section does.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tree", type=Path)
-    parser.add_argument("row", choices=["limit", "chunks", *ROWS])
+    parser.add_argument("row", choices=["limit", "chunks", "plans", *ROWS])
     parser.add_argument("--data", default=str(here / "bench/out/sampler/ak4.zarr"))
     parser.add_argument("--config", default=str(here.parent / "shared/bench/weaver_cms_ak4.yaml"))
     parser.add_argument("--fraction", type=float, default=1.0, help="epoch size, as a fraction of the jets")
@@ -59,6 +59,9 @@ def main() -> None:
         return decode_all_chunks(tree, Path(args.data))
     config = training_config_from_dict(yaml.safe_load(Path(args.config).read_text()))
     dataset = Dataset.open(args.data)
+    if args.row == "plans":
+        return plan_units_times(tree, dataset, sampler.BatchBuilder(dataset.schema, config, {
+            n: (v.center, v.scale) for n, v in sampler.read_stats(dataset, config.hash).variables.items()}).needs)
     if args.row == "limit":
         result = sampler.raw_limit(dataset, config)
     else:
@@ -67,6 +70,26 @@ def main() -> None:
     print(f"{args.row} {tree.name} {Path(args.data).name} {args.fraction:g}: {result['jets'] / result['cpu']:,.0f} "
           "jets/s per core, "
           f"{result['jets'] / result['wall']:,.0f} wall", flush=True)
+
+
+def plan_units_times(tree: Path, dataset, selection) -> None:
+    """The ``plans`` row: the first shard's units in random windows of 10 (a window's share of a shard of a few
+    shards' dataset) and of 1 (of a dataset of many shards)."""
+    shard = dataset.manifest.shards[0]
+    reader, jets = dataset.source.reader(shard), dataset.unit_jets
+    starts = np.random.default_rng(0).permutation(np.arange(0, shard.n_jets - jets + 1, jets)).tolist()
+    times = []
+    for size in (10, 1):
+        windows = [[(a, a + jets) for a in starts[i:i + size]] for i in range(0, len(starts), size)]
+        best = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for window in windows:
+                reader.plan_units(window, selection)
+            best.append((time.perf_counter() - start) / len(starts))
+        times.append(f"windows of {size} {1e6 * min(best):.1f}")
+    name = str(dataset.url).rstrip("/").rsplit("/", 1)[-1]
+    print(f"plans {tree.name} {name}: µs per unit, " + ", ".join(times), flush=True)
 
 
 def decode_all_chunks(tree: Path, data: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jetstore.errors import DatasetError
-from jetstore.io.ranges import ByteSource, Coalesced, SparseFile
+from jetstore.io.ranges import ByteSource, Range, SparseFile
 from jetstore.model.layout import Layout, Selection, TableColumns
 from jetstore.model.table import JetTable
 
@@ -65,16 +65,16 @@ class ReadPlan:
     start: int
     stop: int
     selection: Selection
-    fetch: Coalesced
+    fetch: tuple[Range, ...]  # the byte ranges to fetch (nearby pieces merged)
     parts: Any  # format-specific: what each fetched range holds
 
     @property
     def bytes(self) -> int:
-        return sum(b - a for a, b in self.fetch.ranges)
+        return sum(b - a for a, b in self.fetch)
 
 
 class ShardReader(ABC):
-    """Reads jets of one shard: ``read`` = ``decode(plan, source.fetch(plan.fetch.ranges))``."""
+    """Reads jets of one shard: ``read`` = ``decode(plan, source.fetch(plan.fetch))``."""
 
     def __init__(self, source: ByteSource, columns: TableColumns, n_jets: int, name: str,
                  bounds: ShardBounds | None = None):
@@ -102,7 +102,7 @@ class ShardReader(ABC):
 
     @abstractmethod
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
-        """The jets of ``plan`` from the fetched ``pieces`` (one per ``plan.fetch.ranges``)."""
+        """The jets of ``plan`` from the fetched ``pieces`` (one per range of ``plan.fetch``)."""
 
     def read(self, selection: Selection, start: int = 0, stop: int | None = None) -> JetTable:
         stop = self.n_jets if stop is None else min(stop, self.n_jets)
@@ -110,7 +110,7 @@ class ShardReader(ABC):
         return self.decode(plan, self.fetch(plan))
 
     def fetch(self, plan: ReadPlan) -> list[bytes]:
-        return self.guard(lambda: self.source.fetch(plan.fetch.ranges))
+        return self.guard(lambda: self.source.fetch(plan.fetch))
 
     def plan_units(self, bounds: Sequence[tuple[int, int]], selection: Selection) -> list[ReadPlan]:
         """The plans of several reads ``[start, stop)`` of this shard (formats may make them together)."""
@@ -118,8 +118,8 @@ class ShardReader(ABC):
 
     def fetch_many(self, plans: Sequence[ReadPlan]) -> list[list[bytes]]:
         """The pieces of several plans of this shard, fetched in one call (concurrent requests on object stores)."""
-        pieces = self.guard(lambda: self.source.fetch([r for plan in plans for r in plan.fetch.ranges]))
-        ends = np.cumsum([len(plan.fetch.ranges) for plan in plans]).tolist()
+        pieces = self.guard(lambda: self.source.fetch([r for plan in plans for r in plan.fetch]))
+        ends = np.cumsum([len(plan.fetch) for plan in plans]).tolist()
         return [pieces[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     @classmethod

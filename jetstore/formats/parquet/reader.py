@@ -44,7 +44,8 @@ class ParquetShardReader(ShardReader):
         ranges = [self.index.chunks[g, name] for g in groups for name in names]
         needed = sum(b - a for a, b in ranges)
         self.check_expansion(start, stop, sum(self.index.decoded[g, name] for g in groups for name in names), needed)
-        return ReadPlan(start, stop, selection, coalesce(ranges, max(MIN_GAP, needed // 2)), tuple(groups))
+        return ReadPlan(start, stop, selection, coalesce(ranges, max(MIN_GAP, needed // 2)).ranges,
+                        tuple(groups))
 
     def decode(self, plan: ReadPlan, pieces: list[bytes]) -> JetTable:
         return self._jets(self._arrow([(plan, pieces)]), plan.selection)
@@ -65,7 +66,7 @@ class ParquetShardReader(ShardReader):
         """The jets of plans of this shard (one selection), plan after plan, as one Arrow table."""
         groups = [g for plan, _ in plans for g in plan.parts]
         names = self._column_names(plans[0][0].selection)
-        fetched = {a: piece for plan, pieces in plans for (a, _), piece in zip(plan.fetch.ranges, pieces, strict=True)}
+        fetched = {a: piece for plan, pieces in plans for (a, _), piece in zip(plan.fetch, pieces, strict=True)}
         sparse = SparseFile(self.source.size, fetched, lambda a, b: self.guard(lambda: self.source.fetch([(a, b)])[0]))
         try:
             parquet = pq.ParquetFile(sparse, metadata=self.index.metadata, pre_buffer=False,

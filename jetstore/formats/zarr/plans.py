@@ -14,13 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE
 from jetstore.formats.zarr.layout import COUNTS, JETS
 from jetstore.model.layout import Selection
 
-FILE_BITS = 42  # offsets within a shard stay below 4 TiB: a unit's number above them keeps its chunks apart
+CHUNK_COLUMNS = ("header", "end", "name", "size", "crc", "out", "out_size", "span", "rank")
+"""What a plan knows of each chunk: local header, end of its stored bytes, name length, stored size, CRC-32
+(unsigned), output place and size, array (its row in the plan's spans) and place among that array's chunks."""
 
 
 @dataclass(frozen=True)
@@ -96,46 +99,64 @@ def chunk_table(arrays: Mapping[str, ArrayIndex]) -> tuple[np.ndarray, dict[str,
 @dataclass(frozen=True)
 class SpanRule:
     """Which chunks of a selection's arrays hold given units: jet arrays and node counts hold one chunk per unit
-    (``per_unit``: their columns); a node block's arrays hold the values from the unit's offset to the next one's
-    (``blocks``: its unit offsets, its arrays' columns and chunk lengths). Columns follow ``keys``."""
+    (``block`` -1); a node block's arrays hold the values from the unit's offset to the next one's (``block``: the
+    row of that block's unit offsets in ``offsets``; ``chunks``: the array's chunk length). Per array, following
+    ``keys``."""
 
     keys: tuple[str, ...]
-    per_unit: np.ndarray
-    blocks: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
-    widths: np.ndarray  # decoded bytes of one chunk, per array
-    bases: np.ndarray   # first row of each array in the chunk table
+    block: np.ndarray
+    chunks: np.ndarray
+    offsets: np.ndarray  # [block, unit boundary]: each block's value offset at every unit boundary
+    widths: np.ndarray   # decoded bytes of one chunk
+    bases: np.ndarray    # first row in the chunk table
+    lengths: np.ndarray  # chunks
 
     @classmethod
     def of(cls, arrays: Mapping[str, ArrayIndex], unit_offsets: Mapping[str, np.ndarray], selection: Selection
            ) -> SpanRule:
         """The rule of reading ``selection``: its jet columns, then per block the node counts and the features."""
         keys = [f"{JETS}/{name}" for name in selection.jets]
-        per_unit = list(range(len(keys)))
-        spans = []
-        for block, features in selection.blocks.items():
-            per_unit.append(len(keys))
-            keys.append(f"{block}/{COUNTS}")
-            columns = np.arange(len(keys), len(keys) + len(features))
-            keys.extend(f"{block}/{name}" for name in features)
-            chunks = np.array([arrays[f"{block}/{name}"].chunk for name in features], np.int64)
-            spans.append((unit_offsets[block], columns, chunks))
+        block = [-1] * len(keys)
+        for row, (name, features) in enumerate(selection.blocks.items()):
+            keys.extend([f"{name}/{COUNTS}", *(f"{name}/{feature}" for feature in features)])
+            block.extend([-1, *[row] * len(features)])
         chosen = [arrays[key] for key in keys]
-        return cls(tuple(keys), np.array(per_unit, np.int64), tuple(spans),
-                   np.array([a.width for a in chosen], np.int64), np.array([a.base for a in chosen], np.int64))
+        units = len(next(iter(unit_offsets.values()), [0]))
+        offsets = np.array([unit_offsets[name] for name in selection.blocks], np.int64).reshape(-1, units)
+        return cls(tuple(keys), np.array(block, np.int64), np.array([a.chunk for a in chosen], np.int64), offsets,
+                   np.array([a.width for a in chosen], np.int64), np.array([a.base for a in chosen], np.int64),
+                   np.array([len(a.offsets) for a in chosen], np.int64))
 
     def spans(self, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[plan, array] first and end chunk of plans of units ``first`` to ``last`` (excluded)."""
-        begins = np.empty((len(first), len(self.keys)), np.int64)
-        ends = np.empty_like(begins)
-        begins[:, self.per_unit], ends[:, self.per_unit] = first[:, None], last[:, None]
-        for offsets, columns, chunks in self.blocks:
-            begins[:, columns] = offsets[first][:, None] // chunks
-            ends[:, columns] = -(-offsets[last][:, None] // chunks)
-        return begins, ends
+        return _spans(self.block, self.chunks, self.offsets, np.asarray(first, np.int64), np.asarray(last, np.int64))
 
     def aligned(self, first: np.ndarray) -> bool:
         """Do the node values of units ``first`` start at a chunk boundary in every array?"""
-        return all(not (offsets[first][:, None] % chunks).any() for offsets, _, chunks in self.blocks)
+        return _aligned(self.block, self.chunks, self.offsets, np.asarray(first, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _spans(block, chunks, offsets, first, last):  # pragma: no cover
+    begins = np.empty((len(first), len(block)), np.int64)
+    ends = np.empty_like(begins)
+    for p in range(len(first)):
+        for a in range(len(block)):
+            if block[a] < 0:
+                begins[p, a], ends[p, a] = first[p], last[p]
+            else:
+                begins[p, a] = offsets[block[a], first[p]] // chunks[a]
+                ends[p, a] = -(-offsets[block[a], last[p]] // chunks[a])
+    return begins, ends
+
+
+@numba.njit(cache=True, nogil=True)
+def _aligned(block, chunks, offsets, first):  # pragma: no cover
+    for p in range(len(first)):
+        for a in range(len(block)):
+            if block[a] >= 0 and offsets[block[a], first[p]] % chunks[a]:
+                return False
+    return True
 
 
 def plan_chunks(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.ndarray
@@ -143,56 +164,72 @@ def plan_chunks(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.
     """The chunks of one plan (``begins`` and ``ends``: its row of :meth:`SpanRule.spans`), placed array after
     array in 8-byte aligned regions of the output: the chunks, the spans with their output offsets, and the
     bytes decoded."""
-    chunks, placed, _, decoded = _columns(table, rule, begins, ends)
-    return chunks, placed[0], int(decoded[0])
+    planned = unit_chunks(table, rule, begins, ends, 0)
+    return planned.chunks, planned.spans[0], int(planned.decoded[0])
 
 
 def unit_chunks(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.ndarray,
                 max_gap: int) -> UnitChunks:
     """The chunks of many plans at once (``begins`` and ``ends``: [unit, array] chunk numbers), and each plan's
     fetch ranges: its chunks' byte ranges merged where the gap is at most ``max(max_gap, needed // 2)``, as
-    :func:`~jetstore.io.ranges.coalesce` merges one plan's."""
-    chunks, spans, bounds, decoded = _columns(table, rule, begins, ends)
-    n_units = len(begins)
-    unit = np.repeat(np.arange(n_units), np.diff(bounds))
-    needed = np.bincount(unit, weights=chunks["end"] - chunks["header"], minlength=n_units).astype(np.int64)
-    gap = np.maximum(max_gap, needed // 2)
-    order = np.lexsort((chunks["header"], unit))  # unit by unit, by offset
-    start, end, owner = chunks["header"][order], chunks["end"][order], unit[order]
-    reach = np.maximum.accumulate(end + (owner << FILE_BITS)) - (owner << FILE_BITS)  # furthest end so far
-    new = np.ones(len(order), bool)
-    new[1:] = (owner[1:] != owner[:-1]) | (start[1:] - reach[:-1] > gap[owner[1:]])
-    heads = np.flatnonzero(new)
-    ranges = np.stack([start[heads], np.maximum.reduceat(end, heads) if len(heads) else end[:0]], axis=1)
-    range_of = np.cumsum(new) - 1
-    range_bounds = np.searchsorted(owner[heads], np.arange(n_units + 1))
-    where = np.empty((len(order), 2), np.int64)
-    where[order, 0] = range_of - range_bounds[owner]
-    where[order, 1] = start - ranges[range_of, 0]
+    :func:`~jetstore.io.ranges.coalesce` merges one plan's. One kernel call: a window's reads of a dataset of
+    many shards plan ~1 unit per shard per call, where array operations cost ~90 µs a call whatever its size."""
+    columns, spans, bounds, decoded, needed, where, ranges, range_bounds = _plan(
+        table, rule.bases, rule.widths, rule.lengths, np.ascontiguousarray(begins, np.int64),
+        np.ascontiguousarray(ends, np.int64), max_gap)
+    chunks = dict(zip(CHUNK_COLUMNS, columns, strict=True))
+    chunks["crc"] = chunks["crc"].view(np.uint64)
     return UnitChunks(spans, chunks, bounds, where, ranges, range_bounds, decoded, needed)
 
 
-def _columns(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.ndarray
-             ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Per chunk of every [unit, array] span, unit-major: its local header, end, name length, stored size, CRC,
-    output place and size, array (``span``) and place among the array's chunks of its plan (``rank``); the spans
-    with their output offsets (8-byte aligned regions, array after array); each unit's first chunk; each unit's
-    decoded bytes."""
-    n_arrays = begins.shape[1]
-    counts = ends - begins
-    widths = rule.widths
-    regions = -(-counts * widths // 8) * 8
-    offsets = np.cumsum(regions, axis=1) - regions
-    spans = np.stack([begins, ends, offsets], axis=2)
-    flat = counts.ravel()
-    pair = np.repeat(np.arange(flat.size), flat)
-    rank = np.arange(len(pair)) - (np.cumsum(flat) - flat)[pair]
-    span = pair % max(n_arrays, 1)
-    number = begins.ravel()[pair] + rank
-    rows = table[rule.bases[span] + number]
-    header, data, size, crc = rows.T
-    chunks = {"header": header, "end": data + size, "name": data - header - LOCAL_HEADER_SIZE, "size": size,
-              "crc": crc.astype(np.uint64), "out": offsets.ravel()[pair] + rank * widths[span],
-              "out_size": widths[span], "span": span, "rank": rank}
-    bounds = np.concatenate([[0], np.cumsum(counts.sum(axis=1))]).astype(np.int64)
-    return chunks, spans, bounds, regions.sum(axis=1)
+@numba.njit(cache=True, nogil=True)
+def _plan(table, bases, widths, lengths, begins, ends, max_gap):  # pragma: no cover
+    """Per chunk of every [unit, array] span, unit-major, its :data:`CHUNK_COLUMNS` (one row each); the spans
+    with their output offsets (8-byte aligned regions, array after array); each unit's first chunk, decoded
+    bytes and stored bytes; each chunk's (range, offset there) and each unit's merged ranges."""
+    n_units, n_arrays = begins.shape
+    total = 0
+    for u in range(n_units):
+        for a in range(n_arrays):
+            if not 0 <= begins[u, a] <= ends[u, a] <= lengths[a]:
+                raise ValueError("a plan's chunks reach past its array's")  # never for a checked index
+            total += ends[u, a] - begins[u, a]
+    columns = np.empty((len(CHUNK_COLUMNS), total), np.int64)
+    header, end, name, size, crc, out, out_size, span, rank = columns
+    spans = np.empty((n_units, n_arrays, 3), np.int64)
+    bounds, decoded, needed = np.empty(n_units + 1, np.int64), np.empty(n_units, np.int64), np.zeros(n_units, np.int64)
+    k = 0
+    for u in range(n_units):
+        bounds[u] = k
+        offset = 0
+        for a in range(n_arrays):
+            count, width = ends[u, a] - begins[u, a], widths[a]
+            spans[u, a, 0], spans[u, a, 1], spans[u, a, 2] = begins[u, a], ends[u, a], offset
+            for r in range(count):
+                row = bases[a] + begins[u, a] + r
+                header[k], size[k] = table[row, 0], table[row, 2]
+                end[k] = table[row, 1] + table[row, 2]
+                name[k] = table[row, 1] - table[row, 0] - LOCAL_HEADER_SIZE
+                crc[k] = table[row, 3]
+                out[k], out_size[k], span[k], rank[k] = offset + r * width, width, a, r
+                needed[u] += end[k] - header[k]
+                k += 1
+            offset += -(-count * width // 8) * 8
+        decoded[u] = offset
+    bounds[n_units] = k
+    where = np.empty((total, 2), np.int64)
+    ranges = np.empty((total, 2), np.int64)
+    range_bounds = np.empty(n_units + 1, np.int64)
+    n = 0
+    for u in range(n_units):
+        range_bounds[u] = n
+        gap = max(max_gap, needed[u] // 2)
+        for i in np.argsort(header[bounds[u]:bounds[u + 1]], kind="mergesort") + bounds[u]:
+            if n == range_bounds[u] or header[i] - ranges[n - 1, 1] > gap:
+                ranges[n, 0], ranges[n, 1] = header[i], end[i]
+                n += 1
+            else:
+                ranges[n - 1, 1] = max(ranges[n - 1, 1], end[i])
+            where[i, 0], where[i, 1] = n - 1 - range_bounds[u], header[i] - ranges[n - 1, 0]
+    range_bounds[n_units] = n
+    return columns, spans, bounds, decoded, needed, where, ranges[:n], range_bounds

@@ -25,7 +25,7 @@ from jetstore.formats.zarr import chunk_index, directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.formats.zarr.layout import COUNTS, JETS, UNIT_ALIGNED
 from jetstore.formats.zarr.plans import ArrayIndex, SpanRule, ZipParts, chunk_table, plan_chunks, unit_chunks
-from jetstore.io.ranges import Coalesced, SparseFile, coalesce
+from jetstore.io.ranges import SparseFile, coalesce
 from jetstore.model.layout import Selection
 from jetstore.model.table import BlockData, JetTable
 
@@ -66,12 +66,13 @@ class ZarrShardReader(ShardReader):
         self.check_expansion(start, stop, decoded, needed)
         fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
         where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
-        return ReadPlan(start, stop, selection, fetch, ZipParts(rule.keys, placed, decoded, chunks, where, packable))
+        return ReadPlan(start, stop, selection, fetch.ranges,
+                        ZipParts(rule.keys, placed, decoded, chunks, where, packable))
 
     def plan_units(self, bounds: Sequence[tuple[int, int]], selection: Selection) -> list[ReadPlan]:
         """Plans of whole units (each ``[start, stop)`` a unit, from its first jet to its end), made together
-        (:func:`~jetstore.formats.zarr.plans.unit_chunks`, a sixth of the time of one :meth:`plan` per unit), each
-        the plan :meth:`plan` gives. Reads of anything else, and damaged shards (so that the
+        (:func:`~jetstore.formats.zarr.plans.unit_chunks`: one kernel call, however many units), each the plan
+        :meth:`plan` gives. Reads of anything else, and damaged shards (so that the
         error names the chunk), go through :meth:`plan`."""
         index = self.index
         edges = np.array(bounds, np.int64).reshape(-1, 2)
@@ -90,11 +91,9 @@ class ZarrShardReader(ShardReader):
                 planned.range_bounds[:-1].tolist(), planned.range_bounds[1:].tolist(), planned.decoded.tolist(),
                 planned.needed.tolist(), strict=True)):
             self.check_expansion(start, stop, decoded, needed)
-            where = planned.where[a:b]
-            fetch = Coalesced(tuple(ranges[ra:rb]), tuple(zip(where[:, 0].tolist(), where[:, 1].tolist(), strict=True)))
             parts = ZipParts(rule.keys, planned.spans[k], decoded, {n: c[a:b] for n, c in planned.chunks.items()},
-                             where, True)
-            plans.append(ReadPlan(start, stop, selection, fetch, parts))
+                             planned.where[a:b], True)
+            plans.append(ReadPlan(start, stop, selection, tuple(ranges[ra:rb]), parts))
         return plans
 
     def _rule(self, selection: Selection) -> SpanRule:
