@@ -2,11 +2,10 @@
 
 A plan lists, array by array, the chunks holding jets ``[start, stop)`` with each chunk's local header, stored
 size, CRC and place in the decoded output, and the byte ranges to fetch (nearby chunks merged). The shard's
-chunks sit in one table (:func:`chunk_table`), so a plan gathers them in one step, and the sampler's plans of
-many whole units of one shard are made in a few array operations over all of them (:func:`unit_chunks`: ~60 µs
-a unit of 32 arrays against ~400 µs one plan at a time, 1.6 µs per jet of 256-jet units, which were kept for the
-next epoch only up to 1,024 plans per shard and 256 shards: never for datasets of users' size;
-``bench/sampler.py --sections plans``).
+chunks sit in one table (:func:`chunk_table`), and a window's plans of one shard (the sampler's reads of whole
+units) are made in one kernel call (:func:`unit_chunks`): ~20 µs a unit of 32 arrays in windows of 10 units,
+~40 µs for a window's one unit of a shard (as on datasets of many shards), against 140-210 µs when made in array
+operations and ~400 µs one plan at a time (``bench/sampler_ab.py TREE plans``).
 """
 
 from __future__ import annotations
