@@ -61,7 +61,8 @@ def main() -> None:
     dataset = Dataset.open(args.data)
     if args.row == "plans":
         return plan_units_times(tree, dataset, sampler.BatchBuilder(dataset.schema, config, {
-            n: (v.center, v.scale) for n, v in sampler.read_stats(dataset, config.hash).variables.items()}).needs)
+            n: (v.center, v.scale) for n, v in sampler.read_stats(dataset, config.hash).variables.items()}).needs,
+            Path(args.data).name)
     if args.row == "limit":
         result = sampler.raw_limit(dataset, config)
     else:
@@ -72,23 +73,19 @@ def main() -> None:
           f"{result['jets'] / result['wall']:,.0f} wall", flush=True)
 
 
-def plan_units_times(tree: Path, dataset, selection) -> None:
+def plan_units_times(tree: Path, dataset, selection, name: str) -> None:
     """The ``plans`` row: the first shard's units in random windows of 10 (a window's share of a shard of a few
-    shards' dataset) and of 1 (of a dataset of many shards)."""
+    shards' dataset) and of 1 (of a dataset of many shards), timed by the tree's own ``sampler.plan_times``."""
+    import sampler
+
     shard = dataset.manifest.shards[0]
     reader, jets = dataset.source.reader(shard), dataset.unit_jets
     starts = np.random.default_rng(0).permutation(np.arange(0, shard.n_jets - jets + 1, jets)).tolist()
     times = []
     for size in (10, 1):
         windows = [[(a, a + jets) for a in starts[i:i + size]] for i in range(0, len(starts), size)]
-        best = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for window in windows:
-                reader.plan_units(window, selection)
-            best.append((time.perf_counter() - start) / len(starts))
-        times.append(f"windows of {size} {1e6 * min(best):.1f}")
-    name = str(dataset.url).rstrip("/").rsplit("/", 1)[-1]
+        together = sampler.plan_times(reader, selection, windows)["together"]
+        times.append(f"windows of {size} {1e6 * together:.1f}")
     print(f"plans {tree.name} {name}: µs per unit, " + ", ".join(times), flush=True)
 
 
