@@ -32,14 +32,25 @@ from numba.core import types
 from numba.extending import intrinsic
 from numcodecs import blosc
 
+from jetstore.formats.zarr.frame import (
+    BIT_SHUFFLE,
+    BYTE_SHUFFLE,
+    DONT_SPLIT,
+    HEADER,
+    MEMCPYED,
+    UNKNOWN_FLAG,
+    ZSTD_FORMAT,
+    bit_unshuffle,
+    byte_unshuffle,
+    read_u32,
+)
+
 LOCAL_HEADER_SIZE = 30
-BLOSC_HEADER_SIZE = 16
 OK, BAD_HEADER, BAD_CRC, BAD_DATA, SHORT, BAD_SIZE = 0, 1, 2, 3, 4, 5
 PROBLEMS = {BAD_HEADER: "bad zip entry header", BAD_CRC: "fails its CRC check", BAD_DATA: "does not decode",
             SHORT: "is cut short", BAD_SIZE: "has a Blosc header whose sizes do not fit the chunk"}
 
 
-MEMCPYED, BIT_SHUFFLE, BYTE_SHUFFLE, UNKNOWN_FLAG, DONT_SPLIT, ZSTD_FORMAT = 0x2, 0x4, 0x1, 0x8, 0x10, 4
 NOT_MINE = -1  # a frame the kernel leaves to c-blosc
 
 
@@ -141,8 +152,8 @@ def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, 
         frame = buffer[start:start + sizes[i]]
         if np.uint64(_crc32(crc32, np.uint64(0), np.uint64(frame.ctypes.data), np.uint64(sizes[i]))) != crcs[i]:
             return i, BAD_CRC
-        if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < BLOSC_HEADER_SIZE \
-                or _u32(frame, 12) != sizes[i] or _u32(frame, 4) != out_sizes[i]:
+        if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < HEADER \
+                or read_u32(frame, 12) != sizes[i] or read_u32(frame, 4) != out_sizes[i]:
             return i, BAD_SIZE
         target = out[out_starts[i]:out_starts[i] + out_sizes[i]]
         problem = _unframe(frame, target, scratch, planes, zstd_context, zstd_decompress)
@@ -155,11 +166,6 @@ def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, 
     return -1, OK
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u32(b, at):  # pragma: no cover
-    return np.int64(b[at]) | (np.int64(b[at + 1]) << 8) | (np.int64(b[at + 2]) << 16) | (np.int64(b[at + 3]) << 24)
-
-
 @numba.njit(cache=True, nogil=True)
 def _unframe(frame, target, scratch, planes, zstd_context, zstd_decompress):  # pragma: no cover
     """Decode a Blosc frame of the kinds jetstore's writer makes (stored, or one zstd block of whole elements)
@@ -169,18 +175,18 @@ def _unframe(frame, target, scratch, planes, zstd_context, zstd_decompress):  # 
     if frame[0] != 2 or flags & UNKNOWN_FLAG or typesize == 0:
         return NOT_MINE
     if flags & MEMCPYED:
-        if len(frame) != BLOSC_HEADER_SIZE + n:
+        if len(frame) != HEADER + n:
             return NOT_MINE
-        target[:] = frame[BLOSC_HEADER_SIZE:]
+        target[:] = frame[HEADER:]
         return OK
     byte = (flags & BYTE_SHUFFLE) != 0 and typesize > 1
     bit = not byte and (flags & BIT_SHUFFLE) != 0 and n >= typesize
-    if flags >> 5 != ZSTD_FORMAT or not flags & DONT_SPLIT or n == 0 or _u32(frame, 8) < n \
-            or len(frame) < BLOSC_HEADER_SIZE + 8 or _u32(frame, 16) != BLOSC_HEADER_SIZE + 4 \
-            or _u32(frame, 20) != len(frame) - BLOSC_HEADER_SIZE - 8 \
+    if flags >> 5 != ZSTD_FORMAT or not flags & DONT_SPLIT or n == 0 or read_u32(frame, 8) < n \
+            or len(frame) < HEADER + 8 or read_u32(frame, 16) != HEADER + 4 \
+            or read_u32(frame, 20) != len(frame) - HEADER - 8 \
             or ((byte or bit) and n % typesize) or (bit and (n // typesize) % 8):
         return NOT_MINE
-    stream = frame[BLOSC_HEADER_SIZE + 8:]
+    stream = frame[HEADER + 8:]
     block = scratch[:n] if byte or bit else target
     if len(stream) == n:  # stored in the frame as it is
         block[:] = stream
@@ -188,68 +194,10 @@ def _unframe(frame, target, scratch, planes, zstd_context, zstd_decompress):  # 
                           np.uint64(stream.ctypes.data), np.uint64(len(stream))) != n:
         return BAD_DATA
     if byte:
-        _byte_unshuffle(block, target, typesize)
+        byte_unshuffle(block, target, typesize)
     elif bit:
-        _bit_unshuffle(block, target, planes, typesize)
+        bit_unshuffle(block, target, planes, typesize)
     return OK
-
-
-@numba.njit(cache=True, nogil=True)
-def _byte_unshuffle(shuffled, out, typesize):  # pragma: no cover
-    """c-blosc's unshuffle of whole elements: ``shuffled[j * n + i]`` is byte j of element i (elements of 2, 4
-    and 8 bytes assembled as words, which the compiler vectorises)."""
-    n = len(out) // typesize
-    if typesize == 4:
-        words = out.view(np.uint32)
-        for i in range(n):
-            words[i] = (np.uint32(shuffled[i]) | (np.uint32(shuffled[n + i]) << 8)
-                        | (np.uint32(shuffled[2 * n + i]) << 16) | (np.uint32(shuffled[3 * n + i]) << 24))
-    elif typesize == 8:
-        longs = out.view(np.uint64)
-        for i in range(n):
-            x = np.uint64(0)
-            for j in range(8):
-                x |= np.uint64(shuffled[j * n + i]) << np.uint64(8 * j)
-            longs[i] = x
-    elif typesize == 2:
-        halves = out.view(np.uint16)
-        for i in range(n):
-            halves[i] = np.uint16(shuffled[i]) | (np.uint16(shuffled[n + i]) << 8)
-    else:
-        for j in range(typesize):
-            for i in range(n):
-                out[i * typesize + j] = shuffled[j * n + i]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _transpose8(x):  # pragma: no cover
-    """The 8 × 8 bit matrix of ``x`` (row k: byte k) transposed; its own inverse."""
-    t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
-    x = x ^ t ^ (t << np.uint64(7))
-    t = (x ^ (x >> np.uint64(14))) & np.uint64(0x0000CCCC0000CCCC)
-    x = x ^ t ^ (t << np.uint64(14))
-    t = (x ^ (x >> np.uint64(28))) & np.uint64(0x00000000F0F0F0F0)
-    return x ^ t ^ (t << np.uint64(28))
-
-
-@numba.njit(cache=True, nogil=True)
-def _bit_unshuffle(shuffled, out, planes, typesize):  # pragma: no cover
-    """c-blosc's bit unshuffle of a multiple of 8 elements: bit ``i % 8`` of ``shuffled[(8 * j + k) * n / 8 + i /
-    8]`` is bit k of byte j of element i. Per byte j and 8 elements, the 8 bytes holding their bits (one per k),
-    as an 8 × 8 bit matrix transposed, are byte j of the 8 elements: written as byte planes (into ``planes``,
-    or straight into ``out`` for 1-byte elements), then unshuffled."""
-    rows = len(out) // typesize // 8
-    target = out if typesize == 1 else planes[:len(out)]
-    words = target.view(np.uint64)  # byte plane j holds words j * rows ... (j + 1) * rows - 1
-    for j in range(typesize):
-        bits = shuffled[8 * j * rows:8 * (j + 1) * rows]
-        for group in range(rows):
-            y = np.uint64(0)
-            for k in range(8):
-                y |= np.uint64(bits[k * rows + group]) << np.uint64(8 * k)
-            words[j * rows + group] = _transpose8(y)
-    if typesize > 1:
-        _byte_unshuffle(target, out, typesize)
 
 
 def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndarray, sizes: np.ndarray,
@@ -274,7 +222,7 @@ def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndar
             return i, SHORT
         if zlib.crc32(data) != crcs[i]:
             return i, BAD_CRC
-        if not _sizes_fit(bytes(data[:BLOSC_HEADER_SIZE]), len(data), int(out_sizes[i])) \
+        if not _sizes_fit(bytes(data[:HEADER]), len(data), int(out_sizes[i])) \
                 or out_starts[i] + out_sizes[i] > len(out):
             return i, BAD_SIZE
         try:
@@ -287,7 +235,7 @@ def decode_chunks(buffer: np.ndarray, headers: np.ndarray, name_lengths: np.ndar
 def _sizes_fit(header: bytes, stored: int, expected: int) -> bool:
     """What ``blosc_cbuffer_validate`` checks, plus the decoded size: the header claims exactly ``stored``
     compressed bytes and ``expected`` decoded ones."""
-    if len(header) < BLOSC_HEADER_SIZE:
+    if len(header) < HEADER:
         return False
     nbytes, _, cbytes = struct.unpack("<III", header[4:16])
     return cbytes == stored and nbytes == expected

@@ -27,11 +27,21 @@ import numba
 import numpy as np
 from numcodecs import Blosc, blosc
 
-HEADER = 16  # a Blosc frame's header; a frame is never larger than its data plus this
+from jetstore.formats.zarr.frame import (
+    BIT_SHUFFLE,
+    BYTE_SHUFFLE,
+    DONT_SPLIT,
+    HEADER,
+    MEMCPYED,
+    ZSTD_FORMAT,
+    bit_shuffle,
+    byte_shuffle,
+    write_header,
+    write_u32,
+)
+
 MIN_BUFFER = 128  # c-blosc stores smaller chunks as they are
 BLOCK_LIMIT = 1 << 18  # jetstore's Blosc block (the writer's blocksize): a chunk up to this is one block
-MEMCPYED, DONT_SPLIT, ZSTD_FORMAT = 0x2, 0x10, 4
-SHUFFLE_FLAGS = {Blosc.NOSHUFFLE: 0, Blosc.SHUFFLE: 0x1, Blosc.BITSHUFFLE: 0x4}
 ZSTD_MAX_LEVEL = 22
 
 
@@ -133,7 +143,7 @@ def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, con
     """Encode every ``width``-byte chunk of ``data`` into ``out[offsets[i]:]``; -1, or the chunk that failed."""
     scratch = np.empty(width, np.uint8)
     level = clevel * 2 - 1 if clevel < 9 else ZSTD_MAX_LEVEL
-    flags = DONT_SPLIT | (ZSTD_FORMAT << 5) | (0x1 if shuffle == 1 else 0x4 if shuffle == 2 else 0)
+    flags = DONT_SPLIT | (ZSTD_FORMAT << 5) | (BYTE_SHUFFLE if shuffle == 1 else BIT_SHUFFLE if shuffle == 2 else 0)
     for i in range(len(offsets)):
         source = data[i * width:(i + 1) * width]
         frame = out[offsets[i]:offsets[i] + width + HEADER]
@@ -146,70 +156,23 @@ def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, con
             size = 0
             if clevel > 0 and width >= MIN_BUFFER:
                 if shuffle == 1 and typesize > 1:
-                    _byte_shuffle(source, scratch, typesize)
+                    byte_shuffle(source, scratch, typesize)
                     stream = scratch
                 elif shuffle == 2 and width >= typesize:
-                    _bit_shuffle(source, scratch, typesize)
+                    bit_shuffle(source, scratch, typesize)
                     stream = scratch
                 else:
                     stream = source
                 written = zstd(context, frame[24:].ctypes.data, width - 8, stream.ctypes.data, width, level)
                 if is_error(written) == 0 and written > 0:
-                    _header(frame, flags, typesize, width, 24 + written)
-                    _u32(frame, 16, 20)
-                    _u32(frame, 20, written)
+                    write_header(frame, flags, typesize, width, 24 + written)
+                    write_u32(frame, 16, 20)
+                    write_u32(frame, 20, written)
                     size = 24 + written
             if size == 0:  # stored as it is
-                _header(frame, flags | MEMCPYED, typesize, width, width + HEADER)
+                write_header(frame, flags | MEMCPYED, typesize, width, width + HEADER)
                 frame[HEADER:HEADER + width] = source
                 size = width + HEADER
         sizes[i] = size
         crcs[i] = crc32(0, frame.ctypes.data, size)
     return -1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u32(b, at, value):  # pragma: no cover
-    for k in range(4):
-        b[at + k] = (value >> (8 * k)) & 0xFF
-
-
-@numba.njit(cache=True, nogil=True)
-def _header(frame, flags, typesize, width, total):  # pragma: no cover
-    frame[0], frame[1], frame[2], frame[3] = 2, 1, flags, typesize  # Blosc format 2, zstd format 1
-    _u32(frame, 4, width)
-    _u32(frame, 8, width)  # one block: the chunk
-    _u32(frame, 12, total)
-
-
-@numba.njit(cache=True, nogil=True)
-def _byte_shuffle(source, out, typesize):  # pragma: no cover
-    """Byte j of element i to ``out[j * n + i]`` (c-blosc's shuffle; chunks are whole elements)."""
-    n = len(source) // typesize
-    for i in range(n):
-        for j in range(typesize):
-            out[j * n + i] = source[i * typesize + j]
-
-
-@numba.njit(cache=True, nogil=True)
-def _bit_shuffle(source, out, typesize):  # pragma: no cover
-    """c-blosc's bit shuffle: bit k of byte j of element i goes to bit ``i % 8`` of ``out[(8 * j + k) * n / 8 +
-    i / 8]`` when the ``n`` elements are a multiple of 8 (else the bytes stay as they are)."""
-    n = len(source) // typesize
-    if n % 8:
-        out[:] = source
-        return
-    rows = n // 8
-    for group in range(rows):
-        for j in range(typesize):
-            x = np.uint64(0)
-            for m in range(8):
-                x |= np.uint64(source[(8 * group + m) * typesize + j]) << np.uint64(8 * m)
-            t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
-            x = x ^ t ^ (t << np.uint64(7))
-            t = (x ^ (x >> np.uint64(14))) & np.uint64(0x0000CCCC0000CCCC)
-            x = x ^ t ^ (t << np.uint64(14))
-            t = (x ^ (x >> np.uint64(28))) & np.uint64(0x00000000F0F0F0F0)
-            x = x ^ t ^ (t << np.uint64(28))
-            for k in range(8):
-                out[(8 * j + k) * rows + group] = np.uint8((x >> np.uint64(8 * k)) & np.uint64(0xFF))
