@@ -109,3 +109,19 @@ def test_ranges_merge_as_one_plan_s_do(small_units, max_gap):
         assert [tuple(w) for w in planned.where[a:b].tolist()] == list(alone.where)
         pieces += len(alone.ranges)
     assert (pieces > len(first)) == (max_gap < 1 << 16)  # several ranges in some units, unless gaps are wide
+
+
+def test_the_kernel_refuses_spans_past_an_array(small_units):
+    """Spans come from a checked index and never pass an array's chunks; were one to, the kernel (which reads the
+    chunk table unchecked) stops instead of reading past it."""
+    selection = SELECTIONS["jets only"]
+    shard = small_units.manifest.shards[0]
+    reader = small_units.source.reader(shard)
+    rule = reader._rule(selection)
+    last = len(reader.index.arrays["jets/jet_pt"].offsets)
+    begins, ends = rule.spans(np.array([last - 1]), np.array([last]))
+    assert unit_chunks(reader.index.table, rule, begins, ends, 0).bounds.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="reach past"):
+        unit_chunks(reader.index.table, rule, begins, ends + 1, 0)
+    with pytest.raises(ValueError, match="reach past"):
+        unit_chunks(reader.index.table, rule, begins - last, ends, 0)
