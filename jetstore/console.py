@@ -5,10 +5,13 @@ that installs it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from jetstore.errors import JetstoreError
@@ -59,9 +62,11 @@ def guarded(handler: Callable[[Any], int], args: Any, verbosity: int, extra: str
     """Run a command; expected failures become one line on stderr and their exit code: a storage failure not
     caught on the way (``storage_errors.failure`` recognises it) is named after the command's dataset URL.
     ``extra``: the extra that the command needs as a whole (else the one that installs the missing module)."""
+    logging_off = logging.root.manager.disable
     try:
         try:
-            return handler(args)
+            with _quiet_interrupts():
+                return handler(args)
         except (JetstoreError, ModuleNotFoundError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -88,6 +93,29 @@ def guarded(handler: Callable[[Any], int], args: Any, verbosity: int, extra: str
     except KeyboardInterrupt:
         print("jetstore: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        logging.disable(logging_off)
+
+
+@contextlib.contextmanager
+def _quiet_interrupts() -> Iterator[None]:
+    """Ctrl-C while a command runs: what libraries log while unwinding it (a Dask cluster closed mid-task, a
+    callback of distributed's racing the interrupt) is noise beside the one line that says how to resume, so
+    logging is off from the signal on, until that line is printed. Python's own SIGINT handler otherwise."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _urls(args: object) -> list[str]:

@@ -4,6 +4,7 @@ conversion (no worker tracebacks), and ``-vv`` debug logs that never show the ac
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from jetstore.console import guarded
 from jetstore.model import paths
 from tests.helpers import REPO, cli
 
@@ -55,6 +57,33 @@ def test_ctrl_c_mid_conversion_is_one_line(sample_files, tmp_path):
     lines = err.strip().splitlines()
     assert lines[0].startswith("dask local cluster tls://127.0.0.1:") and lines[1].startswith("converting ")
     assert lines[2:] == ["jetstore: interrupted; rerun the same command to resume"], err
+
+
+def test_what_libraries_log_while_unwinding_ctrl_c_is_dropped(capsys):
+    """A library logging as the interrupt unwinds it (distributed's callbacks racing a cluster's close) would
+    break the one line: logging is off from the signal until the line is printed, and on again after it."""
+    library = logging.getLogger("some.library")
+    handler = logging.StreamHandler(sys.stderr)
+    library.addHandler(handler)
+
+    def command(_) -> int:
+        try:
+            library.error("before the interrupt")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+            return 0
+        finally:
+            library.error("Exception in callback: NameError")
+
+    try:
+        assert guarded(command, None, verbosity=0) == 130
+        assert capsys.readouterr().err.splitlines() == ["before the interrupt",
+                                                        "jetstore: interrupted; rerun the same command to resume"]
+        library.error("after")
+        assert capsys.readouterr().err == "after\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        library.removeHandler(handler)
 
 
 def test_debug_logs_never_show_the_keys(moto_server):
