@@ -65,6 +65,8 @@ def test_what_libraries_log_while_unwinding_ctrl_c_is_dropped(capsys):
     library = logging.getLogger("some.library")
     handler = logging.StreamHandler(sys.stderr)
     library.addHandler(handler)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job's
+    # shell, as CI's may be, starts Python with SIGINT ignored)
 
     def command(_) -> int:
         try:
@@ -84,6 +86,7 @@ def test_what_libraries_log_while_unwinding_ctrl_c_is_dropped(capsys):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         library.removeHandler(handler)
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_debug_logs_never_show_the_keys(moto_server):
