@@ -124,7 +124,7 @@ def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
     dataset, config = jittered_ak4
     n = dataset.manifest.n_jets
     target = target_of(dataset, config)
-    full = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=n, read_factor="auto").plan.shape
+    full = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=n, read_factor="auto").plan
     per_epoch = {}
     for factor in (1.0, "auto"):
         ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=3, jets_per_epoch=n // 40, observers=True,
@@ -135,5 +135,43 @@ def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
             batches = list(ds)
             assert len(batches) == len(ds)
             per_epoch[factor].append(variation(histogram(batches, config), target))
-    assert ds.plan.shape.read_factor > max(2.0, full.read_factor)
+    assert units_read(ds.plan) > 2.0 * units_read(ds.plan, factor=1.0)
+    assert units_read(full) < 1.3 * units_read(full, factor=1.0)
     assert np.mean(per_epoch["auto"]) < 0.8 * np.mean(per_epoch[1.0]), per_epoch
+
+
+def test_auto_read_factor_thins_only_the_strata_an_epoch_reads_few_units_of(jittered_ak4):
+    """``read_factor="auto"`` chooses per (sample, class, pT bin) stratum: in a 1/40 epoch strata reading fewer than
+    2 units per round read more (each thinned), those reading 2 already keep factor 1; every unit's stratum is its
+    class (by weight) and pT bin (by jets), as the stored jets' own cells say."""
+    dataset, config = jittered_ak4
+    plan = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=dataset.manifest.n_jets // 40,
+                      read_factor="auto").plan
+    units, factor = plan.units, plan.shape.read_factor
+    weights, cells = jet_weights(dataset, config)
+    rule = config.cell_rule()
+    pt_bins, per_class = len(rule.x_edges) - 1, rule.n_bins
+    first = np.cumsum([0] + [shard.n_jets for shard in dataset.manifest.shards])[units.shard]
+    for u in np.nonzero(units.max_weight > 0)[0]:
+        jets = slice(first[u] + units.start[u], first[u] + units.stop[u])
+        kept = cells[jets] >= 0
+        mine, weight = cells[jets][kept], weights[jets][kept]
+        klass = np.bincount(mine // per_class, weights=weight, minlength=rule.n_classes).argmax()
+        pt_bin = np.bincount(mine % per_class // (per_class // pt_bins), minlength=pt_bins).argmax()
+        assert units.bin[u] == klass * pt_bins + pt_bin, u
+    def per_stratum(read_factor) -> np.ndarray:  # units read per round
+        return np.bincount(units.bin, weights=np.minimum(1.0, read_factor * plan.shape.scale * units.max_weight))
+
+    before, after = per_stratum(1.0), per_stratum(factor)
+    # 2 units, or all it has, or as many as 16 times the reads give
+    wanted = np.minimum(np.minimum(2.0, np.bincount(units.bin, weights=units.max_weight > 0)), per_stratum(16.0))
+    live = before > 0
+    assert (factor[before[units.bin] >= 2.0] == 1.0).all()
+    assert (after[live] >= wanted[live] - 1e-6).all()
+    assert (before[live] >= wanted[live] - 1e-6).mean() < 0.2
+
+
+def units_read(plan, factor=None) -> float:
+    """Units a round of ``plan`` reads, in expectation (with its own read factors, or ``factor``)."""
+    factor = plan.shape.read_factor if factor is None else factor
+    return float(np.minimum(1.0, factor * plan.shape.scale * plan.units.max_weight).sum())

@@ -43,8 +43,8 @@ class SamplerOptions:
     max_repeats: the most copies of one jet a sampling round gives (larger epochs span several rounds).
     read_factor: weighted epochs read this many times the units they need, keeping each one's rows thinned as
         much: epochs far smaller than the data follow the target more closely (as an i.i.d. draw from 2-4) for
-        as many times the bytes; 1 reads the fewest; ``"auto"`` chooses from the epoch: enough units that every
-        (sample, class, pT bin) gets 2 per round (at most 16 times the units; 1 for epochs that read as many).
+        as many times the bytes; 1 reads the fewest; ``"auto"`` chooses per (sample, class, pT bin) stratum: enough
+        of its units that it gets 2 per round (at most 16 times them; 1 where it reads as many already).
     split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
     proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
     observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.
@@ -147,9 +147,9 @@ def build_plan(data: DataSpec | Collection, config: str | Path | TrainingConfig,
     cell_weights = rule.cell_weights(stats.weight_tables if stats and config.weights else None)
     split = Split(options.split, options.holdout)
     units = build_units(collection, stats.unit_counts if stats else None, cell_weights, rule.n_classes,
-                        options.proportions).scaled(split.share)
+                        options.proportions, len(rule.x_edges) - 1).scaled(split.share)
     shape = scheme.epoch(units, EpochRequest(options.jets_per_epoch, options.max_repeats, batch_size, world_size,
-                                             collection.n_jets, options.read_factor, len(rule.x_edges) - 1))
+                                             collection.n_jets, options.read_factor))
     unit_bytes = collection.bytes / max(len(units), 1)
     ahead = int(np.clip(options.max_inflight_mb * 2**20 / max(unit_bytes, 1), 2 * options.threads, MAX_AHEAD))
     io_threads = options.io_threads

@@ -36,6 +36,7 @@ class UnitTable:
     max_weight: np.ndarray  # largest row weight at scale 1 (sample factor included)
     factor: np.ndarray      # the sample factor of every unit's row weights
     order: np.ndarray       # units by (sample, dominant class, place in the class's cells: pT), for balanced draws
+    bin: np.ndarray         # every unit's (sample, dominant class, dominant pT bin), numbered: the finest strata
     n_samples: int = 1
 
     def __len__(self) -> int:
@@ -83,9 +84,10 @@ class UnitTable:
 
 
 def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | None, cell_weights: np.ndarray,
-                n_classes: int, proportions: Mapping[str, float] | None = None) -> UnitTable:
+                n_classes: int, proportions: Mapping[str, float] | None = None, pt_bins: int = 1) -> UnitTable:
     """Units of every shard of every dataset with their expectations, from the per-unit cell counts recorded by
-    ``jetstore stats`` (``unit_counts`` None: no stats; every stored jet counts once, in class 0)."""
+    ``jetstore stats`` (``unit_counts`` None: no stats; every stored jet counts once, in class 0); ``pt_bins``:
+    the cells' bins along pT (the cells of a class run over them first)."""
     parts = []
     for index, (owner, entry) in enumerate(collection.shards()):
         unit = collection.members[owner].dataset.unit_jets
@@ -103,11 +105,12 @@ def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | 
     if unit_counts is None:
         expected = (stop - start).astype(np.float64)[:, None]
         table = UnitTable(shard, start, stop, sample, expected, np.ones(len(shard)), np.ones(len(shard)),
-                          np.lexsort((start, shard, sample)), n_samples)
+                          np.lexsort((start, shard, sample)), sample, n_samples)
         return _with_proportions(table, collection, proportions)
     expected = np.zeros((len(shard), n_classes))
     max_weight = np.zeros(len(shard))
     jets, place = np.zeros(len(shard)), np.zeros(len(shard))  # selected jets, Σ of their cells within the class
+    in_bin = np.zeros((len(shard), pt_bins))  # selected jets per pT bin
     first_unit = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     cells_per_class = len(cell_weights) // n_classes
     for index, _, key, _, _, _ in parts:
@@ -120,9 +123,12 @@ def build_units(collection: Collection, unit_counts: Mapping[str, np.ndarray] | 
         np.maximum.at(max_weight, units, np.where(counts > 0, weight, 0.0))
         np.add.at(jets, units, counts)
         np.add.at(place, units, counts * (cells % cells_per_class))
+        np.add.at(in_bin, (units, cells % cells_per_class // (cells_per_class // pt_bins)), counts)
     # the cells of a class run over pT bins (x) first: a unit's mean cell is its place in the class's pT order
-    order = np.lexsort((start, shard, place / np.maximum(jets, 1), expected.argmax(axis=1), sample))
-    table = UnitTable(shard, start, stop, sample, expected, max_weight, np.ones(len(shard)), order, n_samples)
+    dominant = sample * n_classes + expected.argmax(axis=1)
+    order = np.lexsort((start, shard, place / np.maximum(jets, 1), dominant))
+    table = UnitTable(shard, start, stop, sample, expected, max_weight, np.ones(len(shard)), order,
+                      dominant * pt_bins + in_bin.argmax(axis=1), n_samples)
     return _with_proportions(table, collection, proportions)
 
 

@@ -27,7 +27,8 @@ class EpochParams:
     scale: float = 1.0          # per sampling round: expected deliveries of a jet of weight w are scale·w
     epoch_rounds: float = 1.0   # rounds an epoch spans (jets_per_epoch beyond max_repeats copies per round)
     stratify: bool = True       # every batch has the class composition of the weights' target
-    read_factor: float = 1.0    # units are read this many times as often as needed, their rows thinned as much
+    read_factor: float | np.ndarray = 1.0  # units are read this many times as often as needed (one factor, or
+    # one per unit), their rows thinned as much
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,17 @@ class EpochRequest:
     world_size: int
     n_jets: int  # stored jets of the data
     read_factor: float | str = 1.0  # a number, or "auto": the scheme chooses
-    pt_bins: int = 1  # reweighting bins per class along pT (the strata a small epoch must fill)
 
 
 @dataclass(frozen=True)
 class EpochShape:
     """How a scheme draws an epoch: expected deliveries of a jet of weight w per round are ``scale·w``, over
-    ``rounds`` rounds, reading ``read_factor`` times the units needed (each thinned as much)."""
+    ``rounds`` rounds, reading ``read_factor`` times the units needed (each thinned as much; one factor, or one per
+    unit)."""
 
     scale: float = 1.0
     rounds: float = 1.0
-    read_factor: float = 1.0
+    read_factor: float | np.ndarray = 1.0
 
 
 @dataclass(frozen=True)

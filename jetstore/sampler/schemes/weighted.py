@@ -48,6 +48,7 @@ LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
 AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, class, pT bin) stratum, the most
+AUTO_STEPS = 40  # bisection steps solving for a stratum's factor (AUTO_MAX / 2**40 apart)
 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
@@ -233,17 +234,29 @@ def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
     scale = jets / total if jets else 1.0
     rounds = max(1, math.ceil(scale * float(units.max_weight.max(initial=0.0)) / request.max_repeats - 1e-9))
     factor = request.read_factor
-    if factor == "auto":
-        factor = auto_read_factor(units, scale / rounds, units.n_samples * units.n_classes * request.pt_bins)
-    return EpochShape(scale / rounds, rounds, float(factor))  # whole rounds: an epoch never ends in a part of one
+    chosen = auto_read_factors(units, scale / rounds) if factor == "auto" else float(factor)
+    return EpochShape(scale / rounds, rounds, chosen)  # whole rounds: an epoch never ends in a part of one
 
 
-def auto_read_factor(units: UnitTable, scale: float, strata: int) -> float:
-    """``read_factor="auto"``: enough units read that every (sample, class, pT bin) stratum gets ``AUTO_UNITS`` of
-    them per round on average (a unit gives its bin ~100-250 rows at once: fewer units per stratum leave an epoch's
-    histogram coarser than an i.i.d. draw's), at most ``AUTO_MAX``; 1 where the epoch reads that many already."""
-    read = float(np.minimum(1.0, scale * units.max_weight).sum())
-    return float(np.clip(AUTO_UNITS * strata / max(read, 1e-300), 1.0, AUTO_MAX))
+def auto_read_factors(units: UnitTable, scale: float) -> np.ndarray:
+    """``read_factor="auto"``, per unit: its (sample, class, pT bin) stratum's units are read often enough that the
+    stratum gets ``AUTO_UNITS`` of them per round (all of them, if it has fewer), at most ``AUTO_MAX`` times as often:
+    a unit gives its bin ~100-250 rows at once, and fewer units leave an epoch's histogram coarser there than an
+    i.i.d. draw's. Strata reading that many already keep 1: thinning costs bytes only where an epoch reads few units.
+    The factor solves ``Σ min(1, f·s·m_u) = target`` per stratum (by bisection: units read whole cap the sum)."""
+    need = scale * units.max_weight
+    strata = int(units.bin.max(initial=-1)) + 1
+
+    def reads(factor: np.ndarray) -> np.ndarray:
+        return np.bincount(units.bin, weights=np.minimum(1.0, factor[units.bin] * need), minlength=strata)
+
+    target = np.minimum(AUTO_UNITS, np.bincount(units.bin, weights=need > 0, minlength=strata))
+    low, high = np.ones(strata), np.full(strata, AUTO_MAX)
+    for _ in range(AUTO_STEPS):
+        middle = (low + high) / 2
+        short = reads(middle) < target
+        low, high = np.where(short, middle, low), np.where(short, high, middle)
+    return np.where(reads(np.ones(strata)) >= target, 1.0, high)[units.bin]
 
 
 SCHEME = Scheme("weighted", plan, batches, epoch, weighted=True)
