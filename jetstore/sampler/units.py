@@ -6,7 +6,8 @@ one range read). ``jetstore stats`` recorded how many selected jets of each unit
 scale 1, ``E[u, c] = f · Σ_cells n · w``, and its largest row weight ``m_u`` are known up front; ``f`` is its
 sample's factor (1, or what makes the samples' shares the proportions asked for). Units are also ranked by
 (sample, dominant class, mean cell): within a class, by pT (the cells run over pT bins first), so that a
-balanced draw along that order gives every (class, pT) stretch its expected number of units.
+balanced draw along that order gives every (class, pT) stretch its expected number of units; each unit's
+(sample, dominant class, pT bin with most of its jets) is its finest stratum, which ``read_factor="auto"`` fills.
 
 Units of several datasets (a :class:`~jetstore.dataset.collection.Collection`) are numbered dataset after
 dataset; each knows its shard (global position), its sample and its size (datasets may differ in unit size).
