@@ -19,7 +19,7 @@ from jetstore.formats.zarr import chunk_index
 from jetstore.stats.result import write_stats
 from jetstore.stats.run import compute_stats
 from tests.fixtures.jittered import jittered_copies
-from tests.fixtures.mixing import histogram, jet_keys, jet_weights, repeats, target_of, variation
+from tests.fixtures.mixing import histogram, iid_variation, jet_keys, jet_weights, repeats, target_of, variation
 from tests.helpers import REPO, forget_shard_metadata, run_convert
 from tests.proxy import LatencyProxy
 
@@ -175,3 +175,23 @@ def units_read(plan, factor=None) -> float:
     """Units a round of ``plan`` reads, in expectation (with its own read factors, or ``factor``)."""
     factor = plan.shape.read_factor if factor is None else factor
     return float(np.minimum(1.0, factor * plan.shape.scale * plan.units.max_weight).sum())
+
+
+def test_epochs_follow_the_target_as_closely_as_an_iid_draw(jittered_ak4):
+    """Per-epoch total variation of the (class, pT, eta) histogram from weaver's target, mean over 6 epochs, against
+    an i.i.d. draw's of the same size: half the data with whole units closer than i.i.d. (balanced draws of units,
+    and of a read unit's rows cell by cell), 1/40 of it (750 jets, ~2 per cell) with ``read_factor="auto"`` within
+    1.1× (independent coins per unit were 3-6× i.i.d.)."""
+    dataset, config = jittered_ak4
+    n = dataset.manifest.n_jets
+    target = target_of(dataset, config)
+    for fraction, factor, bound in ((2, 1.0, 1.0), (40, "auto", 1.1)):
+        ds = JetDataset(dataset.url, config, batch_size=BATCH, seed=5, jets_per_epoch=n // fraction, observers=True,
+                        read_factor=factor)
+        per_epoch, jets = [], 0
+        for epoch in range(6):
+            ds.set_epoch(epoch)
+            counts = histogram(list(ds), config)
+            per_epoch.append(variation(counts, target))
+            jets = int(counts.sum())
+        assert np.mean(per_epoch) <= bound * iid_variation(target, jets, 32), (fraction, per_epoch)

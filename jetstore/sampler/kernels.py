@@ -16,22 +16,48 @@ CACHE_LINE_FLOATS = 16  # float32 values per 64-byte cache line
 
 
 @numba.njit(cache=True, nogil=True)
-def multiplicities(expected, bounds, starts):
+def multiplicities(expected, cells, bounds, starts):
     """How often each row is delivered, ``expected[i]`` times on average (floor or ceil), by systematic
-    sampling within each unit (rows ``bounds[u]:bounds[u + 1]``): a unit's rows cover consecutive stretches of
-    length ``expected[i]`` of a line, and row i is delivered once per point ``starts[u] + k`` (k integer,
-    ``starts[u]`` uniform in [0, 1)) in its stretch. So a unit's total is within one of its expectation, and
-    any run of its rows (sorted shards: a pT range) too."""
+    sampling within each unit (rows ``bounds[u]:bounds[u + 1]``): a unit's rows, by reweighting cell (class, pT
+    bin, eta bin) and then in stored order, cover consecutive stretches of length ``expected[i]`` of a line, and row
+    i is delivered once per point ``starts[u] + k`` (k integer, ``starts[u]`` uniform in [0, 1)) in its stretch.
+    So a unit's total is within one of its expectation, and so is each of its cells' (in stored order, the cells'
+    eta bins took their chances), and any run of a cell's rows (sorted shards: a pT range)."""
     out = np.empty(len(expected), np.int64)
     for u in range(len(bounds) - 1):
+        first = bounds[u]
+        order = _by_cell(cells[first:bounds[u + 1]])
         end = 0.0
         before = np.floor(-starts[u])
-        for i in range(bounds[u], bounds[u + 1]):
+        for k in range(len(order)):
+            i = first + order[k]
             end += expected[i]
             after = np.floor(end - starts[u])
             out[i] = np.int64(after - before)
             before = after
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_cell(cells):
+    """The order of a unit's rows by cell, stored order within a cell (a counting sort: a unit's rows span a few
+    cells; a stable argsort where they span many)."""
+    if len(cells) == 0:
+        return np.zeros(0, np.int64)
+    low, high = cells.min(), cells.max()
+    if high - low >= 4 * len(cells):
+        return np.argsort(cells, kind="mergesort")
+    place = np.zeros(high - low + 1, np.int64)
+    for c in cells:
+        place[c - low] += 1
+    total = 0
+    for k in range(len(place)):
+        total, place[k] = total + place[k], total
+    order = np.empty(len(cells), np.int64)
+    for i in range(len(cells)):
+        order[place[cells[i] - low]] = i
+        place[cells[i] - low] += 1
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
@@ -242,5 +268,5 @@ def warm() -> None:
     loaded, instead of paying it again in every worker of every epoch (without ``persistent_workers``)."""
     counts = np.zeros(1, np.int64)
     repeat_rows(counts)
-    multiplicities(np.zeros(1), np.array([0, 1], np.int64), np.zeros(1))
+    multiplicities(np.zeros(1), np.zeros(1, np.int64), np.array([0, 1], np.int64), np.zeros(1))
     unit_starts(0, 0, counts, counts)

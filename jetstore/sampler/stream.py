@@ -114,7 +114,7 @@ class SlotStream:
             scale = spec.scale * units.factor[index] / np.array([read.probability for read in reads])
             expected = np.where(cells >= 0, spec.cell_weights[np.maximum(cells, 0)], 0.0) * scale[unit_of_row]
             starts = kernels.unit_starts(spec.seed, self.epoch, np.array([read.round for read in reads]), index)
-            multiplicity = kernels.multiplicities(expected, bounds, starts)
+            multiplicity = kernels.multiplicities(expected, cells, bounds, starts)
             classes = rule.class_of(cells)
             if units.n_classes == 1:  # expectations without stats: every jet in one class
                 classes = np.minimum(classes, 0)

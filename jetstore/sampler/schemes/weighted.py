@@ -11,12 +11,13 @@ as an i.i.d. draw) for f times the bytes.
 
 Both draws are balanced (systematic sampling) instead of independent coins: the units, ranked by (sample,
 class, pT), cover consecutive stretches of length p_u of a line, and a unit is read when a point ``start + k``
-(k integer) falls in its stretch; a unit's rows, in pT order, likewise. Each unit and row keeps its
-probability exactly, while every (sample, class, pT) stretch gets within one unit of its expected number
-of units, and every unit within one row of its expected rows: an epoch's (class, pT, eta) histogram is as
-close to the target as an i.i.d. draw of its size, or closer, where independent coins moved a cell by whole
-units. The round's start runs over epochs as a Weyl sequence (``offset + epoch·φ``), so across epochs every
-unit is read in a share p_u of them to within a few epochs (the remainder carried from epoch to epoch).
+(k integer) falls in its stretch; a unit's rows, cell by cell (class, pT bin, eta bin), in pT order within a
+cell, likewise. Each unit and row keeps its probability exactly, while every (sample, class, pT) stretch gets
+within one unit of its expected number of units, and every cell of a read unit within one row of its expected
+rows: an epoch's (class, pT, eta) histogram is as close to the target as an i.i.d. draw of its size, or closer,
+where independent coins moved a cell by whole units. The round's start runs over epochs as a Weyl sequence
+(``offset + epoch·φ``), so across epochs every unit is read in a share p_u of them to within a few epochs (the
+remainder carried from epoch to epoch).
 
 The units of a round are shared among ranks, then among each rank's workers (in proportion to their
 batches), class by class: every slot gets its expected share of every (sample, class) stratum's rows, spread
