@@ -50,6 +50,7 @@ MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
 AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, class, pT bin) stratum, the most
 AUTO_STEPS = 40  # bisection steps solving for a stratum's factor (AUTO_MAX / 2**40 apart)
+WHOLE = 1e-6  # units read per round this close to a whole number are that number
 
 
 def plan(units: UnitTable, params: EpochParams, rank: int, worker: int) -> SlotPlan:
@@ -241,23 +242,27 @@ def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
 
 def auto_read_factors(units: UnitTable, scale: float) -> np.ndarray:
     """``read_factor="auto"``, per unit: its (sample, class, pT bin) stratum's units are read often enough that the
-    stratum gets ``AUTO_UNITS`` of them per round (all of them, if it has fewer), at most ``AUTO_MAX`` times as often:
-    a unit gives its bin ~100-250 rows at once, and fewer units leave an epoch's histogram coarser there than an
-    i.i.d. draw's. Strata reading that many already keep 1: thinning costs bytes only where an epoch reads few units.
-    The factor solves ``Σ min(1, f·s·m_u) = target`` per stratum (by bisection: units read whole cap the sum)."""
+    stratum reads a whole number of them per round, at least ``AUTO_UNITS`` (all of them, if it has fewer; at most
+    ``AUTO_MAX`` times as often as with 1), each thinned as much. A unit gives its bin ~100-250 rows at once: with
+    fewer units, or a fraction of one left to chance, an epoch's histogram is coarser there than an i.i.d. draw's;
+    a whole number of units, a run of the balanced draw's line, is read every round (give or take one at the
+    bin's edges). The factor solves ``Σ min(1, f·s·m_u) = target`` per stratum (by bisection: units read whole cap
+    the sum)."""
     need = scale * units.max_weight
     strata = int(units.bin.max(initial=-1)) + 1
 
     def reads(factor: np.ndarray) -> np.ndarray:
         return np.bincount(units.bin, weights=np.minimum(1.0, factor[units.bin] * need), minlength=strata)
 
-    target = np.minimum(AUTO_UNITS, np.bincount(units.bin, weights=need > 0, minlength=strata))
+    natural = reads(np.ones(strata))
+    whole = np.maximum(AUTO_UNITS, np.ceil(natural - WHOLE))
+    target = np.minimum(whole, np.bincount(units.bin, weights=need > 0, minlength=strata))
     low, high = np.ones(strata), np.full(strata, AUTO_MAX)
     for _ in range(AUTO_STEPS):
         middle = (low + high) / 2
         short = reads(middle) < target
         low, high = np.where(short, middle, low), np.where(short, high, middle)
-    return np.where(reads(np.ones(strata)) >= target, 1.0, high)[units.bin]
+    return np.where(natural >= target - WHOLE, 1.0, high)[units.bin]
 
 
 SCHEME = Scheme("weighted", plan, batches, epoch, weighted=True)
