@@ -140,7 +140,7 @@ def test_auto_read_factor_thins_small_epochs_only(jittered_ak4):
     assert np.mean(per_epoch["auto"]) < 0.8 * np.mean(per_epoch[1.0]), per_epoch
 
 
-def test_auto_read_factor_thins_only_the_strata_an_epoch_reads_few_units_of(jittered_ak4):
+def test_auto_read_factor_reads_a_whole_number_of_units_per_stratum(jittered_ak4):
     """``read_factor="auto"`` chooses per (sample, class, pT bin) stratum: in a 1/40 epoch every stratum reads a whole
     number of units per round, at least 2 (all it has if fewer, at most 16 times the reads with 1); one reading a
     whole number already keeps factor 1; every unit's stratum is its class (by weight) and pT bin (by jets), as

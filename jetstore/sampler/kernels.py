@@ -21,8 +21,8 @@ def multiplicities(expected, cells, bounds, starts):
     sampling within each unit (rows ``bounds[u]:bounds[u + 1]``): a unit's rows, by reweighting cell (class, pT
     bin, eta bin) and then in stored order, cover consecutive stretches of length ``expected[i]`` of a line, and row
     i is delivered once per point ``starts[u] + k`` (k integer, ``starts[u]`` uniform in [0, 1)) in its stretch.
-    So a unit's total is within one of its expectation, and so is each of its cells' (in stored order, the cells'
-    eta bins took their chances), and any run of a cell's rows (sorted shards: a pT range)."""
+    So a unit's total is within one of its expectation, and so is each of its cells' total, and any run of a
+    cell's rows (sorted shards: a pT range)."""
     out = np.empty(len(expected), np.int64)
     for u in range(len(bounds) - 1):
         first = bounds[u]

@@ -43,8 +43,8 @@ class SamplerOptions:
     max_repeats: the most copies of one jet a sampling round gives (larger epochs span several rounds).
     read_factor: weighted epochs read this many times the units they need, keeping each one's rows thinned as
         much: epochs far smaller than the data follow the target more closely (as an i.i.d. draw from 2-4) for
-        as many times the bytes; 1 reads the fewest; ``"auto"`` chooses per (sample, class, pT bin) stratum: enough
-        of its units that it gets 2 per round (at most 16 times them; 1 where it reads as many already).
+        as many times the bytes; 1 reads the fewest; ``"auto"`` chooses per (sample, class, pT bin) stratum: a
+        whole number of its units per round, at least 2 (at most 16 times as many; 1 where it reads that already).
     split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
     proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
     observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.

@@ -48,7 +48,7 @@ from jetstore.sampler.units import UnitTable
 LOG = logging.getLogger(__name__)
 MAX_EMPTY_ROUNDS = 64
 ROUND, RANKS, WORKERS, START = 0x5EED, 0xDEA1, 0xDEA2, 0x57A7  # tags separating the random streams
-AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": units read per (sample, class, pT bin) stratum, the most
+AUTO_UNITS, AUTO_MAX = 2.0, 16.0  # read_factor="auto": the fewest units per (sample, class, pT bin), the most factor
 AUTO_STEPS = 40  # bisection steps solving for a stratum's factor (AUTO_MAX / 2**40 apart)
 WHOLE = 1e-6  # units read per round this close to a whole number are that number
 
