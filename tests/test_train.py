@@ -256,6 +256,9 @@ def test_the_command_line_is_the_options():
     assert parsed.network_options == (("num_layers", "2"), ("embed_dims", "[8, 8]"))
     assert parsed.lr == 0.005 and parsed.progress is False and parsed.amp == "fp16" and parsed.num_epochs == 20
     assert TrainOptions(data="one.zarr").data_url == "one.zarr"  # one dataset: its URL as it is
+    assert parsed.read_factor == 1.0
+    assert parse_options(["--read-factor", "auto"]).read_factor == "auto"
+    assert parse_options(["--read-factor", "2.5"]).read_factor == 2.5
 
 
 def test_torch_threads_leave_the_sampler_its_cores(monkeypatch):
@@ -431,6 +434,8 @@ def test_a_run_folder_runs_no_code(train_dataset, tmp_path, capsys):
     (["--num-epochs", "0"], "--num-epochs 0: must be an integer ≥ 1"),
     (["--steps", "-1"], "--steps -1: must be an integer ≥ 1"),
     (["--holdout", "5"], "--holdout 5.0: must be a finite number ≥ 0 and < 1"),
+    (["--read-factor", "0.5"], "--read-factor 0.5: must be a finite number ≥ 1 or 'auto'"),
+    (["--read-factor", "most"], "argument --read-factor: invalid number_or_auto value: 'most'"),
     (["--clip-grad-norm", "inf"], "--clip-grad-norm inf: must be a finite number > 0"),
     (["--lr-scheduler", "notaurl"], "argument --lr-scheduler: invalid choice: 'notaurl'"),
     (["--scheduler", "notaurl"], "unrecognized arguments: --scheduler notaurl"),

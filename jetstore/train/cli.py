@@ -41,7 +41,7 @@ def _argument(name: str, hint: Any, metadata: dict[str, Any]) -> tuple[tuple[str
     """The argparse flags and keywords of one field, from its type and metadata."""
     flags = metadata.get("flags", (f"--{name.replace('_', '-')}",))
     kwargs: dict[str, Any] = {"dest": name, "help": metadata.get("help")}
-    kwargs.update({k: metadata[k] for k in ("choices", "metavar", "nargs", "const") if k in metadata})
+    kwargs.update({k: metadata[k] for k in ("choices", "metavar", "nargs", "const", "type") if k in metadata})
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
     kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if kind is bool:
@@ -49,7 +49,7 @@ def _argument(name: str, hint: Any, metadata: dict[str, Any]) -> tuple[tuple[str
     elif typing.get_origin(kind) is tuple:
         kwargs["action"] = "append"
     else:
-        kwargs["type"] = kind
+        kwargs.setdefault("type", kind)
     return flags, kwargs
 
 

@@ -155,7 +155,7 @@ def build(options: TrainOptions, device: torch.device, rank: int = 0, world: int
     def make(where: World) -> JetDataset:
         return JetDataset(collection, original, options.batch_size, jets_per_epoch=options.jets_per_epoch,
                           split="train" if options.holdout > 0 else "all", world=where, bucket=options.bucket,
-                          **common)
+                          read_factor=options.read_factor, **common)
 
     dataset = make(World(rank, world))
     text = frozen_text(original, dataset.stats)
