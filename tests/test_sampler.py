@@ -188,11 +188,11 @@ def test_determinism_and_epochs(dataset):
     assert not np.array_equal(first[0]["pf_features"], collect(seeded, 1)[0]["pf_features"])
 
 
-@pytest.mark.parametrize("world", [World(), World(1, 2)])
+@pytest.mark.parametrize(("world", "read_factor"), [(World(), 1.0), (World(1, 2), 1.0), (World(1, 2), "auto")])
 @pytest.mark.parametrize("stop_after", [1, 9, 20])
-def test_resume_gives_exactly_the_next_batch(dataset, world, stop_after):
+def test_resume_gives_exactly_the_next_batch(dataset, world, read_factor, stop_after):
     make = lambda: JetDataset(dataset.url, config_with(), batch_size=48, seed=3, jets_per_epoch=2500,  # noqa: E731
-                              world=world, window_jets=4 * 256)
+                              world=world, window_jets=4 * 256, read_factor=read_factor)
     reference = collect(make())
     interrupted = make()
     collect(interrupted, stop_after)
