@@ -198,3 +198,16 @@ def test_epochs_follow_the_target_as_closely_as_an_iid_draw(jittered_ak4):
             per_epoch.append(variation(counts, target))
             jets = int(counts.sum())
         assert np.mean(per_epoch) <= bound * iid_variation(target, jets, 32), (fraction, per_epoch)
+
+
+def test_natural_epochs_read_as_auto_by_default_epochs_of_a_given_size_as_one(jittered_ak4):
+    """A natural epoch (no ``jets_per_epoch``) is weaver's rejection-sampled one, a draw from all the data: by default
+    it reads as ``read_factor="auto"``; an epoch of a given size reads the fewest bytes (1) unless asked."""
+    dataset, config = jittered_ak4
+    natural = JetDataset(dataset.url, config, batch_size=BATCH).plan
+    auto = JetDataset(dataset.url, config, batch_size=BATCH, read_factor="auto").plan
+    assert np.array_equal(natural.shape.read_factor, auto.shape.read_factor)
+    assert units_read(natural) >= units_read(natural, factor=1.0)
+    sized = JetDataset(dataset.url, config, batch_size=BATCH, jets_per_epoch=dataset.manifest.n_jets // 40).plan
+    assert sized.shape.read_factor == 1.0
+    assert JetDataset(dataset.url, config, batch_size=BATCH, read_factor=1).plan.shape.read_factor == 1.0

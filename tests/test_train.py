@@ -256,7 +256,7 @@ def test_the_command_line_is_the_options():
     assert parsed.network_options == (("num_layers", "2"), ("embed_dims", "[8, 8]"))
     assert parsed.lr == 0.005 and parsed.progress is False and parsed.amp == "fp16" and parsed.num_epochs == 20
     assert TrainOptions(data="one.zarr").data_url == "one.zarr"  # one dataset: its URL as it is
-    assert parsed.read_factor == 1.0
+    assert parsed.read_factor is None  # the sampler's default
     assert parse_options(["--read-factor", "auto"]).read_factor == "auto"
     assert parse_options(["--read-factor", "2.5"]).read_factor == 2.5
 

@@ -44,7 +44,8 @@ class SamplerOptions:
     read_factor: weighted epochs read this many times the units they need, keeping each one's rows thinned as
         much: epochs far smaller than the data follow the target more closely (as an i.i.d. draw from 2-4) for
         as many times the bytes; 1 reads the fewest; ``"auto"`` chooses per (sample, class, pT bin) stratum: a
-        whole number of its units per round, at least 2 (at most 16 times as many; 1 where it reads that already).
+        whole number of its units per round, at least 2 (at most 16 times as many; 1 where it reads that already);
+        None (the default): ``"auto"`` for natural epochs (no ``jets_per_epoch``), 1 for the others.
     split, holdout: ``all`` the jets, or ``train`` / ``holdout``: a fixed ``holdout`` fraction kept out.
     proportions: sample name → share of the delivered jets, instead of the samples' natural shares.
     observers: add the config's observers and ``_sample_`` (the jet's sample) to every batch.
@@ -66,7 +67,7 @@ class SamplerOptions:
     scheme: str | None = None
     jets_per_epoch: int | None = None
     max_repeats: int = 128
-    read_factor: float | str = 1.0
+    read_factor: float | str | None = None
     split: str = "all"
     holdout: float = 0.1
     proportions: Mapping[str, float] | None = None
@@ -87,9 +88,9 @@ class SamplerOptions:
                 raise SchemaError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.bucket, int) or self.bucket < 0:
             raise SchemaError(f"bucket must be True, False or a non-negative integer, got {self.bucket!r}")
-        if self.read_factor != "auto" and (not isinstance(self.read_factor, int | float) or isinstance(
+        if self.read_factor not in ("auto", None) and (not isinstance(self.read_factor, int | float) or isinstance(
                 self.read_factor, bool) or not 1 <= self.read_factor < float("inf")):
-            raise SchemaError(f"read_factor must be a number of at least 1 or 'auto', got {self.read_factor!r}")
+            raise SchemaError(f"read_factor must be a number of at least 1, 'auto' or None, got {self.read_factor!r}")
         if self.jets_per_epoch is not None and (not isinstance(self.jets_per_epoch, int) or self.jets_per_epoch < 1):
             raise SchemaError(f"jets_per_epoch must be a positive integer or None, got {self.jets_per_epoch!r}")
 

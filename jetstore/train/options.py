@@ -113,11 +113,12 @@ class TrainOptions:
     val_data: str | None = option(None, "validate on this dataset instead of the held-out part", text)
     jets_per_epoch: int | None = option(None, "jets sampled per training epoch (weaver's --samples-per-epoch; "
                                               "default: the dataset's natural weighted epoch)", integer(1), REFUSED)
-    read_factor: float | str = option(1.0, "training epochs read this many times the units they need, each thinned "
-                                           "as much (closer to the target distribution for as many times the "
-                                           "bytes); auto: per (class, pT bin), where an epoch is too small for "
-                                           "whole units", read_factor, REFUSED, type=number_or_auto,
-                                      metavar="F|auto")
+    read_factor: float | str | None = option(None, "training epochs read this many times the units they need, each "
+                                                   "thinned as much (closer to the target distribution for as many "
+                                                   "times the bytes); auto: per (class, pT bin), where an epoch is "
+                                                   "too small for whole units (default: auto for natural epochs, 1 "
+                                                   "with --jets-per-epoch)", read_factor, REFUSED,
+                                             type=number_or_auto, metavar="F|auto")
     jets_per_epoch_val: int | None = option(None, "jets per validation, each held-out jet at most once (default: "
                                                   "--jets-per-epoch times held-out / training share, as weaver; "
                                                   "without --jets-per-epoch every held-out jet)", integer(1))

@@ -71,7 +71,7 @@ class EpochRequest:
     batch_size: int
     world_size: int
     n_jets: int  # stored jets of the data
-    read_factor: float | str = 1.0  # a number, or "auto": the scheme chooses
+    read_factor: float | str | None = None  # a number, "auto" (the scheme chooses), or None (the scheme's default)
 
 
 @dataclass(frozen=True)

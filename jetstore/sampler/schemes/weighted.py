@@ -2,7 +2,8 @@
 expectation), class-stratified in every slot.
 
 Per round, unit u is read with probability ``p_u = min(1, f·s·m_u)`` (``m_u``: its largest row weight; ``f``: the
-``read_factor``, 1 by default: what is read is what is kept); a row
+``read_factor``, by default 1 (what is read is what is kept) where ``jets_per_epoch`` is given and ``"auto"`` for
+natural epochs); a row
 of weight w of a read unit is kept ``q = s·w / p_u`` times in expectation (``floor(q)`` or ``ceil(q)``), so its
 expected multiplicity is exactly s·w. Since shards are sorted by (class, pT), a unit's rows share nearly one
 weight: with f = 1, what is read is what is kept. f > 1 reads f times the units, each thinned f times:
@@ -236,6 +237,8 @@ def epoch(units: UnitTable, request: EpochRequest) -> EpochShape:
     scale = jets / total if jets else 1.0
     rounds = max(1, math.ceil(scale * float(units.max_weight.max(initial=0.0)) / request.max_repeats - 1e-9))
     factor = request.read_factor
+    if factor is None:  # a natural epoch is weaver's rejection-sampled one: its mix that of a draw from all the data
+        factor = "auto" if request.jets_per_epoch is None else 1.0
     chosen = auto_read_factors(units, scale / rounds) if factor == "auto" else float(factor)
     return EpochShape(scale / rounds, rounds, chosen)  # whole rounds: an epoch never ends in a part of one
 
