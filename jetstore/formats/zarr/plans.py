@@ -158,15 +158,6 @@ def _aligned(block, chunks, offsets, first):  # pragma: no cover
     return True
 
 
-def plan_chunks(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.ndarray
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-    """The chunks of one plan (``begins`` and ``ends``: its row of :meth:`SpanRule.spans`), placed array after
-    array in 8-byte aligned regions of the output: the chunks, the spans with their output offsets, and the
-    bytes decoded."""
-    planned = unit_chunks(table, rule, begins, ends, 0)
-    return planned.chunks, planned.spans[0], int(planned.decoded[0])
-
-
 def unit_chunks(table: np.ndarray, rule: SpanRule, begins: np.ndarray, ends: np.ndarray,
                 max_gap: int) -> UnitChunks:
     """The chunks of many plans at once (``begins`` and ``ends``: [unit, array] chunk numbers), and each plan's

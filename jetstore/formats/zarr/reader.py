@@ -24,8 +24,8 @@ from jetstore.formats.base import MAX_CHUNK_BYTES, MIN_GAP, MetadataCache, ReadP
 from jetstore.formats.zarr import chunk_index, directory
 from jetstore.formats.zarr.chunks import LOCAL_HEADER_SIZE, PROBLEMS, decode_chunks
 from jetstore.formats.zarr.layout import COUNTS, JETS, UNIT_ALIGNED
-from jetstore.formats.zarr.plans import ArrayIndex, SpanRule, ZipParts, chunk_table, plan_chunks, unit_chunks
-from jetstore.io.ranges import SparseFile, coalesce
+from jetstore.formats.zarr.plans import ArrayIndex, SpanRule, ZipParts, chunk_table, unit_chunks
+from jetstore.io.ranges import SparseFile
 from jetstore.model.layout import Selection
 from jetstore.model.table import BlockData, JetTable
 
@@ -60,14 +60,11 @@ class ZarrShardReader(ShardReader):
             if (headers < 0).any():
                 raise self.damaged(f"chunk {key}/c/{int(begins[0, column]) + int(np.argmin(headers))} is missing")
         packable = start % index.unit_jets == 0 and stop - start <= index.unit_jets and rule.aligned(first)
-        chunks, placed, decoded = plan_chunks(index.table, rule, begins, ends)
-        ranges = list(zip(chunks["header"].tolist(), chunks["end"].tolist(), strict=True))
-        needed = sum(b - a for a, b in ranges)
-        self.check_expansion(start, stop, decoded, needed)
-        fetch = coalesce(ranges, max(MIN_GAP, needed // 2))
-        where = np.asarray(fetch.where, np.int64).reshape(-1, 2)
-        return ReadPlan(start, stop, selection, fetch.ranges,
-                        ZipParts(rule.keys, placed, decoded, chunks, where, packable))
+        planned = unit_chunks(index.table, rule, begins, ends, MIN_GAP)
+        decoded = int(planned.decoded[0])
+        self.check_expansion(start, stop, decoded, int(planned.needed[0]))
+        return ReadPlan(start, stop, selection, tuple(tuple(r) for r in planned.ranges.tolist()),
+                        ZipParts(rule.keys, planned.spans[0], decoded, planned.chunks, planned.where, packable))
 
     def plan_units(self, bounds: Sequence[tuple[int, int]], selection: Selection) -> list[ReadPlan]:
         """Plans of whole units (each ``[start, stop)`` a unit, from its first jet to its end), made together
