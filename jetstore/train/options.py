@@ -64,7 +64,7 @@ def number(low: float, high: float = math.inf, low_open: bool = False, high_open
     return check
 
 
-def read_factor(value: Any) -> str | None:
+def factor_or_auto(value: Any) -> str | None:
     if value == "auto" or number(1)(value) is None:
         return None
     return "must be a finite number ≥ 1 or 'auto'"
@@ -117,7 +117,7 @@ class TrainOptions:
                                                    "thinned as much (closer to the target distribution for as many "
                                                    "times the bytes); auto: per (class, pT bin), where an epoch is "
                                                    "too small for whole units (default: auto for natural epochs, 1 "
-                                                   "with --jets-per-epoch)", read_factor, REFUSED,
+                                                   "with --jets-per-epoch)", factor_or_auto, REFUSED,
                                              type=number_or_auto, metavar="F|auto")
     jets_per_epoch_val: int | None = option(None, "jets per validation, each held-out jet at most once (default: "
                                                   "--jets-per-epoch times held-out / training share, as weaver; "
