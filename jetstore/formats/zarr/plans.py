@@ -5,7 +5,8 @@ size, CRC and place in the decoded output, and the byte ranges to fetch (nearby 
 chunks sit in one table (:func:`chunk_table`), and a window's plans of one shard (the sampler's reads of whole
 units) are made in one kernel call (:func:`unit_chunks`): ~20 µs a unit of 32 arrays in windows of 10 units,
 ~40 µs for a window's one unit of a shard (as on datasets of many shards), against 140-210 µs when made in array
-operations and ~400 µs one plan at a time (``bench/sampler_ab.py TREE plans``).
+operations; a plan made alone (:meth:`~jetstore.formats.zarr.reader.ZarrShardReader.plan`) takes ~100 µs
+(``bench/sampler_ab.py TREE plans``, ``bench/sampler.py --sections plans``).
 """
 
 from __future__ import annotations
