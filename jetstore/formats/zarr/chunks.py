@@ -20,18 +20,15 @@ its place is refused before any decoder runs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 import threading
 import zlib
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
 from numcodecs import blosc
 
+from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, c_call, crc32, zlib_crc32
 from jetstore.formats.zarr.frame import (
     BIT_SHUFFLE,
     BYTE_SHUFFLE,
@@ -59,14 +56,13 @@ def _c_functions():
     as ctypes functions, or None twice."""
     try:
         library = ctypes.CDLL(blosc.__file__)
-        functions = (library.blosc_decompress_ctx, ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1").crc32,
-                     library.ZSTD_decompressDCtx)
+        addresses = tuple(address(function) for function in (library.blosc_decompress_ctx, zlib_crc32(),
+                                                              library.ZSTD_decompressDCtx))
         library.ZSTD_createDCtx.restype = ctypes.c_void_p
         library.ZSTD_freeDCtx.argtypes = [ctypes.c_void_p]
     except (OSError, AttributeError):
         return None, None
-    return (tuple(np.uint64(ctypes.cast(function, ctypes.c_void_p).value) for function in functions),
-            (library.ZSTD_createDCtx, library.ZSTD_freeDCtx))
+    return addresses, (library.ZSTD_createDCtx, library.ZSTD_freeDCtx)
 
 
 FUNCTIONS, _ZSTD_CONTEXTS = _c_functions()
@@ -93,47 +89,13 @@ def _zstd_context() -> np.uint64:
     return context.address
 
 
-_BYTE_POINTER = ir.IntType(8).as_pointer()
-
-
-def _c_call(result: ir.IntType, arguments: list[ir.Type]):
-    """An intrinsic calling the C function at an address with integer arguments (pointers as addresses). The
-    address is an argument, not a constant, so kernels calling it are cached; integers passed this way cost
-    the dispatcher nothing (ctypes function objects took ~0.7 ms to type per call)."""
-    signature = types.int64(types.uint64, *[types.uint64] * len(arguments))
-
-    def codegen(context, builder, _, args):
-        function = builder.inttoptr(args[0], ir.FunctionType(result, arguments).as_pointer())
-        converted = [builder.inttoptr(value, kind) if isinstance(kind, ir.PointerType)
-                     else builder.trunc(value, kind) if kind.width < 64 else value
-                     for value, kind in zip(args[1:], arguments, strict=True)]
-        returned = builder.call(function, converted)
-        return builder.sext(returned, ir.IntType(64)) if result.width < 64 else returned
-
-    if len(arguments) == 3:
-        @intrinsic
-        def call(typingctx, address, a, b, c):
-            return signature, codegen
-    elif len(arguments) == 4:
-        @intrinsic
-        def call(typingctx, address, a, b, c, d):
-            return signature, codegen
-    else:
-        @intrinsic
-        def call(typingctx, address, a, b, c, d, e):
-            return signature, codegen
-    return call
-
-
-_decompress = _c_call(ir.IntType(32), [_BYTE_POINTER, _BYTE_POINTER, ir.IntType(64), ir.IntType(32)])
-_zstd_decompress = _c_call(ir.IntType(64), [_BYTE_POINTER, _BYTE_POINTER, ir.IntType(64), _BYTE_POINTER,
-                                             ir.IntType(64)])
-_crc32 = _c_call(ir.IntType(64), [ir.IntType(64), _BYTE_POINTER, ir.IntType(32)])
+_decompress = c_call(INT, [POINTER, POINTER, SIZE, INT])  # blosc_decompress_ctx(src, dest, size, threads)
+_zstd_decompress = c_call(SIZE, [POINTER, POINTER, SIZE, POINTER, SIZE])  # ZSTD_decompressDCtx
 
 
 @numba.njit(cache=True, nogil=True)  # the C functions' addresses are arguments (not globals): the code is cached
 def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, out_sizes, zstd_context,
-                   decompress, crc32, zstd_decompress):  # pragma: no cover
+                   decompress, crc32_address, zstd_decompress):  # pragma: no cover
     scratch = np.empty(out_sizes.max() if len(out_sizes) else 0, np.uint8)
     planes = np.empty_like(scratch)
     for i in range(len(headers)):
@@ -150,7 +112,7 @@ def _decode_chunks(buffer, headers, name_lengths, sizes, crcs, out, out_starts, 
         if start + sizes[i] > len(buffer):
             return i, SHORT
         frame = buffer[start:start + sizes[i]]
-        if np.uint64(_crc32(crc32, np.uint64(0), np.uint64(frame.ctypes.data), np.uint64(sizes[i]))) != crcs[i]:
+        if np.uint64(crc32(crc32_address, np.uint64(0), np.uint64(frame.ctypes.data), np.uint64(sizes[i]))) != crcs[i]:
             return i, BAD_CRC
         if out_starts[i] < 0 or out_starts[i] + out_sizes[i] > len(out) or sizes[i] < HEADER \
                 or read_u32(frame, 12) != sizes[i] or read_u32(frame, 4) != out_sizes[i]:

@@ -18,7 +18,6 @@ any Blosc reader decodes them. Where the C functions cannot be found, numcodecs 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 import zlib
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numba
 import numpy as np
 from numcodecs import Blosc, blosc
 
+from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, c_call, crc32, zlib_crc32
 from jetstore.formats.zarr.frame import (
     BIT_SHUFFLE,
     BYTE_SHUFFLE,
@@ -69,27 +69,22 @@ class Encoded:
 
 
 def _c_functions():
-    """(blosc_compress_ctx, ZSTD_createCCtx, ZSTD_compressCCtx, ZSTD_isError, crc32) as ctypes functions, or
-    None. numcodecs' Blosc extension carries the zstd it links (so its frames decode with it)."""
+    """The addresses of (blosc_compress_ctx, ZSTD_compressCCtx, ZSTD_isError, crc32) and ZSTD_createCCtx as a
+    ctypes function, or None. numcodecs' Blosc extension carries the zstd it links (so its frames decode with it)."""
     try:
         library = ctypes.CDLL(blosc.__file__)
-        compress, create, zstd, is_error = (library.blosc_compress_ctx, library.ZSTD_createCCtx,
-                                            library.ZSTD_compressCCtx, library.ZSTD_isError)
-        crc32 = ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1").crc32
+        addresses = tuple(address(function) for function in (library.blosc_compress_ctx, library.ZSTD_compressCCtx,
+                                                              library.ZSTD_isError, zlib_crc32()))
+        create = library.ZSTD_createCCtx
     except (OSError, AttributeError):
         return None
-    compress.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    compress.restype = ctypes.c_int
     create.argtypes, create.restype = [], ctypes.c_void_p
-    zstd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
-                     ctypes.c_int]
-    zstd.restype = ctypes.c_size_t
-    is_error.argtypes, is_error.restype = [ctypes.c_size_t], ctypes.c_uint
-    crc32.argtypes = [ctypes.c_ulong, ctypes.c_void_p, ctypes.c_uint]
-    crc32.restype = ctypes.c_ulong
-    return compress, create, zstd, is_error, crc32
+    return addresses, create
 
+
+_blosc_compress = c_call(INT, [INT, INT, SIZE, SIZE, POINTER, POINTER, SIZE, POINTER, SIZE, INT])  # blosc_compress_ctx
+_zstd_compress = c_call(SIZE, [POINTER, POINTER, SIZE, POINTER, SIZE, INT])  # ZSTD_compressCCtx(context, ..., level)
+_zstd_is_error = c_call(INT, [SIZE])
 
 FUNCTIONS = _c_functions()
 _CONTEXTS = threading.local()  # one zstd context per thread (a context is not thread-safe), kept for the process
@@ -114,14 +109,14 @@ def encode_chunks(values: np.ndarray, chunk: int, codec: Codec, out: np.ndarray 
         out = np.empty(capacity(len(values), chunk, typesize), np.uint8)
     if FUNCTIONS is None:
         return _encode_in_python(values, chunk, codec, out, offsets, sizes, crcs)
-    compress, create, zstd, is_error, crc32 = FUNCTIONS
+    addresses, create = FUNCTIONS
     context = getattr(_CONTEXTS, "zstd", None)
     if context is None:
-        context = _CONTEXTS.zstd = create()
+        context = _CONTEXTS.zstd = np.uint64(create())
     name = np.frombuffer(codec.cname.encode() + b"\0", np.uint8)
     failed = _encode(values.view(np.uint8), width, typesize, codec.clevel, codec.shuffle, codec.blocksize,
                      codec.cname == "zstd" and width <= min(codec.blocksize, BLOCK_LIMIT), name, context, out,
-                     offsets, sizes, crcs, compress, zstd, is_error, crc32)
+                     offsets, sizes, crcs, *addresses)
     if failed >= 0:
         raise RuntimeError(f"Blosc could not encode chunk {failed} ({codec})")
     return Encoded(out, offsets, sizes, crcs)
@@ -139,7 +134,7 @@ def _encode_in_python(values: np.ndarray, chunk: int, codec: Codec, out: np.ndar
 
 @numba.njit(cache=True, nogil=True)
 def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, context, out, offsets, sizes, crcs,
-            compress, zstd, is_error, crc32):  # pragma: no cover
+            compress, zstd, is_error, crc32_address):  # pragma: no cover
     """Encode every ``width``-byte chunk of ``data`` into ``out[offsets[i]:]``; -1, or the chunk that failed."""
     scratch = np.empty(width, np.uint8)
     level = clevel * 2 - 1 if clevel < 9 else ZSTD_MAX_LEVEL
@@ -148,8 +143,10 @@ def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, con
         source = data[i * width:(i + 1) * width]
         frame = out[offsets[i]:offsets[i] + width + HEADER]
         if not framed:
-            size = compress(clevel, shuffle, typesize, width, source.ctypes.data, frame.ctypes.data,
-                            width + HEADER, name.ctypes.data, blocksize, 1)
+            size = _blosc_compress(compress, np.uint64(clevel), np.uint64(shuffle), np.uint64(typesize),
+                                   np.uint64(width), np.uint64(source.ctypes.data), np.uint64(frame.ctypes.data),
+                                   np.uint64(width + HEADER), np.uint64(name.ctypes.data), np.uint64(blocksize),
+                                   np.uint64(1))
             if size <= 0:
                 return i
         else:
@@ -163,8 +160,9 @@ def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, con
                     stream = scratch
                 else:
                     stream = source
-                written = zstd(context, frame[24:].ctypes.data, width - 8, stream.ctypes.data, width, level)
-                if is_error(written) == 0 and written > 0:
+                written = _zstd_compress(zstd, context, np.uint64(frame[24:].ctypes.data), np.uint64(width - 8),
+                                         np.uint64(stream.ctypes.data), np.uint64(width), np.uint64(level))
+                if _zstd_is_error(is_error, np.uint64(written)) == 0 and written > 0:
                     write_header(frame, flags, typesize, width, 24 + written)
                     write_u32(frame, 16, 20)
                     write_u32(frame, 20, written)
@@ -174,5 +172,5 @@ def _encode(data, width, typesize, clevel, shuffle, blocksize, framed, name, con
                 frame[HEADER:HEADER + width] = source
                 size = width + HEADER
         sizes[i] = size
-        crcs[i] = crc32(0, frame.ctypes.data, size)
+        crcs[i] = crc32(crc32_address, np.uint64(0), np.uint64(frame.ctypes.data), np.uint64(size))
     return -1
