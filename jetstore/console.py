@@ -21,6 +21,7 @@ VERBOSITY_LEVELS = {-1: logging.ERROR, 0: logging.INFO, 1: logging.INFO, 2: logg
 # optional modules → the extra that installs them (the core needs none of them)
 EXTRAS = {"torch": "torch", "matplotlib": "plots", "mplhep": "plots", "hist": "plots", "weaver": "train",
           "tensorboard": "train", "sklearn": "train", "onnx": "train"}
+_ROOT_LEVEL: list[int] = []  # the root logger's level before a -v command raised it, restored by the next command
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -49,10 +50,14 @@ def configure_logging(verbosity: int, secrets: Sequence[str]) -> None:
         for old in [h for h in logger.handlers if h.get_name() == "jetstore-cli"]:
             logger.removeHandler(old)
     ours.setLevel(level)
+    root = logging.getLogger()
+    if _ROOT_LEVEL:  # a -v command ran before in this process: every library's records end with it
+        root.setLevel(_ROOT_LEVEL.pop())
     if verbosity > 0:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().setLevel(level)
+        root.addHandler(handler)
+        _ROOT_LEVEL.append(root.level)
+        root.setLevel(level)
     else:
         handler.setFormatter(logging.Formatter("%(message)s"))
         ours.addHandler(handler)

@@ -213,6 +213,25 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     configure_logging(0, [])
 
 
+def test_a_verbose_command_leaves_the_root_logger_as_it_found_it(monkeypatch):
+    """-v shows every library's records for its own command; the next command in the process (tests, notebooks)
+    has the root logger's level back, so its workers stay quiet again."""
+    import logging
+
+    from jetstore.console import configure_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    configure_logging(1, [])
+    assert root.level == logging.INFO
+    configure_logging(2, [])
+    assert root.level == logging.DEBUG
+    configure_logging(0, [])
+    assert root.level == logging.WARNING
+    configure_logging(0, [])
+    assert root.level == logging.WARNING
+
+
 @pytest.mark.slow
 def test_two_runs_of_the_same_inputs_share_a_cluster(dask_client, sample_files, tmp_path):
     """Two conversions of the same inputs to two outputs at once, on one cluster: each gets its own tasks (a task
