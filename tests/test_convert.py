@@ -213,7 +213,7 @@ def test_notices_go_through_logging(dask_client, sample_files, tmp_path, capsys,
     configure_logging(0, [])
 
 
-def test_a_verbose_command_leaves_the_root_logger_as_it_found_it(monkeypatch):
+def test_a_verbose_command_leaves_the_root_logger_as_it_found_it():
     """-v shows every library's records for its own command; the next command in the process (tests, notebooks)
     has the root logger's level back, so its workers stay quiet again."""
     import logging
@@ -221,15 +221,19 @@ def test_a_verbose_command_leaves_the_root_logger_as_it_found_it(monkeypatch):
     from jetstore.console import configure_logging
 
     root = logging.getLogger()
-    monkeypatch.setattr(root, "level", logging.WARNING)
-    configure_logging(1, [])
-    assert root.level == logging.INFO
-    configure_logging(2, [])
-    assert root.level == logging.DEBUG
-    configure_logging(0, [])
-    assert root.level == logging.WARNING
-    configure_logging(0, [])
-    assert root.level == logging.WARNING
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        configure_logging(1, [])
+        assert root.level == logging.INFO
+        configure_logging(2, [])
+        assert root.level == logging.DEBUG
+        configure_logging(0, [])
+        assert root.level == logging.WARNING
+        configure_logging(0, [])
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(before)  # through setLevel, which clears the loggers' cached levels
 
 
 @pytest.mark.slow
