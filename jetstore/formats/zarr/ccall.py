@@ -16,6 +16,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+from numcodecs import blosc
 
 POINTER = ir.IntType(8).as_pointer()
 INT = ir.IntType(32)
@@ -50,6 +51,12 @@ def address(function: Any) -> np.uint64:
     if value is None:
         raise OSError(f"{function} has no address")
     return np.uint64(value)
+
+
+def blosc_library() -> ctypes.CDLL:
+    """numcodecs' Blosc extension, which carries the c-blosc and the zstd it links, so frames made or unmade with
+    them are those numcodecs reads and writes (raises OSError where it cannot be loaded)."""
+    return ctypes.CDLL(blosc.__file__)
 
 
 def zlib_crc32() -> Any:

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numcodecs import blosc
 
-from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, c_call, crc32, zlib_crc32
+from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, blosc_library, c_call, crc32, zlib_crc32
 from jetstore.formats.zarr.frame import (
     BIT_SHUFFLE,
     BYTE_SHUFFLE,
@@ -55,7 +55,7 @@ def _c_functions():
     """The addresses of (blosc_decompress_ctx, crc32, ZSTD_decompressDCtx) and (ZSTD_createDCtx, ZSTD_freeDCtx)
     as ctypes functions, or None twice."""
     try:
-        library = ctypes.CDLL(blosc.__file__)
+        library = blosc_library()
         addresses = tuple(address(function) for function in (library.blosc_decompress_ctx, zlib_crc32(),
                                                               library.ZSTD_decompressDCtx))
         library.ZSTD_createDCtx.restype = ctypes.c_void_p

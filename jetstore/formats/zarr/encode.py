@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numcodecs import Blosc, blosc
+from numcodecs import Blosc
 
-from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, c_call, crc32, zlib_crc32
+from jetstore.formats.zarr.ccall import INT, POINTER, SIZE, address, blosc_library, c_call, crc32, zlib_crc32
 from jetstore.formats.zarr.frame import (
     BIT_SHUFFLE,
     BYTE_SHUFFLE,
@@ -70,9 +70,9 @@ class Encoded:
 
 def _c_functions():
     """The addresses of (blosc_compress_ctx, ZSTD_compressCCtx, ZSTD_isError, crc32) and ZSTD_createCCtx as a
-    ctypes function, or None. numcodecs' Blosc extension carries the zstd it links (so its frames decode with it)."""
+    ctypes function, or None."""
     try:
-        library = ctypes.CDLL(blosc.__file__)
+        library = blosc_library()
         addresses = tuple(address(function) for function in (library.blosc_compress_ctx, library.ZSTD_compressCCtx,
                                                               library.ZSTD_isError, zlib_crc32()))
         create = library.ZSTD_createCCtx
